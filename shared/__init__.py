@@ -1,0 +1,1 @@
+"""Pieces every part of edgefleet shares: wire protocol, topics, errors, histograms, hashing."""

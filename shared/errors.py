@@ -1,0 +1,65 @@
+"""The one exception tree of edgefleet.
+
+    EdgefleetError
+    ├── ConfigError            a config file or setting is missing or wrong
+    ├── ProtocolError          a wire payload or topic is malformed / unknown schema
+    ├── TrustError             signed metadata refused (bad signature, rollback, mismatch)
+    ├── ArtifactError          a model file is corrupt, unreadable or does not fit
+    ├── RuntimeBackendError    an inference backend could not load or run a model
+    ├── TransportError         broker or controller unreachable, timeouts
+    └── NotFoundError          a named model, version, device or rollout does not exist
+
+Foreign errors are wrapped ``from e``. Each error carries a one-line ``reason`` that is
+safe to print to a user and optional context fields.
+"""
+
+from __future__ import annotations
+
+
+class EdgefleetError(Exception):
+    """Base of every error edgefleet raises on purpose."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        device_id: str | None = None,
+        model: str | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.device_id = device_id
+        self.model = model
+        self.model_version = model_version
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class ConfigError(EdgefleetError):
+    """A configuration file or setting is missing or invalid."""
+
+
+class ProtocolError(EdgefleetError):
+    """A message on the wire is malformed, too large, or of an unknown schema."""
+
+
+class TrustError(EdgefleetError):
+    """Signed metadata or an artifact failed verification; never install."""
+
+
+class ArtifactError(EdgefleetError):
+    """A model file is corrupt, unreadable, or does not fit this device."""
+
+
+class RuntimeBackendError(EdgefleetError):
+    """An inference backend failed to load, warm up or run a model."""
+
+
+class TransportError(EdgefleetError):
+    """A broker or HTTP endpoint is unreachable or timed out; usually worth a retry."""
+
+
+class NotFoundError(EdgefleetError):
+    """A named model, version, device or rollout does not exist."""
