@@ -1,0 +1,95 @@
+"""Drift baselines on the device: the model card's confidence histogram for the model it
+runs, fetched once from the controller, cached on disk, and scored against each window.
+
+Fetching happens on the telemetry thread, never the frame loop. A missing card (404) or
+an unreachable controller is asked again after ``retry_s``; until then windows carry no
+drift scores (``None``), which the controller reads as "no baseline", not "no drift".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edgefleet.agent.controller_http import ControllerHttp
+from edgefleet.shared.card import ModelCard, drift_scores
+from edgefleet.shared.durable import write_bytes
+from edgefleet.shared.errors import TransportError
+from edgefleet.shared.protocol import TelemetryWindow
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class BaselineCache:
+    def __init__(
+        self,
+        http: ControllerHttp,
+        folder: Path,
+        *,
+        retry_s: float = 60.0,  # seconds before asking again after a miss
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.http, self.folder, self.retry_s, self.clock = http, folder, retry_s, clock
+        self._cards: dict[tuple[str, str], ModelCard] = {}
+        self._next_try: dict[tuple[str, str], float] = {}
+
+    def _path(self, model: str, version: str) -> Path:
+        return self.folder / model / f"{version}.json"
+
+    def get(self, model: str | None, version: str | None) -> ModelCard | None:
+        if not model or not version:
+            return None
+        key = (model, version)
+        if key in self._cards:
+            return self._cards[key]
+        card = self._from_disk(model, version)
+        if card is None and self.clock() >= self._next_try.get(key, float("-inf")):
+            card = self._fetch(model, version)
+            if card is None:
+                self._next_try[key] = self.clock() + self.retry_s
+        if card is not None:
+            self._cards[key] = card
+        return card
+
+    def _from_disk(self, model: str, version: str) -> ModelCard | None:
+        try:
+            return ModelCard.model_validate_json(self._path(model, version).read_bytes())
+        except (OSError, ValidationError):
+            return None
+
+    def _fetch(self, model: str, version: str) -> ModelCard | None:
+        try:
+            answer = self.http.request("GET", f"/v1/models/{model}/versions/{version}/card")
+        except TransportError as e:
+            log.warning("no drift baseline for %s %s yet: %s", model, version, e.reason)
+            return None
+        if answer.status != 200:
+            log.info("no model card for %s %s (HTTP %d)", model, version, answer.status)
+            return None
+        try:
+            card = ModelCard.model_validate_json(answer.body)
+        except ValidationError:
+            log.warning("the model card of %s %s is malformed: ignored", model, version)
+            return None
+        write_bytes(self._path(model, version), card.to_bytes())
+        log.info("drift baseline for %s %s: %d detections", model, version, card.detections)
+        return card
+
+
+def with_drift(window: TelemetryWindow, card: ModelCard | None) -> TelemetryWindow:
+    """The window with PSI, Jensen-Shannon and Wasserstein-1 against ``card`` filled in."""
+    if card is None or card.confidence_edges != window.confidence_edges:
+        return window
+    scores = drift_scores(card.confidence_counts, window.confidence_counts, card.confidence_edges)
+    if not scores:
+        return window
+    return window.model_copy(
+        update={
+            "drift_psi": scores["psi"],
+            "drift_js": scores["js"],
+            "drift_wasserstein": scores["wasserstein"],
+        }
+    )

@@ -1,0 +1,100 @@
+"""``edgefleet bench infer`` and ``edgefleet bench swap``: the benchmarks in bench/.
+
+Only the standard library is imported here. The measuring code lives in the source
+checkout's ``bench/`` folder (it compares against Ultralytics, which never ships on a
+device); the handlers load it from there and say so in one line when it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+def register(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="benchmarks: per-frame cost, hot swaps under load")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHICH", required=True)
+
+    infer = bench_sub.add_parser("infer", help="agent per-frame time vs bare run vs Ultralytics")
+    infer.add_argument("--model", required=True, type=Path, help="exported ONNX model")
+    infer.add_argument("--source", required=True, type=Path, help="folder of images")
+    infer.add_argument("--frames", type=int, default=300, help="timed frames per way")
+    infer.add_argument("--no-ultralytics", action="store_true", help="skip Ultralytics")
+    infer.add_argument("--json", action="store_true", help="one JSON document")
+    infer.set_defaults(handler="edgefleet.agent.bench_cli:run_infer")
+
+    swap = bench_sub.add_parser("swap", help="frames dropped and p99 latency during hot swaps")
+    swap.add_argument("--models", required=True, type=Path, nargs="+", help="ONNX models")
+    swap.add_argument("--source", type=Path, default=Path("models/samples"), help="images")
+    swap.add_argument("--swaps", type=int, default=20)
+    swap.add_argument(
+        "--load", type=float, default=0.0, help="0: saturating source; else fraction of capacity"
+    )
+    swap.add_argument("--gap-s", type=float, default=1.0, help="steady seconds between swaps")
+    swap.add_argument("--settle-s", type=float, default=0.5, help="seconds after a swap")
+    swap.add_argument("--json", action="store_true", help="one JSON document")
+    swap.set_defaults(handler="edgefleet.agent.bench_cli:run_swap")
+
+
+def _bench_module(name: str) -> ModuleType:
+    from edgefleet.shared.errors import ConfigError
+
+    path = BENCH_DIR / f"{name}.py"
+    if not path.is_file():
+        raise ConfigError(f"edgefleet bench needs a source checkout: {path} not found")
+    spec = importlib.util.spec_from_file_location(f"edgefleet_bench_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _positive(value: int, what: str) -> None:
+    from edgefleet.shared.errors import ConfigError
+
+    if value < 1:
+        raise ConfigError(f"{what} must be at least 1")
+
+
+def _emit(result: dict[str, Any], as_json: bool, module: ModuleType) -> int:
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        module.print_table(result)
+    return 0
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    _positive(args.frames, "--frames")
+    mod = _bench_module("bench_infer")
+    result = mod.bench(
+        args.model, args.source, args.frames, with_ultralytics=not args.no_ultralytics
+    )
+    return _emit(result, args.json, mod)
+
+
+def run_swap(args: argparse.Namespace) -> int:
+    _positive(args.swaps, "--swaps")
+    if len(args.models) < 2:
+        from edgefleet.shared.errors import ConfigError
+
+        raise ConfigError("--models needs at least two models to swap between")
+    mod = _bench_module("bench_swap")
+    result = mod.bench(
+        args.models,
+        args.source,
+        args.swaps,
+        load=args.load,
+        gap_s=args.gap_s,
+        settle_s=args.settle_s,
+    )
+    return _emit(result, args.json, mod)

@@ -1,0 +1,89 @@
+"""Detections *and* the candidates below the confidence cut, from one inference.
+
+The sampler wants the uncertain boxes that the application never sees (score under
+``conf``). :class:`CandidateDetector` wraps the runtime's Detector without changing it:
+``detect`` is the Detector's own answer; ``detect_with_candidates`` decodes the same raw
+output once with a low floor and splits it at ``conf``. For end-to-end heads that split is
+exactly the Detector's answer; for NMS heads a box under the cut can only suppress boxes
+scored lower still, so the kept set is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from edgefleet.agent.runtime.backend import Detection, ModelInfo
+from edgefleet.agent.runtime.postprocess import postprocess
+from edgefleet.agent.runtime.preprocess import preprocess
+from edgefleet.shared.errors import RuntimeBackendError
+
+DEFAULT_FLOOR = 0.05  # candidates scored below this are noise, not "uncertain"
+
+
+class CandidateDetector:
+    def __init__(self, inner: Any, floor: float = DEFAULT_FLOOR) -> None:
+        self.inner = inner
+        self.floor = floor
+
+    @property
+    def info(self) -> ModelInfo:
+        info: ModelInfo = self.inner.info
+        return info
+
+    def detect(self, bgr: npt.NDArray[np.uint8]) -> list[Detection]:
+        dets: list[Detection] = self.inner.detect(bgr)
+        return dets
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:  # anything else the runtime's detector offers
+        return getattr(self.inner, name)
+
+    def _can_split(self) -> bool:
+        return all(hasattr(self.inner, a) for a in ("backend", "conf", "iou"))
+
+    def detect_with_candidates(
+        self, bgr: npt.NDArray[np.uint8]
+    ) -> tuple[list[Detection], list[Detection]]:
+        """(detections above ``conf`` as ``detect`` gives them, candidates in [floor, conf])."""
+        if not self._can_split() or self.floor >= self.inner.conf:
+            return self.detect(bgr), []
+        if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+            raise RuntimeBackendError(f"expected an HxWx3 uint8 BGR image, got {bgr.shape}")
+        info = self.info
+        outputs = self.inner.backend.run(preprocess(bgr, info.imgsz))
+        rows = postprocess(
+            outputs[0], end2end=info.end2end, nc=len(info.names), input_shape=info.imgsz,
+            orig_shape=(int(bgr.shape[0]), int(bgr.shape[1])), conf=self.floor,
+            iou=self.inner.iou,
+        )  # fmt: skip
+        kept: list[Detection] = []
+        below: list[Detection] = []
+        for r in rows.tolist():
+            d = _detection(r, info.names)
+            (kept if d.confidence > self.inner.conf else below).append(d)
+        return kept, below
+
+
+def _detection(row: list[float], names: dict[int, str]) -> Detection:
+    k = int(row[5])
+    return Detection(k, names.get(k, str(k)), row[4], (row[0], row[1], row[2], row[3]))
+
+
+def with_candidates(
+    loader: Callable[[Path], Any], floor: float = DEFAULT_FLOOR
+) -> Callable[[Path], Any]:
+    """A model loader whose detectors also report their below-the-cut candidates."""
+
+    def load(path: Path) -> CandidateDetector:
+        return CandidateDetector(loader(path), floor)
+
+    return load

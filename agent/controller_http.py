@@ -1,0 +1,59 @@
+"""The agent's plain HTTP(S) calls to the controller (model cards, sample uploads).
+
+One urllib3 pool, a timeout on every request, the device id in a header; a connection
+problem becomes :class:`TransportError` so callers retry later instead of failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from edgefleet.shared.errors import TransportError
+
+DEVICE_HEADER = "X-Edgefleet-Device"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+class ControllerHttp:
+    def __init__(
+        self,
+        base_url: str,
+        device_id: str,
+        *,
+        timeout_s: float = 10.0,  # seconds to connect and between bytes
+        ca_bundle: Path | None = None,  # PEM; None: the system's trust store
+        client_cert: Path | None = None,  # PEM for mTLS
+        client_key: Path | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.device_id = device_id
+        kwargs: dict[str, Any] = {}
+        if ca_bundle:
+            kwargs["ca_certs"] = str(ca_bundle)
+        if client_cert:
+            kwargs["cert_file"] = str(client_cert)
+            kwargs["key_file"] = str(client_key) if client_key else None
+        self._pool = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+            retries=False,
+            **kwargs,
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Answer:
+        headers = {DEVICE_HEADER: self.device_id, **kwargs.pop("headers", {})}
+        try:
+            r = self._pool.request(method, self.base_url + path, headers=headers, **kwargs)
+        except urllib3.exceptions.HTTPError as e:
+            raise TransportError(f"controller {self.base_url} unreachable: {e}") from e
+        return Answer(r.status, r.data)
+
+    def close(self) -> None:
+        self._pool.clear()

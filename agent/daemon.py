@@ -1,0 +1,269 @@
+"""``edgefleet agent run``: build every part from the config, start them, stop them cleanly.
+
+Threads: paho's network loop, the frame reader and frame loop (pipeline), the reconcile
+loop and the telemetry loop. SIGTERM / SIGINT set one stop flag; shutdown publishes the
+offline status and joins every thread within a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edgefleet.agent.candidates import with_candidates
+from edgefleet.agent.config import AgentConfig, load_config
+from edgefleet.agent.dataloop import DataLoop
+from edgefleet.agent.fingerprint import detect_fingerprint
+from edgefleet.agent.metrics import AgentMetrics, MetricsServer, serve
+from edgefleet.agent.monitor import WindowAccumulator
+from edgefleet.agent.mqtt_link import Hint, MqttLink
+from edgefleet.agent.pipeline import Pipeline, open_source
+from edgefleet.agent.profile_select import resolve_profile, with_profile
+from edgefleet.agent.reconcile import (
+    HealthCheck,
+    Identity,
+    Loader,
+    Reconciler,
+    ShadowSettings,
+    UpdaterLike,
+)
+from edgefleet.agent.shadow import ShadowTap
+from edgefleet.agent.sinks import build_sink
+from edgefleet.agent.slots import ModelSlots
+from edgefleet.agent.store import CacheQuota, DeviceStore
+from edgefleet.agent.tls import TlsSettings
+from edgefleet.agent.watchdog import SystemdNotifier, ping_interval_s
+from edgefleet.shared.errors import ArtifactError, ConfigError, RuntimeBackendError
+from edgefleet.shared.profiles import FirmwareProfile
+from edgefleet.shared.protocol import Fingerprint, utcnow
+from prometheus_client import CollectorRegistry
+
+from edgefleet import __version__
+
+log = logging.getLogger("edgefleet.agent")
+
+HINT_QUEUE_SIZE = 16  # hints; more than that coalesce into the pending refresh
+JOIN_TIMEOUT_S = 3.0  # seconds per thread at shutdown
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = load_config(args.config)
+    stop = threading.Event()
+    _on_signals(stop)
+    return run(config, stop)
+
+
+def _on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def device_loader(
+    config: AgentConfig, fp: Fingerprint, profile: FirmwareProfile | None
+) -> tuple[Loader, str]:
+    """The loader for this device's profile (providers, native TensorRT) and its /metrics
+    backend label."""
+    import onnxruntime as ort
+    from edgefleet.agent.runtime.engine_cache import GpuFacts
+    from edgefleet.agent.runtime.loader import LoaderSettings, backend_label, make_loader
+
+    settings = LoaderSettings(
+        conf=config.conf,
+        iou=config.iou,
+        engine_dir=config.data_dir / "engines",
+        profile=profile,
+        gpu=GpuFacts(tensorrt=fp.tensorrt, compute_capability=fp.compute_capability),
+    )
+    return make_loader(settings), backend_label(settings, ort.get_available_providers())
+
+
+def build_updater(config: AgentConfig) -> UpdaterLike[Any]:
+    from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
+
+    return ModelUpdater(
+        UpdaterConfig(
+            controller_url=config.controller_url,
+            device_id=config.device_id,
+            data_dir=config.data_dir,
+        )
+    )
+
+
+def restore(store: DeviceStore, slots: ModelSlots, loader: Loader) -> None:
+    """Serve the committed model at once; fall back to the previous one if it will not load."""
+    store.load()
+    while (pointer := store.state.current) is not None:
+        try:
+            slots.stage(loader(store.artifact_path(pointer)), pointer)
+        except (RuntimeBackendError, ArtifactError) as e:
+            log.error(  # noqa: TRY400 - a one-line reason, not a traceback
+                "cannot load committed %s %s (%s)", pointer.model, pointer.version, e
+            )
+            store.fall_back()
+            continue
+        slots.swap()
+        slots.commit()
+        log.info("serving %s %s", pointer.model, pointer.version)
+        return
+    log.info("no model installed yet: waiting for the first one")
+
+
+def health_timeout_s(config: AgentConfig) -> float:
+    frames, fps = config.health_check_frames, config.source.fps
+    per_frame = 1.0 / fps if fps > 0 else 0.0
+    return float(10.0 + 3 * frames * (per_frame + config.latency_budget_ms / 1000.0))
+
+
+def telemetry_loop(
+    monitor: WindowAccumulator, out: DataLoop, stop: threading.Event, window_s: float
+) -> None:
+    while not stop.wait(window_s):
+        window = monitor.roll(utcnow())
+        if window.frames or window.drops:
+            out.publish_telemetry(window)  # drift scored, spooled, sent when the broker acks
+
+
+def run(config: AgentConfig, stop: threading.Event) -> int:
+    if config.source.kind in ("folder", "video") and not Path(config.source.path).exists():
+        raise ConfigError(f"frame source {config.source.path} does not exist")
+    fingerprint = detect_fingerprint()
+    profile = resolve_profile(fingerprint, name=config.profile, folder=config.profiles_dir)
+    fingerprint = with_profile(fingerprint, profile)
+    log.info("firmware profile: %s", profile.name if profile else "none fits; CPU defaults")
+    loader, backend = device_loader(config, fingerprint, profile)
+    if config.sampling.enabled:  # the sampler also sees the candidates below the cut
+        loader = with_candidates(loader, config.sampling.candidate_floor)
+    quota = CacheQuota(config.cache.max_artifacts, config.cache.max_bytes)
+    store = DeviceStore(config.data_dir, quota)
+    slots = ModelSlots()
+    restore(store, slots, loader)
+
+    hints: queue.Queue[Hint] = queue.Queue(maxsize=HINT_QUEUE_SIZE)
+    tls = TlsSettings(config.tls.ca, config.tls.cert, config.tls.key) if config.tls else None
+    link = MqttLink(config.device_id, config.mqtt_host, config.mqtt_port, hints, tls=tls)
+    data = DataLoop.build(config, link)  # drift scores, store-and-forward, sampler
+    monitor = WindowAccumulator(config.device_id, utcnow(), low_confidence=config.low_confidence)
+    health = HealthCheck(config.health_check_frames, config.latency_budget_ms)
+    source = open_source(config.source.kind, config.source.path, loop=config.source.loop)
+    registry = CollectorRegistry()  # this agent's own: no process-wide default registry
+    metrics = AgentMetrics(registry, backend)
+    sinks = [build_sink(spec, config.device_id) for spec in config.sinks]
+    shadow = _shadow_settings(config)
+    frame_sinks = [monitor, health, metrics, *(sink for sink, _ in sinks), *data.sinks()]
+    if shadow is not None:
+        frame_sinks.append(shadow.tap)
+    pipeline = Pipeline(source, slots, frame_sinks, fps=config.source.fps)
+    identity = Identity(config.device_id, config.labels, fingerprint, __version__)
+    reconciler = Reconciler(
+        identity,
+        updater=build_updater(config),
+        store=store,
+        slots=slots,
+        health=health,
+        reporter=link,
+        loader=loader,
+        stop=stop,
+        health_timeout_s=health_timeout_s(config),
+        phase_delay_s=config.debug.phase_delay_s,
+        sigkill_in_phase=config.debug.sigkill_in_phase,
+        shadow=shadow,
+    )
+
+    link.start()
+    for sink, _ in sinks:
+        sink.start()
+    pipeline.start()
+    # Daemon threads: a download still running at shutdown must not hold the process; its
+    # writes are durable (temp file + rename), so being cut off mid-way leaves no half file.
+    threads = [
+        threading.Thread(
+            target=partial(reconciler.run, hints, config.poll_interval_s),
+            name="reconcile",
+            daemon=True,
+        ),
+        threading.Thread(
+            target=telemetry_loop,
+            args=(monitor, data, stop, config.telemetry_window_s),
+            name="telemetry",
+            daemon=True,
+        ),
+    ]
+    threads += data.threads(stop)
+    for t in threads:
+        t.start()
+    server = _serve_metrics(config, registry)
+    log.info("agent %s running (broker %s)", config.device_id, config.mqtt_url)
+    notifier = SystemdNotifier.from_env(os.environ)
+    notifier.ready()
+    ping_s = ping_interval_s(os.environ)
+    while not stop.wait(ping_s):
+        if pipeline.alive():  # a hung or dead frame loop stops the pings: systemd restarts us
+            notifier.watchdog()
+    notifier.stopping()
+    _shutdown(threads, pipeline, monitor, link, slots, data=data)
+    for sink, release in sinks:
+        sink.stop(JOIN_TIMEOUT_S)
+        release()
+    if server is not None:
+        server.close()
+    return 0
+
+
+def _shadow_settings(config: AgentConfig) -> ShadowSettings | None:
+    cfg = config.shadow
+    if cfg is None:
+        return None
+    tap = ShadowTap(every=cfg.every)
+    return ShadowSettings(tap, cfg.frames, cfg.timeout_s, cfg.min_match_rate)
+
+
+def _serve_metrics(config: AgentConfig, registry: CollectorRegistry) -> MetricsServer | None:
+    if config.metrics_port is None:
+        return None
+    try:
+        server = serve(registry, config.metrics_port, config.metrics_addr)
+    except OSError as e:
+        raise ConfigError(
+            f"metrics_port {config.metrics_port}: cannot listen on {config.metrics_addr}: {e}"
+        ) from e
+    log.info("metrics on http://%s:%d/metrics", config.metrics_addr, server.port)
+    return server
+
+
+def _shutdown(
+    threads: list[threading.Thread],
+    pipeline: Pipeline,
+    monitor: WindowAccumulator,
+    link: MqttLink,
+    slots: ModelSlots,
+    *,
+    data: DataLoop,
+) -> None:
+    for t in threads:
+        t.join(JOIN_TIMEOUT_S)
+    pipeline.stop(JOIN_TIMEOUT_S)
+    window = monitor.roll(utcnow())  # the partial last window still counts
+    if window.frames or window.drops:
+        data.publish_telemetry(window)
+    data.close()  # a last try to send the spool; what is left goes out after the restart
+    link.stop(JOIN_TIMEOUT_S)  # publishes the offline status first
+    slots.close()
+    log.info("agent stopped")

@@ -1,0 +1,96 @@
+"""The agent's half of the data loop, built in one place for the daemon: telemetry windows
+scored against the model card and store-and-forwarded, and the frame sampler."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from functools import partial
+from typing import TYPE_CHECKING
+
+from edgefleet.agent.baseline import BaselineCache, with_drift
+from edgefleet.agent.controller_http import ControllerHttp
+from edgefleet.agent.enroll import read_upload_token
+from edgefleet.agent.forward import TelemetryForwarder
+from edgefleet.agent.sampler import Sampler, controller_settings
+from edgefleet.agent.spool import DiskSpool
+from edgefleet.shared.protocol import TelemetryWindow
+from edgefleet.shared.topics import Channel
+
+if TYPE_CHECKING:
+    from edgefleet.agent.config import AgentConfig
+    from edgefleet.agent.mqtt_link import MqttLink
+    from edgefleet.agent.pipeline import FrameSink
+
+log = logging.getLogger(__name__)
+FINAL_FLUSH_S = 2.0  # seconds at shutdown to send what is spooled; the rest waits on disk
+
+
+def controller_http(config: AgentConfig) -> ControllerHttp:
+    """The agent's HTTP client; over https it pins the device CA and presents the device's
+    certificate from ``tls`` (the controller's HTTPS front is deployed separately)."""
+    tls = config.tls
+    if tls is not None and config.controller_url.startswith("https://"):
+        return ControllerHttp(config.controller_url, config.device_id, ca_bundle=tls.ca,
+                              client_cert=tls.cert, client_key=tls.key)  # fmt: skip
+    return ControllerHttp(config.controller_url, config.device_id)
+
+
+class DataLoop:
+    def __init__(
+        self,
+        forwarder: TelemetryForwarder,
+        baselines: BaselineCache,
+        sampler: Sampler | None,
+        http: ControllerHttp,
+    ) -> None:
+        self.forwarder, self.baselines, self.sampler, self.http = (
+            forwarder, baselines, sampler, http,
+        )  # fmt: skip
+
+    @classmethod
+    def build(cls, config: AgentConfig, link: MqttLink) -> DataLoop:
+        http = controller_http(config)
+        telemetry = DiskSpool(config.data_dir / "spool" / "telemetry",
+                              max_entries=config.telemetry_spool_max)  # fmt: skip
+
+        def publish(payload: bytes, timeout: float) -> bool:
+            return bool(link.publish_confirmed(Channel.TELEMETRY, payload, timeout))
+
+        forwarder = TelemetryForwarder(telemetry, publish, link.connected.is_set)
+        baselines = BaselineCache(http, config.data_dir / "baselines")
+        sampler = None
+        s = config.sampling
+        if s.enabled:  # no local strategies: the controller's settings may bring some
+            spool = DiskSpool(config.data_dir / "spool" / "samples", max_entries=s.spool_max_items,
+                              max_bytes=s.spool_max_bytes)  # fmt: skip
+            settings = partial(controller_settings, http, config.device_id, config.labels, s)
+            sampler = Sampler(config.device_id, s, spool, http, rng=random.Random(),
+                              upload_token=read_upload_token(config.data_dir),
+                              settings=settings, refresh_s=config.poll_interval_s)  # fmt: skip
+        return cls(forwarder, baselines, sampler, http)
+
+    def sinks(self) -> list[FrameSink]:
+        return [self.sampler] if self.sampler is not None else []
+
+    def threads(self, stop: threading.Event) -> list[threading.Thread]:
+        out = [threading.Thread(target=self.forwarder.run, args=(stop,), name="telemetry-out",
+                                daemon=True)]  # fmt: skip
+        if self.sampler is not None:
+            out.append(threading.Thread(target=self.sampler.run, args=(stop,), name="sampler",
+                                        daemon=True))  # fmt: skip
+        return out
+
+    def publish_telemetry(self, window: TelemetryWindow) -> None:
+        """Score the window against its model's card, then spool it for sending."""
+        card = self.baselines.get(window.model, window.version)
+        self.forwarder.submit(with_drift(window, card))
+
+    def close(self) -> None:
+        self.forwarder.ack_timeout_s = FINAL_FLUSH_S
+        try:
+            self.forwarder.flush()
+        except OSError as e:
+            log.warning("telemetry spool unreadable at shutdown: %s", e)
+        self.http.close()

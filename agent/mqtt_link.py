@@ -1,0 +1,227 @@
+"""The agent's MQTT 5 connection: status, state, events and telemetry out; hints in.
+
+paho runs its own network thread (``loop_start``) and reconnects by itself, including the
+first connection, so an agent started while the broker is down keeps serving its current
+model and logs one line. paho's callbacks do no work: an incoming ``desired`` or
+``commands`` message becomes a :class:`Hint` on a bounded queue that the reconcile loop
+waits on. A hint carries no trust; it only says "refresh now". Malformed payloads are
+counted, reported as a :class:`RejectedEvent` (rate limited) and dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from edgefleet.agent.tls import TlsSettings
+from edgefleet.shared.errors import ProtocolError
+from edgefleet.shared.protocol import (
+    Command,
+    DesiredHint,
+    DeviceState,
+    PhaseEvent,
+    RejectedEvent,
+    Status,
+    TelemetryWindow,
+    decode,
+)
+from edgefleet.shared.topics import Channel, device_topic, parse_device_topic
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 24 * 3600  # seconds the broker keeps our session and queued messages
+REJECT_REPORT_EVERY_S = 5.0  # seconds; at most one RejectedEvent per interval
+QOS = 1
+
+
+@dataclass(frozen=True)
+class Hint:
+    """Something said "look again". Never trusted: it only triggers a refresh."""
+
+    source: str  # "desired", "command" or "poll"
+    director_version: int | None = None
+
+
+class MqttLink:
+    def __init__(
+        self,
+        device_id: str,
+        host: str,
+        port: int,
+        hints: queue.Queue[Hint],
+        *,
+        keepalive: int = 30,  # seconds
+        reconnect_delay: tuple[int, int] = (1, 30),  # seconds, min and max backoff
+        max_queued: int = 1000,  # outgoing messages kept while offline
+        tls: TlsSettings | None = None,  # mTLS to the broker; None: plain MQTT (loopback)
+    ) -> None:
+        self.device_id, self.host, self.port = device_id, host, port
+        self.hints = hints
+        self.keepalive = keepalive
+        self.connected = threading.Event()
+        self.malformed = 0
+        self._last_reject_at = float("-inf")
+        self._failed_once = False
+        self._last_state: DeviceState | None = None
+        self._lock = threading.Lock()
+        self._tls = tls
+        self._client = self._build_client(reconnect_delay, max_queued)
+
+    def _topic(self, channel: Channel) -> str:
+        return str(device_topic(self.device_id, channel))
+
+    def _build_client(self, reconnect_delay: tuple[int, int], max_queued: int) -> mqtt.Client:
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.device_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        offline = Status(device_id=self.device_id, online=False)
+        c.will_set(self._topic(Channel.STATUS), offline.to_bytes(), qos=QOS, retain=True)
+        if self._tls is not None:
+            c.tls_set_context(self._tls.context())  # CA pinned, host name checked
+        c.reconnect_delay_set(*reconnect_delay)
+        c.max_queued_messages_set(max_queued)
+        c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        return c
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; never raises for an unreachable broker."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._client.connect_async(
+            self.host, self.port, self.keepalive, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Say offline (retained), disconnect cleanly, end paho's thread."""
+        if self.connected.is_set():
+            offline = Status(device_id=self.device_id, online=False)
+            info = self._client.publish(
+                self._topic(Channel.STATUS), offline.to_bytes(), qos=QOS, retain=True
+            )
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as e:
+                log.warning("offline status not confirmed: %s", e)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # -- outgoing ----------------------------------------------------------------------
+
+    def publish_state(self, state: DeviceState) -> None:
+        with self._lock:
+            self._last_state = state
+        self._publish(Channel.STATE, state.to_bytes(), retain=True)
+
+    def publish_event(self, event: PhaseEvent | RejectedEvent) -> None:
+        self._publish(Channel.EVENTS, event.to_bytes())
+
+    def publish_telemetry(self, window: TelemetryWindow) -> None:
+        self._publish(Channel.TELEMETRY, window.to_bytes())
+
+    def publish_confirmed(self, channel: Channel, payload: bytes, timeout: float) -> bool:
+        """QoS 1 and wait for the broker's PUBACK: False when offline or not acked in time
+        (the caller keeps the payload and tries again; the broker may then see it twice)."""
+        if not self.connected.is_set():
+            return False
+        info = self._client.publish(self._topic(channel), payload, qos=QOS)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
+
+    def _publish(self, channel: Channel, payload: bytes, *, retain: bool = False) -> None:
+        # While offline paho keeps QoS 1 messages and sends them after reconnecting.
+        info = self._client.publish(self._topic(channel), payload, qos=QOS, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("publish to %s not queued: %s", channel.value, mqtt.error_string(info.rc))
+
+    # -- paho callbacks (paho's thread: no blocking work here) -------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker %s:%s refused the connection: %s", self.host, self.port, reason)
+            return
+        log.info(
+            "connected to broker %s:%s (session present: %s)",
+            self.host, self.port, flags.session_present,
+        )  # fmt: skip
+        self._failed_once = False
+        client.subscribe(
+            [(self._topic(Channel.DESIRED), QOS), (self._topic(Channel.COMMANDS), QOS)]
+        )
+        online = Status(device_id=self.device_id, online=True)
+        client.publish(self._topic(Channel.STATUS), online.to_bytes(), qos=QOS, retain=True)
+        with self._lock:
+            state = self._last_state
+        if state is not None:
+            client.publish(self._topic(Channel.STATE), state.to_bytes(), qos=QOS, retain=True)
+        self.connected.set()
+        self._hint(Hint("reconnect"))
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        if not self._failed_once:
+            log.warning(
+                "cannot reach broker %s:%s; serving the current model and retrying",
+                self.host, self.port,
+            )  # fmt: skip
+            self._failed_once = True
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        if reason.is_failure:
+            log.warning("lost the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:
+            return  # a retained message being cleared
+        try:
+            self._hint(self._parse(msg.topic, bytes(msg.payload)))
+        except ProtocolError as e:
+            self._reject(msg.topic, e.reason)
+
+    def _parse(self, topic: str, payload: bytes) -> Hint:
+        channel = parse_device_topic(topic).channel
+        if channel is Channel.DESIRED:
+            return Hint("desired", decode(DesiredHint, payload).director_version)
+        if channel is Channel.COMMANDS:
+            decode(Command, payload)
+            return Hint("command")
+        raise ProtocolError(f"unexpected message on {topic}")
+
+    def _hint(self, hint: Hint) -> None:
+        # When full, a refresh is already pending; one is as good as many.
+        with contextlib.suppress(queue.Full):
+            self.hints.put_nowait(hint)
+
+    def _reject(self, topic: str, reason: str) -> None:
+        self.malformed += 1
+        log.warning("dropped a malformed message on %s: %s", topic, reason)
+        now = time.monotonic()
+        if now - self._last_reject_at < REJECT_REPORT_EVERY_S:
+            return
+        self._last_reject_at = now
+        event = RejectedEvent(device_id=self.device_id, what=f"message on {topic}", reason=reason)
+        self._client.publish(self._topic(Channel.EVENTS), event.to_bytes(), qos=QOS)

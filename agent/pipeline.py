@@ -1,0 +1,297 @@
+"""Frames in, detections out: sources, a bounded queue, and the frame loop.
+
+Two threads. The reader takes frames from a source at ``fps`` (0 = as fast as the loop
+consumes them) into a bounded queue; when the queue is full a real-time source drops the
+oldest frame and counts it, as a camera would. The frame loop leases the active model slot
+for one frame, runs it, and hands a :class:`FrameResult` to every sink (the telemetry
+window, the health check). With no model installed both threads idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from edgefleet.agent.runtime.backend import Detection
+from edgefleet.agent.slots import ModelSlots
+from edgefleet.agent.store import ModelPointer
+from edgefleet.shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Frame = npt.NDArray[np.uint8]
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+IDLE_WAIT_S = 0.2  # seconds between checks for a model while none is installed
+
+
+class FrameSource(Protocol):
+    def frames(self) -> Iterator[Frame]: ...
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """Every image in a folder, in name order; unreadable files are skipped."""
+
+    folder: Path
+    loop: bool = True
+
+    def frames(self) -> Iterator[Frame]:
+        files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ConfigError(f"no images in {self.folder}")
+        while True:
+            for path in files:
+                img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if img is None:
+                    log.warning("cannot read image %s: skipped", path)
+                    continue
+                yield np.asarray(img, dtype=np.uint8)
+            if not self.loop:
+                return
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """A video file through OpenCV, rewound at its end when looping."""
+
+    path: Path
+    loop: bool = True
+
+    def frames(self) -> Iterator[Frame]:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise ConfigError(f"cannot open video {self.path}")
+        try:
+            yield from self._read(cap)
+        finally:
+            cap.release()
+
+    def _read(self, cap: cv2.VideoCapture) -> Iterator[Frame]:
+        got_any = False
+        while True:
+            ok, img = cap.read()
+            if ok:
+                got_any = True
+                yield np.asarray(img, dtype=np.uint8)
+                continue
+            if not (self.loop and got_any):
+                return
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+
+
+@dataclass(frozen=True)
+class LiveSource:
+    """A USB camera (device index or /dev/videoN) or an RTSP stream through OpenCV.
+
+    A camera that is unplugged or a stream that drops is reopened every ``reconnect_s``
+    seconds; the frame loop keeps its model and simply sees no frames meanwhile.
+    """
+
+    target: str
+    reconnect_s: float = 2.0  # seconds between attempts to reopen
+
+    def _open(self) -> cv2.VideoCapture:
+        device = int(self.target) if self.target.isdigit() else self.target
+        return cv2.VideoCapture(device)
+
+    def frames(self) -> Iterator[Frame]:
+        while True:
+            cap = self._open()
+            try:
+                if not cap.isOpened():
+                    log.warning("cannot open %s: retrying in %.0fs", self.target, self.reconnect_s)
+                while cap.isOpened():
+                    ok, img = cap.read()
+                    if not ok:
+                        log.warning("%s stopped sending frames: reopening", self.target)
+                        break
+                    yield np.asarray(img, dtype=np.uint8)
+            finally:
+                cap.release()
+            time.sleep(self.reconnect_s)
+
+
+def open_source(kind: str, path: Path | str, *, loop: bool = True) -> FrameSource:
+    if kind == "folder":
+        return FolderSource(Path(path), loop)
+    if kind == "video":
+        return VideoSource(Path(path), loop)
+    if kind in ("camera", "rtsp"):
+        return LiveSource(str(path))
+    raise ConfigError(f"unknown source kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    slot_id: int
+    meta: ModelPointer
+    latency_ms: float
+    detections: list[Detection] = field(default_factory=list)
+    error: str | None = None  # the model raised on this frame
+    # the input image, for sinks that need it (shadow sampling); not copied, do not modify
+    frame: Frame | None = field(default=None, repr=False, compare=False)
+    # scored below the confidence cut (agent/candidates.py); None: the model cannot say
+    candidates: list[Detection] | None = field(default=None, repr=False, compare=False)
+
+
+class FrameSink(Protocol):
+    def on_frame(self, result: FrameResult) -> None: ...
+
+    def on_drop(self, n: int) -> None: ...
+
+
+class Pipeline:
+    def __init__(
+        self,
+        source: FrameSource,
+        slots: ModelSlots,
+        sinks: Sequence[FrameSink],
+        *,
+        fps: float = 10.0,  # frames per second; 0 = as fast as possible
+        queue_size: int = 4,  # frames
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source, self.slots, self.sinks = source, slots, list(sinks)
+        self.fps, self.clock = fps, clock
+        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.frames = 0
+        self.drops = 0
+        self.errors = 0
+
+    def start(self) -> None:
+        for name, target in (("frame-reader", self._read_loop), ("frame-loop", self._frame_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def alive(self) -> bool:
+        """The frame loop is running (what the systemd watchdog vouches for)."""
+        return any(t.name == "frame-loop" and t.is_alive() for t in self._threads)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    # -- reader ------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        try:
+            self._pump(self.source.frames())
+        except ConfigError as e:
+            log.error("frame source stopped: %s", e)  # noqa: TRY400 - one line, no traceback
+        except OSError as e:
+            log.error("frame source unreadable: %s", e)  # noqa: TRY400
+        except cv2.error as e:
+            log.error("frame source failed: %s", e)  # noqa: TRY400
+        else:
+            if not self._stop.is_set():
+                log.info("frame source ended")
+
+    def _pump(self, frames: Iterator[Frame]) -> None:
+        period = 1.0 / self.fps if self.fps > 0 else 0.0
+        next_at = self.clock()
+        for frame in frames:
+            while not self.slots.wait_active(IDLE_WAIT_S):
+                if self._stop.is_set():
+                    return
+            if self._stop.is_set():
+                return
+            if period:
+                next_at = self._pace(next_at, period)
+                self._offer(frame)
+            else:
+                self._put_blocking(frame)
+
+    def _pace(self, next_at: float, period: float) -> float:
+        delay = next_at - self.clock()
+        if delay > 0:
+            self._stop.wait(delay)
+        # Do not try to catch up after a stall: a camera would not either.
+        return max(next_at + period, self.clock())
+
+    def _offer(self, frame: Frame) -> None:
+        """Real-time: a full queue drops its oldest frame to make room."""
+        while True:
+            try:
+                self._queue.put_nowait(frame)
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    continue
+                self._count_drop()
+            else:
+                return
+
+    def _put_blocking(self, frame: Frame) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(frame, timeout=IDLE_WAIT_S)
+            except queue.Full:
+                continue
+            else:
+                return
+
+    def _count_drop(self) -> None:
+        self.drops += 1
+        for sink in self.sinks:
+            sink.on_drop(1)
+
+    # -- frame loop --------------------------------------------------------------------
+
+    def _frame_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._queue.get(timeout=IDLE_WAIT_S)
+            except queue.Empty:
+                continue
+            result = self.process(frame)
+            if result is not None:
+                self._emit(result)
+
+    def process(self, frame: Frame) -> FrameResult | None:
+        """Run one frame on the active model; ``None`` when no model is installed."""
+        with self.slots.lease() as slot:
+            if slot is None:
+                return None
+            t0 = self.clock()
+            try:
+                dets, cands = _detect(slot.detector, frame)
+                error = None
+            # A broken model must not end the loop: the health check sees the error, reverts.
+            except Exception as e:  # noqa: BLE001
+                dets, cands, error = [], None, f"{type(e).__name__}: {e}"
+            latency_ms = (self.clock() - t0) * 1000.0
+        self.frames += 1
+        if error:
+            self.errors += 1
+        return FrameResult(slot.id, slot.meta, latency_ms, dets, error, frame, cands)
+
+    def _emit(self, result: FrameResult) -> None:
+        for sink in self.sinks:
+            try:
+                sink.on_frame(result)
+            except Exception:  # one faulty sink must not stop inference for the others
+                log.exception("frame sink %r failed", sink)
+
+
+def _detect(detector: object, frame: Frame) -> tuple[list[Detection], list[Detection] | None]:
+    """Detections, plus the candidates below the cut when the detector offers them."""
+    split = getattr(detector, "detect_with_candidates", None)
+    if split is not None:
+        kept, below = split(frame)
+        return kept, below
+    dets: list[Detection] = detector.detect(frame)  # type: ignore[attr-defined]
+    return dets, None

@@ -1,0 +1,514 @@
+"""The install state machine: what the director says -> what this device serves.
+
+On a hint (MQTT) or every ``poll_interval_s``, :meth:`Reconciler.reconcile_once` asks the
+updater for the verified target(s) and, when the target is not what runs already, walks::
+
+    DOWNLOADING -> VERIFIED -> PREPARING -> WARMING -> SWAPPED -> HEALTH_CHECK
+                                                               -> COMMITTED | REVERTED
+                 \\-> FAILED (download, verification or load refused)
+
+Each transition is a :class:`PhaseEvent` and the retained :class:`DeviceState` is
+republished, so the controller always sees the truth. The current model keeps serving
+through every failure. Errors are told apart: a :class:`TransportError` is retried
+quietly on the next hint or poll; a :class:`TrustError` / :class:`ArtifactError` /
+:class:`RuntimeBackendError` is reported (``RejectedEvent`` + state error) and that
+artifact is not tried again until an operator's ``refresh`` command. Whether a target may
+run here at all is decided by the updater and ``install_policy``, not here.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import queue
+import shutil
+import signal
+import statistics
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from edgefleet.agent.mqtt_link import Hint
+from edgefleet.agent.pipeline import FrameResult
+from edgefleet.agent.shadow import Agreement, ShadowTap, run_shadow
+from edgefleet.agent.slots import DetectorLike, ModelSlots
+from edgefleet.agent.store import DeviceStore, ModelPointer
+from edgefleet.shared.errors import (
+    ArtifactError,
+    EdgefleetError,
+    RuntimeBackendError,
+    TransportError,
+    TrustError,
+)
+from edgefleet.shared.protocol import (
+    DeviceState,
+    Fingerprint,
+    Phase,
+    PhaseEvent,
+    RejectedEvent,
+)
+
+log = logging.getLogger(__name__)
+
+STOP_CHECK_S = 0.5  # seconds; how often long waits look at the stop flag
+DISK_MARGIN_BYTES = 16 * 1024 * 1024  # free space kept beyond an artifact's own length
+# "no room": a full disk, a file size limit, a quota: transient, not the artifact's fault
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+# phases an install lingers in under the test-only ``debug.phase_delay_s``
+_IN_PROGRESS = frozenset(
+    {
+        Phase.DOWNLOADING,
+        Phase.VERIFIED,
+        Phase.PREPARING,
+        Phase.WARMING,
+        Phase.SWAPPED,
+        Phase.HEALTH_CHECK,
+    }
+)
+
+
+def no_room(e: BaseException) -> OSError | None:
+    """The "disk full" OSError behind ``e`` (itself or a cause), if that is what it is."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _NO_ROOM:
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+class TargetLike(Protocol):
+    """What reconcile reads from ``updater.VerifiedTarget``."""
+
+    @property
+    def target_path(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def release(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+
+
+T = TypeVar("T", bound=TargetLike)
+
+
+class UpdaterLike(Protocol[T]):
+    """``updater.ModelUpdater``'s seam; test doubles implement the same two methods."""
+
+    def refresh(
+        self, installed_releases: Mapping[str, int], fingerprint: Fingerprint | None
+    ) -> Sequence[T]: ...
+
+    def download(self, target: T, dest_dir: Path) -> Path: ...
+
+
+class Reporter(Protocol):
+    """Where state and events go (``mqtt_link.MqttLink`` implements it)."""
+
+    def publish_state(self, state: DeviceState) -> None: ...
+
+    def publish_event(self, event: PhaseEvent | RejectedEvent) -> None: ...
+
+
+Loader = Callable[[Path], DetectorLike]
+
+
+# -- health check -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str | None = None
+
+
+def frame_problem(result: FrameResult) -> str | None:
+    """Why one frame's output is not sane, or None."""
+    if result.error:
+        return f"model failed on a frame: {result.error}"
+    for d in result.detections:
+        values = (d.confidence, *d.box_xyxy)
+        if not all(math.isfinite(v) for v in values) or not 0.0 <= d.confidence <= 1.0:
+            return f"non-finite or out-of-range output ({d.class_name} {d.confidence})"
+    return None
+
+
+def judge(results: Sequence[FrameResult], budget_ms: float) -> Verdict:
+    """Pure verdict on the first frames after a swap: every output sane, latency in budget.
+
+    Latency is judged on the median so one scheduler hiccup does not revert a good model.
+    """
+    for r in results:
+        problem = frame_problem(r)
+        if problem:
+            return Verdict(False, problem)
+    median = statistics.median(r.latency_ms for r in results)
+    if median > budget_ms:
+        return Verdict(False, f"median latency {median:.0f} ms exceeds budget {budget_ms:.0f} ms")
+    return Verdict(True)
+
+
+class HealthCheck:
+    """A frame sink that collects the first ``frames`` results of one armed slot."""
+
+    def __init__(self, frames: int, budget_ms: float) -> None:
+        self.frames, self.budget_ms = frames, budget_ms
+        self._cond = threading.Condition()
+        self._slot_id: int | None = None
+        self._results: list[FrameResult] = []
+
+    def arm(self, slot_id: int) -> None:
+        with self._cond:
+            self._slot_id, self._results = slot_id, []
+
+    def on_frame(self, result: FrameResult) -> None:
+        with self._cond:
+            if result.slot_id != self._slot_id or len(self._results) >= self.frames:
+                return
+            self._results.append(result)
+            self._cond.notify_all()
+
+    def on_drop(self, n: int) -> None:
+        pass
+
+    def wait(self, timeout: float, stop: threading.Event) -> Verdict:
+        deadline_left = timeout
+        with self._cond:
+            while len(self._results) < self.frames and deadline_left > 0 and not stop.is_set():
+                step = min(STOP_CHECK_S, deadline_left)
+                self._cond.wait(step)
+                deadline_left -= step
+            results, self._slot_id = list(self._results), None
+        if len(results) < self.frames:
+            return Verdict(False, f"health check saw {len(results)} of {self.frames} frames")
+        return judge(results, self.budget_ms)
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    tap: ShadowTap  # a pipeline sink
+    frames: int = 20  # sampled frames compared
+    timeout_s: float = 60.0  # seconds to wait for them
+    min_match_rate: float | None = None  # refuse the challenger below this; None: report only
+
+
+# -- the state machine shell --------------------------------------------------------------
+
+
+class InstallFailedError(Exception):
+    """Internal: an install step failed; carries the phase to report."""
+
+    def __init__(self, phase: Phase, reason: str, *, refuse: bool) -> None:
+        super().__init__(reason)
+        self.phase, self.reason, self.refuse = phase, reason, refuse
+
+
+@dataclass
+class Identity:
+    device_id: str
+    labels: dict[str, str]
+    fingerprint: Fingerprint
+    agent_version: str | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        updater: UpdaterLike[Any],
+        store: DeviceStore,
+        slots: ModelSlots,
+        health: HealthCheck,
+        reporter: Reporter,
+        loader: Loader,
+        stop: threading.Event,
+        health_timeout_s: float = 30.0,  # seconds to wait for the health-check frames
+        phase_delay_s: float = 0.0,  # test-only: seconds to linger in each install phase
+        sigkill_in_phase: Phase | None = None,  # test-only: crash there, after lingering
+        shadow: ShadowSettings | None = None,  # None: no shadow phase
+    ) -> None:
+        self.identity = identity
+        self.updater, self.store, self.slots = updater, store, slots
+        self.health, self.reporter, self.loader = health, reporter, loader
+        self.stop = stop
+        self.health_timeout_s = health_timeout_s
+        self.phase_delay_s = phase_delay_s
+        self.sigkill_in_phase = sigkill_in_phase
+        self.shadow = shadow
+        self.last_agreement: Agreement | None = None
+        self._challenger: DetectorLike | None = None
+        self.phase = Phase.COMMITTED if store.state.current else Phase.IDLE
+        self.error: str | None = None
+        self.refused: dict[str, str] = {}  # sha256 -> why; not retried until a command
+        self._quiet_transport = False
+        self._last_trust_error: str | None = None
+
+    # -- loop --------------------------------------------------------------------------
+
+    def run(self, hints: queue.Queue[Hint], poll_interval_s: float) -> None:
+        """Reconcile on every hint and every ``poll_interval_s`` until ``stop`` is set."""
+        self.publish_state()
+        while not self.stop.is_set():
+            self.run_once_safely()
+            self._wait_for_hint(hints, poll_interval_s)
+
+    def _wait_for_hint(self, hints: queue.Queue[Hint], poll_interval_s: float) -> None:
+        left = poll_interval_s
+        while left > 0 and not self.stop.is_set():
+            try:
+                hint = hints.get(timeout=min(STOP_CHECK_S, left))
+            except queue.Empty:
+                left -= STOP_CHECK_S
+                continue
+            self._take(hint)
+            while True:  # coalesce: many hints, one refresh
+                try:
+                    self._take(hints.get_nowait())
+                except queue.Empty:
+                    return
+
+    def _take(self, hint: Hint) -> None:
+        log.debug("hint from %s (director version %s)", hint.source, hint.director_version)
+        if hint.source == "command" and self.refused:
+            log.info("refresh command: trying %d refused artifact(s) again", len(self.refused))
+            self.refused.clear()
+
+    def run_once_safely(self) -> None:
+        try:
+            self.reconcile_once()
+        except Exception:  # the loop must outlive any bug; the current model keeps serving
+            log.exception("reconcile pass failed unexpectedly; will try again")
+
+    def reconcile_once(self) -> None:
+        target = self._refresh()
+        if target is None:
+            return
+        current = self.store.state.current
+        if current is not None and current.sha256 == target.sha256:
+            return
+        if target.sha256 in self.refused:
+            return
+        self.install(target)
+
+    def _refresh(self) -> TargetLike | None:
+        ident = self.identity
+        try:
+            targets = self.updater.refresh(self.store.installed_releases(), ident.fingerprint)
+        except TransportError as e:
+            self._transport_down(e)
+            return None
+        except TrustError as e:
+            if e.reason != self._last_trust_error:  # report a refusal once, not every poll
+                self._reject("director/image metadata", e.reason)
+            self._last_trust_error = e.reason
+            return None
+        self._last_trust_error = None
+        self._quiet_transport = False
+        if len(targets) > 1:
+            log.warning("director lists %d targets; this agent runs the first", len(targets))
+        return targets[0] if targets else None
+
+    def _transport_down(self, e: TransportError) -> None:
+        if not self._quiet_transport:
+            log.warning("controller unreachable (%s); will retry", e.reason)
+            self._quiet_transport = True
+
+    # -- one install -------------------------------------------------------------------
+
+    def install(self, target: TargetLike) -> Phase:
+        """Walk one target through the phases; returns the final phase."""
+        self._challenger = None
+        try:
+            pointer = self._fetch(target)
+            slot_id = self._prepare(target, pointer)
+            self._shadow(target)
+            return self._swap_and_check(target, pointer, slot_id)
+        except InstallFailedError as f:
+            if f.refuse:
+                self.refused[target.sha256] = f.reason
+                self._reject(target.target_path, f.reason)
+            self._transition(f.phase, target, f.reason)
+            return f.phase
+
+    def _fetch(self, target: TargetLike) -> ModelPointer:
+        self._transition(Phase.DOWNLOADING, target)
+        self._check_room(target)
+        try:
+            path = self.updater.download(target, self.store.models_dir)
+            name = self.store.adopt(path, target.sha256)
+        except TransportError as e:
+            raise InstallFailedError(
+                Phase.FAILED, f"download interrupted: {e.reason}", refuse=False
+            ) from e
+        except (TrustError, ArtifactError, OSError) as e:
+            full = no_room(e)
+            if full is not None:  # retried on the next poll; nothing partial is kept
+                raise InstallFailedError(
+                    Phase.FAILED, f"no room to store the download: {full}", refuse=False
+                ) from e
+            if isinstance(e, OSError):
+                raise InstallFailedError(
+                    Phase.FAILED, f"cannot store the download: {e}", refuse=False
+                ) from e
+            raise InstallFailedError(
+                Phase.FAILED, f"artifact refused: {e.reason}", refuse=True
+            ) from e
+        self._transition(Phase.VERIFIED, target)
+        return ModelPointer(
+            model=target.model,
+            version=target.version,
+            release=target.release,
+            sha256=target.sha256,
+            file=name,
+            target=target.target_path,
+        )
+
+    def _check_room(self, target: TargetLike) -> None:
+        length = getattr(target, "length", None)
+        if not isinstance(length, int):
+            return
+        try:
+            free = shutil.disk_usage(self.store.data_dir).free
+        except OSError:
+            return  # cannot tell: the download itself will say
+        if free < length + DISK_MARGIN_BYTES:
+            raise InstallFailedError(
+                Phase.FAILED,
+                f"not enough disk space: {length} bytes needed, {free} free",
+                refuse=False,
+            )
+
+    def _prepare(self, target: TargetLike, pointer: ModelPointer) -> int:
+        self._transition(Phase.PREPARING, target)  # ONNX: no engine to build
+        self._transition(Phase.WARMING, target)
+        try:
+            detector = self.loader(self.store.artifact_path(pointer))
+        except (RuntimeBackendError, ArtifactError) as e:
+            raise InstallFailedError(
+                Phase.FAILED, f"model does not load: {e.reason}", refuse=True
+            ) from e
+        try:
+            slot_id = int(self.slots.stage(detector, pointer).id)
+        except (RuntimeBackendError, ArtifactError) as e:
+            detector.close()
+            raise InstallFailedError(
+                Phase.FAILED, f"warm-up failed: {e.reason}", refuse=True
+            ) from e
+        self._challenger = detector  # staged, not serving: the shadow phase may run it
+        return slot_id
+
+    def _shadow(self, target: TargetLike) -> None:
+        """Challenger beside champion on sampled live frames; reported, and a gate when
+        ``min_match_rate`` is set. Skipped on a first install (no champion to compare)."""
+        cfg, challenger = self.shadow, self._challenger
+        if cfg is None or challenger is None or self.slots.active is None:
+            return
+        self._transition(Phase.SHADOW, target)
+        try:
+            result = run_shadow(
+                cfg.tap, challenger.detect, frames=cfg.frames, timeout=cfg.timeout_s,
+                stop=self.stop,
+            )  # fmt: skip
+        except (RuntimeBackendError, ArtifactError) as e:
+            self.slots.discard_staged()
+            raise InstallFailedError(
+                Phase.FAILED, f"challenger failed in shadow: {e.reason}", refuse=True
+            ) from e
+        self.last_agreement = result
+        self._transition(Phase.SHADOW, target, result.summary())
+        if cfg.min_match_rate is not None and result.match_rate < cfg.min_match_rate:
+            self.slots.discard_staged()
+            raise InstallFailedError(
+                Phase.FAILED,
+                f"{result.summary()}; below the required {cfg.min_match_rate:.0%}",
+                refuse=True,
+            )
+
+    def _swap_and_check(self, target: TargetLike, pointer: ModelPointer, slot_id: int) -> Phase:
+        self.health.arm(slot_id)
+        self.slots.swap()
+        self._transition(Phase.SWAPPED, target)
+        self._transition(Phase.HEALTH_CHECK, target)
+        verdict = self.health.wait(self.health_timeout_s, self.stop)
+        if verdict.ok:
+            try:
+                self.store.commit(pointer)
+            except OSError as e:
+                verdict = Verdict(False, f"cannot record the new model durably: {e}")
+        if not verdict.ok:
+            self.slots.revert()
+            raise InstallFailedError(
+                Phase.REVERTED, verdict.reason or "health check failed", refuse=True
+            )
+        self.slots.commit()
+        self._transition(Phase.COMMITTED, target)
+        log.info("committed %s %s", target.model, target.version)
+        return Phase.COMMITTED
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def _transition(self, phase: Phase, target: TargetLike, reason: str | None = None) -> None:
+        self.phase = phase
+        self.error = reason if phase in (Phase.FAILED, Phase.REVERTED) else None
+        if reason:
+            log.warning("%s %s: %s: %s", target.model, target.version, phase.value, reason)
+        else:
+            log.info("%s %s: %s", target.model, target.version, phase.value)
+        ident = self.identity
+        self._send_event(
+            PhaseEvent(
+                device_id=ident.device_id,
+                phase=phase,
+                model=target.model,
+                version=target.version,
+                reason=reason,
+            )
+        )
+        self.publish_state()
+        if self.phase_delay_s and phase in _IN_PROGRESS:
+            self.stop.wait(self.phase_delay_s)
+        if self.sigkill_in_phase is not None and phase == self.sigkill_in_phase:
+            log.warning("debug.sigkill_in_phase: killing this agent in %s", phase.value)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _reject(self, what: str, reason: str) -> None:
+        log.error("refused %s: %s", what, reason)
+        self.error = reason
+        self._send_event(RejectedEvent(device_id=self.identity.device_id, what=what, reason=reason))
+        self.publish_state()
+
+    def state(self) -> DeviceState:
+        cur, ident = self.store.state.current, self.identity
+        return DeviceState(
+            device_id=ident.device_id,
+            model=cur.model if cur else None,
+            version=cur.version if cur else None,
+            target=cur.target if cur else None,
+            sha256=cur.sha256 if cur else None,
+            phase=self.phase,
+            error=self.error,
+            labels=ident.labels,
+            fingerprint=ident.fingerprint,
+            agent_version=ident.agent_version,
+        )
+
+    def publish_state(self) -> None:
+        self._publish(lambda: self.reporter.publish_state(self.state()))
+
+    def _send_event(self, event: PhaseEvent | RejectedEvent) -> None:
+        self._publish(lambda: self.reporter.publish_event(event))
+
+    @staticmethod
+    def _publish(send: Callable[[], None]) -> None:
+        try:
+            send()
+        except EdgefleetError as e:  # reporting must never break an install
+            log.warning("could not publish: %s", e.reason)

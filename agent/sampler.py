@@ -1,0 +1,383 @@
+"""Budgeted frame sampling: uncertain frames back to the controller for annotation.
+
+Named strategies look at each frame's detections and the candidates below the confidence
+cut; the first one that matches *and* is within its budget (per minute, hour, day, and
+bytes per day) captures the frame. The decision is pure (:class:`SamplingPolicy`, clock and
+randomness passed in); :class:`Sampler` is the shell: a frame-loop sink that hands chosen
+frames to a background thread, which encodes a JPEG plus a JSON sidecar into a disk spool
+with a cap and uploads the spool to ``POST /v1/samples`` (with the device's upload
+credential from enrollment as ``Authorization: Bearer``). A sample leaves the spool only
+once the controller stored it, so nothing is lost across restarts or outages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote
+
+import numpy as np
+import numpy.typing as npt
+from edgefleet.agent.controller_http import ControllerHttp
+from edgefleet.agent.runtime.backend import Detection
+from edgefleet.agent.spool import DiskSpool, Entry
+from edgefleet.shared.errors import TransportError
+from edgefleet.shared.protocol import utcnow
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from edgefleet.agent.pipeline import FrameResult
+
+log = logging.getLogger(__name__)
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0  # seconds
+
+
+class StrategyConfig(BaseModel):
+    """One named way of choosing frames, with its own budget."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    kind: Literal["near_threshold", "random", "class", "detection_count"]
+    band: tuple[float, float] = (0.1, 0.4)  # near_threshold: a score in [low, high)
+    share: float = Field(default=0.01, ge=0, le=1)  # random: share of frames
+    classes: list[str] = Field(default_factory=list)  # class: any detection of these
+    min_detections: int | None = Field(default=None, ge=0)  # detection_count: at least
+    max_detections: int | None = Field(default=None, ge=0)  # detection_count: at most
+    per_minute: int | None = Field(default=None, ge=0)  # frames
+    per_hour: int | None = Field(default=None, ge=0)  # frames
+    per_day: int | None = Field(default=None, ge=0)  # frames
+    bytes_per_day: int | None = Field(default=None, ge=0)  # bytes of JPEG
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> StrategyConfig:
+        if self.kind == "class" and not self.classes:
+            raise ValueError(f"strategy {self.name}: kind class needs classes")
+        if self.kind == "detection_count" and (
+            self.min_detections is None and self.max_detections is None
+        ):
+            raise ValueError(f"strategy {self.name}: needs min_detections or max_detections")
+        if not 0 <= self.band[0] < self.band[1] <= 1:
+            raise ValueError(f"strategy {self.name}: band must be 0 <= low < high <= 1")
+        return self
+
+
+def _default_strategies() -> list[StrategyConfig]:
+    return [
+        StrategyConfig(
+            name="uncertain",
+            kind="near_threshold",
+            per_minute=2,
+            per_hour=30,
+            per_day=200,
+            bytes_per_day=50_000_000,
+        ),
+        StrategyConfig(
+            name="random",
+            kind="random",
+            share=0.002,
+            per_hour=5,
+            per_day=50,
+            bytes_per_day=10_000_000,
+        ),
+    ]
+
+
+class SamplingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    strategies: list[StrategyConfig] = Field(default_factory=_default_strategies)
+    candidate_floor: float = Field(default=0.05, ge=0, le=1)  # candidates below this: noise
+    jpeg_quality: int = Field(default=85, ge=10, le=100)
+    spool_max_items: int = Field(default=500, ge=1)  # samples kept while not uploaded
+    spool_max_bytes: int = Field(default=200_000_000, ge=1)  # bytes on disk for them
+    upload_interval_s: float = Field(default=5.0, gt=0)  # seconds between upload rounds
+    queue_size: int = Field(default=8, ge=1)  # frames waiting for the JPEG encoder
+
+
+# --- the pure part -----------------------------------------------------------------------
+
+
+class Budget:
+    """Counts and bytes of captures in sliding windows (times in seconds, from the caller)."""
+
+    def __init__(self, s: StrategyConfig) -> None:
+        self.limits = ((MINUTE, s.per_minute), (HOUR, s.per_hour), (DAY, s.per_day))
+        self.bytes_per_day = s.bytes_per_day
+        self._taken: deque[tuple[float, int]] = deque()
+
+    def _trim(self, now: float) -> None:
+        while self._taken and self._taken[0][0] <= now - DAY:
+            self._taken.popleft()
+
+    def allows(self, now: float, nbytes: int = 0) -> bool:
+        self._trim(now)
+        for span, limit in self.limits:
+            if limit is not None and sum(1 for t, _ in self._taken if t > now - span) >= limit:
+                return False
+        if self.bytes_per_day is not None:
+            return sum(b for _, b in self._taken) + nbytes <= self.bytes_per_day
+        return True
+
+    def take(self, now: float, nbytes: int) -> None:
+        self._taken.append((now, nbytes))
+
+
+@dataclass(frozen=True)
+class Choice:
+    strategy: str
+    reason: str
+
+
+def match(
+    s: StrategyConfig, dets: Sequence[Detection], cands: Sequence[Detection], rng: random.Random
+) -> str | None:
+    """Why strategy ``s`` wants this frame, or None."""
+    if s.kind == "near_threshold":
+        low, high = s.band
+        hits = [d.confidence for d in (*dets, *cands) if low <= d.confidence < high]
+        return f"{len(hits)} score(s) in [{low}, {high})" if hits else None
+    if s.kind == "random":
+        return f"random {s.share:.2%}" if rng.random() < s.share else None
+    if s.kind == "class":
+        seen = sorted({d.class_name for d in dets if d.class_name in s.classes})
+        return f"class {','.join(seen)}" if seen else None
+    n = len(dets)
+    if (s.min_detections is None or n >= s.min_detections) and (
+        s.max_detections is None or n <= s.max_detections
+    ):
+        return f"{n} detection(s)"
+    return None
+
+
+class SamplingPolicy:
+    def __init__(self, strategies: Sequence[StrategyConfig], rng: random.Random) -> None:
+        self.strategies = list(strategies)
+        self.budgets = {s.name: Budget(s) for s in strategies}
+        self.rng = rng
+
+    def choose(
+        self, dets: Sequence[Detection], cands: Sequence[Detection], now: float
+    ) -> Choice | None:
+        """The first strategy that wants the frame and still has a frame in its budget."""
+        for s in self.strategies:
+            reason = match(s, dets, cands, self.rng)
+            if reason is not None and self.budgets[s.name].allows(now):
+                return Choice(s.name, reason)
+        return None
+
+    def commit(self, choice: Choice, now: float, nbytes: int) -> bool:
+        """Charge the JPEG's bytes; False (and nothing charged) when over the byte budget."""
+        budget = self.budgets[choice.strategy]
+        if not budget.allows(now, nbytes):
+            return False
+        budget.take(now, nbytes)
+        return True
+
+
+# --- the shell ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pending:
+    frame: npt.NDArray[np.uint8]
+    choice: Choice
+    at: float  # monotonic seconds
+    captured_at: datetime
+    model: str | None
+    version: str | None
+    detections: list[Detection]
+    candidates: list[Detection]
+
+
+class Sampler:
+    """Frame-loop sink (cheap: decide and enqueue) plus one thread to encode and upload."""
+
+    def __init__(
+        self,
+        device_id: str,
+        config: SamplingConfig,
+        spool: DiskSpool,
+        http: ControllerHttp | None,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        upload_token: str | None = None,  # the device's credential from enrollment
+        settings: Callable[[], SamplingConfig | None] | None = None,  # the controller's
+        refresh_s: float = 30.0,  # seconds between asking ``settings``
+    ) -> None:
+        self.device_id, self.config, self.spool, self.http = device_id, config, spool, http
+        self.upload_token = upload_token
+        self.settings, self.refresh_s = settings, refresh_s
+        self.policy = SamplingPolicy(config.strategies, rng or random.Random())
+        self.clock = clock
+        self.captured = self.uploaded = self.over_budget = self.queue_full = 0
+        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=config.queue_size)
+        self._lock = threading.Lock()
+
+    def reconfigure(self, config: SamplingConfig) -> bool:
+        """Apply new settings at once; a strategy that keeps its name keeps what it took."""
+        if config == self.config:
+            return False
+        with self._lock:
+            old = self.policy.budgets
+            policy = SamplingPolicy(config.strategies if config.enabled else [], self.policy.rng)
+            for name, budget in policy.budgets.items():
+                if name in old:
+                    budget._taken = old[name]._taken
+            self.policy, self.config = policy, config
+        log.info("sampling settings changed: %s", [st.name for st in policy.strategies])
+        return True
+
+    def refresh(self) -> bool:
+        """Ask for the effective settings; keep the current ones when there is no answer."""
+        if self.settings is None:
+            return False
+        config = self.settings()
+        return config is not None and self.reconfigure(config)
+
+    # -- FrameSink --------------------------------------------------------------------
+
+    def on_frame(self, result: FrameResult) -> None:
+        frame = getattr(result, "frame", None)
+        if frame is None or result.error:
+            return
+        cands = list(getattr(result, "candidates", None) or [])
+        now = self.clock()
+        with self._lock:
+            choice = self.policy.choose(result.detections, cands, now)
+        if choice is None:
+            return
+        item = Pending(frame, choice, now, utcnow(), result.meta.model, result.meta.version,
+                       list(result.detections), cands)  # fmt: skip
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.queue_full += 1
+
+    def on_drop(self, n: int) -> None:
+        pass
+
+    # -- background -------------------------------------------------------------------
+
+    def capture(self, item: Pending) -> Entry | None:
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", item.frame, [cv2.IMWRITE_JPEG_QUALITY,
+                                                    self.config.jpeg_quality])  # fmt: skip
+        if not ok:
+            return None
+        jpeg = buf.tobytes()
+        with self._lock:
+            if not self.policy.commit(item.choice, item.at, len(jpeg)):
+                self.over_budget += 1
+                return None
+        entry = self.spool.put(self._sidecar(item), {"jpg": jpeg})
+        self.captured += 1
+        return entry
+
+    def _sidecar(self, item: Pending) -> bytes:
+        h, w = item.frame.shape[:2]
+        meta = {
+            "uid": uuid.uuid4().hex, "device_id": self.device_id, "model": item.model,
+            "version": item.version, "strategy": item.choice.strategy,
+            "reason": item.choice.reason, "captured_at": item.captured_at.isoformat(),
+            "width": int(w), "height": int(h),
+            "detections": [d.to_json() for d in item.detections],
+            "candidates": [d.to_json() for d in item.candidates[:200]],
+        }  # fmt: skip
+        return json.dumps(meta).encode()
+
+    def upload(self) -> int:
+        """Send the spool oldest first; stop at the first failure (the next round retries)."""
+        if self.http is None:
+            return 0
+        sent = 0
+        for entry in self.spool.entries():
+            try:
+                meta, jpeg = entry.path().read_bytes(), entry.path("jpg").read_bytes()
+            except FileNotFoundError:
+                self.spool.remove(entry)  # half an entry: cannot ever be sent
+                continue
+            fields = {"meta": meta.decode(), "image": (f"{entry.name}.jpg", jpeg, "image/jpeg")}
+            try:
+                answer = self.http.request("POST", "/v1/samples", fields=fields,
+                                           headers=self._auth())  # fmt: skip
+            except TransportError as e:
+                log.info("sample upload deferred: %s", e.reason)
+                break
+            if answer.status in (200, 201):
+                self.spool.remove(entry)
+                sent += 1
+            elif 400 <= answer.status < 500 and answer.status not in (408, 429):
+                log.warning("controller refused sample %s (HTTP %d): dropped", entry.name,
+                            answer.status)  # fmt: skip
+                self.spool.remove(entry)
+            else:
+                break
+        self.uploaded += sent
+        return sent
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.upload_token}"} if self.upload_token else {}
+
+    def run(self, stop: threading.Event) -> None:
+        next_upload = next_refresh = 0.0
+        while not stop.is_set():
+            if self.settings is not None and self.clock() >= next_refresh:
+                next_refresh = self.clock() + self.refresh_s
+                self.refresh()
+            try:
+                self.capture(self._queue.get(timeout=0.5))
+            except queue.Empty:
+                pass
+            except OSError as e:
+                log.warning("cannot spool a sample: %s", e)
+            if self.clock() >= next_upload:
+                next_upload = self.clock() + self.config.upload_interval_s
+                try:
+                    self.upload()
+                except OSError as e:
+                    log.warning("sample spool unreadable: %s", e)
+
+
+# Bound at start from the local config: the controller's settings do not change these.
+LOCAL_ONLY = ("candidate_floor", "spool_max_items", "spool_max_bytes", "queue_size")
+
+
+def controller_settings(
+    http: ControllerHttp, device_id: str, labels: dict[str, str], local: SamplingConfig
+) -> SamplingConfig | None:
+    """The effective settings from ``GET /v1/devices/{id}/sampling``: the controller's for
+    the first selector the device's labels match, else ``local``; None when there is no
+    usable answer (controller down, refused, malformed): the caller keeps what it has."""
+    query = "&".join(f"label={quote(f'{k}={v}', safe='')}" for k, v in sorted(labels.items()))
+    try:
+        answer = http.request("GET", f"/v1/devices/{quote(device_id)}/sampling?{query}")
+    except TransportError as e:
+        log.info("sampling settings not fetched: %s", e.reason)
+        return None
+    if answer.status != 200:
+        log.info("sampling settings not fetched: HTTP %d", answer.status)
+        return None
+    try:
+        remote = json.loads(answer.body).get("sampling")
+        if remote is None:
+            return local
+        keep = {k: getattr(local, k) for k in LOCAL_ONLY}
+        return SamplingConfig.model_validate({**remote, **keep})
+    except (ValueError, AttributeError, TypeError) as e:  # ValidationError is a ValueError
+        log.warning("sampling settings from the controller refused: %s", str(e).splitlines()[0])
+        return None

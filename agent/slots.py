@@ -1,0 +1,152 @@
+"""Double-buffered model slots: the active model serves frames, a challenger waits beside it.
+
+The frame loop leases the active slot for one frame (:meth:`ModelSlots.lease`); the lock
+is held only to read the pointer and count the frame in flight, never during inference,
+so a swap never waits for (or starves behind) the frame loop. :meth:`swap` changes the
+pointer between two frames; the frame already in flight finishes on the old model, and a
+slot is closed only once its in-flight count is back to zero. Until :meth:`commit`, the
+old slot is kept open so :meth:`revert` can put it back at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from edgefleet.agent.runtime.backend import Detection, ModelInfo
+from edgefleet.agent.store import ModelPointer
+
+log = logging.getLogger(__name__)
+
+CLOSE_WAIT_S = 10.0  # seconds to wait for in-flight frames before closing a slot anyway
+
+
+class DetectorLike(Protocol):
+    """What a slot needs from a model (``runtime.detector.Detector`` implements it)."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def detect(self, bgr: npt.NDArray[np.uint8]) -> list[Detection]: ...
+
+    def warm_up(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Slot:
+    detector: DetectorLike
+    meta: ModelPointer
+    id: int = field(default_factory=lambda: next(_ids))
+    in_flight: int = 0  # frames running on this slot now; guarded by ModelSlots._cond
+
+
+class ModelSlots:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active: Slot | None = None
+        self._staged: Slot | None = None
+        self._retired: Slot | None = None  # the old active, kept open until commit
+
+    @property
+    def active(self) -> Slot | None:
+        with self._cond:
+            return self._active
+
+    @contextmanager
+    def lease(self) -> Iterator[Slot | None]:
+        """The active slot for one frame; ``None`` while no model is installed."""
+        with self._cond:
+            slot = self._active
+            if slot is not None:
+                slot.in_flight += 1
+        try:
+            yield slot
+        finally:
+            if slot is not None:
+                with self._cond:
+                    slot.in_flight -= 1
+                    self._cond.notify_all()
+
+    def wait_active(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._active is not None, timeout)
+
+    def stage(self, detector: DetectorLike, meta: ModelPointer) -> Slot:
+        """Warm the challenger up (in the caller's thread, never the frame loop's)."""
+        detector.warm_up()
+        slot = Slot(detector, meta)
+        with self._cond:
+            old, self._staged = self._staged, slot
+        if old is not None:
+            self._close(old)
+        return slot
+
+    def swap(self) -> Slot:
+        """Make the staged slot active between two frames; returns it."""
+        with self._cond:
+            if self._staged is None:
+                raise RuntimeError("swap() without a staged model")
+            stale = self._retired
+            self._retired, self._active, self._staged = self._active, self._staged, None
+            self._cond.notify_all()
+        if stale is not None:
+            self._close(stale)
+        return self._active_or_raise()
+
+    def _active_or_raise(self) -> Slot:
+        slot = self.active
+        if slot is None:
+            raise RuntimeError("no active slot after swap")
+        return slot
+
+    def commit(self) -> None:
+        """The new model stays: release the old one once its last frame is done."""
+        with self._cond:
+            old, self._retired = self._retired, None
+        if old is not None:
+            self._close(old)
+
+    def revert(self) -> Slot | None:
+        """Put the previous model back (or none, if there was none); returns it."""
+        with self._cond:
+            bad, self._active, self._retired = self._active, self._retired, None
+            self._cond.notify_all()
+            restored = self._active
+        if bad is not None:
+            self._close(bad)
+        return restored
+
+    def discard_staged(self) -> None:
+        with self._cond:
+            staged, self._staged = self._staged, None
+        if staged is not None:
+            self._close(staged)
+
+    def close(self) -> None:
+        with self._cond:
+            slots = [s for s in (self._active, self._staged, self._retired) if s is not None]
+            self._active = self._staged = self._retired = None
+        for s in slots:
+            self._close(s)
+
+    def _close(self, slot: Slot) -> None:
+        with self._cond:
+            idle = self._cond.wait_for(lambda: slot.in_flight == 0, CLOSE_WAIT_S)
+        if not idle:
+            log.warning("closing %s with a frame still in flight", slot.meta.version)
+        try:
+            slot.detector.close()
+        except Exception:  # a failing close must not keep the new model from serving
+            log.exception("closing model %s %s failed", slot.meta.model, slot.meta.version)

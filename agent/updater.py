@@ -1,0 +1,301 @@
+"""The agent's TUF/Uptane client: director + image repository, on python-tuf's ngclient.
+
+Thin shell: ngclient verifies metadata, :func:`install_policy.decide` judges each target,
+and this module does the disk and network work around them::
+
+    data_dir/trust/image-root.json      pinned bootstrap roots, kept apart from the cache
+    data_dir/trust/director-root.json
+    data_dir/tuf/image/                 ngclient metadata cache of the image repository
+    data_dir/tuf/director/              ... of this device's director repository
+    data_dir/tuf/.lock                  flock: one updater at a time touches tuf/
+
+A fresh ngclient ``Updater`` is built for every refresh and download, as ngclient intends;
+the cache and the pinned roots carry trust from one to the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgefleet.agent.fetcher import DeadlineFetcher, FetcherConfig
+from edgefleet.agent.install_policy import VerifiedTarget, decide
+from edgefleet.shared.durable import fsync_dir, write_bytes
+from edgefleet.shared.errors import TransportError, TrustError
+from edgefleet.shared.hashing import sha256_file
+from edgefleet.shared.protocol import Fingerprint
+from edgefleet.shared.topics import validate_device_id
+from tuf.api import exceptions
+from tuf.api.metadata import Key, Metadata, TargetFile, Targets  # type: ignore[attr-defined]
+from tuf.ngclient.config import UpdaterConfig as NgConfig
+from tuf.ngclient.fetcher import FetcherInterface
+from tuf.ngclient.updater import Updater
+
+from edgefleet import __version__
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelUpdater", "UpdaterConfig", "VerifiedTarget", "open_repository"]
+
+
+@dataclass(frozen=True)
+class UpdaterConfig:
+    controller_url: str  # http(s)://host:port, the controller serving /tuf/
+    device_id: str
+    data_dir: Path  # the agent's data folder; trust/ and tuf/ live here
+    download_deadline_s: float = 300.0  # seconds for one download, metadata or model
+    socket_timeout_s: float = 30.0  # seconds to connect, and the longest gap between bytes
+    lock_timeout_s: float = 60.0  # seconds to wait for another updater to finish
+    ca_bundle: Path | None = None  # PEM CA bundle to pin for https controllers
+    client_cert: Path | None = None  # PEM client certificate (mTLS)
+    client_key: Path | None = None  # PEM key of client_cert
+    agent_version: str = __version__  # compared with targets' min_agent_version
+    root_max_length: int = 512_000  # bytes, for the trust-on-first-use root
+
+
+class _DurableUpdater(Updater):
+    """ngclient, but every metadata file it caches survives a power cut (fsync + rename)."""
+
+    def _persist_file(self, filename: str, data: bytes) -> None:
+        write_bytes(filename, data)
+
+    def _load_root(self) -> None:
+        super()._load_root()
+        root = self._trusted_set.root
+        for name, role in root.roles.items():
+            _refuse_aliased_keys(name, [root.keys[k] for k in role.keyids if k in root.keys])
+
+    def _load_targets(self, role: str, parent_role: str) -> Targets:
+        targets: Targets = super()._load_targets(role, parent_role)
+        delegations = targets.delegations
+        if delegations is not None and delegations.roles:
+            for name, delegated in delegations.roles.items():
+                keys = [delegations.keys[k] for k in delegated.keyids if k in delegations.keys]
+                _refuse_aliased_keys(name, keys)
+        return targets
+
+
+def _refuse_aliased_keys(role: str, keys: list[Key]) -> None:
+    """One public key listed under two key ids would count twice toward the threshold.
+
+    ngclient counts signatures per key id, so an attacker holding one key and able to get
+    a root signed that lists it twice (or a careless root) meets a threshold of 2 alone.
+    """
+    seen = {json.dumps(k.keyval, sort_keys=True) for k in keys}
+    if len(seen) != len(keys):
+        raise exceptions.UnsignedMetadataError(
+            f"role {role} lists the same public key more than once"
+        )
+
+
+def open_repository(
+    metadata_dir: Path,
+    metadata_url: str,
+    fetcher: FetcherInterface,
+    *,
+    bootstrap: bytes | None,
+    target_dir: Path | None = None,
+    target_base_url: str | None = None,
+) -> Updater:
+    """One TUF repository client as the agent runs it: durable cache, our fetcher.
+
+    ``bootstrap`` is the pinned root kept apart from the cache; ``None`` trusts the
+    ``root.json`` already in ``metadata_dir`` (the conformance client's ``init``).
+    """
+    metadata_dir.mkdir(parents=True, exist_ok=True)
+    return _DurableUpdater(
+        str(metadata_dir),
+        metadata_url,
+        str(target_dir) if target_dir is not None else None,
+        target_base_url,
+        fetcher=fetcher,
+        config=NgConfig(app_user_agent=f"edgefleet-agent/{__version__}"),
+        bootstrap=bootstrap,
+    )
+
+
+class ModelUpdater:
+    """Refreshes both repositories for one device and downloads what they agree on."""
+
+    def __init__(self, config: UpdaterConfig, fetcher: DeadlineFetcher | None = None) -> None:
+        validate_device_id(config.device_id)
+        self.config = config
+        self._fetcher = fetcher or DeadlineFetcher(
+            FetcherConfig(
+                deadline_s=config.download_deadline_s,
+                timeout_s=config.socket_timeout_s,
+                ca_bundle=config.ca_bundle,
+                client_cert=config.client_cert,
+                client_key=config.client_key,
+            )
+        )
+        base = config.controller_url.rstrip("/")
+        self._urls = {
+            "image": f"{base}/tuf/image/metadata/",
+            "director": f"{base}/tuf/director/{config.device_id}/metadata/",
+        }
+        self._targets_url = f"{base}/tuf/image/targets/"
+        self._tuf_dir = config.data_dir / "tuf"
+        self._trust_dir = config.data_dir / "trust"
+
+    def refresh(
+        self, installed_releases: Mapping[str, int], fingerprint: Fingerprint | None
+    ) -> list[VerifiedTarget]:
+        """Every target the director assigns, if the image repo and the policy agree.
+
+        Raises TrustError when metadata or any assigned target is refused (nothing of the
+        assignment may be installed then) and TransportError when the controller is
+        unreachable.
+        """
+        with self._locked(), self._tuf_errors("refresh"):
+            director = self._updater("director")
+            director.refresh()
+            image = self._updater("image")
+            image.refresh()
+            accepted = []
+            for target in self._director_targets():
+                decision = decide(
+                    target,
+                    image.get_targetinfo(target.path),
+                    installed_releases,
+                    fingerprint,
+                    self.config.agent_version,
+                )
+                if decision.target is None:
+                    custom = target.custom
+                    raise TrustError(
+                        f"refused {decision.reason}",
+                        device_id=self.config.device_id,
+                        model=_str_or_none(custom.get("model")),
+                        model_version=_str_or_none(custom.get("version")),
+                    )
+                accepted.append(decision.target)
+            return accepted
+
+    def download(self, target: VerifiedTarget, dest_dir: Path) -> Path:
+        """Fetch and verify ``target`` into ``dest_dir/<sha256><suffix>``; no partial files.
+
+        A file already there with the right hash is returned as it is.
+        """
+        dest = dest_dir / f"{target.sha256}{Path(target.target_path).suffix}"
+        if dest.exists() and sha256_file(dest) == target.sha256:
+            return dest
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        part = dest_dir / f".{dest.name}.part"  # hidden, and ours alone under the lock
+        info = TargetFile(target.length, {"sha256": target.sha256}, target.target_path)
+        with self._locked():
+            try:
+                with self._tuf_errors(f"download of {target.target_path}"):
+                    self._updater("image").download_target(info, str(part), self._targets_url)
+                _fsync_file(part)
+                part.replace(dest)
+                fsync_dir(dest_dir)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+        return dest
+
+    def close(self) -> None:
+        """Drop pooled connections to the controller."""
+        self._fetcher.close()
+
+    # -- the shell around ngclient ----------------------------------------------------
+
+    def _updater(self, repo: str) -> Updater:
+        return open_repository(
+            self._tuf_dir / repo,
+            self._urls[repo],
+            self._fetcher,
+            bootstrap=self._bootstrap_root(repo),
+        )
+
+    def _bootstrap_root(self, repo: str) -> bytes:
+        """The pinned root; on first use fetched once over the network and pinned."""
+        pinned = self._trust_dir / f"{repo}-root.json"
+        if pinned.exists():
+            return pinned.read_bytes()
+        url = f"{self._urls[repo]}1.root.json"
+        log.warning("no pinned %s root: trusting %s on first use and pinning it", repo, url)
+        data: bytes = self._fetcher.download_bytes(url, self.config.root_max_length)
+        _check_self_signed_root(data, url)
+        write_bytes(pinned, data)
+        return data
+
+    def _director_targets(self) -> list[TargetFile]:
+        # The refresh above just verified and cached this file, and we hold the lock.
+        md: Metadata[Any] = Metadata.from_file(str(self._tuf_dir / "director" / "targets.json"))
+        targets: dict[str, TargetFile] = md.signed.targets
+        return list(targets.values())
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._tuf_dir.mkdir(parents=True, exist_ok=True)
+        with (self._tuf_dir / ".lock").open("a") as f:
+            _flock(f.fileno(), self.config.lock_timeout_s, self._tuf_dir)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _tuf_errors(self, what: str) -> Iterator[None]:
+        """python-tuf's errors as ours: network trouble vs. refused metadata or bytes."""
+        device = self.config.device_id
+        try:
+            yield
+        except exceptions.DownloadLengthMismatchError as e:
+            raise TrustError(f"{what}: served more bytes than signed", device_id=device) from e
+        except exceptions.DownloadError as e:
+            raise TransportError(f"{what}: {_one_line(e)}", device_id=device) from e
+        except exceptions.ExpiredMetadataError as e:
+            # Keep serving what is installed; report, and retry on the next poll.
+            raise TrustError(f"{what}: stale metadata: {_one_line(e)}", device_id=device) from e
+        except exceptions.RepositoryError as e:
+            raise TrustError(f"{what}: {_one_line(e)}", device_id=device) from e
+        except OSError as e:
+            raise TrustError(f"{what}: local metadata unusable: {e}", device_id=device) from e
+
+
+def _check_self_signed_root(data: bytes, url: str) -> None:
+    try:
+        md: Metadata[Any] = Metadata.from_bytes(data)
+        if md.signed.type != "root":
+            raise TrustError(f"{url} is not root metadata")
+        md.verify_delegate("root", md)
+    except (exceptions.RepositoryError, ValueError) as e:
+        raise TrustError(f"first-use root {url} refused: {_one_line(e)}") from e
+
+
+def _flock(fd: int, timeout_s: float, folder: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            if time.monotonic() > deadline:
+                raise TransportError(f"another updater holds {folder} for too long") from e
+            time.sleep(0.05)
+        else:
+            return
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0] if text.strip() else type(e).__name__
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
