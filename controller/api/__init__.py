@@ -1,0 +1,1 @@
+"""edgefleet controller/api."""

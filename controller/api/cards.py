@@ -1,0 +1,42 @@
+"""/v1/models/{name}/versions/{version}/card: the model card (validation baseline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgefleet.controller import registry
+from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors
+from edgefleet.controller.cards import CardStore
+from edgefleet.controller.services import Services
+from edgefleet.shared.card import ModelCard
+from edgefleet.shared.errors import ArtifactError
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def card_store(services: Services) -> CardStore:
+    return CardStore(services.settings.data_dir / "cards")
+
+
+@router.put("/{name}/versions/{version}/card")
+def put_card(
+    name: str, version: str, card: ModelCard, session: SessionDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Store the card ``model push --validation`` computed for an existing version."""
+    with http_errors():
+        registry.get_version(session, name, version)
+        if (card.model, card.version) != (name, version):
+            raise ArtifactError(
+                f"the card is for {card.model}:{card.version}, not {name}:{version}"
+            )
+        card_store(services).put(card)
+    return card.model_dump(mode="json", by_alias=True)
+
+
+@router.get("/{name}/versions/{version}/card")
+def get_card(name: str, version: str, session: SessionDep, services: ServicesDep) -> dict[str, Any]:
+    with http_errors():
+        registry.get_version(session, name, version)
+        card = card_store(services).get(name, version)
+    return card.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,57 @@
+"""/v1/devices: the fleet as the ingest sees it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from edgefleet.controller.api.deps import SessionDep, http_errors
+from edgefleet.controller.models import (
+    Device,
+    DevicePublic,
+    DevicesPublic,
+    TelemetryWindowPublic,
+    TelemetryWindowRow,
+    TelemetryWindowsPublic,
+)
+from edgefleet.shared.errors import NotFoundError
+from fastapi import APIRouter, Query
+from sqlmodel import col, select
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+
+def _get(session: SessionDep, device_id: str) -> Device:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFoundError(f"unknown device {device_id!r}", device_id=device_id)
+    return device
+
+
+@router.get("", response_model=DevicesPublic)
+def list_devices(session: SessionDep) -> DevicesPublic:
+    rows = session.exec(select(Device).order_by(col(Device.device_id))).all()
+    return DevicesPublic(data=[DevicePublic.model_validate(d) for d in rows], count=len(rows))
+
+
+@router.get("/{device_id}", response_model=DevicePublic)
+def get_device(device_id: str, session: SessionDep) -> DevicePublic:
+    with http_errors():
+        return DevicePublic.model_validate(_get(session, device_id))
+
+
+@router.get("/{device_id}/telemetry", response_model=TelemetryWindowsPublic)
+def device_telemetry(
+    device_id: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=10000)] = 100
+) -> TelemetryWindowsPublic:
+    """The device's most recent ``limit`` windows, oldest first."""
+    with http_errors():
+        _get(session, device_id)
+    stmt = (
+        select(TelemetryWindowRow)
+        .where(TelemetryWindowRow.device_id == device_id)
+        .order_by(col(TelemetryWindowRow.window_start).desc())
+        .limit(limit)
+    )
+    rows = list(reversed(session.exec(stmt).all()))
+    data = [TelemetryWindowPublic.model_validate(r) for r in rows]
+    return TelemetryWindowsPublic(data=data, count=len(data))

@@ -1,0 +1,91 @@
+"""/v1/enroll: devices enroll with a one-time token; operators make tokens and revoke.
+
+``POST /v1/enroll`` needs no API token: the one-time enrollment token is the credential.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from edgefleet.controller import enrollment
+from edgefleet.controller.api.deps import (
+    ActorNameDep,
+    ServicesDep,
+    SessionDep,
+    http_errors,
+    require,
+    revoked_devices,
+)
+from edgefleet.controller.pki import DevicePki
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+router = APIRouter(prefix="/v1", tags=["enrollment"])
+
+
+class EnrollTokenCreate(BaseModel):
+    device_id: str = Field(max_length=64)
+    ttl_s: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)  # seconds
+
+
+class EnrollTokenCreated(BaseModel):
+    device_id: str
+    token: str  # shown once
+    expires_s: int
+
+
+class EnrollRequest(BaseModel):
+    token: str = Field(max_length=128)
+    csr: str = Field(max_length=16_384)  # PEM
+
+
+class EnrollAnswer(BaseModel):
+    device_id: str
+    cert: str  # PEM, CN = device id
+    ca: str  # PEM, the device CA (it also signed the broker's certificate)
+    image_root: str  # JSON: pin as trust/image-root.json
+    director_root: str  # JSON: pin as trust/director-root.json
+    upload_token: str  # the device's sample-upload credential (Bearer), shown once
+
+
+class Revoked(BaseModel):
+    device_id: str
+    serials: list[str]
+
+
+def _pki(services: ServicesDep) -> DevicePki:
+    return DevicePki(services.settings.data_dir / "pki")
+
+
+@router.post("/enroll-tokens", response_model=EnrollTokenCreated,
+             dependencies=[require("operator")])  # fmt: skip
+def create_enroll_token(
+    body: EnrollTokenCreate, session: SessionDep, actor: ActorNameDep
+) -> EnrollTokenCreated:
+    with http_errors():
+        token = enrollment.create_enroll_token(
+            session, body.device_id, actor, timedelta(seconds=body.ttl_s)
+        )
+    return EnrollTokenCreated(device_id=body.device_id, token=token, expires_s=body.ttl_s)
+
+
+@router.post("/enroll", response_model=EnrollAnswer)
+def enroll(body: EnrollRequest, session: SessionDep, services: ServicesDep) -> EnrollAnswer:
+    with http_errors():
+        done = enrollment.enroll(
+            session, _pki(services), services.signing, body.token, body.csr.encode()
+        )
+    return EnrollAnswer(device_id=done.device_id, cert=done.cert_pem, ca=done.ca_pem,
+                        image_root=done.image_root, director_root=done.director_root,
+                        upload_token=done.upload_token)  # fmt: skip
+
+
+@router.post("/devices/{device_id}/revoke", response_model=Revoked,
+             dependencies=[require("admin")])  # fmt: skip
+def revoke(
+    device_id: str, session: SessionDep, services: ServicesDep, actor: ActorNameDep
+) -> Revoked:
+    with http_errors():
+        serials = enrollment.revoke_device(session, _pki(services), device_id, actor)
+    revoked_devices(services).add(device_id)
+    return Revoked(device_id=device_id, serials=serials)

@@ -1,0 +1,110 @@
+"""/v1/samples: devices upload frames (multipart), operators list and download them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from edgefleet.controller import samples as store_mod
+from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors
+from edgefleet.controller.enrollment import is_enrolled, upload_device
+from edgefleet.controller.models import SampleRow, _UtcPublic
+from edgefleet.controller.services import Services
+from fastapi import APIRouter, Form, Header, HTTPException, Query, UploadFile
+from fastapi.responses import Response
+from sqlmodel import Session, SQLModel
+
+router = APIRouter(prefix="/v1/samples", tags=["samples"])
+DEVICE_HEADER = "X-Edgefleet-Device"
+
+
+class SamplePublic(_UtcPublic):
+    id: int
+    device_id: str
+    uid: str
+    model: str | None
+    version: str | None
+    strategy: str
+    reason: str
+    captured_at: datetime
+    received_at: datetime
+    width: int
+    height: int
+    bytes: int
+    labels: dict[str, str]
+    detections: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+
+
+class SamplesPublic(SQLModel):
+    data: list[SamplePublic]
+    count: int
+
+
+def sample_store(services: Services) -> store_mod.SampleStore:
+    return store_mod.SampleStore(services.settings.data_dir / "samples")
+
+
+def check_uploader(
+    session: Session, services: Services, device_id: str, authorization: str | None
+) -> None:
+    """With ``--auth``, or for an enrolled device, the upload must carry that device's own
+    upload credential (issued at enrollment): 401 without one, 403 for another device's or
+    a revoked one. An unenrolled device on a controller without auth uploads as before."""
+    scheme, _, secret = (authorization or "").partition(" ")
+    secret = secret.strip() if scheme.lower() == "bearer" else ""
+    if not secret:
+        if not getattr(services.settings, "auth", False) and not is_enrolled(session, device_id):
+            return
+        raise HTTPException(401, f"sample upload of {device_id} needs its upload credential "
+                            "(Authorization: Bearer, from `edgefleet agent enroll`)",
+                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    owner = upload_device(session, secret)
+    if owner != device_id:
+        raise HTTPException(403, f"the upload credential is not {device_id}'s (unknown, "
+                            "revoked or another device's)")  # fmt: skip
+
+
+@router.post("", response_model=SamplePublic)
+async def upload(  # noqa: PLR0917 - FastAPI passes these by name
+    image: UploadFile,
+    meta: Annotated[str, Form()],
+    session: SessionDep,
+    services: ServicesDep,
+    x_edgefleet_device: Annotated[str, Header()],
+    response: Response,
+    authorization: Annotated[str | None, Header()] = None,
+) -> SamplePublic:
+    """One frame and its sidecar; the same ``uid`` sent twice is stored once (200, not 201)."""
+    with http_errors():
+        parsed = store_mod.parse_meta(meta, x_edgefleet_device)
+    check_uploader(session, services, parsed.device_id, authorization)
+    data = await image.read(store_mod.MAX_SAMPLE_BYTES + 1)
+    with http_errors():
+        row, created = sample_store(services).add(session, parsed, data)
+    response.status_code = 201 if created else 200
+    return SamplePublic.model_validate(row)
+
+
+@router.get("", response_model=SamplesPublic)
+def list_samples(
+    session: SessionDep,
+    device_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+) -> SamplesPublic:
+    rows = store_mod.list_samples(session, device_id=device_id, limit=limit)
+    return SamplesPublic(data=[SamplePublic.model_validate(r) for r in rows], count=len(rows))
+
+
+@router.get("/{sample_id}", response_model=SamplePublic)
+def get_sample(sample_id: int, session: SessionDep) -> SamplePublic:
+    with http_errors():
+        row: SampleRow = store_mod.get_sample(session, sample_id)
+    return SamplePublic.model_validate(row)
+
+
+@router.get("/{sample_id}/image")
+def get_image(sample_id: int, session: SessionDep, services: ServicesDep) -> Response:
+    with http_errors():
+        data = sample_store(services).image(session, sample_id)
+    return Response(data, media_type="image/jpeg")

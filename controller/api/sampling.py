@@ -1,0 +1,81 @@
+"""/v1/sampling: sampler settings per device group; a device asks for its own."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from edgefleet.controller import sampling
+from edgefleet.controller.api.deps import SessionDep, http_errors
+from edgefleet.controller.models import SamplingRule
+from edgefleet.shared.topics import validate_device_id
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+router = APIRouter(prefix="/v1", tags=["sampling"])
+
+
+class RuleIn(BaseModel):
+    selector: dict[str, str] = Field(default_factory=dict)  # {} matches every device
+    settings: dict[str, Any]  # the agent's `sampling:` mapping
+
+
+class RuleOut(BaseModel):
+    id: int
+    selector: dict[str, str]
+    settings: dict[str, Any]
+
+
+class RulesOut(BaseModel):
+    data: list[RuleOut]
+    count: int
+
+
+class DeviceSampling(BaseModel):
+    device_id: str
+    labels: dict[str, str]
+    rule_id: int | None  # None: no rule matches; the device keeps its local config
+    selector: dict[str, str] | None
+    sampling: dict[str, Any] | None
+
+
+def _out(row: SamplingRule) -> RuleOut:
+    return RuleOut(id=row.id or 0, selector=row.selector, settings=row.settings)
+
+
+@router.get("/sampling", response_model=RulesOut)
+def list_rules(session: SessionDep) -> RulesOut:
+    rows = [_out(r) for r in sampling.list_rules(session)]
+    return RulesOut(data=rows, count=len(rows))
+
+
+@router.put("/sampling", response_model=RuleOut)
+def set_rule(body: RuleIn, session: SessionDep) -> RuleOut:
+    with http_errors():
+        return _out(sampling.set_rule(session, body.selector, body.settings))
+
+
+@router.delete("/sampling")
+def delete_rule(session: SessionDep, selector: str = "") -> dict[str, str]:
+    with http_errors():
+        sampling.delete_rule(session, sampling.parse_selector(selector))
+    return {"deleted": selector}
+
+
+@router.get("/devices/{device_id}/sampling", response_model=DeviceSampling)
+def device_sampling(
+    device_id: str,
+    session: SessionDep,
+    label: Annotated[list[str] | None, Query(max_length=16)] = None,
+) -> DeviceSampling:
+    """The device's effective settings: the first rule whose selector its labels match."""
+    with http_errors():
+        validate_device_id(device_id)
+        reported = sampling.parse_selector(",".join(label or []))
+    rule, labels = sampling.effective(session, device_id, reported)
+    return DeviceSampling(
+        device_id=device_id,
+        labels=labels,
+        rule_id=rule.id if rule else None,
+        selector=rule.selector if rule else None,
+        sampling=rule.settings if rule else None,
+    )

@@ -1,0 +1,66 @@
+"""/tuf: the image and director repositories' metadata, and the artifacts they sign.
+
+Only plain file names are served from the signing folders (no separators, no dot
+files), and a target is served only when its hash is the registered artifact of that
+version: the URL never decides which file on disk is read.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edgefleet.controller.api.deps import ServicesDep, SessionDep, revoked_devices
+from edgefleet.controller.models import ModelVersion
+from edgefleet.shared.errors import ProtocolError
+from edgefleet.shared.topics import validate_device_id
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+from sqlmodel import select
+
+router = APIRouter(prefix="/tuf", tags=["tuf"])
+
+_METADATA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.json$")
+_TARGET = re.compile(r"^([0-9a-f]{64})\.model\.onnx$")
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def _metadata_file(folder: Path, filename: str) -> FileResponse:
+    if not _METADATA.match(filename):
+        raise HTTPException(404, f"no metadata {filename!r}")
+    path = folder / filename
+    if not path.is_file():
+        raise HTTPException(404, f"no metadata {filename!r}")
+    return FileResponse(path, media_type="application/json", headers=_NO_CACHE)
+
+
+@router.get("/image/metadata/{filename}")
+def image_metadata(filename: str, services: ServicesDep) -> FileResponse:
+    return _metadata_file(services.signing.image_metadata_dir(), filename)
+
+
+@router.get("/director/{device_id}/metadata/{filename}")
+def director_metadata(device_id: str, filename: str, services: ServicesDep) -> FileResponse:
+    try:
+        validate_device_id(device_id)
+    except ProtocolError as e:
+        raise HTTPException(404, f"unknown device {device_id!r}") from e
+    if device_id in revoked_devices(services):
+        raise HTTPException(403, f"device {device_id} is revoked")
+    return _metadata_file(services.signing.director_metadata_dir(device_id), filename)
+
+
+@router.get("/image/targets/models/{name}/{version}/{filename}")
+def target_file(
+    name: str, version: str, filename: str, session: SessionDep, services: ServicesDep
+) -> FileResponse:
+    found = _TARGET.match(filename)
+    row = session.exec(
+        select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+    ).first()
+    if found is None or row is None or row.sha256 != found.group(1):
+        raise HTTPException(404, f"no target {name}/{version}/{filename}")
+    path = services.store.path_for(row.sha256)
+    if not path.is_file():
+        raise HTTPException(404, f"artifact {row.sha256} is missing from the store")
+    return FileResponse(path, media_type="application/octet-stream")

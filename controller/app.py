@@ -1,0 +1,53 @@
+"""The FastAPI application, built from :class:`Services` (no globals)."""
+
+from __future__ import annotations
+
+from edgefleet.controller.api import (
+    audit,
+    devices,
+    enroll,
+    models,
+    pins,
+    publish,
+    rollouts,
+    stats,
+    tokens,
+    tuf,
+)
+from edgefleet.controller.api.deps import WRITES_NEED_OPERATOR, one_line, require
+from edgefleet.controller.api.web import include_data_loop
+from edgefleet.controller.services import Services
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from edgefleet import __version__
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", ""))
+    return one_line("bad request: " + "; ".join(parts))
+
+
+async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _validation_detail(exc)}, status_code=400)
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(title="edgefleet controller", version=__version__)
+    app.state.services = services
+    app.add_exception_handler(RequestValidationError, _bad_request)
+    for module in (stats, tuf):
+        app.include_router(module.router)
+    # With auth on (Settings.auth): writes need an operator token, tokens an admin one.
+    for module in (models, publish, devices, rollouts, pins):
+        app.include_router(module.router, dependencies=[WRITES_NEED_OPERATOR])
+    app.include_router(audit.router, dependencies=[require("viewer")])
+    app.include_router(tokens.router)
+    app.include_router(enroll.router)  # its routes carry their own role checks
+    include_data_loop(app)  # cards, samples, drift, alerts, /metrics, the dashboard
+    return app

@@ -1,0 +1,144 @@
+"""Handlers of the data-loop commands: ``model show``, ``alerts list``, ``samples list|export``,
+and the model card half of ``model push --validation``. httpx against $EDGEFLEET_URL."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgefleet.controller.operator_cmds import (
+    _pipe_safe,
+    _print_json,
+    _request,
+    _table,
+    parse_target,
+)
+from edgefleet.shared.errors import ConfigError
+
+
+def push_card(name: str, version: str, onnx_path: Path, folder: Path) -> dict[str, Any]:
+    """Run the model over ``folder`` (the agent's Detector) and store the card."""
+    from edgefleet.controller.cards import build_card
+
+    print(f"validating {name}:{version} on {folder} ...", file=sys.stderr)
+    card = build_card(onnx_path, folder, name, version)
+    body = card.model_dump(mode="json", by_alias=True)
+    return _request("PUT", f"/v1/models/{name}/versions/{version}/card", json=body)  # type: ignore[no-any-return]
+
+
+def card_lines(card: dict[str, Any]) -> list[str]:
+    m = card.get("map50")
+    lines = [
+        f"model card {card['model']}:{card['version']} (created {card['created_at']})",
+        f"  validation images   {card['images']} ({card['labelled_images']} labelled)",
+        f"  mAP50               {'-' if m is None else f'{m:.3f}'}",
+        f"  detections          {card['detections']} above conf {card['conf']}"
+        f" ({card['detections_per_frame']:.2f} per frame)",
+        "  confidence histogram (all classes):",
+        *_bars(card["confidence_edges"], card["confidence_counts"]),
+    ]
+    for cls, counts in card["per_class_confidence"].items():
+        ap = card["ap50_per_class"].get(cls)
+        extra = f", AP50 {ap:.3f}" if ap is not None else ""
+        lines.append(f"  class {cls}: {sum(counts)} detections{extra}")
+    return lines
+
+
+def _bars(edges: list[float], counts: list[int], width: int = 40) -> list[str]:
+    top = max(counts) or 1
+    return [
+        f"    {edges[i]:.2f}-{edges[i + 1]:.2f} {'#' * round(width * c / top):<{width}} {c}"
+        for i, c in enumerate(counts)
+        if c
+    ]
+
+
+@_pipe_safe
+def model_show(args: argparse.Namespace) -> int:
+    name, version = parse_target(args.target)
+    card = _request("GET", f"/v1/models/{name}/versions/{version}/card")
+    if args.json:
+        _print_json(card)
+    else:
+        print("\n".join(card_lines(card)))
+    return 0
+
+
+@_pipe_safe
+def alerts_list(args: argparse.Namespace) -> int:
+    params = {"state": args.state} if args.state else {}
+    answer = _request("GET", "/v1/alerts", params=params)
+    if args.json:
+        _print_json(answer["data"])
+        return 0
+    rows = [
+        [str(a["id"]), a["state"], a["scope"], f"{a['model']}:{a['version']}", a["metric"],
+         f"{a['value']:.3f}", f"{a['threshold']:.3f}", a["fired_at"], a["resolved_at"] or "-"]
+        for a in answer["data"]
+    ]  # fmt: skip
+    _table(["ID", "STATE", "SCOPE", "MODEL", "METRIC", "VALUE", "FIRE AT", "FIRED", "RESOLVED"],
+           rows)  # fmt: skip
+    return 0
+
+
+@_pipe_safe
+def samples_list(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.device:
+        params["device_id"] = args.device
+    answer = _request("GET", "/v1/samples", params=params)
+    if args.json:
+        _print_json(answer["data"])
+        return 0
+    rows = [
+        [str(s["id"]), s["device_id"], f"{s['model']}:{s['version']}", s["reason"],
+         str(len(s["detections"])), str(s["bytes"]), s["captured_at"]]
+        for s in answer["data"]
+    ]  # fmt: skip
+    _table(["ID", "DEVICE", "MODEL", "REASON", "DETS", "BYTES", "CAPTURED"], rows)
+    print(f"{answer['count']} sample(s)", file=sys.stderr)
+    return 0
+
+
+@_pipe_safe
+def samples_export(args: argparse.Namespace) -> int:
+    from edgefleet.controller.samples import write_yolo_dataset
+
+    if args.format != "yolo":
+        raise ConfigError(f"unknown export format {args.format!r} (only yolo)")
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.device:
+        params["device_id"] = args.device
+    answer = _request("GET", "/v1/samples", params=params)
+    images = {s["id"]: _download(s["id"]) for s in answer["data"]}
+    names = _model_names(answer["data"])
+    data_yaml = write_yolo_dataset(
+        Path(args.out), answer["data"], images, val_share=args.val, names=names
+    )
+    print(f"exported {len(images)} sample(s) to {data_yaml.parent} ({data_yaml.name})")
+    return 0
+
+
+def _download(sample_id: int) -> bytes:
+    from edgefleet.controller.operator_cmds import _check, _client
+
+    with _client() as client:
+        r = client.get(f"/v1/samples/{sample_id}/image")
+        if not r.is_success:
+            _check(r)
+        return r.content
+
+
+def _model_names(samples: list[dict[str, Any]]) -> dict[int, str]:
+    """Class names of the samples' model from its card, so ids line up with the model's."""
+    from edgefleet.controller.operator_cmds import _client
+
+    for s in samples:
+        if s.get("model") and s.get("version"):
+            with _client() as client:
+                r = client.get(f"/v1/models/{s['model']}/versions/{s['version']}/card")
+            if r.is_success:
+                return {int(k): str(v) for k, v in r.json().get("names", {}).items()}
+    return {}

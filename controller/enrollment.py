@@ -1,0 +1,208 @@
+"""Device enrollment and revocation: one-time tokens, CSR signing, refusing revoked devices.
+
+An operator makes a one-time token for a device id (``edgefleet device token ID``); the
+device makes its own key and sends a CSR with the token (``edgefleet agent enroll``); the
+controller signs it with the device CA (controller/pki.py, CN forced to the token's device
+id) and answers with the certificate, the CA and the bootstrap TUF roots the agent pins.
+``revoke_device`` puts the device's certificates in the CRL (the broker reads it on
+restart / SIGHUP) and the controller stops serving and hearing the device at once
+(:class:`RevokedDevices`, checked by the /tuf routes and the MQTT ingest).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from cryptography import x509
+from edgefleet.controller.models import (
+    AuditEntry,
+    DeviceCert,
+    DeviceRevocation,
+    EnrollToken,
+    UploadCredential,
+)
+from edgefleet.controller.pki import DevicePki
+from edgefleet.controller.tokens import digest
+from edgefleet.controller.trust import Signing
+from edgefleet.shared.errors import NotFoundError, ProtocolError, TrustError
+from edgefleet.shared.protocol import utcnow
+from edgefleet.shared.topics import parse_device_topic, validate_device_id
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+ENROLL_PREFIX = "efe_"  # a prefix, not a secret
+UPLOAD_PREFIX = "efu_"  # a prefix, not a secret
+DEFAULT_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    device_id: str
+    cert_pem: str
+    ca_pem: str
+    image_root: str  # JSON of the newest image root: the agent pins it
+    director_root: str  # JSON of the device's newest director root
+    upload_token: str = ""  # the device's sample-upload credential, shown this once
+
+
+def create_enroll_token(
+    session: Session, device_id: str, actor: str, ttl: timedelta = DEFAULT_TTL
+) -> str:
+    """A one-time token for ``device_id``; only its sha256 is stored."""
+    validate_device_id(device_id)
+    if session.get(DeviceRevocation, device_id) is not None:
+        raise TrustError(f"device {device_id} is revoked", device_id=device_id)
+    secret = ENROLL_PREFIX + secrets.token_urlsafe(24)
+    session.add(EnrollToken(sha256=digest(secret), device_id=device_id,
+                            expires_at=utcnow() + ttl, created_by=actor))  # fmt: skip
+    session.add(AuditEntry(actor=actor, action="enroll-token", target=f"device:{device_id}",
+                           detail={"expires_s": int(ttl.total_seconds())}))  # fmt: skip
+    session.commit()
+    return secret
+
+
+def enroll(
+    session: Session, pki: DevicePki, signing: Signing, secret: str, csr_pem: bytes
+) -> Enrolled:
+    """Redeem a token: sign the CSR (CN = the token's device id), hand out the trust roots."""
+    row = session.get(EnrollToken, digest(secret))
+    now = utcnow()
+    if row is None or row.used_at is not None or _aware(row.expires_at) < now:
+        raise TrustError("enrollment token unknown, used or expired")
+    device_id = row.device_id
+    if session.get(DeviceRevocation, device_id) is not None:
+        raise TrustError(f"device {device_id} is revoked", device_id=device_id)
+    cert_pem = pki.sign_csr(csr_pem, device_id)
+    row.used_at = now
+    serial = str(x509.load_pem_x509_certificate(cert_pem).serial_number)
+    session.add(row)
+    session.add(DeviceCert(serial=serial, device_id=device_id, pem=cert_pem.decode()))
+    session.add(AuditEntry(actor=f"device:{device_id}", action="enroll",
+                           target=f"device:{device_id}", detail={"serial": serial}))  # fmt: skip
+    upload_token = _issue_upload_credential(session, device_id, now)
+    signing.ensure_device(device_id)
+    session.commit()
+    return Enrolled(
+        device_id,
+        cert_pem.decode(),
+        pki.ca_path.read_text(),
+        _newest_root(signing.image_metadata_dir()),
+        _newest_root(signing.director_metadata_dir(device_id)),
+        upload_token,
+    )
+
+
+def _issue_upload_credential(session: Session, device_id: str, now: datetime) -> str:
+    """A new upload credential for the device (a re-enrollment replaces the old one)."""
+    secret = UPLOAD_PREFIX + secrets.token_urlsafe(32)
+    row = session.get(UploadCredential, device_id) or UploadCredential(device_id=device_id,
+                                                                       sha256="")  # fmt: skip
+    row.sha256, row.created_at, row.revoked_at = digest(secret), now, None
+    session.add(row)
+    return secret
+
+
+def upload_device(session: Session, secret: str) -> str | None:
+    """The device whose live upload credential this is, or None (unknown or revoked)."""
+    row = session.exec(select(UploadCredential).where(UploadCredential.sha256 == digest(secret)))
+    cred = row.first()
+    if cred is None or cred.revoked_at is not None:
+        return None
+    return cred.device_id
+
+
+def is_enrolled(session: Session, device_id: str) -> bool:
+    """Enrolled devices must always authenticate their uploads."""
+    if session.get(UploadCredential, device_id) is not None:
+        return True
+    return (
+        session.exec(select(DeviceCert).where(DeviceCert.device_id == device_id)).first()
+        is not None
+    )
+
+
+def revoke_device(session: Session, pki: DevicePki, device_id: str, actor: str) -> list[str]:
+    """Revoke every certificate of the device (CRL) and refuse it from now on."""
+    validate_device_id(device_id)
+    certs = session.exec(select(DeviceCert).where(DeviceCert.device_id == device_id)).all()
+    legacy = pki.folder / f"device-{device_id}.pem"  # `pki issue` (dev) certificates
+    pems = [c.pem.encode() for c in certs] + ([legacy.read_bytes()] if legacy.exists() else [])
+    known = session.get(DeviceRevocation, device_id) is not None
+    if not pems and not known:
+        raise NotFoundError(f"no certificate issued to {device_id}", device_id=device_id)
+    for pem in pems:
+        pki.revoke(pem, device_id)
+    if not known:
+        session.add(DeviceRevocation(device_id=device_id, actor=actor))
+    cred = session.get(UploadCredential, device_id)
+    if cred is not None and cred.revoked_at is None:
+        cred.revoked_at = utcnow()
+        session.add(cred)
+    session.add(AuditEntry(actor=actor, action="revoke", target=f"device:{device_id}",
+                           detail={"certificates": len(pems)}))  # fmt: skip
+    session.commit()
+    return [str(x509.load_pem_x509_certificate(p).serial_number) for p in pems]
+
+
+class RevokedDevices:
+    """Which devices are revoked: the database, read at most every ``ttl`` seconds.
+
+    The process that revokes calls :meth:`add`, so its own API and ingest refuse the
+    device at once; other replicas within ``ttl``.
+    """
+
+    def __init__(
+        self, engine: Engine, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._engine = engine
+        self._ttl = ttl  # seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ids: frozenset[str] = frozenset()
+        self._read_at: float | None = None
+
+    def add(self, device_id: str) -> None:
+        with self._lock:
+            self._ids = self._ids | {device_id}
+
+    def __contains__(self, device_id: object) -> bool:
+        with self._lock:
+            now = self._clock()
+            if self._read_at is None or now - self._read_at > self._ttl:
+                with Session(self._engine) as session:
+                    rows = session.exec(select(DeviceRevocation.device_id)).all()
+                self._ids = frozenset(rows) | self._ids
+                self._read_at = now
+            return device_id in self._ids
+
+    def filter(self, handler: Callable[[str, bytes], None]) -> Callable[[str, bytes], None]:
+        """An MQTT handler that drops every message of a revoked device."""
+
+        def handle(topic: str, payload: bytes) -> None:
+            try:
+                device_id = parse_device_topic(topic).device_id
+            except ProtocolError:
+                device_id = None
+            if device_id is not None and device_id in self:
+                return
+            handler(topic, payload)
+
+        return handle
+
+
+def _newest_root(folder: Path) -> str:
+    versions = [int(p.name.split(".")[0]) for p in folder.glob("*.root.json")
+                if p.name.split(".")[0].isdigit()]  # fmt: skip
+    if not versions:
+        raise NotFoundError(f"no root metadata in {folder}")
+    return (folder / f"{max(versions)}.root.json").read_text()
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)

@@ -1,0 +1,185 @@
+"""The controller's MQTT connection (paho-mqtt 2.x, MQTT 5).
+
+paho runs its network loop on its own thread (``loop_start``); incoming messages go to a
+handler on that thread, which must stay short and must never raise into paho. The link
+reconnects by itself, and a controller started while the broker is down keeps serving
+REST and retries in the background.
+
+Subscriptions: ``events`` and ``telemetry`` use the shared subscription
+(``$share/edgefleet/...``) so replicas split them. ``state`` and ``status`` are retained
+and idempotent; MQTT 5 never delivers retained messages to a shared subscription, so
+those two are plain subscriptions: every replica gets the fleet's snapshot when it
+(re)connects, and upserting the same state twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from edgefleet.controller.settings import BrokerAddress
+from edgefleet.shared.protocol import Command, DesiredHint
+from edgefleet.shared.topics import Channel, device_topic, fleet_filter
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], None]
+
+SHARED = (Channel.EVENTS, Channel.TELEMETRY)
+PLAIN = (Channel.STATE, Channel.STATUS)
+RECONNECT_MIN, RECONNECT_MAX = 1, 30  # seconds between reconnect attempts
+
+
+def subscriptions() -> list[tuple[str, SubscribeOptions]]:
+    opts = SubscribeOptions(qos=1)
+    return [(fleet_filter(c, shared=True), opts) for c in SHARED] + [
+        (fleet_filter(c), opts) for c in PLAIN
+    ]
+
+
+class MqttLink:
+    """One paho client: subscribe to the fleet, publish hints and commands."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str,
+        *,
+        keepalive: int = 30,  # seconds
+        session_expiry: int = 3600,  # seconds
+        tls_files: tuple[Path, Path, Path] | None = None,  # (CA, cert, key) for mqtts://
+    ) -> None:
+        self.address = address
+        self.keepalive = keepalive
+        self.session_expiry = session_expiry
+        self.handler: Handler | None = None
+        self._connected = threading.Event()
+        self._warned = False
+        self._pending: dict[str, int] = {}  # device -> director version not yet published
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self._client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
+        if address.tls:
+            self._client.tls_set_context(_tls_context(tls_files))
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:  # seconds
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        """Connect in the background; never blocks on the broker."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry
+        self._client.connect_async(
+            self.address.host,
+            self.address.port,
+            keepalive=self.keepalive,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        """True when handed to paho while connected (paho then delivers with QoS 1)."""
+        if not self.connected:
+            return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def send_hint(self, device_id: str, director_version: int) -> None:
+        """Retained ``desired`` hint; kept and sent on reconnect when the broker is away."""
+        topic = device_topic(device_id, Channel.DESIRED)
+        payload = DesiredHint(director_version=director_version).to_bytes()
+        with self._lock:
+            if self.publish(topic, payload, retain=True):
+                self._pending.pop(device_id, None)
+                return
+            self._pending[device_id] = director_version
+        log.info("broker unreachable: hint for %s kept until it is back", device_id)
+
+    def send_command(self, device_id: str, command: Command) -> bool:
+        return self.publish(device_topic(device_id, Channel.COMMANDS), command.to_bytes())
+
+    # --- paho callbacks (paho's thread) --------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            log.warning("broker %s refused the connection: %s", self._where(), reason_code)
+            return
+        client.subscribe(subscriptions())
+        self._connected.set()
+        if self._warned:
+            log.warning("connected to the broker at %s again", self._where())
+        else:
+            log.info("connected to the broker at %s", self._where())
+        self._warned = False
+        self._flush_pending()
+
+    def _on_connect_fail(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
+        if not self._warned:
+            log.warning(
+                "cannot reach the MQTT broker at %s; serving REST and retrying every %d s",
+                self._where(),
+                RECONNECT_MAX,
+            )
+            self._warned = True
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was and not self._warned:
+            log.warning("lost the broker at %s (%s); reconnecting", self._where(), reason_code)
+            self._warned = True
+
+    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        handler = self.handler
+        if handler is None:
+            return
+        try:
+            handler(message.topic, message.payload)
+        except Exception:  # a bad message must never stop paho's loop
+            log.exception("ingest of a message on %s failed", message.topic)
+
+    def _flush_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for device_id, version in pending.items():
+            self.send_hint(device_id, version)
+
+    def _where(self) -> str:
+        return f"{self.address.host}:{self.address.port}"
+
+
+def _tls_context(files: tuple[Path, Path, Path] | None) -> ssl.SSLContext:
+    """Verify the broker (pinned device CA, host name) and show the controller's cert."""
+    if files is None:
+        return ssl.create_default_context()
+    ca, cert, key = files
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx

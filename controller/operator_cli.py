@@ -1,0 +1,170 @@
+"""Operator commands against a controller at $EDGEFLEET_URL (default http://127.0.0.1:8600).
+
+Only the standard library is imported here; handlers live in ``operator_cmds``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+H = "edgefleet.controller.operator_cmds"
+D = "edgefleet.controller.data_cmds"
+
+
+def register(sub: Any) -> None:
+    model = sub.add_parser("model", help="models and versions")
+    msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    push = msub.add_parser("push", help="upload and sign a model version (.onnx or .pt)")
+    push.add_argument("name")
+    push.add_argument("file")
+    push.add_argument("--version", default=None, help="version label (default: next vN)")
+    push.add_argument(
+        "--validation",
+        metavar="DIR",
+        default=None,
+        help="images (YOLO labels optional) for the model card and drift baseline",
+    )
+    push.add_argument(
+        "--key",
+        metavar="FILE",
+        default=None,
+        help="the publisher's models key (PEM): sign here, upload signed metadata",
+    )
+    push.set_defaults(handler=f"{H}:model_push")
+    show = msub.add_parser("show", help="print a version's model card")
+    show.add_argument("target", metavar="NAME:VERSION")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=f"{D}:model_show")
+    mlist = msub.add_parser("list", help="list models and their versions")
+    mlist.add_argument("--json", action="store_true")
+    mlist.set_defaults(handler=f"{H}:model_list")
+
+    device = sub.add_parser("device", help="devices")
+    dsub = device.add_subparsers(dest="device_command", metavar="ACTION", required=True)
+    dlist = dsub.add_parser("list", help="fleet table")
+    dlist.add_argument("--json", action="store_true")
+    dlist.set_defaults(handler=f"{H}:device_list")
+    register_device_trust(dsub)
+
+    rollout = sub.add_parser("rollout", help="roll a model version out to devices")
+    rsub = rollout.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
+    create = rsub.add_parser("create", help="roll NAME:VERSION out to matching devices, in stages")
+    create.add_argument("target", metavar="NAME:VERSION", nargs="?",
+                        help="model version (optional with --file)")  # fmt: skip
+    create.add_argument(
+        "--selector", action="append", default=[], metavar="KEY=VALUE",
+        help="label selector; repeat to AND several",
+    )  # fmt: skip
+    create.add_argument("--file", help="rollout spec (YAML); flags given here override it")
+    create.add_argument("--stages", help='counts or percents, e.g. "1,10%%,50%%,100%%"')
+    create.add_argument("--soak", help="soak per stage after its devices committed: 30s, 5m")
+    create.add_argument("--on-failure", choices=["pause", "rollback"])
+    create.add_argument(
+        "--gate", action="append", default=[], metavar="METRIC:THRESHOLD[:MIN_SAMPLES]",
+        help='a gate; repeat for several; "ml" adds the default ML gates',
+    )  # fmt: skip
+    create.add_argument("--max-concurrent", type=int, help="downloads at once")
+    create.add_argument("--stratify-by", metavar="LABEL", help="first stages span this label")
+    create.add_argument("--priority", type=int)
+    create.set_defaults(handler=f"{H}:rollout_create")
+    rlist = rsub.add_parser("list", help="every rollout with its state and stage")
+    rlist.add_argument("--json", action="store_true")
+    rlist.set_defaults(handler=f"{H}:rollout_list")
+    status = rsub.add_parser("status", help="progress of one rollout, per stage and gate")
+    status.add_argument("id")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--watch", action="store_true", help="live view until it ends")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    status.set_defaults(handler=f"{H}:rollout_status")
+    for action, text in (
+        ("pause", "stop advancing (devices keep what they run)"),
+        ("resume", "continue a paused or failed rollout"),
+        ("abort", "end the rollout; devices keep what they run"),
+        ("rollback", "send the rollout's devices back to their previous version"),
+        ("promote", "skip the rest of this stage's soak: next stage now"),
+    ):
+        act = rsub.add_parser(action, help=text)
+        act.add_argument("id")
+        act.set_defaults(handler=f"{H}:rollout_action", action=action)
+    register_pins(sub)
+    register_data_loop(sub)
+
+
+def register_pins(sub: Any) -> None:
+    """``edgefleet pin create|list|delete`` and ``edgefleet channel set|list|delete``."""
+    pin = sub.add_parser("pin", help="hold devices on a version or a channel")
+    psub = pin.add_subparsers(dest="pin_command", metavar="ACTION", required=True)
+    create = psub.add_parser("create", help="pin matching devices to NAME:VERSION or --channel")
+    create.add_argument("target", metavar="NAME:VERSION", nargs="?")
+    create.add_argument("--channel", help="follow this channel instead of one version")
+    create.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE",
+                        help="label selector; repeat to AND several")  # fmt: skip
+    create.add_argument("--device", help="pin one device (selector device_id=ID)")
+    create.set_defaults(handler=f"{H}:pin_create")
+    plist = psub.add_parser("list", help="pins and the devices each holds")
+    plist.add_argument("--json", action="store_true")
+    plist.set_defaults(handler=f"{H}:pin_list")
+    pdel = psub.add_parser("delete", help="remove a pin (devices keep what they run)")
+    pdel.add_argument("id")
+    pdel.set_defaults(handler=f"{H}:pin_delete")
+
+    channel = sub.add_parser("channel", help="named version lines (stable, latest, ...)")
+    csub = channel.add_subparsers(dest="channel_command", metavar="ACTION", required=True)
+    cset = csub.add_parser("set", help="point a channel at NAME:VERSION (NAME alone: newest)")
+    cset.add_argument("name")
+    cset.add_argument("target", metavar="NAME[:VERSION]")
+    cset.set_defaults(handler=f"{H}:channel_set")
+    clist = csub.add_parser("list", help="channels and what they stand for")
+    clist.add_argument("--json", action="store_true")
+    clist.set_defaults(handler=f"{H}:channel_list")
+    cdel = csub.add_parser("delete", help="remove a channel no pin follows")
+    cdel.add_argument("name")
+    cdel.set_defaults(handler=f"{H}:channel_delete")
+
+
+def register_device_trust(dsub: Any) -> None:
+    """``edgefleet device token|revoke`` (enrollment, controller/trust_cmds.py)."""
+    dtoken = dsub.add_parser("token", help="one-time enrollment token for a device id")
+    dtoken.add_argument("device_id")
+    dtoken.add_argument("--ttl", type=float, default=24.0, metavar="HOURS")
+    dtoken.set_defaults(handler="edgefleet.controller.trust_cmds:device_token")
+    drevoke = dsub.add_parser("revoke", help="revoke a device's certificates; refuse it (admin)")
+    drevoke.add_argument("device_id")
+    drevoke.set_defaults(handler="edgefleet.controller.trust_cmds:device_revoke")
+
+
+def register_data_loop(sub: Any) -> None:
+    alerts = sub.add_parser("alerts", help="drift alerts")
+    asub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
+    alist = asub.add_parser("list", help="firing and resolved alerts")
+    alist.add_argument("--state", choices=["firing", "resolved"])
+    alist.add_argument("--json", action="store_true")
+    alist.set_defaults(handler=f"{D}:alerts_list")
+
+    samples = sub.add_parser("samples", help="frames devices sent back for annotation")
+    ssub = samples.add_subparsers(dest="samples_command", metavar="ACTION", required=True)
+    slist = ssub.add_parser("list", help="received samples, newest first")
+    slist.add_argument("--device")
+    slist.add_argument("--limit", type=int, default=100)
+    slist.add_argument("--json", action="store_true")
+    slist.set_defaults(handler=f"{D}:samples_list")
+    export = ssub.add_parser("export", help="write samples as a dataset for annotation/training")
+    export.add_argument("--format", default="yolo", choices=["yolo"])
+    export.add_argument("--out", required=True, metavar="DIR")
+    export.add_argument("--device")
+    export.add_argument("--limit", type=int, default=10000)
+    export.add_argument("--val", type=float, default=0.2, help="share of images in val/")
+    export.set_defaults(handler=f"{D}:samples_export")
+
+    sampling = sub.add_parser("sampling", help="sampler settings per device group")
+    msub = sampling.add_subparsers(dest="sampling_command", metavar="ACTION", required=True)
+    mset = msub.add_parser("set", help="settings for devices whose labels match (first wins)")
+    mset.add_argument("--selector", default="", metavar="KEY=VALUE[,KEY=VALUE]")
+    mset.add_argument("file", metavar="FILE", help="YAML: the agent's sampling: mapping")
+    mset.set_defaults(handler="edgefleet.controller.sampling_cmds:sampling_set")
+    mlist = msub.add_parser("list", help="the rules, in the order they are tried")
+    mlist.add_argument("--json", action="store_true")
+    mlist.set_defaults(handler="edgefleet.controller.sampling_cmds:sampling_list")
+    mdel = msub.add_parser("delete", help="remove the rule of a selector")
+    mdel.add_argument("--selector", default="", metavar="KEY=VALUE[,KEY=VALUE]")
+    mdel.set_defaults(handler="edgefleet.controller.sampling_cmds:sampling_delete")

@@ -1,0 +1,537 @@
+"""Handlers of ``edgefleet model|device|rollout ...``: httpx against $EDGEFLEET_URL.
+
+Every failure becomes one EdgefleetError line: an unreachable controller, an HTTP error
+(its ``detail``), a bad argument, a missing export extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import getpass
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+from edgefleet.shared.errors import ArtifactError, ConfigError, EdgefleetError, TransportError
+
+DEFAULT_URL = "http://127.0.0.1:8600"
+TIMEOUT = httpx.Timeout(30.0, read=600.0)  # seconds; signing a large upload takes a while
+
+
+def controller_url() -> str:
+    return os.environ.get("EDGEFLEET_URL", DEFAULT_URL).rstrip("/")
+
+
+@contextmanager
+def _client() -> Iterator[httpx.Client]:
+    url = controller_url()
+    token = os.environ.get("EDGEFLEET_TOKEN", "").strip()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(base_url=url, timeout=TIMEOUT, headers=headers) as client:
+            yield client
+    except httpx.TransportError as e:
+        raise TransportError(
+            f"cannot reach the controller at {url}: {e or type(e).__name__}"
+        ) from e
+    except httpx.InvalidURL as e:
+        raise ConfigError(f"bad EDGEFLEET_URL {url!r}: {e}") from e
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json()
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if not isinstance(detail, str):
+        detail = f"{response.status_code} {response.reason_phrase}"
+    raise EdgefleetError(" ".join(detail.split()))
+
+
+def _request(method: str, path: str, **kwargs: Any) -> Any:
+    with _client() as client:
+        return _check(client.request(method, path, **kwargs))
+
+
+def _pipe_safe(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``edgefleet device list | head`` ends quietly instead of with a BrokenPipeError."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code = handler(args)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Python would complain again when flushing stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        return code
+
+    return run
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    for row in [headers, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+# --- model push ------------------------------------------------------------------------
+
+
+class _Progress:
+    """Wraps an upload file: counts bytes as httpx reads them and reports on stderr."""
+
+    def __init__(self, f: BinaryIO, total: int, label: str) -> None:
+        self._f, self.total, self.label, self.sent = f, total, label, 0
+        self._tty = sys.stderr.isatty()
+        self._last = -1
+        self._finished = False
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._f.read(size)
+        self.sent += len(chunk)
+        self._report(done=not chunk)
+        return chunk
+
+    def __getattr__(self, name: str) -> Any:  # fileno, seek, tell for the length
+        return getattr(self._f, name)
+
+    def _report(self, done: bool) -> None:
+        pct = 100 * self.sent // self.total if self.total else 100
+        if self._tty and (pct != self._last or done):
+            end = "\n" if done else ""
+            print(f"\ruploading {self.label}: {self.sent}/{self.total} bytes ({pct}%)", end=end,
+                  file=sys.stderr, flush=True)  # fmt: skip
+        elif not self._tty and done and not self._finished:
+            print(f"uploaded {self.label}: {self.sent} bytes", file=sys.stderr)
+        self._last = pct
+        self._finished = self._finished or done
+
+
+def export_pt(pt: Path, out_dir: Path) -> Path:
+    """Export an Ultralytics checkpoint to ONNX at the image size it was trained with."""
+    # Ultralytics logs to stdout; keep ours for the result line.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            from ultralytics import YOLO
+        except ImportError as e:
+            raise ConfigError(
+                "pushing a .pt needs the export extra: pip install 'edgefleet[export]' "
+                "(or export to .onnx yourself and push that)"
+            ) from e
+        # Ultralytics writes the export beside the checkpoint: work on a copy of ours.
+        local = out_dir / pt.name
+        shutil.copyfile(pt, local)
+        try:
+            model = YOLO(str(local))
+            imgsz = model.overrides.get("imgsz") or 640
+            exported = model.export(format="onnx", imgsz=imgsz)
+        except Exception as e:  # ultralytics raises anything from torch to its own errors
+            raise ArtifactError(f"cannot export {pt.name} to ONNX: {e}".splitlines()[0]) from e
+    return Path(exported)
+
+
+def _upload(name: str, path: Path, version: str | None) -> dict[str, Any]:
+    data = {"version": version} if version else {}
+    with path.open("rb") as f:
+        progress = _Progress(f, path.stat().st_size, path.name)
+        files = {"file": (path.name, progress, "application/octet-stream")}
+        return _request("POST", f"/v1/models/{name}/versions", files=files, data=data)  # type: ignore[no-any-return]
+
+
+def _fetch_models_metadata(client: httpx.Client) -> bytes:
+    """The controller's current ``models`` metadata: timestamp -> snapshot -> models."""
+    base = "/tuf/image/metadata"
+    timestamp = _check(client.get(f"{base}/timestamp.json"))
+    try:
+        snap_version = int(timestamp["signed"]["meta"]["snapshot.json"]["version"])
+        snapshot = _check(client.get(f"{base}/{snap_version}.snapshot.json"))
+        models_version = int(snapshot["signed"]["meta"]["models.json"]["version"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise EdgefleetError(f"the controller's image metadata is malformed: {e!r}") from e
+    answer = client.get(f"{base}/{models_version}.models.json")
+    if not answer.is_success:
+        _check(answer)
+    return answer.content
+
+
+def _upload_signed(name: str, path: Path, version: str | None, key: Path) -> dict[str, Any]:
+    """Sign the ``models`` role here with the publisher's key; upload bytes + metadata."""
+    from edgefleet.controller.signing.keys import load_signer
+    from edgefleet.controller.signing.publisher import sign_models_update
+    from edgefleet.shared.hashing import sha256_file
+
+    if not key.is_file():
+        raise ConfigError(f"no such key file: {key}")
+    signer = load_signer(key, key.with_name(key.name.removesuffix(".pem") + ".pub.json"))
+    length, sha = path.stat().st_size, sha256_file(path)
+    with _client() as client:
+        nxt = _check(client.get(f"/v1/models/{name}/next-release"))
+        version = version or str(nxt["version"])
+        signed = sign_models_update(
+            _fetch_models_metadata(client), signer, name=name, version=version,
+            release=int(nxt["release"]), length=length, sha256=sha,
+        )  # fmt: skip
+        with path.open("rb") as f:
+            files = {
+                "file": (path.name, _Progress(f, length, path.name), "application/octet-stream"),
+                "metadata": ("models.json", signed, "application/json"),
+            }
+            url = f"/v1/models/{name}/signed"
+            answer = client.post(url, files=files, data={"version": version})
+        return _check(answer)  # type: ignore[no-any-return]
+
+
+@_pipe_safe
+def model_push(args: argparse.Namespace) -> int:
+    src = Path(args.file)
+    if not src.is_file():
+        raise ConfigError(f"no such file: {src}")
+    suffix = src.suffix.lower()
+    if suffix not in (".onnx", ".pt"):
+        raise ConfigError(f"cannot push {src.name}: expected a .onnx or .pt file")
+    if getattr(args, "validation", None) and not Path(args.validation).is_dir():
+        raise ConfigError(f"validation folder {args.validation} does not exist")
+    with tempfile.TemporaryDirectory(prefix="edgefleet-export-") as tmp:
+        onnx_path = export_pt(src, Path(tmp)) if suffix == ".pt" else src
+        key = getattr(args, "key", None)
+        if key:
+            version = _upload_signed(args.name, onnx_path, args.version, Path(key))
+        else:
+            version = _upload(args.name, onnx_path, args.version)
+        print(f"pushed {version['name']}:{version['version']} (release {version['release']}, "
+              f"sha256 {version['sha256'][:12]}, {version['length']} bytes)")  # fmt: skip
+        if getattr(args, "validation", None):
+            from edgefleet.controller.data_cmds import card_lines, push_card
+
+            card = push_card(version["name"], version["version"], onnx_path, Path(args.validation))
+            print("\n".join(card_lines(card)))
+    return 0
+
+
+@_pipe_safe
+def model_list(args: argparse.Namespace) -> int:
+    answer = _request("GET", "/v1/models")
+    if args.json:
+        _print_json(answer["data"])
+        return 0
+    rows = [
+        [
+            m["name"],
+            v["version"],
+            str(v["release"]),
+            v["sha256"][:12],
+            str(v["length"]),
+            v["created_at"],
+        ]
+        for m in answer["data"]
+        for v in m["versions"]
+    ]
+    _table(["MODEL", "VERSION", "RELEASE", "SHA256", "BYTES", "CREATED"], rows)
+    return 0
+
+
+# --- devices ---------------------------------------------------------------------------
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
+
+
+def _desired(d: dict[str, Any]) -> str:
+    """What the controller wants the device to run, beside what it reports running."""
+    if not d.get("desired_model"):
+        return "-"
+    return f"{d['desired_model']}:{d.get('desired_version') or '-'}"
+
+
+@_pipe_safe
+def device_list(args: argparse.Namespace) -> int:
+    answer = _request("GET", "/v1/devices")
+    if args.json:
+        _print_json(answer["data"])
+        return 0
+    rows = [
+        [d["device_id"], "yes" if d["online"] else "no", d["model"] or "-", d["version"] or "-",
+         _desired(d), d["phase"] or "-", _labels(d["labels"])]
+        for d in answer["data"]
+    ]  # fmt: skip
+    _table(["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS"], rows)
+    return 0
+
+
+# --- rollouts --------------------------------------------------------------------------
+
+
+def parse_target(value: str) -> tuple[str, str]:
+    name, sep, version = value.partition(":")
+    if not sep or not name or not version:
+        raise ConfigError(f"bad target {value!r}: expected NAME:VERSION")
+    return name, version
+
+
+def parse_selector(items: list[str]) -> dict[str, str]:
+    selector: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad selector {item!r}: expected KEY=VALUE")
+        selector[key] = value
+    return selector
+
+
+def _actor_header() -> dict[str, str]:
+    """Who acts, for the audit log when the controller runs without --auth (with it, the
+    audit log names the EDGEFLEET_TOKEN's token instead)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        user = "unknown"
+    return {"X-Edgefleet-Actor": user}
+
+
+def _rollout_id(value: str) -> str:
+    if not str(value).isdigit():
+        raise ConfigError(f"bad rollout id {value!r}: expected a number")
+    return str(value)
+
+
+def parse_gate(text: str) -> dict[str, Any] | str:
+    """``METRIC:THRESHOLD[:MIN_SAMPLES]`` or ``ml`` (the default ML gates)."""
+    if text == "ml":
+        return "ml"
+    parts = text.split(":")
+    bad = ConfigError(f"bad gate {text!r}: expected METRIC:THRESHOLD[:MIN_SAMPLES] or ml")
+    if len(parts) not in (2, 3):
+        raise bad
+    try:
+        gate: dict[str, Any] = {"metric": parts[0], "threshold": float(parts[1])}
+        if len(parts) == 3:
+            gate["min_samples"] = int(parts[2])
+    except ValueError:
+        raise bad from None
+    return gate
+
+
+def _read_spec_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def rollout_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec from --file, then NAME:VERSION and the flags on top; validated here so a
+    mistake is one line before anything is sent."""
+    from edgefleet.controller.rollouts.spec import RolloutSpec
+    from pydantic import ValidationError
+
+    body: dict[str, Any] = _read_spec_file(args.file) if args.file else {}
+    if args.target:
+        body["model"], body["version"] = parse_target(args.target)
+    elif not args.file:
+        raise ConfigError("give NAME:VERSION or --file SPEC.yaml")
+    if args.selector:
+        body["selector"] = {**body.get("selector", {}), **parse_selector(args.selector)}
+    flags = {"stages": args.stages, "soak_s": args.soak, "on_failure": args.on_failure,
+             "max_concurrent": args.max_concurrent, "stratify_by": args.stratify_by,
+             "priority": args.priority}  # fmt: skip
+    body.update({k: v for k, v in flags.items() if v is not None})
+    if args.gate:
+        body["gates"] = _expand_gates([parse_gate(g) for g in args.gate])
+    try:
+        return RolloutSpec.model_validate(body).model_dump(mode="json")
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        raise ConfigError(f"bad rollout spec: {where}: {err['msg']}") from e
+
+
+def _expand_gates(gates: list[dict[str, Any] | str]) -> list[Any]:
+    from edgefleet.controller.rollouts.spec import ML_GATES
+
+    out: list[Any] = []
+    for g in gates:
+        if g == "ml":
+            out.extend(x.model_dump(mode="json") for x in ML_GATES)
+        else:
+            out.append(g)
+    return out
+
+
+def _print_rollout(r: dict[str, Any]) -> None:
+    sel = _labels(r["selector"]) if r["selector"] else "(all devices)"
+    print(f"rollout {r['id']}: {r['model']}:{r['version']} to {sel}")
+    reason = f" ({r['reason']})" if r.get("reason") else ""
+    print(f"state {r['state']}{reason}: {r['done']}/{r['total']} done, {r['failed']} failed"
+          f" of {r.get('matching', r['total'])} matching")  # fmt: skip
+    if r.get("rollback_version"):
+        print(f"rolled back to {r['rollback_version']}")
+    for st in r.get("stages", []):
+        mark = ">" if st["index"] == r.get("stage") and r["state"] == "running" else " "
+        print(f"{mark} stage {st['index'] + 1} ({st['stage']}, {st['devices']} device(s)): "
+              f"{st['outcome']}")  # fmt: skip
+        for g in st["gates"]:
+            value = "-" if g["value"] is None else f"{g['value']:.3g}"
+            print(f"    {g['verdict']:<6} {g['metric']:<22} value {value:<8} threshold "
+                  f"{g['threshold']:<6g} samples {g['samples']}/{g['min_samples']}"
+                  + (f"  {g['detail']}" if g.get("detail") else ""))  # fmt: skip
+    rows = [
+        [d["device_id"], str(d.get("stage", 0) + 1), d["phase"] or "-",
+         f"{d['model'] or '-'}:{d['version'] or '-'}",
+         "failed" if d.get("failed") else ("done" if d["done"] else "pending")]
+        for d in r["devices"]
+    ]  # fmt: skip
+    if rows:
+        _table(["DEVICE", "STAGE", "PHASE", "RUNNING", "RESULT"], rows)
+
+
+@_pipe_safe
+def rollout_create(args: argparse.Namespace) -> int:
+    body = rollout_body(args)
+    _print_rollout(_request("POST", "/v1/rollouts", json=body, headers=_actor_header()))
+    return 0
+
+
+@_pipe_safe
+def rollout_status(args: argparse.Namespace) -> int:
+    rid = _rollout_id(args.id)
+    if args.watch:
+        from edgefleet.controller.rollouts.watch import watch
+
+        return watch(lambda: _request("GET", f"/v1/rollouts/{rid}"), args.interval, args.json)
+    answer = _request("GET", f"/v1/rollouts/{rid}")
+    if args.json:
+        _print_json(answer)
+    else:
+        _print_rollout(answer)
+    return 0
+
+
+@_pipe_safe
+def rollout_list(args: argparse.Namespace) -> int:
+    answer = _request("GET", "/v1/rollouts")
+    if args.json:
+        _print_json(answer["data"])
+        return 0
+    rows = [
+        [str(r["id"]), f"{r['model']}:{r['version']}", r["state"],
+         f"{r['stage'] + 1}/{len(r['stages']) or 1}", f"{r['done']}/{r['total']}",
+         _labels(r["selector"]), r.get("reason") or ""]
+        for r in answer["data"]
+    ]  # fmt: skip
+    _table(["ID", "TARGET", "STATE", "STAGE", "DONE", "SELECTOR", "REASON"], rows)
+    return 0
+
+
+@_pipe_safe
+def rollout_action(args: argparse.Namespace) -> int:
+    rid = _rollout_id(args.id)
+    answer = _request("POST", f"/v1/rollouts/{rid}/{args.action}", headers=_actor_header())
+    print(f"rollout {rid}: {args.action} done, now {answer['state']}")
+    return 0
+
+
+# --- pins and channels -----------------------------------------------------------------
+
+
+@_pipe_safe
+def pin_create(args: argparse.Namespace) -> int:
+    selector = parse_selector(args.selector)
+    if args.device:
+        selector["device_id"] = args.device
+    if bool(args.target) == bool(args.channel):
+        raise ConfigError("give either NAME:VERSION or --channel NAME")
+    body: dict[str, Any] = {"selector": selector, "channel": args.channel}
+    if args.target:
+        body["model"], body["version"] = parse_target(args.target)
+    pin = _request("POST", "/v1/pins", json=body, headers=_actor_header())
+    held = ", ".join(pin["devices"]) or "no device yet"
+    print(f"pin {pin['id']}: {_labels(selector)} -> {_pin_target(pin)} (holds {held})")
+    return 0
+
+
+def _pin_target(pin: dict[str, Any]) -> str:
+    return f"channel {pin['channel']}" if pin["channel"] else f"{pin['model']}:{pin['version']}"
+
+
+@_pipe_safe
+def pin_list(args: argparse.Namespace) -> int:
+    answer = _request("GET", "/v1/pins")
+    if args.json:
+        _print_json(answer["data"])
+        return 0
+    rows = [
+        [str(p["id"]), _labels(p["selector"]), _pin_target(p).replace(" ", ":"),
+         ",".join(p["devices"]) or "-", p["created_by"]]
+        for p in answer["data"]
+    ]  # fmt: skip
+    _table(["ID", "SELECTOR", "TARGET", "DEVICES", "BY"], rows)
+    return 0
+
+
+@_pipe_safe
+def pin_delete(args: argparse.Namespace) -> int:
+    if not str(args.id).isdigit():
+        raise ConfigError(f"bad pin id {args.id!r}: expected a number")
+    _request("DELETE", f"/v1/pins/{args.id}", headers=_actor_header())
+    print(f"pin {args.id} deleted")
+    return 0
+
+
+@_pipe_safe
+def channel_set(args: argparse.Namespace) -> int:
+    model, _, version = args.target.partition(":")
+    if not model:
+        raise ConfigError(f"bad target {args.target!r}: expected NAME[:VERSION]")
+    body = {"model": model, "version": version or None}
+    c = _request("PUT", f"/v1/channels/{args.name}", json=body, headers=_actor_header())
+    follows = "" if c["version"] else " (follows the newest version)"
+    print(f"channel {c['name']}: {c['resolved'] or model + ' (no version yet)'}{follows}")
+    return 0
+
+
+@_pipe_safe
+def channel_list(args: argparse.Namespace) -> int:
+    answer = _request("GET", "/v1/channels")
+    if args.json:
+        _print_json(answer["data"])
+        return 0
+    rows = [
+        [c["name"], c["model"], c["version"] or "(newest)", c["resolved"] or "-"]
+        for c in answer["data"]
+    ]
+    _table(["CHANNEL", "MODEL", "VERSION", "NOW"], rows)
+    return 0
+
+
+@_pipe_safe
+def channel_delete(args: argparse.Namespace) -> int:
+    _request("DELETE", f"/v1/channels/{args.name}", headers=_actor_header())
+    print(f"channel {args.name} deleted")
+    return 0

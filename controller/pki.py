@@ -1,0 +1,299 @@
+"""The device PKI: a device CA, the broker's and controller's certificates, and a CRL.
+
+Layout of ``DATA/pki/`` (``edgefleet pki init``)::
+
+    device-ca.pem / device-ca.key     the CA that signs device, broker and controller certs
+    broker.pem / broker.key           server cert of Mosquitto (SAN: the broker host names)
+    controller.pem / controller.key   client cert of the controller (CN edgefleet-controller)
+    device-ca.crl                     revoked device certificates, read by Mosquitto
+    revoked.json                      serial -> device id, the source of the CRL
+
+A device certificate's CN is its device id: Mosquitto's ``use_identity_as_username``
+turns it into the MQTT username that the ACL patterns (``%u``) check. Keys are EC P-256,
+written 0600 with the durable write of ``shared/durable.py``. Pure functions over
+``cryptography`` objects plus a small :class:`DevicePki` facade for the folder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from edgefleet.shared.durable import write_bytes
+from edgefleet.shared.errors import ConfigError, TrustError
+from edgefleet.shared.topics import validate_device_id
+
+CONTROLLER_CN = "edgefleet-controller"  # the user the broker ACL grants fleet topics
+CA_LIFETIME = timedelta(days=3650)
+CERT_LIFETIME = timedelta(days=365)
+CRL_LIFETIME = timedelta(days=30)  # re-issued on every revoke and by `pki crl`
+
+Key = ec.EllipticCurvePrivateKey
+
+
+def new_key() -> Key:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgefleet"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def make_ca(
+    key: Key, cn: str = "edgefleet device CA", now: datetime | None = None
+) -> x509.Certificate:
+    now = now or datetime.now(timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + CA_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def issue(
+    ca_cert: x509.Certificate,
+    ca_key: Key,
+    public_key: ec.EllipticCurvePublicKey,
+    cn: str,
+    *,
+    server_names: Sequence[str] = (),
+    client: bool = True,
+    not_before: datetime | None = None,
+    lifetime: timedelta = CERT_LIFETIME,
+) -> x509.Certificate:
+    """A leaf certificate for ``cn``: a TLS client cert, or a server cert with SANs."""
+    start = not_before or datetime.now(timezone.utc) - timedelta(minutes=5)
+    usage = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+    if server_names:
+        usage.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + lifetime)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+    )
+    if server_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_sans(server_names)), False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _sans(names: Sequence[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            out.append(x509.DNSName(n))
+    return out
+
+
+def make_crl(
+    ca_cert: x509.Certificate, ca_key: Key, serials: Sequence[int], now: datetime | None = None
+) -> x509.CertificateRevocationList:
+    now = now or datetime.now(timezone.utc)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - timedelta(minutes=5))
+        .next_update(now + CRL_LIFETIME)
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def key_pem(key: Key) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_csr(key: Key, device_id: str) -> x509.CertificateSigningRequest:
+    """What a device sends to enroll: its own key never leaves it."""
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_name(validate_device_id(device_id)))
+        .sign(key, hashes.SHA256())
+    )
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: Path
+    key: Path
+
+
+class DevicePki:
+    """The ``DATA/pki/`` folder: create it once, then issue and revoke device certs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @property
+    def ca_path(self) -> Path:
+        return self.folder / "device-ca.pem"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.folder / "device-ca.crl"
+
+    def exists(self) -> bool:
+        return self.ca_path.exists()
+
+    def init(self, broker_names: Sequence[str] = ("localhost", "127.0.0.1")) -> None:
+        """Create the CA, broker and controller certs and an empty CRL; refuse to overwrite."""
+        if self.exists():
+            raise ConfigError(f"{self.folder} already holds a device CA; refusing to replace it")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o700)
+        ca_key = new_key()
+        ca = make_ca(ca_key)
+        self._write_key("device-ca.key", ca_key)
+        write_bytes(self.ca_path, cert_pem(ca))
+        self.issue_pair("broker", "edgefleet-broker", server_names=broker_names, client=False)
+        self.issue_pair("controller", CONTROLLER_CN)
+        write_bytes(self.folder / "revoked.json", b"{}")
+        self._write_crl({})
+
+    def issue_pair(
+        self,
+        stem: str,
+        cn: str,
+        *,
+        server_names: Sequence[str] = (),
+        client: bool = True,
+        not_before: datetime | None = None,
+        lifetime: timedelta = CERT_LIFETIME,
+    ) -> Issued:
+        """A new key and certificate ``<stem>.key`` / ``<stem>.pem`` signed by the CA."""
+        ca, ca_key = self._ca()
+        key = new_key()
+        cert = issue(ca, ca_key, key.public_key(), cn, server_names=server_names,
+                     client=client, not_before=not_before, lifetime=lifetime)  # fmt: skip
+        issued = Issued(self.folder / f"{stem}.pem", self.folder / f"{stem}.key")
+        self._write_key(issued.key.name, key)
+        write_bytes(issued.cert, cert_pem(cert))
+        return issued
+
+    def sign_csr(self, csr_pem: bytes, device_id: str) -> bytes:
+        """The device's certificate (PEM) for its CSR; CN is forced to ``device_id``."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as e:
+            raise TrustError(f"not a PEM certificate signing request: {e}") from e
+        if not csr.is_signature_valid:
+            raise TrustError("the CSR's signature does not verify", device_id=device_id)
+        public = csr.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise TrustError("device keys must be EC P-256", device_id=device_id)
+        ca, ca_key = self._ca()
+        return cert_pem(issue(ca, ca_key, public, validate_device_id(device_id)))
+
+    def revoke(self, cert_pem_bytes: bytes, device_id: str) -> None:
+        cert = x509.load_pem_x509_certificate(cert_pem_bytes)
+        revoked = self.revoked()
+        revoked[str(cert.serial_number)] = device_id
+        write_bytes(self.folder / "revoked.json", json.dumps(revoked, indent=1).encode())
+        self._write_crl(revoked)
+
+    def revoked(self) -> dict[str, str]:
+        path = self.folder / "revoked.json"
+        data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        return data
+
+    def is_revoked(self, cert: x509.Certificate) -> bool:
+        return str(cert.serial_number) in self.revoked()
+
+    def _write_crl(self, revoked: dict[str, str]) -> None:
+        ca, ca_key = self._ca()
+        crl = make_crl(ca, ca_key, [int(s) for s in revoked])
+        write_bytes(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+
+    def _ca(self) -> tuple[x509.Certificate, Key]:
+        try:
+            ca = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
+            key = serialization.load_pem_private_key(
+                (self.folder / "device-ca.key").read_bytes(), None
+            )
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"no usable device CA in {self.folder}: run `edgefleet pki init`"
+            ) from e
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ConfigError(f"{self.folder}/device-ca.key is not an EC key")
+        return ca, key
+
+    def _write_key(self, name: str, key: Key) -> None:
+        path = self.folder / name
+        write_bytes(path, key_pem(key))
+        path.chmod(0o600)
+
+
+# -- `edgefleet pki` handlers (controller/keys_cli.py registers them) -------------------
+
+
+def cmd_init(args: Any) -> int:
+    pki = DevicePki(Path(args.data) / "pki")
+    pki.init(tuple(args.broker_name or ("localhost", "127.0.0.1")))
+    print(f"device CA, broker and controller certificates in {pki.folder}")
+    return 0
+
+
+def cmd_issue(args: Any) -> int:
+    pki = DevicePki(Path(args.data) / "pki")
+    device = validate_device_id(args.device_id)
+    issued = pki.issue_pair(f"device-{device}", device)
+    print(f"{issued.cert}\n{issued.key}")
+    return 0
+
+
+def cmd_revoke(args: Any) -> int:
+    pki = DevicePki(Path(args.data) / "pki")
+    device = validate_device_id(args.device_id)
+    cert = pki.folder / f"device-{device}.pem"
+    if not cert.exists():
+        raise ConfigError(f"no certificate for {device} in {pki.folder}")
+    pki.revoke(cert.read_bytes(), device)
+    print(f"revoked {device}; restart or SIGHUP the broker so it reads {pki.crl_path}")
+    return 0

@@ -1,0 +1,123 @@
+"""Model registry: push a version (validate, store, sign, record) and read versions back."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import TYPE_CHECKING, BinaryIO
+
+from edgefleet.controller.artifacts import ArtifactStore, validate_onnx
+from edgefleet.controller.models import Model, ModelPublic, ModelVersion, VersionPublic
+from edgefleet.controller.trust import Signing
+from edgefleet.shared.errors import ArtifactError, EdgefleetError, NotFoundError
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+# Names and versions become URL and TUF path segments: keep them boring.
+if TYPE_CHECKING:
+    from edgefleet.controller.signing import TargetInfo
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# One push at a time per process: the release counter is "previous max + 1".
+_PUSH_LOCK = threading.Lock()
+
+
+class VersionExistsError(EdgefleetError):
+    """The model already has a version with this label (HTTP 409)."""
+
+
+def check_label(what: str, value: str) -> str:
+    if not _LABEL.match(value) or ".." in value:
+        raise ArtifactError(f"invalid {what} {value!r}: use letters, digits, . _ - (max 64)")
+    return value
+
+
+def get_version(session: Session, name: str, version: str) -> ModelVersion:
+    row = session.exec(
+        select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+    ).first()
+    if row is None:
+        if session.get(Model, name) is None:
+            raise NotFoundError(f"unknown model {name!r}", model=name)
+        raise NotFoundError(f"model {name!r} has no version {version!r}", model=name)
+    return row
+
+
+def list_versions(session: Session, name: str) -> list[ModelVersion]:
+    if session.get(Model, name) is None:
+        raise NotFoundError(f"unknown model {name!r}", model=name)
+    stmt = select(ModelVersion).where(ModelVersion.name == name).order_by(col(ModelVersion.release))
+    return list(session.exec(stmt).all())
+
+
+def list_models(session: Session) -> list[ModelPublic]:
+    versions = session.exec(
+        select(ModelVersion).order_by(col(ModelVersion.name), col(ModelVersion.release))
+    ).all()
+    names = session.exec(select(Model.name).order_by(col(Model.name))).all()
+    out = []
+    for name in names:
+        mine = [VersionPublic.model_validate(v) for v in versions if v.name == name]
+        out.append(
+            ModelPublic(name=name, latest_version=mine[-1].version if mine else None, versions=mine)
+        )
+    return out
+
+
+def push_version(
+    session: Session,
+    store: ArtifactStore,
+    signing: Signing,
+    name: str,
+    source: BinaryIO,
+    *,
+    version: str | None = None,
+) -> ModelVersion:
+    """Validate the upload as ONNX, store it by content, sign it, record it."""
+    check_label("model name", name)
+    if version is not None:
+        check_label("version", version)
+    with store.staged(source) as (tmp, digest, _length):
+        validate_onnx(tmp)
+        with _PUSH_LOCK:
+            release = _next_release(session, name)
+            version = version or f"v{release}"
+            if _exists(session, name, version):
+                raise VersionExistsError(
+                    f"model {name!r} already has version {version!r}", model=name
+                )
+            stored = store.commit(tmp, digest)
+            info = signing.add_model_target(name, version, release, stored.path, format="onnx")
+            return _record(session, name, version, release, info)
+
+
+def _next_release(session: Session, name: str) -> int:
+    current = session.exec(
+        select(func.max(ModelVersion.release)).where(ModelVersion.name == name)
+    ).one()
+    return int(current or 0) + 1
+
+
+def _exists(session: Session, name: str, version: str) -> bool:
+    stmt = select(ModelVersion.id).where(ModelVersion.name == name, ModelVersion.version == version)
+    return session.exec(stmt).first() is not None
+
+
+def _record(
+    session: Session, name: str, version: str, release: int, info: TargetInfo
+) -> ModelVersion:
+    if session.get(Model, name) is None:
+        session.add(Model(name=name))
+    row = ModelVersion(
+        name=name,
+        version=version,
+        release=release,
+        sha256=info.sha256,
+        length=info.length,
+        target=info.target_path,
+        format="onnx",
+    )
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row

@@ -1,0 +1,1 @@
+"""Rollouts: which devices get a version, and how far they got."""

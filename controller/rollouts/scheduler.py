@@ -1,0 +1,102 @@
+"""The scheduler: a thread that advances every running rollout, from database state only.
+
+Each round it takes (or renews) the database lease; only the holder ticks, so two
+controllers on one database advance each rollout once. Rollouts go in priority order
+(higher first), then by age. Every decision is made by the pure ``advance.plan``; this
+loop only decides *when* to ask.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from edgefleet.controller.models import Rollout
+from edgefleet.controller.rollouts import lease, pinning
+from edgefleet.controller.rollouts.service import SCHEDULER, Deps, advance
+from edgefleet.shared.protocol import utcnow
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 1.0  # seconds between rounds
+LEASE_TTL_S = 10.0  # seconds; a holder that stops renewing is replaced after this
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: Engine,
+        deps: Deps,
+        *,
+        holder: str | None = None,
+        interval_s: float = INTERVAL_S,
+        lease_ttl_s: float = LEASE_TTL_S,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine, self.deps = engine, deps
+        self.holder = holder or default_holder()
+        self.interval_s, self.lease_ttl_s = interval_s, lease_ttl_s
+        self.clock = clock
+        self.leading = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rollout-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        if self.leading:
+            lease.release(self.engine, self.holder)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.round()
+            except Exception:  # the loop outlives any bug or a database hiccup; next round
+                log.exception("rollout scheduler round failed")
+            self._stop.wait(self.interval_s)
+
+    def round(self) -> int:
+        """One round; returns how many rollouts were ticked (0 when not the lease holder)."""
+        now = self.clock()
+        leading = lease.acquire(self.engine, self.holder, now, self.lease_ttl_s)
+        if leading != self.leading:
+            log.info("scheduler %s: %s the rollout lease", self.holder,
+                     "holds" if leading else "lost")  # fmt: skip
+        self.leading = leading
+        if not leading:
+            return 0
+        ticked = 0
+        with Session(self.engine) as session:
+            try:  # new devices, channels that follow a model's newest version
+                pinning.apply_pins(session, self.deps, SCHEDULER)
+            except Exception:  # rollouts still advance
+                session.rollback()
+                log.exception("applying pins failed")
+            running = session.exec(
+                select(Rollout)
+                .where(Rollout.state == "running")
+                .order_by(col(Rollout.priority).desc(), col(Rollout.id))
+            ).all()
+            for rollout in running:
+                try:
+                    advance(session, self.deps, rollout, self.clock())
+                    ticked += 1
+                except Exception:  # one broken rollout must not stop the others
+                    session.rollback()
+                    log.exception("advancing rollout %s failed", rollout.id)
+        return ticked

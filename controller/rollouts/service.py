@@ -1,0 +1,398 @@
+"""Rollouts against the database and the signing repositories: the shell around the pure
+parts (``advance.plan``, ``gates.evaluate``, ``cohorts``).
+
+``create_rollout`` records a spec and runs its first tick; ``advance`` is one tick of one
+rollout (the scheduler calls it for every running rollout); ``rollout_public`` is what the
+API shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from edgefleet.controller.models import (
+    AuditEntry,
+    Device,
+    Rollout,
+    RolloutDevice,
+    RolloutDevicePublic,
+    RolloutPublic,
+    RolloutStage,
+    StagePublic,
+    TelemetryWindowRow,
+    _utc,
+)
+from edgefleet.controller.pins import Target
+from edgefleet.controller.registry import get_version
+from edgefleet.controller.rollouts import advance as adv
+from edgefleet.controller.rollouts import pinning
+from edgefleet.controller.rollouts.cohorts import control_group
+from edgefleet.controller.rollouts.gates import Aggregate, GateResult, Installs, evaluate
+from edgefleet.controller.rollouts.planner import (
+    DeviceReport,
+    RolloutState,
+    device_progress,
+    matches,
+    rollout_progress,
+)
+from edgefleet.controller.rollouts.spec import RolloutSpec
+from edgefleet.controller.trust import Signing
+from edgefleet.shared.card import ModelCard
+from edgefleet.shared.errors import NotFoundError
+from edgefleet.shared.protocol import utcnow
+from sqlmodel import Session, col, select
+
+log = logging.getLogger(__name__)
+
+SCHEDULER = "scheduler"  # the actor of what the scheduler does by itself
+# One tick at a time in this process (the API's first tick and the scheduler's loop).
+TICK_LOCK = threading.RLock()
+
+
+class HintSender(Protocol):
+    def send_hint(self, device_id: str, director_version: int) -> None: ...
+
+
+class CardLookup(Protocol):
+    def find(self, name: str | None, version: str | None) -> ModelCard | None: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What a tick may touch besides the database."""
+
+    signing: Signing
+    hints: HintSender
+    artifact_path: Callable[[str], Path]  # sha256 -> stored bytes (ArtifactStore.path_for)
+    cards: CardLookup | None = None  # model cards: the drift gates' baseline (CardStore)
+
+
+def audit(session: Session, actor: str, action: str, target: str, **detail: object) -> None:
+    session.add(AuditEntry(actor=actor, action=action, target=target, detail=dict(detail)))
+
+
+def create_rollout(
+    session: Session,
+    deps: Deps,
+    spec: RolloutSpec,
+    actor: str = "unknown",
+    now: datetime | None = None,
+) -> Rollout:
+    """Record the rollout and run its first tick at once (stage 1 is assigned now)."""
+    get_version(session, spec.model, spec.version)  # 404 before anything is written
+    now = now or utcnow()
+    rollout = Rollout(
+        model=spec.model,
+        version=spec.version,
+        selector=dict(spec.selector),
+        spec=spec.model_dump(mode="json"),
+        priority=spec.priority,
+        stage_started_at=now,
+    )
+    session.add(rollout)
+    session.flush()
+    assert rollout.id is not None
+    session.add(RolloutStage(rollout_id=rollout.id, index=0, started_at=now))
+    audit(session, actor, "create", f"rollout/{rollout.id}", model=spec.model,
+          version=spec.version, stages=[str(s) for s in spec.stages])  # fmt: skip
+    session.commit()
+    advance(session, deps, rollout, now)
+    session.refresh(rollout)
+    return rollout
+
+
+def get_rollout(session: Session, rollout_id: int) -> Rollout:
+    rollout = session.get(Rollout, rollout_id)
+    if rollout is None:
+        raise NotFoundError(f"unknown rollout {rollout_id}")
+    return rollout
+
+
+def spec_of(rollout: Rollout) -> RolloutSpec:
+    if rollout.spec:
+        return RolloutSpec.model_validate(rollout.spec)
+    # Rows written before specs existed: the skeleton's single 100 % stage.
+    return RolloutSpec(model=rollout.model, version=rollout.version, selector=rollout.selector)
+
+
+# --- one tick ----------------------------------------------------------------------------
+
+
+def advance(session: Session, deps: Deps, rollout: Rollout, now: datetime) -> adv.Plan | None:
+    """Read, decide (pure), write. Returns the plan, or None when the rollout is not running."""
+    with TICK_LOCK:
+        session.refresh(rollout)
+        if rollout.state != "running":
+            return None
+        spec = spec_of(rollout)
+        devices = {d.device_id: d for d in session.exec(select(Device)).all()}
+        rows = {r.device_id: r for r in _rows(session, rollout)}
+        members = _members(rollout, spec, devices, rows, pinning.load(session))
+        results = _gate_results(session, rollout, spec, devices, members, cards=deps.cards)
+        snap = adv.Snapshot(
+            rollout.id or 0, spec, rollout.stage, _utc(rollout.ready_at), members, results
+        )
+        plan = adv.plan(snap, now)
+        sent = _assign(
+            session, deps.signing, rollout=rollout, devices=devices, chosen=plan.assign, now=now
+        )
+        _record(session, deps, rollout=rollout, spec=spec, plan=plan, results=results, now=now)
+        session.commit()
+        for device_id, director_version in sent:
+            deps.hints.send_hint(device_id, director_version)
+        return plan
+
+
+def _rows(session: Session, rollout: Rollout) -> Sequence[RolloutDevice]:
+    return session.exec(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout.id)).all()
+
+
+def _members(
+    rollout: Rollout,
+    spec: RolloutSpec,
+    devices: dict[str, Device],
+    rows: dict[str, RolloutDevice],
+    rules: pinning.Rules,
+) -> dict[str, adv.Member]:
+    out = {}
+    target = Target(rollout.model, rollout.version)
+    for device_id, d in devices.items():
+        assigned = device_id in rows
+        if not assigned and (not matches(spec.selector, d.labels) or rules.excluded(d, target)):
+            continue  # not selected, or a pin holds it on another version
+        p = device_progress(rollout.model, rollout.version, _report(d))
+        out[device_id] = adv.Member(d.labels, assigned, p.done, assigned and p.failed)
+    return out
+
+
+def _gate_results(
+    session: Session,
+    rollout: Rollout,
+    spec: RolloutSpec,
+    devices: dict[str, Device],
+    members: dict[str, adv.Member],
+    *,
+    cards: CardLookup | None = None,
+) -> list[GateResult]:
+    canaries = [d for d, m in members.items() if m.assigned]
+    installs = Installs(
+        assigned=len(canaries),
+        committed=sum(members[d].done for d in canaries),
+        failed=sum(members[d].failed for d in canaries),
+    )
+    if not spec.gates and not installs.failed:
+        return []
+    since = _utc(rollout.stage_started_at) or _utc(rollout.created_at)
+    labels = {d: m.labels for d, m in members.items()}
+    control = control_group(labels, canaries, spec.control_labels)
+    windows = _windows(session, [*canaries, *control], since)
+    canary_agg = Aggregate.of(
+        w for w in windows if w.device_id in set(canaries) and w.version == rollout.version
+    )
+    control_agg = Aggregate.of(
+        w for w in windows if w.device_id in set(control) and w.version != rollout.version
+    )
+    if not control_agg.windows:
+        # No control left (the last stage covers every device): compare with what the
+        # same devices reported on the old version since the rollout began.
+        history = _windows(session, list(members), _utc(rollout.created_at))
+        control_agg = Aggregate.of(w for w in history if w.version != rollout.version)
+    baseline = _baseline(cards, rollout, canary_agg)
+    return evaluate(spec.gates, canary_agg, control_agg, installs, baseline)
+
+
+def _baseline(cards: CardLookup | None, rollout: Rollout, canary: Aggregate) -> list[int] | None:
+    """The version's model card confidence histogram, when it has one on the same bins
+    (PSI / JS gates then compare canaries with it instead of the control group)."""
+    card = cards.find(rollout.model, rollout.version) if cards else None
+    if card is None or sum(card.confidence_counts) <= 0:
+        return None
+    if canary.confidence_edges and list(card.confidence_edges) != canary.confidence_edges:
+        log.warning("model card of %s:%s has other confidence bins; drift gates use the "
+                    "control group", rollout.model, rollout.version)  # fmt: skip
+        return None
+    return list(card.confidence_counts)
+
+
+def _windows(
+    session: Session, device_ids: list[str], since: datetime | None
+) -> list[TelemetryWindowRow]:
+    if not device_ids:
+        return []
+    stmt = select(TelemetryWindowRow).where(col(TelemetryWindowRow.device_id).in_(device_ids))
+    rows = session.exec(stmt).all()
+    return [r for r in rows if since is None or (_utc(r.window_start) or since) >= since]
+
+
+def _assign(
+    session: Session,
+    signing: Signing,
+    *,
+    rollout: Rollout,
+    devices: dict[str, Device],
+    chosen: list[str],
+    now: datetime,
+) -> list[tuple[str, int]]:
+    if not chosen:
+        return []
+    target = signing.target(get_version(session, rollout.model, rollout.version).target)
+    sent = []
+    for device_id in chosen:
+        device = devices[device_id]
+        director_version = signing.assign(device_id, [target])
+        session.add(RolloutDevice(
+            rollout_id=rollout.id or 0, device_id=device_id, director_version=director_version,
+            stage=rollout.stage, previous_model=device.model, previous_version=device.version,
+            assigned_at=now,
+        ))  # fmt: skip
+        device.desired_model, device.desired_version = rollout.model, rollout.version
+        device.director_version = director_version
+        device.failed_model = device.failed_version = None  # a fresh attempt
+        session.add(device)
+        sent.append((device_id, director_version))
+    log.info("rollout %s stage %d: %s:%s to %s", rollout.id, rollout.stage + 1, rollout.model,
+             rollout.version, ", ".join(chosen))  # fmt: skip
+    return sent
+
+
+def _stage_row(session: Session, rollout: Rollout, index: int) -> RolloutStage:
+    row = session.get(RolloutStage, (rollout.id, index))
+    if row is None:
+        row = RolloutStage(rollout_id=rollout.id or 0, index=index)
+    return row
+
+
+def _record(
+    session: Session,
+    deps: Deps,
+    *,
+    rollout: Rollout,
+    spec: RolloutSpec,
+    plan: adv.Plan,
+    results: list[GateResult],
+    now: datetime,
+) -> None:
+    stage = _stage_row(session, rollout, rollout.stage)
+    stage.gates = [r.to_dict() for r in results]
+    stage.started_at = stage.started_at or rollout.stage_started_at
+    rollout.ready_at = plan.ready_at
+    target = f"rollout/{rollout.id}"
+    if plan.next is not adv.Next.STAY:
+        stage.ended_at, stage.outcome = now, plan.outcome.value
+        rollout.reason = plan.reason
+        audit(session, SCHEDULER, plan.next.value, target, reason=plan.reason,
+              gates=stage.gates)  # fmt: skip
+        log.info("rollout %s: %s", rollout.id, plan.reason)
+    session.add(stage)
+    if plan.next is adv.Next.NEXT_STAGE:
+        start_stage(session, rollout, rollout.stage + 1, now)
+    elif plan.next is adv.Next.SUCCEED:
+        rollout.state = "succeeded"
+    elif plan.next is adv.Next.PAUSE:
+        rollout.state = "paused"
+    elif plan.next is adv.Next.FAIL:
+        rollout.state = "failed"
+        if spec.on_failure == "rollback":
+            from edgefleet.controller.rollouts.actions import roll_back
+
+            roll_back(session, deps, rollout, SCHEDULER, now)
+    session.add(rollout)
+
+
+def start_stage(session: Session, rollout: Rollout, index: int, now: datetime) -> None:
+    """Start (or, after a resume, restart on fresh windows) stage ``index`` at ``now``."""
+    rollout.stage, rollout.stage_started_at, rollout.ready_at = index, now, None
+    row = _stage_row(session, rollout, index)
+    row.started_at, row.ended_at, row.outcome, row.gates = now, None, "pending", []
+    session.add(row)
+    session.add(rollout)
+
+
+# --- what the API shows ------------------------------------------------------------------
+
+
+def rollout_public(session: Session, rollout: Rollout) -> RolloutPublic:
+    spec = spec_of(rollout)
+    stmt = (
+        select(Device, RolloutDevice)
+        .join(RolloutDevice, col(RolloutDevice.device_id) == col(Device.device_id))
+        .where(RolloutDevice.rollout_id == rollout.id)
+        .order_by(col(Device.device_id))
+    )
+    pairs = session.exec(stmt).all()
+    progress = rollout_progress(rollout.model, rollout.version, [_report(d) for d, _ in pairs])
+    _follow_devices(session, rollout, spec, progress.state)
+    all_devices = session.exec(select(Device)).all()
+    matching = sum(1 for d in all_devices if matches(spec.selector, d.labels))
+    devices = [
+        RolloutDevicePublic(
+            device_id=p.report.device_id, stage=row.stage, online=d.online,
+            phase=p.report.phase, model=p.report.model, version=p.report.version,
+            done=p.done, failed=p.failed,
+        )
+        for p, (d, row) in zip(progress.devices, pairs, strict=True)
+    ]  # fmt: skip
+    return RolloutPublic(
+        id=rollout.id or 0, model=rollout.model, version=rollout.version,
+        selector=rollout.selector, state=rollout.state, created_at=rollout.created_at,
+        devices=devices, total=progress.total, done=progress.done, failed=progress.failed,
+        stage=rollout.stage, stages=_stages(session, rollout, spec, matching),
+        reason=rollout.reason, priority=rollout.priority, matching=matching,
+        rollback_version=rollout.rollback_version, spec=spec.model_dump(mode="json"),
+    )  # fmt: skip
+
+
+def _follow_devices(
+    session: Session, rollout: Rollout, spec: RolloutSpec, derived: RolloutState
+) -> None:
+    """The skeleton's rollouts (one stage, no gates, no soak, pause on failure) show what
+    their devices report, even with no scheduler running, as they always did."""
+    simple = len(spec.stages) == 1 and not spec.gates and not spec.soak_s
+    simple = simple and spec.on_failure == "pause"
+    if not simple or rollout.state not in ("running", "succeeded", "failed"):
+        return
+    if rollout.state != derived.value:
+        rollout.state = derived.value
+        session.add(rollout)
+        session.commit()
+        session.refresh(rollout)
+
+
+def _stages(
+    session: Session, rollout: Rollout, spec: RolloutSpec, matching: int
+) -> list[StagePublic]:
+    rows = {
+        s.index: s
+        for s in session.exec(
+            select(RolloutStage).where(RolloutStage.rollout_id == rollout.id)
+        ).all()
+    }
+    counts = spec.stage_counts(matching)
+    out = []
+    for i, stage in enumerate(spec.stages):
+        row = rows.get(i)
+        out.append(StagePublic(
+            index=i, stage=str(stage), devices=counts[i],
+            started_at=row.started_at if row else None, ended_at=row.ended_at if row else None,
+            outcome=row.outcome if row else "pending", gates=row.gates if row else [],
+        ))  # fmt: skip
+    return out
+
+
+def _report(d: Device) -> DeviceReport:
+    return DeviceReport(
+        device_id=d.device_id,
+        model=d.model,
+        version=d.version,
+        phase=d.phase,
+        desired_model=d.desired_model,
+        desired_version=d.desired_version,
+        failed_model=d.failed_model,
+        failed_version=d.failed_version,
+    )

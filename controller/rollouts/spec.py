@@ -1,0 +1,220 @@
+"""The rollout spec: one pydantic model behind the API body, the CLI flags and the YAML file.
+
+Only pydantic and the standard library here, so the operator CLI can validate a file
+before it sends it. Every default reproduces the walking skeleton: one 100 % stage, no
+soak, no ML gates, pause on failure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """``30``, ``"30s"``, ``"5m"``, ``"1.5h"`` -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"bad duration {value!r}: expected e.g. 30s, 5m, 1h")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"bad duration {value!r}: must be >= 0")
+    return seconds
+
+
+class Stage(BaseModel):
+    """``count`` devices, or ``percent`` of the matching devices (rounded up)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count: int | None = Field(default=None, ge=1)
+    percent: float | None = Field(default=None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _one(self) -> Stage:
+        if (self.count is None) == (self.percent is None):
+            raise ValueError("a stage is either a count or a percent")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Stage:
+        text = text.strip()
+        try:
+            if text.endswith("%"):
+                return cls(percent=float(text[:-1]))
+            return cls(count=int(text))
+        except ValueError as e:
+            raise ValueError(f"bad stage {text!r}: expected a count (1) or a percent (10%)") from e
+
+    def devices(self, matching: int) -> int:
+        """How many of ``matching`` devices this stage covers."""
+        if self.count is not None:
+            return min(self.count, matching)
+        assert self.percent is not None
+        return min(matching, math.ceil(self.percent * matching / 100 - 1e-9))
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.percent:g}%"
+
+
+def parse_stages(text: str) -> list[Stage]:
+    """``"1,10%,50%,100%"`` -> stages."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("no stages given")
+    return [Stage.parse(p) for p in parts]
+
+
+class Metric(str, Enum):
+    """What a gate measures; :data:`DIRECTION` says which side of the threshold passes."""
+
+    INSTALL_SUCCESS_RATE = "install_success_rate"  # committed / finished installs, canary
+    ERRORS = "errors"  # reverted + failed installs of this version, canary
+    P95_LATENCY_RATIO = "p95_latency_ratio"  # canary p95 / control p95
+    MEAN_CONFIDENCE_RATIO = "mean_confidence_ratio"  # canary mean / control mean
+    PSI = "psi"  # confidence histograms, canary against control (or baseline)
+    JS = "js"  # Jensen-Shannon divergence (bits) of the same histograms
+    LOW_CONFIDENCE_SHARE = "low_confidence_share"  # canary share minus control share
+    CONFIDENCE_RANK = "confidence_rank"  # Mann-Whitney AUC, P(canary conf > control conf)
+    DETECTION_RATE_RATIO = "detection_rate_ratio"  # canary detections/frame / control's
+
+
+# "max": the value must stay at or below the threshold; "min": at or above it.
+DIRECTION: dict[Metric, Literal["max", "min"]] = {
+    Metric.INSTALL_SUCCESS_RATE: "min",
+    Metric.ERRORS: "max",
+    Metric.P95_LATENCY_RATIO: "max",
+    Metric.MEAN_CONFIDENCE_RATIO: "min",
+    Metric.PSI: "max",
+    Metric.JS: "max",
+    Metric.LOW_CONFIDENCE_SHARE: "max",
+    Metric.CONFIDENCE_RANK: "min",
+    Metric.DETECTION_RATE_RATIO: "min",
+}
+
+
+class Gate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: Metric
+    threshold: float
+    min_samples: int = Field(default=1, ge=0)  # devices for install gates, else detections/frames
+
+
+# Thresholds a person would pick first; ``edgefleet rollout create --gates ml`` uses them.
+ML_GATES: tuple[Gate, ...] = (
+    Gate(metric=Metric.INSTALL_SUCCESS_RATE, threshold=1.0, min_samples=1),
+    Gate(metric=Metric.ERRORS, threshold=0, min_samples=1),
+    Gate(metric=Metric.P95_LATENCY_RATIO, threshold=2.0, min_samples=20),
+    Gate(metric=Metric.MEAN_CONFIDENCE_RATIO, threshold=0.85, min_samples=10),
+    Gate(metric=Metric.PSI, threshold=0.5, min_samples=10),
+    Gate(metric=Metric.LOW_CONFIDENCE_SHARE, threshold=0.25, min_samples=10),
+    Gate(metric=Metric.CONFIDENCE_RANK, threshold=0.3, min_samples=10),
+    Gate(metric=Metric.DETECTION_RATE_RATIO, threshold=0.7, min_samples=20),
+)
+
+
+class MaintenanceWindow(BaseModel):
+    """Devices matching ``selector`` take new models only while ``cron`` matches.
+
+    ``cron`` is the usual five fields (minute hour day-of-month month day-of-week, Sunday
+    = 0) naming the minutes that are open, e.g. ``"* 1-4 * * *"`` for 01:00-04:59 in
+    ``timezone``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cron: str
+    timezone: str = "UTC"
+    selector: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from edgefleet.controller.rollouts.windows import parse_cron
+
+        parse_cron(v)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r}") from e
+        return v
+
+
+class RolloutSpec(BaseModel):
+    """Everything a rollout is; stored as given with the rollout row."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    version: str
+    selector: dict[str, str] = Field(default_factory=dict)
+    stages: list[Stage] = Field(default_factory=lambda: [Stage(percent=100)], min_length=1)
+    soak_s: float = 0.0  # seconds each stage runs after its devices committed
+    gates: list[Gate] = Field(default_factory=list)
+    on_failure: Literal["pause", "rollback"] = "pause"
+    max_concurrent: int | None = Field(default=None, ge=1)  # downloads at once
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    priority: int = 0  # higher goes first when rollouts compete
+    stratify_by: str | None = None  # label the first stages should span (e.g. site)
+    # Control devices must share these labels with a canary (default: stratify_by).
+    match_labels: list[str] | None = None
+    nodata_grace_s: float | None = None  # seconds past the soak before NODATA pauses
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stages(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return parse_stages(v)
+        if isinstance(v, list):
+            return [Stage.parse(str(s)) if isinstance(s, (str, int)) else s for s in v]
+        return v
+
+    @field_validator("soak_s", "nodata_grace_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None else parse_duration(v)
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _gates(cls, v: Any) -> Any:
+        return list(ML_GATES) if v == "ml" else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        # YAML files read better with "soak: 5m"; accept it as soak_s.
+        if isinstance(data, dict) and "soak" in data:
+            data = {"soak_s": data["soak"], **data}  # an explicit soak_s wins
+            del data["soak"]
+        return data
+
+    @property
+    def control_labels(self) -> list[str]:
+        if self.match_labels is not None:
+            return self.match_labels
+        return [self.stratify_by] if self.stratify_by else []
+
+    @property
+    def grace_s(self) -> float:
+        return self.soak_s if self.nodata_grace_s is None else self.nodata_grace_s
+
+    def stage_counts(self, matching: int) -> list[int]:
+        """Devices covered after each stage; never shrinking."""
+        out: list[int] = []
+        for stage in self.stages:
+            out.append(max(stage.devices(matching), out[-1] if out else 0))
+        return out

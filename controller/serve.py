@@ -1,0 +1,175 @@
+"""``edgefleet controller serve``: build everything in one place and run it.
+
+REST and TUF files over uvicorn, the MQTT link on paho's thread, a small thread that
+re-signs the online TUF roles before they expire, and the rollout scheduler's thread.
+SIGINT / SIGTERM stop uvicorn (its own handlers); the scheduler, the link and the
+refresher are stopped after it returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from edgefleet.controller.artifacts import ArtifactStore
+from edgefleet.controller.db import make_engine
+from edgefleet.controller.enrollment import RevokedDevices
+from edgefleet.controller.ingest import Ingest
+from edgefleet.controller.mqtt_link import MqttLink
+from edgefleet.controller.rollouts.scheduler import Scheduler
+from edgefleet.controller.rollouts.service import Deps
+from edgefleet.controller.services import Services
+from edgefleet.controller.settings import Settings
+from edgefleet.controller.trust import Signing, TufSigning
+from edgefleet.shared.errors import ConfigError, TransportError
+from edgefleet.shared.protocol import utcnow
+
+log = logging.getLogger("edgefleet.controller")
+
+
+class RoleRefresher:
+    """Calls ``signing.refresh_online_roles`` now and every ``interval`` seconds."""
+
+    def __init__(
+        self, signing: Signing, interval: float, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.signing = signing
+        self.interval = interval  # seconds
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tuf-refresh", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.signing.refresh_online_roles(self.clock())
+            except Exception:  # keep refreshing; a failed round is retried next interval
+                log.exception("refreshing the online TUF roles failed")
+            self._stop.wait(self.interval)
+
+
+def build_services(settings: Settings) -> tuple[Services, MqttLink]:
+    """Open the data folder: database, artifact store, TUF repositories, MQTT link."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the data folder {settings.data_dir}: {e}") from e
+    engine = make_engine(settings.db_url)
+    store = ArtifactStore(settings.artifacts_dir, settings.max_upload_bytes)
+    signing = TufSigning.open(settings.data_dir)
+    link = MqttLink(
+        settings.broker,
+        settings.client_id,
+        keepalive=settings.mqtt_keepalive,
+        session_expiry=settings.mqtt_session_expiry,
+        tls_files=settings.mqtt_tls_files,  # mqtts://: DATA/pki's controller identity
+    )
+    services = Services(settings, engine, store, signing, link)
+    revoked = RevokedDevices(engine)
+    services.revoked = revoked  # a revoked device's messages are dropped at once
+    link.handler = revoked.filter(Ingest(engine, signing, link, services.stats).handle)
+    return services, link
+
+
+def build_scheduler(services: Services) -> Scheduler:
+    """The rollout scheduler over the same database, signing and link as the API."""
+    from edgefleet.controller.cards import CardStore
+
+    cards = CardStore(services.settings.data_dir / "cards")  # drift gates' baseline
+    deps = Deps(services.signing, services.link, services.store.path_for, cards)
+    return Scheduler(services.engine, deps)
+
+
+def build_alert_watcher(services: Services) -> Any:
+    """Drift alerts (controller/alerts): rules and webhooks from DATA/alerts.yaml."""
+    from edgefleet.controller.alerts.config import load_alert_config
+    from edgefleet.controller.alerts.watch import AlertWatcher
+    from edgefleet.controller.cards import CardStore
+
+    data = services.settings.data_dir
+    return AlertWatcher(services.engine, CardStore(data / "cards"), load_alert_config(data))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves so "port in use" is one clear line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise TransportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    sock.set_inheritable(True)
+    return sock
+
+
+def _server(app: Any) -> Any:
+    """A uvicorn server that stops on SIGINT / SIGTERM without re-raising the signal.
+
+    uvicorn re-raises the signal after its graceful shutdown, which would end the process
+    before the MQTT link and the database are closed; we close them, then exit 0.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            signals = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server(uvicorn.Config(app, log_level="info", lifespan="off"))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from edgefleet.controller.app import create_app
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.from_args(args)
+    sock = bind(settings.listen_host, settings.listen_port)
+    services, link = build_services(settings)
+    refresher = RoleRefresher(services.signing, settings.online_refresh_interval)
+    refresher.start()
+    link.start()
+    scheduler = build_scheduler(services)
+    scheduler.start()
+    alerts = build_alert_watcher(services)
+    alerts.start()
+    server = _server(create_app(services))
+    log.info("controller listening on http://%s:%d, data in %s", settings.listen_host,
+             settings.listen_port, settings.data_dir)  # fmt: skip
+    try:
+        server.run(sockets=[sock])
+    finally:
+        scheduler.stop()
+        alerts.stop()
+        link.stop()
+        refresher.stop()
+        services.engine.dispose()
+        sock.close()
+    return 0

@@ -1,0 +1,111 @@
+"""Controller settings: a plain dataclass built in ``main()`` from the command line.
+
+Nothing here reads the environment; :func:`Settings.from_args` is the only constructor
+the service uses, and tests build :class:`Settings` directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgefleet.shared.errors import ConfigError
+
+DEFAULT_MQTT_PORT = 1883
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        """``mqtt://HOST[:PORT]`` or ``mqtts://HOST[:PORT]``; anything else is a ConfigError."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as e:
+            raise ConfigError(f"bad MQTT URL {url!r}: {e}") from e
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ConfigError(f"bad MQTT URL {url!r}: expected mqtt://HOST:PORT")
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, port or (8883 if tls else DEFAULT_MQTT_PORT), tls)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"bad --listen {value!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8600
+    database_url: str | None = None  # SQLAlchemy URL; None -> SQLite in data_dir
+    mqtt_client_id: str | None = None  # None -> stable id derived from data_dir
+    mqtt_keepalive: int = 30  # seconds
+    mqtt_session_expiry: int = 3600  # seconds the broker keeps our queue while we are away
+    online_refresh_interval: float = 6 * 3600.0  # seconds between timestamp/snapshot refreshes
+    max_upload_bytes: int = 4 * 1024**3  # bytes
+    auth: bool = False  # True: write endpoints need an API token (controller/tokens.py)
+
+    @classmethod
+    def from_args(cls, args: Any) -> Settings:
+        host, port = parse_listen(args.listen)
+        BrokerAddress.parse(args.mqtt)  # fail early on a bad URL
+        return cls(
+            data_dir=Path(args.data).expanduser().resolve(),
+            mqtt_url=args.mqtt,
+            listen_host=host,
+            listen_port=port,
+            database_url=args.database_url,
+            auth=bool(getattr(args, "auth", False)),
+        )
+
+    @property
+    def broker(self) -> BrokerAddress:
+        return BrokerAddress.parse(self.mqtt_url)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'edgefleet.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def client_id(self) -> str:
+        # Stable per data folder and listen address, so the broker keeps our persistent
+        # session across restarts, and two replicas sharing a data folder (each on its own
+        # address) do not take each other's session over.
+        if self.mqtt_client_id:
+            return self.mqtt_client_id
+        where = f"{self.data_dir}|{self.listen_host}:{self.listen_port}"
+        digest = hashlib.sha256(where.encode()).hexdigest()[:10]
+        return f"edgefleet-controller-{digest}"
+
+    @property
+    def mqtt_tls_files(self) -> tuple[Path, Path, Path] | None:
+        """(CA, cert, key) of the controller's mTLS identity for ``mqtts://`` (``pki init``)."""
+        if not self.broker.tls:
+            return None
+        pki = self.data_dir / "pki"
+        files = (pki / "device-ca.pem", pki / "controller.pem", pki / "controller.key")
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ConfigError(
+                f"mqtts:// needs the controller's certificate: run `edgefleet pki init "
+                f"--data {self.data_dir}` (missing {missing[0]})"
+            )
+        return files

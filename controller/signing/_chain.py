@@ -1,0 +1,325 @@
+"""One TUF repository on disk: a folder of consistent-snapshot metadata files.
+
+File names follow the TUF spec for consistent snapshots: ``N.root.json``,
+``N.targets.json``, ``N.<delegated>.json``, ``N.snapshot.json`` and an unversioned
+``timestamp.json``. Old versions stay, so a client in the middle of a refresh still finds
+the snapshot its timestamp named. Files are written leaves first and ``timestamp.json``
+last: until the timestamp lands, clients see the previous, complete repository.
+
+Several controller processes may share one data dir: the repositories that own a chain
+hold :class:`RepoLock` (``DATA/tuf/.lock``) around every read and write, and call
+:meth:`MetadataChain.refresh_from_disk` inside it, so nobody signs on top of a stale chain.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from edgefleet.shared.durable import write_bytes
+from edgefleet.shared.errors import ConfigError, TrustError
+from securesystemslib.signer import Signer
+from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization import DeserializationError
+from tuf.api.serialization.json import JSONSerializer
+
+SPEC_VERSION = "1.0.31"
+TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
+LIFETIMES: Mapping[str, timedelta] = {
+    "root": timedelta(days=365),
+    "targets": timedelta(days=90),
+    "snapshot": timedelta(days=7),
+    "timestamp": timedelta(days=1),
+}
+DELEGATED_LIFETIME = timedelta(days=90)  # like targets: the publisher signs it
+_VERSIONED = re.compile(r"^(\d+)\.root\.json$")
+
+
+LOCK_TIMEOUT_S = 60.0  # seconds to wait for another process's signing write
+
+
+class RepoLock:
+    """One data dir's TUF writes, one at a time across threads and processes (flock).
+
+    Re-entrant within a thread. Waiting longer than ``timeout_s`` raises TrustError.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        timeout_s: float = LOCK_TIMEOUT_S,
+        on_enter: Callable[[], object] | None = None,  # e.g. re-read what others wrote
+    ) -> None:
+        self.path, self.timeout_s, self._on_enter = path, timeout_s, on_enter
+        self._thread = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> RepoLock:
+        if not self._thread.acquire(timeout=self.timeout_s):
+            raise TrustError(f"signing lock {self.path} busy for {self.timeout_s:g} s")
+        if self._depth == 0:
+            try:
+                self._fd = self._flock()
+                self._depth = 1
+                if self._on_enter is not None:
+                    self._on_enter()
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+            return self
+        self._depth += 1
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        self._thread.release()
+
+    def _flock(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise TrustError(f"cannot open signing lock {self.path}: {e}") from e
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise TrustError(
+                        f"signing lock {self.path} held by another process for {self.timeout_s:g} s"
+                    ) from None
+                time.sleep(0.01)
+            else:
+                return fd
+
+
+def lifetime(role: str) -> timedelta:
+    return LIFETIMES.get(role, DELEGATED_LIFETIME)
+
+
+def needs_refresh(expires: datetime, role: str, now: datetime) -> bool:
+    """Re-sign once less than half of the role's lifetime is left."""
+    return expires - now < lifetime(role) / 2
+
+
+def metadata_filename(role: str, version: int) -> str:
+    return "timestamp.json" if role == "timestamp" else f"{version}.{role}.json"
+
+
+class MetadataChain:
+    """The current metadata of one repository, and the rules to change it.
+
+    ``signers`` maps every role (top-level and delegated) to its signer; ``online`` names
+    the roles that :meth:`refresh_online` may re-sign just because time passed.
+    """
+
+    def __init__(self, folder: Path, signers: Mapping[str, Signer], online: frozenset[str]) -> None:
+        self.folder = folder
+        self._signers = signers
+        self._online = online
+        self.md: dict[str, Metadata[Any]] = {}
+        self._stamp: tuple[int, int, int] | None = None  # timestamp.json as last read/written
+
+    # -- building -------------------------------------------------------------------
+
+    def create(self, now: datetime, delegations: Mapping[str, list[str]]) -> None:
+        """Sign version 1 of every role; ``delegations`` maps role name -> path patterns."""
+        root = Root(expires=now + lifetime("root"), consistent_snapshot=True)
+        for role in TOP_LEVEL:
+            root.add_key(self._signers[role].public_key, role)
+        targets = Targets(expires=now + lifetime("targets"))
+        if delegations:
+            roles = {
+                name: DelegatedRole(name, [], 1, terminating=True, paths=paths)
+                for name, paths in delegations.items()
+            }
+            targets.delegations = Delegations(keys={}, roles=roles)
+        for name in delegations:
+            targets.add_key(self._signers[name].public_key, name)
+            self.md[name] = Metadata(Targets(expires=now + DELEGATED_LIFETIME))
+        self.md["root"] = Metadata(root)
+        self.md["targets"] = Metadata(targets)
+        self.md["snapshot"] = Metadata(Snapshot(expires=now + lifetime("snapshot")))
+        self.md["timestamp"] = Metadata(Timestamp(expires=now + lifetime("timestamp")))
+        self._fill_snapshot()
+        self._fill_timestamp()
+        for role in (*delegations, "root", "targets", "snapshot", "timestamp"):
+            self._sign_and_write(role)
+
+    def load(self) -> None:
+        """Read the newest complete repository: timestamp -> snapshot -> targets roles."""
+        self._stamp = self._disk_stamp()
+        try:
+            self.md["root"] = Metadata.from_file(str(self.folder / self._newest_root()))
+            timestamp = Metadata[Timestamp].from_file(str(self.folder / "timestamp.json"))
+            self.md["timestamp"] = timestamp
+            snap_version = timestamp.signed.snapshot_meta.version
+            snapshot = Metadata[Snapshot].from_file(
+                str(self.folder / metadata_filename("snapshot", snap_version))
+            )
+            self.md["snapshot"] = snapshot
+            for name, meta in snapshot.signed.meta.items():
+                role = name.removesuffix(".json")
+                path = self.folder / metadata_filename(role, meta.version)
+                self.md[role] = Metadata.from_file(str(path))
+        except (OSError, DeserializationError, ValueError) as e:
+            raise TrustError(f"repository metadata in {self.folder} unreadable: {e}") from e
+        self._check_keys()
+
+    def refresh_from_disk(self) -> bool:
+        """Load again when another process published since this chain read or wrote
+        (timestamp.json is replaced on every publish); True when it did."""
+        stamp = self._disk_stamp()
+        if stamp is None or stamp == self._stamp:
+            return False
+        self.md.clear()
+        self.load()
+        return True
+
+    def _disk_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = (self.folder / "timestamp.json").stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _check_keys(self) -> None:
+        """Refuse to start with keys the repository does not trust (e.g. a lost keys/ dir)."""
+        root = self.md["root"].signed
+        assert isinstance(root, Root)
+        delegations = self.targets().delegations
+        for role, signer in self._signers.items():
+            keyid = signer.public_key.keyid
+            if role in TOP_LEVEL:
+                trusted = root.roles[role].keyids
+            elif delegations is not None and delegations.roles and role in delegations.roles:
+                trusted = delegations.roles[role].keyids
+            else:
+                trusted = []
+            if keyid not in trusted:
+                raise ConfigError(
+                    f"signing key for {role} is not the one {self.folder} trusts; "
+                    "restore the keys folder that signed it"
+                )
+
+    def _newest_root(self) -> str:
+        versions = [
+            int(m.group(1)) for p in self.folder.iterdir() if (m := _VERSIONED.match(p.name))
+        ]
+        if not versions:
+            raise FileNotFoundError(f"no N.root.json in {self.folder}")
+        return f"{max(versions)}.root.json"
+
+    # -- reading --------------------------------------------------------------------
+
+    def targets(self, role: str = "targets") -> Targets:
+        signed = self.md[role].signed
+        assert isinstance(signed, Targets)
+        return signed
+
+    def version(self, role: str) -> int:
+        return int(self.md[role].signed.version)
+
+    # -- changing -------------------------------------------------------------------
+
+    def use_signers(self, signers: Mapping[str, Signer]) -> None:
+        """Sign from now on with these keys (key rotation, offline ceremonies)."""
+        self._signers = signers
+
+    def publish_root(self, signers: Sequence[Signer]) -> None:
+        """Write the current root, as edited, signed by each of ``signers`` (a threshold)."""
+        md = self.md["root"]
+        md.signatures.clear()
+        for signer in signers:
+            md.sign(signer, append=True)
+        write_bytes(
+            self.folder / metadata_filename("root", md.signed.version),
+            md.to_bytes(JSONSerializer(compact=False)),
+        )
+
+    def bump(self, role: str, now: datetime) -> None:
+        """Re-sign ``role`` as a new version (then :meth:`publish_snapshot` for targets roles)."""
+        self._bump(role, now)
+
+    def publish_snapshot(self, now: datetime) -> None:
+        self._publish_snapshot(now)
+
+    def update_targets(self, role: str, now: datetime, edit: Callable[[Targets], None]) -> int:
+        """Apply ``edit`` to a targets role, then publish it with snapshot and timestamp."""
+        edit(self.targets(role))
+        self._bump(role, now)
+        self._publish_snapshot(now)
+        return self.version(role)
+
+    def refresh_online(self, now: datetime) -> list[str]:
+        """Re-sign the online roles close to expiry; returns the roles re-signed."""
+        stale = [
+            role for role in self._online if needs_refresh(self.md[role].signed.expires, role, now)
+        ]
+        targets_roles = [r for r in stale if r not in ("snapshot", "timestamp")]
+        for role in targets_roles:
+            self._bump(role, now)
+        if targets_roles or "snapshot" in stale:
+            self._publish_snapshot(now)
+            return sorted({*stale, "snapshot", "timestamp"})
+        if "timestamp" in stale:
+            self._bump("timestamp", now)
+        return sorted(stale)
+
+    def _publish_snapshot(self, now: datetime) -> None:
+        self._fill_snapshot()
+        self._bump("snapshot", now)
+        self._fill_timestamp()
+        self._bump("timestamp", now)
+
+    def _fill_snapshot(self) -> None:
+        snapshot = self.md["snapshot"].signed
+        assert isinstance(snapshot, Snapshot)
+        for role, md in self.md.items():
+            if role not in ("root", "snapshot", "timestamp"):
+                snapshot.meta[f"{role}.json"] = MetaFile(version=md.signed.version)
+
+    def _fill_timestamp(self) -> None:
+        timestamp = self.md["timestamp"].signed
+        assert isinstance(timestamp, Timestamp)
+        timestamp.snapshot_meta = MetaFile(version=self.version("snapshot"))
+
+    def _bump(self, role: str, now: datetime) -> None:
+        signed = self.md[role].signed
+        signed.version += 1
+        signed.expires = now + lifetime(role)
+        self._sign_and_write(role)
+
+    def _sign_and_write(self, role: str) -> None:
+        md = self.md[role]
+        md.sign(self._signers[role], append=False)
+        name = metadata_filename(role, md.signed.version)
+        write_bytes(self.folder / name, md.to_bytes(JSONSerializer(compact=False)))
+        if role == "timestamp":
+            self._stamp = self._disk_stamp()

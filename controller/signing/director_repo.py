@@ -1,0 +1,104 @@
+"""The director repository: which artifacts each device must run (Uptane's director).
+
+One metadata chain per device under ``DATA/tuf/director/<device_id>/metadata/``, all signed
+with the same online director keys, so a device only ever sees its own assignment and no
+snapshot grows with the fleet. Every role here is online: targets, snapshot and timestamp
+are re-signed by :meth:`DirectorRepository.refresh_online_roles` as they near expiry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from edgefleet.controller.signing._chain import TOP_LEVEL, MetadataChain, RepoLock
+from edgefleet.controller.signing.keys import KeyStore
+from edgefleet.controller.signing.targets import TargetInfo
+from edgefleet.shared.errors import NotFoundError
+from edgefleet.shared.topics import validate_device_id
+from securesystemslib.signer import Signer
+from tuf.api.metadata import Targets
+
+ONLINE = frozenset({"targets", "snapshot", "timestamp"})
+
+
+class DirectorRepository:
+    """Per-device director metadata under one folder (``DATA/tuf/director/``)."""
+
+    def __init__(self, folder: Path, keys: KeyStore, clock: Callable[[], datetime]) -> None:
+        self.folder = folder
+        self._clock = clock
+        # Shared with the image repository and other controller processes on this data dir.
+        self._lock = RepoLock(folder.parent / ".lock")
+        self._signers: dict[str, Signer] = {r: keys.signer(f"director-{r}") for r in TOP_LEVEL}
+        self._chains: dict[str, MetadataChain] = {}
+
+    def metadata_dir(self, device_id: str) -> Path:
+        return self.folder / validate_device_id(device_id) / "metadata"
+
+    def ensure_device(self, device_id: str) -> int:
+        """Create the device's chain (root + empty targets) if missing; its targets version."""
+        with self._lock:
+            return self._chain(device_id, create=True).version("targets")
+
+    def assign(self, device_id: str, targets: Sequence[TargetInfo]) -> int:
+        """List exactly ``targets`` for the device; returns the director targets version.
+
+        Assigning what is already listed re-signs nothing and returns the current version.
+        """
+        wanted = {t.target_path: t.director_target_file() for t in targets}
+        with self._lock:
+            chain = self._chain(device_id, create=True)
+            current = chain.targets().targets
+            if {p: t.to_dict() for p, t in current.items()} == {
+                p: t.to_dict() for p, t in wanted.items()
+            }:
+                return chain.version("targets")
+
+            def replace(signed: Targets) -> None:
+                signed.targets = wanted
+
+            return chain.update_targets("targets", self._clock(), replace)
+
+    def director_version(self, device_id: str) -> int:
+        """The device's current director targets version (NotFoundError if it has none)."""
+        with self._lock:
+            return self._chain(device_id, create=False).version("targets")
+
+    def assigned(self, device_id: str) -> list[TargetInfo]:
+        with self._lock:
+            listed = self._chain(device_id, create=False).targets().targets.values()
+        return [TargetInfo.from_target_file(t) for t in listed]
+
+    def devices(self) -> list[str]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p.name for p in self.folder.iterdir() if (p / "metadata").is_dir())
+
+    def refresh_online_roles(self, now: datetime) -> dict[str, list[str]]:
+        """Re-sign every device's roles that are within half their lifetime of expiry."""
+        refreshed = {}
+        for device_id in self.devices():
+            with self._lock:
+                roles = self._chain(device_id, create=False).refresh_online(now)
+            if roles:
+                refreshed[device_id] = roles
+        return refreshed
+
+    def _chain(self, device_id: str, *, create: bool) -> MetadataChain:
+        chain = self._chains.get(device_id)
+        if chain is not None:
+            chain.refresh_from_disk()  # another controller process may have assigned since
+            return chain
+        folder = self.metadata_dir(device_id)
+        chain = MetadataChain(folder, self._signers, ONLINE)
+        if (folder / "timestamp.json").exists():
+            chain.load()
+        elif create:
+            folder.mkdir(parents=True, exist_ok=True)
+            chain.create(self._clock(), {})
+        else:
+            raise NotFoundError(f"no director metadata for device {device_id}", device_id=device_id)
+        self._chains[device_id] = chain
+        return chain

@@ -1,0 +1,170 @@
+"""The image repository: which model artifacts may run at all.
+
+Roles root / targets / snapshot / timestamp; ``targets`` delegates every model path to
+the role ``models`` (the publisher's key). Metadata lives in ``DATA/tuf/image/metadata/``.
+The artifact bytes are not copied here: the controller keeps them in its
+content-addressed store and serves them under the hash-prefixed target name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edgefleet.controller.signing._chain import MetadataChain, RepoLock
+from edgefleet.controller.signing.keys import KeyStore
+from edgefleet.controller.signing.targets import TargetInfo, model_target_path, target_custom
+from edgefleet.shared.errors import ArtifactError, NotFoundError, TrustError
+from edgefleet.shared.hashing import sha256_file
+from tuf.api.metadata import Metadata, TargetFile, Targets
+
+MODELS_ROLE = "models"
+# Delegated paths match segment by segment, so "models/*" alone would match nothing
+# below models/<name>/<version>/: the pattern spells out the three levels.
+MODELS_PATHS = ["models/*/*/*"]
+ROLES = ("root", "targets", "snapshot", "timestamp", MODELS_ROLE)
+ONLINE = frozenset({"snapshot", "timestamp"})
+
+
+class ImageRepository:
+    """Signs model targets into the image repository; loads it or creates it on start."""
+
+    def __init__(self, metadata_dir: Path, keys: KeyStore, clock: Callable[[], datetime]) -> None:
+        self.metadata_dir = metadata_dir
+        self._clock = clock
+        # Other controller processes on this data dir sign too: every use holds the data
+        # dir's lock and first re-reads what they published.
+        self._lock = RepoLock(metadata_dir.parent.parent / ".lock", on_enter=self._reread)
+        self._ready = False  # nothing to re-read while the constructor holds the lock
+        with self._lock:
+            exists = (metadata_dir / "timestamp.json").exists()
+            # An existing repository made by `edgefleet keys init` keeps root, targets and
+            # models keys off the controller: sign only with the keys this folder holds.
+            signers = {
+                role: keys.signer(f"image-{role}")
+                for role in ROLES
+                if not exists or role in ONLINE or keys.has(f"image-{role}")
+            }
+            self.can_sign_models = MODELS_ROLE in signers
+            self._chain = MetadataChain(metadata_dir, signers, ONLINE)
+            if exists:
+                self._chain.load()
+            else:
+                metadata_dir.mkdir(parents=True, exist_ok=True)
+                self._chain.create(clock(), {MODELS_ROLE: MODELS_PATHS})
+        self._ready = True
+
+    def _reread(self) -> None:
+        if self._ready:
+            self._chain.refresh_from_disk()
+
+    def add_model_target(
+        self,
+        name: str,
+        version: str,
+        release: int,
+        artifact_path: Path,
+        *,
+        format: str = "onnx",
+        fingerprint: dict[str, Any] | None = None,
+        min_agent_version: str = "0.1.0",
+        card_sha256: str | None = None,
+    ) -> TargetInfo:
+        """Sign ``models/<name>/<version>/model.onnx`` into the ``models`` role.
+
+        Re-adding the same version with the same bytes and fields changes nothing; a
+        different artifact under a published version, or a release that does not grow,
+        raises ArtifactError.
+        """
+        path = model_target_path(name, version, format)
+        if not self.can_sign_models:
+            raise TrustError(
+                "this controller holds no key for the models role: sign on the publisher's "
+                "machine with `edgefleet model push --key FILE`",
+                model=name,
+            )
+        if format == "tensorrt-plan" and not fingerprint:
+            raise ArtifactError("a tensorrt-plan target needs an engine fingerprint")
+        custom = target_custom(
+            name, version, release, format=format, fingerprint=fingerprint,
+            min_agent_version=min_agent_version, card_sha256=card_sha256,
+        )  # fmt: skip
+        try:
+            length, sha = Path(artifact_path).stat().st_size, sha256_file(artifact_path)
+        except OSError as e:
+            raise ArtifactError(f"cannot read artifact {artifact_path}: {e}") from e
+        target = TargetFile(length, {"sha256": sha}, path, {"custom": custom})
+        with self._lock:
+            models = self._chain.targets(MODELS_ROLE)
+            if _same_target(models.targets.get(path), target):
+                return TargetInfo.from_target_file(target)
+            _check_new(models, target)
+
+            def add(models: Targets) -> None:
+                models.targets[path] = target
+
+            self._chain.update_targets(MODELS_ROLE, self._clock(), add)
+        return TargetInfo.from_target_file(target)
+
+    def publish_signed_models(
+        self,
+        md: Metadata[Targets],
+        target_path: str,
+        length: int,
+        sha256: str,
+        custom: dict[str, Any],
+        *,
+        check_only: bool = False,
+    ) -> TargetInfo:
+        """Publish ``models`` metadata the publisher signed (controller/signing/publisher.py)."""
+        from edgefleet.controller.signing.publisher import (
+            check_models_update,
+            install_models_update,
+        )
+
+        with self._lock:
+            now = self._clock()
+            check_models_update(
+                self._chain, md, target_path=target_path, length=length, sha256=sha256,
+                custom=custom, now=now,
+            )  # fmt: skip
+            if not check_only:
+                install_models_update(self._chain, md, now)
+        return TargetInfo.from_target_file(md.signed.targets[target_path])
+
+    def target(self, target_path: str) -> TargetInfo:
+        """The signed TargetInfo for a published path (NotFoundError if none)."""
+        with self._lock:
+            found = self._chain.targets(MODELS_ROLE).targets.get(target_path)
+        if found is None:
+            raise NotFoundError(f"no signed target {target_path}")
+        return TargetInfo.from_target_file(found)
+
+    def version(self, role: str = MODELS_ROLE) -> int:
+        with self._lock:
+            return self._chain.version(role)
+
+    def refresh_online_roles(self, now: datetime) -> list[str]:
+        """Re-sign snapshot / timestamp when less than half their lifetime is left."""
+        with self._lock:
+            return self._chain.refresh_online(now)
+
+
+def _same_target(old: TargetFile | None, new: TargetFile) -> bool:
+    return old is not None and old.to_dict() == new.to_dict()
+
+
+def _check_new(models: Targets, target: TargetFile) -> None:
+    """Published versions are immutable and releases only grow, per model."""
+    if target.path in models.targets:
+        raise ArtifactError(f"{target.path} is already signed with other content")
+    model, release = target.custom["model"], target.custom["release"]
+    for other in models.targets.values():
+        if other.custom.get("model") == model and other.custom.get("release", 0) >= release:
+            raise ArtifactError(
+                f"release {release} of {model} is not above published release "
+                f"{other.custom['release']}",
+                model=model,
+            )

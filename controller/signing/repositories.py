@@ -1,0 +1,54 @@
+"""The facade the controller builds in ``main()``: both TUF repositories of one data dir.
+
+Layout (served by the controller under ``/tuf/``)::
+
+    DATA/keys/                                every signing key (skeleton, see keys.py)
+    DATA/tuf/image/metadata/                  image repository
+    DATA/tuf/director/<device_id>/metadata/   each device's director repository
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgefleet.controller.signing.director_repo import DirectorRepository
+from edgefleet.controller.signing.image_repo import ImageRepository
+from edgefleet.controller.signing.keys import KeyStore
+from edgefleet.controller.signing.targets import TargetInfo
+from edgefleet.shared.errors import TrustError
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class TufRepositories:
+    """Image + director repositories of one controller data dir; safe to share across threads."""
+
+    def __init__(self, data_dir: Path, clock: Callable[[], datetime] = utc_now) -> None:
+        self.data_dir = data_dir
+        self.keys = KeyStore(data_dir / "keys")
+        self.image = ImageRepository(data_dir / "tuf" / "image" / "metadata", self.keys, clock)
+        self.director = DirectorRepository(data_dir / "tuf" / "director", self.keys, clock)
+
+    @property
+    def image_metadata_dir(self) -> Path:
+        return self.image.metadata_dir
+
+    def director_metadata_dir(self, device_id: str) -> Path:
+        return self.director.metadata_dir(device_id)
+
+    def assign(self, device_id: str, targets: Sequence[TargetInfo]) -> int:
+        """Director assignment, refused unless the image repo signed exactly these targets."""
+        for t in targets:
+            if self.image.target(t.target_path) != t:
+                raise TrustError(f"{t.target_path} differs from the image repository's target")
+        return self.director.assign(device_id, targets)
+
+    def refresh_online_roles(self, now: datetime | None = None) -> None:
+        """Re-sign image snapshot/timestamp and every director chain that nears expiry."""
+        now = now or utc_now()
+        self.image.refresh_online_roles(now)
+        self.director.refresh_online_roles(now)

@@ -1,0 +1,77 @@
+"""The seam between the controller service and its TUF repositories.
+
+:class:`Signing` is what the routes and the ingest need; :class:`TufSigning` adapts
+``edgefleet.controller.signing.TufRepositories`` to it, so changes inside the signing
+package stay out of the service code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edgefleet.controller.signing import TargetInfo, TufRepositories
+
+
+class Signing(Protocol):
+    def add_model_target(
+        self, name: str, version: str, release: int, artifact_path: Path, format: str = "onnx"
+    ) -> TargetInfo: ...
+
+    def target(self, target_path: str) -> TargetInfo: ...
+
+    def ensure_device(self, device_id: str) -> int: ...
+
+    def assign(self, device_id: str, targets: list[TargetInfo]) -> int: ...
+
+    def refresh_online_roles(self, now: datetime) -> None: ...
+
+    def image_metadata_dir(self) -> Path: ...
+
+    def director_metadata_dir(self, device_id: str) -> Path: ...
+
+
+class TufSigning:
+    """Both repositories of one data folder, behind :class:`Signing`."""
+
+    def __init__(self, repos: TufRepositories) -> None:
+        self.repos = repos
+
+    @classmethod
+    def open(cls, data_dir: Path) -> TufSigning:
+        from edgefleet.controller.signing import TufRepositories
+
+        return cls(TufRepositories(data_dir))
+
+    def add_model_target(
+        self,
+        name: str,
+        version: str,
+        release: int,
+        artifact_path: Path,
+        format: str = "onnx",
+        **extra: Any,
+    ) -> TargetInfo:
+        return self.repos.image.add_model_target(
+            name, version, release, artifact_path, format=format, **extra
+        )
+
+    def target(self, target_path: str) -> TargetInfo:
+        return self.repos.image.target(target_path)
+
+    def ensure_device(self, device_id: str) -> int:
+        return self.repos.director.ensure_device(device_id)
+
+    def assign(self, device_id: str, targets: list[TargetInfo]) -> int:
+        return self.repos.assign(device_id, targets)
+
+    def refresh_online_roles(self, now: datetime) -> None:
+        self.repos.refresh_online_roles(now)
+
+    def image_metadata_dir(self) -> Path:
+        return self.repos.image_metadata_dir
+
+    def director_metadata_dir(self, device_id: str) -> Path:
+        return self.repos.director_metadata_dir(device_id)

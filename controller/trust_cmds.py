@@ -1,0 +1,113 @@
+"""Handlers of ``edgefleet token|audit ...`` and ``edgefleet device token|revoke``.
+
+Over HTTP against $EDGEFLEET_URL with $EDGEFLEET_TOKEN (operator_cmds' client), or, for
+``token create --data DIR``, straight into the controller's database: that is how the
+first admin token is made (whoever can read the data folder owns the controller anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edgefleet.controller.operator_cmds import _pipe_safe, _print_json, _request, _table
+from edgefleet.shared.errors import ConfigError
+
+
+def _print_secret(answer: dict[str, Any]) -> None:
+    print(f"token {answer['name']} ({answer['role']}); shown once, keep it secret:")
+    print(answer["secret"])
+    print("use it with: export EDGEFLEET_TOKEN=<the line above>")
+
+
+@_pipe_safe
+def token_create(args: argparse.Namespace) -> int:
+    from edgefleet.controller.tokens import check_role
+
+    check_role(args.role)
+    if args.data:
+        answer = _create_in_db(Path(args.data), args.name, args.role)
+    else:
+        answer = _request("POST", "/v1/tokens", json={"role": args.role, "name": args.name})
+    _print_secret(answer)
+    return 0
+
+
+def _create_in_db(data: Path, name: str | None, role: str) -> dict[str, Any]:
+    import getpass
+
+    from edgefleet.controller.db import make_engine
+    from edgefleet.controller.settings import Settings
+    from edgefleet.controller.tokens import create_token
+    from sqlmodel import Session
+
+    if not data.is_dir():
+        raise ConfigError(f"no controller data folder at {data}")
+    settings = Settings(data_dir=data.expanduser().resolve())
+    engine = make_engine(settings.db_url)
+    try:
+        with Session(engine) as session:
+            row, secret = create_token(session, name, role, f"local:{_user(getpass)}")
+            return {"name": row.name, "role": row.role, "secret": secret}
+    finally:
+        engine.dispose()
+
+
+def _user(getpass: Any) -> str:
+    try:
+        return str(getpass.getuser())
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@_pipe_safe
+def token_list(args: argparse.Namespace) -> int:
+    answer = _request("GET", "/v1/tokens")
+    if args.json:
+        _print_json(answer["data"])
+        return 0
+    rows = [[t["name"], t["role"], t["created_at"], "revoked" if t["revoked_at"] else "active"]
+            for t in answer["data"]]  # fmt: skip
+    _table(["NAME", "ROLE", "CREATED", "STATE"], rows)
+    return 0
+
+
+@_pipe_safe
+def token_revoke(args: argparse.Namespace) -> int:
+    answer = _request("POST", f"/v1/tokens/{args.name}/revoke")
+    print(f"token {answer['name']} revoked")
+    return 0
+
+
+@_pipe_safe
+def audit_list(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.target:
+        params["target"] = args.target
+    answer = _request("GET", "/v1/audit", params=params)
+    if args.json:
+        _print_json(answer["data"])
+        return 0
+    rows = [[str(a["id"]), a["at"], a["actor"], a["action"], a["target"]] for a in answer["data"]]
+    _table(["ID", "AT", "ACTOR", "ACTION", "TARGET"], rows)
+    return 0
+
+
+@_pipe_safe
+def device_token(args: argparse.Namespace) -> int:
+    body = {"device_id": args.device_id, "ttl_s": int(args.ttl * 3600)}
+    answer = _request("POST", "/v1/enroll-tokens", json=body)
+    print(f"enrollment token for {answer['device_id']} (one use, {args.ttl:g} h):")
+    print(answer["token"])
+    print(f"on the device: edgefleet agent enroll --config CONFIG --token {answer['token']}")
+    return 0
+
+
+@_pipe_safe
+def device_revoke(args: argparse.Namespace) -> int:
+    answer = _request("POST", f"/v1/devices/{args.device_id}/revoke")
+    count = len(answer["serials"])
+    print(f"revoked {answer['device_id']} ({count} certificate(s)); the controller refuses it "
+          "now. Restart or SIGHUP the broker so it reads the new CRL.")  # fmt: skip
+    return 0
