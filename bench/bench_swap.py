@@ -1,0 +1,198 @@
+"""Hot swaps under load: frames dropped and p99 frame latency during swaps vs steady state.
+
+The agent's real parts, in one process: :class:`Pipeline` (reader thread, bounded queue
+with the drop-oldest policy, frame loop), :class:`ModelSlots` and ONNX Runtime detectors.
+The frame source replays already-decoded images at a fixed rate set to ``--load`` times the
+throughput measured first (so the frame loop is saturated but not hopelessly behind); every
+frame the reader could not queue is a counted drop. Meanwhile the main thread does what the
+reconcile loop does on an install, ``--swaps`` times, alternating the models: load a new
+detector, warm it up (``slots.stage``), swap between two frames, commit (the old slot is
+closed once its in-flight frame is done).
+
+A frame counts as "during a swap" when it finished between the start of a load and
+``--settle-s`` after the commit. Latency is the frame's own time on the model
+(``FrameResult.latency_ms``): pre-processing, run and decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgefleet.agent.pipeline import FrameResult, Pipeline
+from edgefleet.agent.runtime.detector import Detector
+from edgefleet.agent.slots import ModelSlots
+from edgefleet.agent.store import ModelPointer
+from edgefleet.shared.hashing import sha256_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_infer import load_images
+
+
+class ReplaySource:
+    """Images from memory until ``stop``, each a fresh buffer as a camera would give."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        self.images = images
+        self.stop = threading.Event()
+        self.produced = 0
+
+    def frames(self) -> Iterator[np.ndarray]:
+        while not self.stop.is_set():
+            frame = self.images[self.produced % len(self.images)].copy()
+            self.produced += 1
+            yield frame
+
+
+@dataclass
+class Recorder:
+    """A frame sink: when each frame finished, and how long it took."""
+
+    done: list[tuple[float, float]] = field(default_factory=list)  # (finished at, latency ms)
+    drops: int = 0
+    drop_times: list[float] = field(default_factory=list)
+    errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_frame(self, result: FrameResult) -> None:
+        with self.lock:
+            self.done.append((time.perf_counter(), result.latency_ms))
+            self.errors += result.error is not None
+
+    def on_drop(self, n: int) -> None:
+        with self.lock:
+            self.drops += n
+            self.drop_times.extend([time.perf_counter()] * n)
+
+
+def pointer(path: Path, version: str) -> ModelPointer:
+    digest = sha256_file(path)
+    return ModelPointer("bench", version, 1, digest, path.name)
+
+
+def measure_capacity(path: Path, images: list[np.ndarray], seconds: float = 2.0) -> float:
+    """Frames per second one detector sustains back to back."""
+    det = Detector.from_onnx(path)
+    det.warm_up()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        det.detect(images[n % len(images)])
+        n += 1
+    det.close()
+    return n / (time.perf_counter() - t0)
+
+
+def p99(values: list[float]) -> float:
+    return float(np.percentile(values, 99)) if values else float("nan")
+
+
+def bench(
+    models: list[Path], source: Path, swaps: int, *, load: float, gap_s: float, settle_s: float
+) -> dict[str, Any]:
+    images = load_images(source)
+    capacity = min(measure_capacity(m, images) for m in models)
+    fps = capacity * load  # load 0: saturating, the loop never waits for a frame
+    slots, rec, src = ModelSlots(), Recorder(), ReplaySource(images)
+    first = Detector.from_onnx(models[0])
+    slots.stage(first, pointer(models[0], "m0"))
+    slots.swap()
+    slots.commit()
+    pipe = Pipeline(src, slots, [rec], fps=fps)  # fps 0: the reader blocks on a full queue
+    pipe.start()
+    windows: list[tuple[float, float]] = []
+    swap_ms: list[float] = []
+    time.sleep(gap_s)
+    for k in range(1, swaps + 1):
+        path = models[k % len(models)]
+        t0 = time.perf_counter()
+        slots.stage(Detector.from_onnx(path), pointer(path, f"m{k}"))
+        t_swap = time.perf_counter()
+        slots.swap()
+        slots.commit()
+        t1 = time.perf_counter()
+        windows.append((t0, t1 + settle_s))
+        swap_ms.append((t1 - t_swap) * 1000.0)
+        time.sleep(gap_s)
+    src.stop.set()  # the source ends; every frame it gave must come out of the loop
+    deadline = time.perf_counter() + 10.0
+    while len(rec.done) + rec.drops < src.produced and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    pipe.stop()
+    slots.close()
+    lost = src.produced - len(rec.done) - rec.drops  # neither processed nor counted: a bug
+
+    def in_swap(t: float) -> bool:
+        return any(a <= t <= b for a, b in windows)
+
+    during = [lat for t, lat in rec.done if in_swap(t)]
+    steady = [lat for t, lat in rec.done if not in_swap(t)]
+    return {
+        "models": [str(m) for m in models],
+        "swaps": swaps,
+        "capacity_fps": round(capacity, 1),
+        "source_fps": round(fps, 1) if fps else "saturating (blocking reader)",
+        "frames": len(rec.done),
+        "frames_produced": src.produced,
+        "frames_dropped": rec.drops + lost,
+        "frames_dropped_during_swaps": sum(in_swap(t) for t in rec.drop_times) + lost,
+        "frame_errors": rec.errors,
+        "frames_during_swaps": len(during),
+        "p50_steady_ms": round(float(np.median(steady)), 3),
+        "p99_steady_ms": round(p99(steady), 3),
+        "p50_during_swaps_ms": round(float(np.median(during)), 3) if during else None,
+        "p99_during_swaps_ms": round(p99(during), 3),
+        "ratio_p99_swaps_vs_steady": round(p99(during) / p99(steady), 3),
+        "swap_call_ms_max": round(max(swap_ms), 3),
+        "targets": {"frames_dropped": 0, "ratio_p99_max": 1.5},
+    }
+
+
+def print_table(r: dict[str, Any]) -> None:
+    print(f"{r['swaps']} swaps between {', '.join(r['models'])}")
+    rate = r["source_fps"] if isinstance(r["source_fps"], str) else f"{r['source_fps']} fps"
+    print(f"  source {rate} (capacity {r['capacity_fps']} fps), {r['frames']} frames")
+    print(
+        f"  dropped {r['frames_dropped']} ({r['frames_dropped_during_swaps']} during swaps), "
+        f"errors {r['frame_errors']}  (target 0)"
+    )
+    print(f"  p99 steady {r['p99_steady_ms']} ms, during swaps {r['p99_during_swaps_ms']} ms")
+    print(f"  ratio {r['ratio_p99_swaps_vs_steady']}  (target <= 1.5)")
+    print(f"  swap() + commit() at most {r['swap_call_ms_max']} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", type=Path, nargs="+", required=True)
+    p.add_argument("--source", type=Path, default=Path("models/samples"))
+    p.add_argument("--swaps", type=int, default=20)
+    p.add_argument(
+        "--load",
+        type=float,
+        default=0.0,
+        help="0: saturating source (reader blocks, loop never idle); else paced at this "
+        "fraction of the measured capacity, dropping the oldest frame when the queue is full",
+    )
+    p.add_argument("--gap-s", type=float, default=1.0, help="steady seconds between swaps")
+    p.add_argument(
+        "--settle-s", type=float, default=0.5, help="seconds after a swap still 'during'"
+    )
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    r = bench(a.models, a.source, a.swaps, load=a.load, gap_s=a.gap_s, settle_s=a.settle_s)
+    if a.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print_table(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
