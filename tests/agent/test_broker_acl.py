@@ -1,0 +1,285 @@
+"""Device identity on a real Mosquitto 2.0 in mTLS mode (deploy/mosquitto's config shape).
+
+The PKI comes from ``controller/pki.py``; the broker from ``DevBroker(tls=...)``: client
+certificates required, CN = username (``use_identity_as_username``), client id = username
+(``use_username_as_clientid``), ACL patterns on ``%u``, a CRL, no anonymous access.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from edgefleet.agent.mqtt_link import Hint, MqttLink
+from edgefleet.agent.tls import TlsSettings
+from edgefleet.controller.pki import CONTROLLER_CN, DevicePki, cert_pem, key_pem, make_ca, new_key
+from edgefleet.shared.protocol import DesiredHint
+from edgefleet.shared.topics import Channel, device_topic
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edgefleet.devbroker import BrokerTls, DevBroker
+
+pytestmark = pytest.mark.broker
+
+WAIT_S = 5.0
+
+
+class Client:
+    """A paho MQTT 5 client over mTLS that records what it receives."""
+
+    def __init__(self, port: int, tls: TlsSettings, client_id: str, host: str = "localhost"):
+        self.messages: list[tuple[str, bytes]] = []
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.refused = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                        protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+        c.tls_set_context(tls.context())
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *_a: self.disconnected.set()
+        c.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
+        self.client = c
+        try:
+            c.connect(host, port, keepalive=5)
+        except OSError:  # ssl.SSLError included: handshake refused
+            self.refused.set()
+            return
+        c.loop_start()
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        (self.refused if reason.is_failure else self.connected).set()
+
+    def ok(self) -> bool:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            if self.connected.is_set():
+                return True
+            if self.refused.is_set() or self.disconnected.is_set():
+                return False
+            time.sleep(0.02)
+        return False
+
+    def subscribe(self, topic: str) -> None:
+        self.client.subscribe(topic, qos=1)
+        time.sleep(0.2)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> DevicePki:
+    p = DevicePki(tmp_path / "pki")
+    p.init(broker_names=("localhost",))
+    for device in ("cam-a", "cam-b"):
+        p.issue_pair(device, device)
+    return p
+
+
+@pytest.fixture
+def broker(tmp_path: Path, pki: DevicePki) -> Iterator[DevBroker]:
+    f = pki.folder
+    tls = BrokerTls(f / "device-ca.pem", f / "broker.pem", f / "broker.key", pki.crl_path)
+    b = DevBroker(tmp_path / "mosquitto", tls=tls).start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def creds(pki: DevicePki, stem: str, ca: Path | None = None) -> TlsSettings:
+    f = pki.folder
+    return TlsSettings(ca or f / "device-ca.pem", f / f"{stem}.pem", f / f"{stem}.key")
+
+
+@pytest.fixture
+def clients(broker: DevBroker, pki: DevicePki) -> Iterator[list[Client]]:
+    made: list[Client] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+def connect(
+    clients: list[Client], broker: DevBroker, tls: TlsSettings, cid: str, **kw: Any
+) -> Client:
+    c = Client(broker.port, tls, cid, **kw)
+    clients.append(c)
+    return c
+
+
+def test_device_b_gets_nothing_of_device_a(
+    broker: DevBroker, pki: DevicePki, clients: list[Client]
+) -> None:
+    a = connect(clients, broker, creds(pki, "cam-a"), "cam-a")
+    b = connect(clients, broker, creds(pki, "cam-b"), "cam-b")
+    ctl = connect(clients, broker, creds(pki, "controller"), CONTROLLER_CN)
+    assert a.ok() and b.ok() and ctl.ok()
+    a.subscribe(str(device_topic("cam-a", Channel.DESIRED)))
+    b.subscribe(str(device_topic("cam-a", Channel.DESIRED)))
+    b.subscribe("edgefleet/#")
+    ctl.subscribe("edgefleet/v1/devices/+/state")
+
+    hint = DesiredHint(director_version=3).to_bytes()
+    ctl.publish(str(device_topic("cam-a", Channel.DESIRED)), hint)
+    b.publish(str(device_topic("cam-a", Channel.STATE)), b'{"forged": true}')
+    b.publish(str(device_topic("cam-b", Channel.STATE)), b'{"own": true}')
+    time.sleep(0.8)
+
+    assert [p for _, p in a.messages] == [hint]
+    assert b.messages == []
+    assert ctl.messages == [(str(device_topic("cam-b", Channel.STATE)), b'{"own": true}')]
+
+
+def test_device_b_cannot_take_over_a_s_client_id(
+    broker: DevBroker, pki: DevicePki, clients: list[Client]
+) -> None:
+    a = connect(clients, broker, creds(pki, "cam-a"), "cam-a")
+    assert a.ok()
+    b = connect(clients, broker, creds(pki, "cam-b"), "cam-a")  # claims A's session
+    assert b.ok()
+    time.sleep(0.5)
+    # use_username_as_clientid: B's session is cam-b; A's session is untouched
+    assert not a.disconnected.is_set() and a.client.is_connected()
+
+
+def _self_signed(folder: Path, cn: str) -> TlsSettings:
+    key = new_key()
+    (folder / f"{cn}-self.key").write_bytes(key_pem(key))
+    (folder / f"{cn}-self.pem").write_bytes(cert_pem(make_ca(key, cn)))
+    return TlsSettings(
+        folder / "device-ca.pem", folder / f"{cn}-self.pem", folder / f"{cn}-self.key"
+    )
+
+
+def test_bad_client_certificates_are_refused(
+    broker: DevBroker, pki: DevicePki, clients: list[Client], tmp_path: Path
+) -> None:
+    past = datetime.now(timezone.utc) - timedelta(days=400)
+    pki.issue_pair("expired", "cam-x", not_before=past, lifetime=timedelta(days=30))
+    rogue = DevicePki(tmp_path / "rogue")
+    rogue.init()
+    rogue.issue_pair("cam-a", "cam-a")
+    wrong_ca = TlsSettings(pki.ca_path, rogue.folder / "cam-a.pem", rogue.folder / "cam-a.key")
+
+    assert not connect(clients, broker, creds(pki, "expired"), "cam-x").ok()
+    assert not connect(clients, broker, _self_signed(pki.folder, "cam-a"), "cam-a").ok()
+    assert not connect(clients, broker, wrong_ca, "cam-a").ok()
+    assert connect(clients, broker, creds(pki, "cam-a"), "cam-a").ok()  # the real one
+
+
+def test_revoked_device_is_refused_after_the_crl_reaches_the_broker(
+    broker: DevBroker, pki: DevicePki, clients: list[Client]
+) -> None:
+    assert connect(clients, broker, creds(pki, "cam-b"), "cam-b").ok()
+    pki.revoke((pki.folder / "cam-b.pem").read_bytes(), "cam-b")
+    broker.restart()  # Mosquitto 2.0 reads the CRL at start
+    assert not connect(clients, broker, creds(pki, "cam-b"), "cam-b").ok()
+    assert connect(clients, broker, creds(pki, "cam-a"), "cam-a").ok()
+
+
+def _link_connects(broker: DevBroker, tls: TlsSettings, host: str) -> bool:
+    hints: queue.Queue[Hint] = queue.Queue(maxsize=8)
+    link = MqttLink("cam-a", host, broker.port, hints, reconnect_delay=(1, 1), tls=tls)
+    link.start()
+    try:
+        return link.wait_connected(2.0)
+    finally:
+        link.stop()
+
+
+# paho 2.x drops the socket of a failed TLS handshake on its own thread without closing
+# it; the ResourceWarning is paho's, the refusal is what this test checks.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_agent_refuses_broker_with_wrong_ca_or_hostname(
+    broker: DevBroker, pki: DevicePki, tmp_path: Path
+) -> None:
+    assert _link_connects(broker, creds(pki, "cam-a"), "localhost")
+    other = DevicePki(tmp_path / "other")
+    other.init()
+    assert not _link_connects(broker, creds(pki, "cam-a", ca=other.ca_path), "localhost")
+    # The broker's certificate names localhost only.
+    assert not _link_connects(broker, creds(pki, "cam-a"), "127.0.0.1")
+
+
+def test_demo_tls_setup_connects_an_agent(tmp_path: Path) -> None:
+    from edgefleet.demo_tls import start_tls_broker
+
+    demo = start_tls_broker(tmp_path / "demo")
+    try:
+        assert demo.broker.url.startswith("mqtts://localhost:")
+        assert _link_connects(demo.broker, demo.device("cam-a"), "localhost")
+    finally:
+        demo.broker.stop()
+
+
+def _refused_within(broker: DevBroker, tls: TlsSettings, cid: str, clients: list[Client]) -> bool:
+    """The broker reloads the CRL on its own (DevBroker watches it): allow a few seconds."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if not connect(clients, broker, tls, cid).ok():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_enrolled_device_revoked_over_http_cannot_reconnect_to_running_broker(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """`device revoke` against a running controller and a running broker: no restart."""
+
+    from edgefleet.agent.enroll import enroll
+    from edgefleet.controller.artifacts import ArtifactStore
+    from edgefleet.controller.db import make_engine
+    from edgefleet.controller.services import NoLink, Services
+    from edgefleet.controller.settings import Settings
+    from edgefleet.controller.tokens import create_token
+    from edgefleet.controller.trust import TufSigning
+    from sqlmodel import Session
+
+    from tests.controller.conftest import serving
+
+    settings = Settings(data_dir=tmp_path / "data", auth=True)
+    settings.data_dir.mkdir(parents=True)
+    pki = DevicePki(settings.data_dir / "pki")
+    pki.init(broker_names=("localhost",))
+    engine = make_engine(settings.db_url)
+    signing = TufSigning.open(settings.data_dir)
+    store = ArtifactStore(settings.artifacts_dir)
+    services = Services(settings, engine, store, signing, NoLink())  # type: ignore[arg-type]
+    with Session(engine) as session:
+        admin = {"Authorization": f"Bearer {create_token(session, 'root', 'admin', 't')[1]}"}
+    f = pki.folder
+    tls = BrokerTls(f / "device-ca.pem", f / "broker.pem", f / "broker.key", pki.crl_path)
+    broker = DevBroker(tmp_path / "mosq", tls=tls)
+    broker.start()
+    assert broker.proc is not None
+    pid = broker.proc.pid
+    try:
+        with serving(services) as http:
+            idents = {}
+            for device in ("cam-1", "cam-2"):
+                answer = http.post("/v1/enroll-tokens", json={"device_id": device}, headers=admin)
+                token = answer.json()["token"]
+                ident = enroll(str(http.base_url), device, tmp_path / device, token)
+                idents[device] = TlsSettings(ident.ca, ident.cert, ident.key)
+            assert connect(clients, broker, idents["cam-1"], "cam-1").ok()
+            assert http.post("/v1/devices/cam-1/revoke", headers=admin).status_code == 200
+            assert _refused_within(broker, idents["cam-1"], "cam-1", clients)
+            assert connect(clients, broker, idents["cam-2"], "cam-2").ok()
+            assert broker.proc.pid == pid and broker.proc.poll() is None  # no restart
+    finally:
+        broker.stop()
+        engine.dispose()

@@ -1,0 +1,129 @@
+"""Shadow phase: agreement math (pure) and real models compared on live pipeline frames."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from edgefleet.agent.pipeline import FolderSource, Pipeline
+from edgefleet.agent.runtime.backend import Detection
+from edgefleet.agent.runtime.detector import Detector
+from edgefleet.agent.shadow import ShadowTap, agreement, run_shadow
+from edgefleet.agent.slots import ModelSlots
+from edgefleet.agent.store import ModelPointer
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES = REPO / "models" / "shapes"
+
+
+def det(cls: int, box: tuple[float, float, float, float], conf: float = 0.9) -> Detection:
+    return Detection(cls, str(cls), conf, box)
+
+
+def test_identical_outputs_agree_fully():
+    frame = [det(0, (0, 0, 10, 10)), det(1, (20, 20, 40, 40))]
+    a = agreement([(frame, list(frame))])
+    assert (a.match_rate, a.mean_iou, a.class_agreement) == (1.0, 1.0, 1.0)
+
+
+def test_shifted_box_other_class_and_a_missing_box():
+    champ = [det(0, (0, 0, 10, 10)), det(1, (20, 20, 40, 40), 0.8)]
+    chall = [det(2, (0, 0, 10, 12))]  # IoU 10/12 with the first, other class; second missed
+    a = agreement([(champ, chall)])
+    assert a.matched == 1
+    assert a.match_rate == 0.5
+    assert a.mean_iou == pytest.approx(10 / 12)
+    assert a.class_agreement == 0.0
+    assert "50% of boxes matched" in a.summary()
+
+
+def test_low_iou_is_not_a_match_and_empty_frames_agree():
+    a = agreement([([det(0, (0, 0, 10, 10))], [det(0, (8, 8, 20, 20))])])
+    assert a.matched == 0
+    assert a.match_rate == 0.0
+    assert agreement([([], [])]).match_rate == 1.0
+
+
+def _agreement_on_live_frames(champion: Path, challenger: Path) -> float:
+    slots, tap = ModelSlots(), ShadowTap()
+    slots.stage(Detector.from_onnx(champion), ModelPointer("shapes", "c", 1, "0" * 64, "c"))
+    slots.swap()
+    slots.commit()
+    pipeline = Pipeline(FolderSource(REPO / "models" / "samples"), slots, [tap], fps=0)
+    challenger_det = Detector.from_onnx(challenger)
+    pipeline.start()
+    try:
+        result = run_shadow(
+            tap, challenger_det.detect, frames=7, timeout=60, stop=threading.Event()
+        )
+    finally:
+        pipeline.stop()
+        slots.close()
+        challenger_det.close()
+    assert result.frames == 7
+    return result.match_rate
+
+
+def test_live_shadow_tells_a_retrained_model_from_a_broken_one():
+    same = _agreement_on_live_frames(SHAPES / "v2/model.onnx", SHAPES / "v2/model.onnx")
+    bad = _agreement_on_live_frames(SHAPES / "v2/model.onnx", SHAPES / "bad/model.onnx")
+    assert same == 1.0
+    assert bad < same
+
+
+def _reconciler(tmp_path: Path, min_match_rate: float | None):
+    from edgefleet.agent.reconcile import HealthCheck, Identity, Reconciler, ShadowSettings
+    from edgefleet.agent.store import DeviceStore
+    from edgefleet.shared.protocol import Fingerprint
+
+    from tests.agent.test_reconcile import FakeUpdater, Recorder
+
+    updater, reporter = FakeUpdater(), Recorder()
+    store = DeviceStore(tmp_path / "data")
+    store.load()
+    slots, tap = ModelSlots(), ShadowTap()
+    health = HealthCheck(frames=3, budget_ms=5000)
+    pipeline = Pipeline(FolderSource(REPO / "models" / "samples"), slots, [health, tap], fps=0)
+    stop = threading.Event()
+    rec = Reconciler(
+        Identity("cam-1", {}, Fingerprint(arch="x86_64"), "0.1.0"),
+        updater=updater, store=store, slots=slots, health=health, reporter=reporter,
+        loader=Detector.from_onnx, stop=stop, health_timeout_s=30,
+        shadow=ShadowSettings(tap, frames=5, timeout_s=30, min_match_rate=min_match_rate),
+    )  # fmt: skip
+    return updater, reporter, slots, pipeline, rec, stop
+
+
+@pytest.mark.parametrize(("challenger", "gate", "final"), [
+    ("v2", None, "COMMITTED"),  # report only
+    ("bad", 0.99, "FAILED"),  # a gate the broken model does not pass
+])  # fmt: skip
+def test_reconciler_reports_shadow_agreement_before_the_swap(tmp_path, challenger, gate, final):
+    from edgefleet.shared.protocol import Phase, PhaseEvent
+
+    updater, reporter, slots, pipeline, rec, stop = _reconciler(tmp_path, gate)
+    pipeline.start()
+    try:
+        updater.assign("v1", (SHAPES / "v2/model.onnx").read_bytes(), release=1)
+        assert rec.install(updater.targets[0]) is Phase.COMMITTED  # first install: no shadow
+        assert Phase.SHADOW not in reporter.phases()
+        updater.assign("v2", (SHAPES / challenger / "model.onnx").read_bytes(), release=2)
+        assert rec.install(updater.targets[0]).value == final
+        serving = slots.active.meta.version if slots.active else None
+    finally:
+        stop.set()
+        pipeline.stop()
+        slots.close()
+    shadow = [e for e in reporter.events if isinstance(e, PhaseEvent) and e.phase is Phase.SHADOW]
+    assert shadow[-1].reason is not None
+    assert "boxes matched" in shadow[-1].reason
+    phases = reporter.phases()
+    assert phases.index(Phase.SHADOW, 4) < len(phases) - 1
+    if final == "COMMITTED":
+        assert phases[-4:] == [Phase.SHADOW, Phase.SWAPPED, Phase.HEALTH_CHECK, Phase.COMMITTED]
+        assert rec.last_agreement is not None
+        assert rec.last_agreement.match_rate == 1.0
+    else:
+        assert Phase.SWAPPED not in phases[phases.index(Phase.SHADOW, 4) :]  # never served
+        assert serving == "v1"

@@ -1,0 +1,117 @@
+"""Fixtures of the controller tests: a real ONNX model, real services on tmp_path, and the
+app served by uvicorn on a free port (real HTTP, no test transport)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from edgefleet.controller.app import create_app
+from edgefleet.controller.artifacts import ArtifactStore
+from edgefleet.controller.db import make_engine
+from edgefleet.controller.serve import bind
+from edgefleet.controller.services import NoLink, Services
+from edgefleet.controller.settings import Settings
+from edgefleet.controller.trust import TufSigning
+
+from edgefleet.devbroker import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "models" / "shapes" / "v1" / "model.onnx"
+
+
+def tiny_onnx(path: Path, size: int = 32) -> Path:
+    """A valid one-node ONNX model; ``size`` changes the bytes (and so the hash)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, size, size])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["output0"])], "t", [x], [y]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def onnx_model(tmp_path: Path) -> Path:
+    """The shipped shapes model when it is in the repo, else a tiny built one."""
+    if SHIPPED.is_file():
+        return SHIPPED
+    return tiny_onnx(tmp_path / "model.onnx")
+
+
+@pytest.fixture
+def make_services(tmp_path: Path) -> Iterator[Callable[..., Services]]:
+    built: list[Services] = []
+
+    def build(database_url: str | None = None, link: object | None = None) -> Services:
+        settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.db_url)
+        services = Services(
+            settings,
+            engine,
+            ArtifactStore(settings.artifacts_dir),
+            TufSigning.open(settings.data_dir),
+            link or NoLink(),  # type: ignore[arg-type]
+        )
+        built.append(services)
+        return services
+
+    yield build
+    for s in built:
+        s.engine.dispose()
+
+
+@pytest.fixture
+def services(make_services: Callable[..., Services]) -> Services:
+    return make_services()
+
+
+@contextmanager
+def serving(services: Services) -> Iterator[httpx.Client]:
+    """Run the app with uvicorn in a thread; yield an httpx client pointed at it."""
+    sock = bind("127.0.0.1", free_port())
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(services), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            yield c
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def make_onnx() -> Callable[[Path, int], Path]:
+    """``make_onnx(path, size)``: a tiny valid ONNX model (bytes differ per size)."""
+    return tiny_onnx
+
+
+@pytest.fixture
+def serve() -> Callable[[Services], AbstractContextManager[httpx.Client]]:
+    """``with serve(services) as client:`` runs the app on a free port for the block."""
+    return serving
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[httpx.Client]:
+    with serving(services) as c:
+        yield c

@@ -1,0 +1,99 @@
+"""Enrollment and revocation over real HTTP, with the agent's own enroll code."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from edgefleet.agent.enroll import enroll
+from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
+from edgefleet.controller.pki import DevicePki
+from edgefleet.controller.services import Services
+from edgefleet.controller.tokens import create_token
+from edgefleet.shared.errors import TrustError
+from sqlmodel import Session
+
+Serve = Callable[[Services], AbstractContextManager[httpx.Client]]
+
+
+@pytest.fixture
+def system(services: Services, serve: Serve) -> Iterator[tuple[httpx.Client, Services]]:
+    services.settings = dataclasses.replace(services.settings, auth=True)
+    DevicePki(services.settings.data_dir / "pki").init(("localhost",))
+    with serve(services) as client:
+        yield client, services
+
+
+def _bearer(services: Services, role: str) -> dict[str, str]:
+    with Session(services.engine) as session:
+        _, secret = create_token(session, f"{role}-1", role, "test")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def _token(client: httpx.Client, headers: dict[str, str], device: str) -> str:
+    answer = client.post("/v1/enroll-tokens", json={"device_id": device}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["token"])
+
+
+def test_enroll_pins_roots_and_revoke_refuses_device(
+    system: tuple[httpx.Client, Services], tmp_path: Path
+) -> None:
+    client, services = system
+    url = str(client.base_url)
+    viewer, operator = _bearer(services, "viewer"), _bearer(services, "operator")
+    assert client.post("/v1/enroll-tokens", json={"device_id": "cam-1"}).status_code == 401
+    refused = client.post("/v1/enroll-tokens", json={"device_id": "cam-1"}, headers=viewer)
+    assert refused.status_code == 403
+    token = _token(client, operator, "cam-1")
+
+    agent = tmp_path / "agent"
+    ident = enroll(url, "cam-1", agent, token)
+    assert ident.key.stat().st_mode & 0o777 == 0o600
+    cert = x509.load_pem_x509_certificate(ident.cert.read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "cam-1"
+    image_root = json.loads((agent / "trust" / "image-root.json").read_text())
+    assert image_root["signed"]["_type"] == "root"
+    with pytest.raises(TrustError, match="unknown, used or expired"):
+        enroll(url, "cam-1", tmp_path / "again", token)
+
+    # pinned roots: no trust on first use, and the director chain exists for the device
+    updater = ModelUpdater(UpdaterConfig(url, "cam-1", agent))
+    try:
+        assert updater.refresh({}, None) == []
+    finally:
+        updater.close()
+
+    # a token for cam-2 cannot make a certificate for anyone else
+    with pytest.raises(TrustError, match="names another device"):
+        enroll(url, "cam-3", tmp_path / "rogue", _token(client, operator, "cam-2"))
+
+    assert client.post("/v1/devices/cam-1/revoke", headers=operator).status_code == 403
+    revoked = client.post("/v1/devices/cam-1/revoke", headers=_bearer(services, "admin"))
+    assert revoked.status_code == 200, revoked.text
+    assert str(cert.serial_number) in revoked.json()["serials"]
+    crl = x509.load_pem_x509_crl(
+        DevicePki(services.settings.data_dir / "pki").crl_path.read_bytes()
+    )
+    assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    served = client.get("/tuf/director/cam-1/metadata/timestamp.json")
+    assert served.status_code == 403
+    assert client.get("/tuf/director/cam-2/metadata/timestamp.json").status_code == 200
+    heard: list[str] = []
+    handle = services.revoked.filter(lambda topic, _payload: heard.append(topic))
+    handle("edgefleet/v1/devices/cam-1/state", b"{}")
+    handle("edgefleet/v1/devices/cam-2/state", b"{}")
+    assert heard == ["edgefleet/v1/devices/cam-2/state"]
+    again = client.post("/v1/enroll-tokens", json={"device_id": "cam-1"}, headers=operator)
+    assert again.status_code == 400 and "revoked" in again.json()["detail"]
+    audit = client.get("/v1/audit", headers=viewer).json()["data"]
+    assert ("admin-1", "revoke", "device:cam-1") in {
+        (a["actor"], a["action"], a["target"]) for a in audit
+    }

@@ -1,0 +1,178 @@
+"""Canary gates over telemetry windows, canary against control (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from edgefleet.controller.rollouts.advance import Member, Next, Snapshot, plan
+from edgefleet.controller.rollouts.gates import (
+    Aggregate,
+    Installs,
+    Outcome,
+    Verdict,
+    evaluate,
+    evaluate_gate,
+    stage_outcome,
+)
+from edgefleet.controller.rollouts.spec import ML_GATES, Gate, Metric, RolloutSpec
+from edgefleet.shared.histogram import CONFIDENCE_EDGES, LATENCY_EDGES_MS, bin_counts
+from edgefleet.shared.protocol import TelemetryWindow
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+OK_INSTALLS = Installs(assigned=1, committed=1, failed=0)
+
+
+def window(confidences: list[float], latencies: list[float], low: float = 0.5) -> TelemetryWindow:
+    return TelemetryWindow(
+        device_id="d", model="m", version="v", window_start=T0, window_end=T0,
+        frames=len(latencies), latency_edges_ms=list(LATENCY_EDGES_MS),
+        latency_counts=bin_counts(latencies, LATENCY_EDGES_MS),
+        confidence_edges=list(CONFIDENCE_EDGES),
+        confidence_counts=bin_counts(confidences, CONFIDENCE_EDGES),
+        detections=len(confidences), low_confidence=sum(c < low for c in confidences),
+    )  # fmt: skip
+
+
+def group(mean_conf: float, latency_ms: float, seed: int, windows: int = 5) -> Aggregate:
+    rng = np.random.default_rng(seed)
+    return Aggregate.of(
+        window(
+            list(np.clip(rng.normal(mean_conf, 0.08, 40), 0.26, 1.0)),
+            list(rng.normal(latency_ms, 1.0, 30)),
+        )
+        for _ in range(windows)
+    )
+
+
+def by_metric(results: list) -> dict:  # type: ignore[type-arg]
+    return {r.metric: r for r in results}
+
+
+def test_a_good_canary_passes_every_ml_gate() -> None:
+    res = by_metric(evaluate(ML_GATES, group(0.8, 10, 1), group(0.8, 10, 2), OK_INSTALLS))
+    assert {r.verdict for r in res.values()} == {Verdict.PASS}, res
+    assert res["mean_confidence_ratio"].value == pytest.approx(1.0, abs=0.05)
+    assert res["confidence_rank"].value == pytest.approx(0.5, abs=0.1)
+    assert res["p95_latency_ratio"].samples == 150
+
+
+def test_a_less_confident_canary_fails_the_confidence_gates() -> None:
+    res = by_metric(evaluate(ML_GATES, group(0.5, 10, 1), group(0.8, 10, 2), OK_INSTALLS))
+    for metric in ("mean_confidence_ratio", "psi", "low_confidence_share", "confidence_rank"):
+        assert res[metric].verdict is Verdict.FAIL, res[metric]
+    assert res["p95_latency_ratio"].verdict is Verdict.PASS
+    assert res["install_success_rate"].verdict is Verdict.PASS
+
+
+def test_a_slow_canary_fails_latency_only() -> None:
+    res = by_metric(evaluate(ML_GATES, group(0.8, 60, 1), group(0.8, 10, 2), OK_INSTALLS))
+    assert res["p95_latency_ratio"].verdict is Verdict.FAIL
+    assert res["mean_confidence_ratio"].verdict is Verdict.PASS
+
+
+def test_missing_or_thin_data_is_nodata_never_a_pass() -> None:
+    empty = Aggregate()
+    res = by_metric(evaluate(ML_GATES, empty, group(0.8, 10, 2), Installs(1, 0, 0)))
+    assert {r.verdict for r in res.values()} == {Verdict.NODATA}
+    thin = Gate(metric=Metric.MEAN_CONFIDENCE_RATIO, threshold=0.9, min_samples=10_000)
+    r = evaluate_gate(thin, group(0.2, 10, 1), group(0.8, 10, 2), OK_INSTALLS)
+    assert r.verdict is Verdict.NODATA and r.value is not None  # shown, but not judged
+
+
+def test_install_failures_fail_even_without_install_gates() -> None:
+    results = evaluate([], Aggregate(), Aggregate(), Installs(assigned=2, committed=1, failed=1))
+    assert [(r.metric, r.verdict) for r in results] == [("errors", Verdict.FAIL)]
+    rate = Gate(metric=Metric.INSTALL_SUCCESS_RATE, threshold=1.0)
+    assert evaluate_gate(rate, Aggregate(), Aggregate(), Installs(2, 1, 1)).value == 0.5
+
+
+def test_baseline_replaces_control_for_drift() -> None:
+    canary = group(0.8, 10, 1)
+    psi_gate = Gate(metric=Metric.PSI, threshold=0.2, min_samples=10)
+    shifted = bin_counts(list(np.full(500, 0.3)), CONFIDENCE_EDGES)
+    r = evaluate_gate(psi_gate, canary, group(0.8, 10, 2), OK_INSTALLS, baseline=shifted)
+    assert r.verdict is Verdict.FAIL and "baseline" in r.detail
+
+
+def test_stage_outcome_rules() -> None:
+    good = evaluate(ML_GATES, group(0.8, 10, 1), group(0.8, 10, 2), OK_INSTALLS)
+    bad = evaluate(ML_GATES, group(0.5, 10, 1), group(0.8, 10, 2), OK_INSTALLS)
+    none = evaluate(ML_GATES, Aggregate(), Aggregate(), Installs(1, 1, 0))
+    assert stage_outcome(bad, soak_over=False, grace_over=False) is Outcome.FAILED  # early
+    assert stage_outcome(good, soak_over=False, grace_over=False) is Outcome.PENDING
+    assert stage_outcome(good, soak_over=True, grace_over=False) is Outcome.SUCCESSFUL
+    assert stage_outcome(none, soak_over=True, grace_over=False) is Outcome.PENDING
+    assert stage_outcome(none, soak_over=True, grace_over=True) is Outcome.INCONCLUSIVE
+
+
+# --- one scheduler tick, decided purely ----------------------------------------------------
+
+
+def _spec(**kw: object) -> RolloutSpec:
+    return RolloutSpec.model_validate({"model": "m", "version": "v2", **kw})
+
+
+def _fleet(n: int, **state: Member) -> dict[str, Member]:
+    members = {f"cam-{i:02d}": Member({"site": f"s{i % 2}"}) for i in range(n)}
+    members.update(state)
+    return members
+
+
+def test_plan_assigns_the_first_stage_then_waits_for_commits() -> None:
+    spec = _spec(stages="1,50%,100%", soak_s=60)
+    p = plan(Snapshot(1, spec, 0, None, _fleet(10)), T0)
+    assert len(p.assign) == 1 and p.next is Next.STAY and p.ready_at is None
+    d = p.assign[0]
+    assigned = _fleet(10, **{d: Member({"site": "s0"}, assigned=True)})
+    assert plan(Snapshot(1, spec, 0, None, assigned), T0).assign == []
+    done = _fleet(10, **{d: Member({"site": "s0"}, assigned=True, done=True)})
+    p = plan(Snapshot(1, spec, 0, None, done), T0)
+    assert p.ready_at == T0 and p.next is Next.STAY  # soak starts
+    p = plan(Snapshot(1, spec, 0, T0, done), T0 + timedelta(seconds=61))
+    assert p.next is Next.NEXT_STAGE
+
+
+def test_plan_respects_max_concurrent_and_maintenance_windows() -> None:
+    spec = _spec(max_concurrent=2)
+    assert len(plan(Snapshot(1, spec, 0, None, _fleet(10)), T0).assign) == 2
+    closed = _spec(maintenance_windows=[{"cron": "* 3 * * *", "selector": {"site": "s0"}}])
+    p = plan(Snapshot(1, closed, 0, None, _fleet(10)), T0)  # 12:00, window is 03:xx
+    assert sorted(p.assign) == [f"cam-{i:02d}" for i in range(1, 10, 2)]  # s1 only
+
+
+def test_plan_fails_a_stage_on_a_failing_gate_and_names_it() -> None:
+    spec = _spec(stages="1,100%", gates="ml", on_failure="rollback")
+    bad = evaluate(spec.gates, group(0.5, 10, 1), group(0.8, 10, 2), OK_INSTALLS)
+    members = _fleet(4, **{"cam-00": Member({}, assigned=True, done=True)})
+    p = plan(Snapshot(1, spec, 0, T0, members, bad), T0)
+    assert p.next is Next.FAIL
+    assert p.reason is not None and "mean_confidence_ratio" in p.reason
+    assert p.reason.startswith("stage 1 (1) failed")
+
+
+def test_plan_pauses_inconclusive_and_succeeds_the_last_stage() -> None:
+    spec = _spec(gates="ml", soak_s=10, nodata_grace_s=5)
+    members = {f"d{i}": Member({}, assigned=True, done=True) for i in range(3)}
+    none = evaluate(spec.gates, Aggregate(), Aggregate(), Installs(3, 3, 0))
+    assert plan(Snapshot(1, spec, 0, T0, members, none), T0 + timedelta(seconds=12)).next is (
+        Next.STAY
+    )
+    assert plan(Snapshot(1, spec, 0, T0, members, none), T0 + timedelta(seconds=16)).next is (
+        Next.PAUSE
+    )
+    good = evaluate(spec.gates, group(0.8, 10, 1), group(0.8, 10, 2), Installs(3, 3, 0))
+    assert plan(Snapshot(1, spec, 0, T0, members, good), T0 + timedelta(seconds=10)).next is (
+        Next.SUCCEED
+    )
+
+
+def test_a_canary_that_sees_less_fails_the_detection_rate_gate() -> None:
+    gate = Gate(metric=Metric.DETECTION_RATE_RATIO, threshold=0.7, min_samples=20)
+    fewer = Aggregate.of(window([0.4] * 10, [8.0] * 30) for _ in range(3))
+    r = evaluate_gate(gate, fewer, group(0.8, 10, 2), OK_INSTALLS)
+    assert r.verdict is Verdict.FAIL and r.value == pytest.approx(10 / 40)
+    assert evaluate_gate(gate, group(0.8, 10, 1), group(0.8, 10, 2), OK_INSTALLS).verdict is (
+        Verdict.PASS
+    )

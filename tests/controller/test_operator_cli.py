@@ -1,0 +1,166 @@
+"""The operator CLI as a user runs it: subprocesses against a real controller process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgefleet.devbroker import free_port
+
+START_TIMEOUT = 30.0  # seconds
+SERVE = [sys.executable, "-m", "edgefleet", "controller", "serve"]
+
+
+def run_cli(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EDGEFLEET_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "edgefleet", *args],
+        capture_output=True, text=True, env=env, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 1, proc
+    assert "Traceback" not in proc.stderr
+    # Upload progress may precede the error; the error itself is one line.
+    lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("upload")]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("edgefleet: error: ")
+    for n in needles:
+        assert n in lines[0]
+
+
+def start_controller(data: Path, port: int) -> subprocess.Popen[str]:
+    # A broker port nobody listens on: the controller must serve REST regardless.
+    mqtt = f"mqtt://127.0.0.1:{free_port()}"
+    argv = [*SERVE, "--data", str(data), "--mqtt", mqtt, "--listen", f"127.0.0.1:{port}"]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def controller_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = start_controller(tmp_path / "data", port)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.communicate()[0]
+            pytest.fail(f"controller did not start:\n{out}")
+        time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out = proc.communicate(timeout=15)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("controller ignored SIGTERM")
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out
+
+
+def test_push_list_rollout_status(controller_url: str, onnx_model: Path) -> None:
+    pushed = run_cli("model", "push", "shapes", str(onnx_model), url=controller_url)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "pushed shapes:v1 (release 1" in pushed.stdout
+    assert "bytes" in pushed.stderr  # upload progress
+
+    listed = run_cli("model", "list", url=controller_url)
+    assert listed.returncode == 0 and "shapes" in listed.stdout and "v1" in listed.stdout
+    as_json = json.loads(run_cli("model", "list", "--json", url=controller_url).stdout)
+    assert as_json[0]["name"] == "shapes" and as_json[0]["versions"][0]["release"] == 1
+
+    devices = run_cli("device", "list", "--json", url=controller_url)
+    assert devices.returncode == 0 and json.loads(devices.stdout) == []
+    table = run_cli("device", "list", url=controller_url)
+    headers = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS"]
+    assert table.stdout.split()[:7] == headers
+
+    created = run_cli("rollout", "create", "shapes:v1", "--selector", "site=a",
+                      url=controller_url)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("rollout 1: shapes:v1 to site=a")
+    status = json.loads(run_cli("rollout", "status", "1", "--json", url=controller_url).stdout)
+    assert (status["id"], status["selector"], status["total"]) == (1, {"site": "a"}, 0)
+
+
+def test_errors_are_one_line(controller_url: str, onnx_model: Path, tmp_path: Path) -> None:
+    assert_one_line_error(
+        run_cli("rollout", "create", "nope:v1", url=controller_url), "unknown model 'nope'"
+    )
+    assert_one_line_error(run_cli("rollout", "create", "nope", url=controller_url), "NAME:VERSION")
+    assert_one_line_error(run_cli("rollout", "status", "99", url=controller_url), "unknown rollout")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"definitely not a model")
+    assert_one_line_error(
+        run_cli("model", "push", "shapes", str(bad), url=controller_url), "not a valid ONNX model"
+    )
+    assert_one_line_error(
+        run_cli("model", "push", "shapes", str(tmp_path / "missing.onnx"), url=controller_url),
+        "no such file",
+    )
+    assert run_cli("model", "push", "shapes", str(onnx_model), url=controller_url).returncode == 0
+    assert_one_line_error(
+        run_cli("model", "push", "shapes", str(onnx_model), "--version", "v1", url=controller_url),
+        "already has version 'v1'",
+    )
+
+
+def test_unreachable_controller(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (("model", "list"), ("device", "list", "--json"), ("rollout", "status", "1")):
+        assert_one_line_error(run_cli(*args, url=url), f"cannot reach the controller at {url}")
+
+
+def test_serve_port_in_use_is_one_line(controller_url: str, tmp_path: Path) -> None:
+    port = controller_url.rsplit(":", 1)[1]
+    argv = [*SERVE, "--data", str(tmp_path / "d2"), "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert_one_line_error(proc, f"cannot listen on 127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--mqtt", "http://x"], "bad MQTT URL"),
+        (["--listen", "nonsense"], "bad --listen"),
+        (["--database-url", "nosuchdb://x"], "bad database URL"),
+    ],
+)
+def test_serve_bad_settings_are_one_line(tmp_path: Path, extra: list[str], needle: str) -> None:
+    argv = [*SERVE, "--data", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}", *extra]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert_one_line_error(proc, needle)
+
+
+@pytest.mark.export
+@pytest.mark.slow
+def test_push_pt_exports_onnx_first(controller_url: str, tmp_path: Path, repo_root: Path) -> None:
+    pytest.importorskip("ultralytics", reason="needs the export extra")
+    pt = repo_root / "models" / "shapes" / "v1" / "model.pt"
+    if not pt.is_file():
+        pytest.skip("models/shapes/v1/model.pt is not in this checkout")
+    before = {p.name for p in pt.parent.iterdir()}
+    pushed = run_cli("model", "push", "shapes", str(pt), url=controller_url, timeout=300)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "pushed shapes:v1" in pushed.stdout
+    assert {p.name for p in pt.parent.iterdir()} == before  # nothing written beside the .pt
+    versions = httpx.get(f"{controller_url}/v1/models/shapes/versions").json()["data"]
+    assert versions[0]["format"] == "onnx" and versions[0]["length"] > 0

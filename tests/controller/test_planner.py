@@ -1,0 +1,76 @@
+"""The pure rollout functions: selectors and progress from device reports."""
+
+from __future__ import annotations
+
+from edgefleet.controller.rollouts.planner import (
+    DeviceReport,
+    RolloutState,
+    matches,
+    rollout_progress,
+    select_devices,
+)
+
+
+def test_selector_matches_every_pair() -> None:
+    assert matches({"site": "a"}, {"site": "a", "line": "1"})
+    assert not matches({"site": "a", "line": "2"}, {"site": "a", "line": "1"})
+    assert not matches({"site": "a"}, {})
+    assert matches({}, {"site": "b"})
+
+
+def test_select_devices_sorted() -> None:
+    fleet = [("d2", {"site": "a"}), ("d1", {"site": "a"}), ("d3", {"site": "b"})]
+    assert select_devices({"site": "a"}, fleet) == ["d1", "d2"]
+    assert select_devices({}, fleet) == ["d1", "d2", "d3"]
+
+
+def _r(device_id: str, **kw: str | None) -> DeviceReport:
+    return DeviceReport(device_id=device_id, desired_model="m", desired_version="v2", **kw)  # type: ignore[arg-type]
+
+
+def test_running_until_every_device_committed() -> None:
+    reports = [
+        _r("a", model="m", version="v2", phase="COMMITTED"),
+        _r("b", model="m", version="v2", phase="HEALTH_CHECK"),
+        _r("c", model="m", version="v1", phase="DOWNLOADING"),
+    ]
+    p = rollout_progress("m", "v2", reports)
+    assert p.state is RolloutState.RUNNING
+    assert (p.total, p.done, p.failed) == (3, 1, 0)
+
+
+def test_succeeded_when_all_committed() -> None:
+    reports = [_r(d, model="m", version="v2", phase="COMMITTED") for d in "ab"]
+    assert rollout_progress("m", "v2", reports).state is RolloutState.SUCCEEDED
+
+
+def test_empty_rollout_is_vacuously_succeeded() -> None:
+    assert rollout_progress("m", "v2", []).state is RolloutState.SUCCEEDED
+
+
+def test_revert_while_aiming_at_version_fails_rollout() -> None:
+    reports = [
+        _r("a", model="m", version="v2", phase="COMMITTED"),
+        _r("b", model="m", version="v1", phase="REVERTED"),
+    ]
+    p = rollout_progress("m", "v2", reports)
+    assert p.state is RolloutState.FAILED
+    assert [d.failed for d in p.devices] == [False, True]
+
+
+def test_failed_event_for_version_counts_even_after_retargeting() -> None:
+    report = DeviceReport(
+        "a", model="m", version="v1", phase="REVERTED",
+        desired_model="m", desired_version="v3", failed_model="m", failed_version="v2",
+    )  # fmt: skip
+    assert rollout_progress("m", "v2", [report]).state is RolloutState.FAILED
+    # ... but a revert of v2 says nothing about a rollout of v3 beyond "not yet".
+    other = DeviceReport("a", model="m", version="v1", phase="IDLE", failed_model="m",
+                         failed_version="v2")  # fmt: skip
+    assert rollout_progress("m", "v3", [other]).state is RolloutState.RUNNING
+
+
+def test_committed_on_target_is_not_failed_by_old_failure() -> None:
+    report = _r("a", model="m", version="v2", phase="COMMITTED", failed_model="m",
+                failed_version="v2")  # fmt: skip
+    assert rollout_progress("m", "v2", [report]).state is RolloutState.SUCCEEDED

@@ -1,0 +1,151 @@
+"""The rollout spec: one model for the API body, the CLI flags and the YAML file."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+from edgefleet.controller.rollouts.spec import (
+    ML_GATES,
+    Metric,
+    RolloutSpec,
+    Stage,
+    parse_duration,
+    parse_stages,
+)
+from edgefleet.controller.rollouts.windows import cron_matches, may_install, parse_cron
+from pydantic import ValidationError
+
+YAML = """
+model: shapes
+version: v2
+selector: {fleet: demo}
+stages: "1,10%,50%,100%"
+soak: 5m
+gates:
+  - {metric: mean_confidence_ratio, threshold: 0.9, min_samples: 50}
+  - {metric: psi, threshold: 0.2, min_samples: 50}
+on_failure: rollback
+max_concurrent: 5
+maintenance_windows:
+  - {cron: "* 1-4 * * *", timezone: Europe/Berlin, selector: {site: store-1}}
+priority: 3
+stratify_by: site
+"""
+
+
+def test_yaml_file_is_the_same_spec_as_the_api_body() -> None:
+    spec = RolloutSpec.model_validate(yaml.safe_load(YAML))
+    assert [str(s) for s in spec.stages] == ["1", "10%", "50%", "100%"]
+    assert spec.soak_s == 300.0
+    assert spec.gates[0].metric is Metric.MEAN_CONFIDENCE_RATIO
+    assert (spec.on_failure, spec.max_concurrent, spec.priority) == ("rollback", 5, 3)
+    # What the API stores and returns validates back to the same spec.
+    assert RolloutSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
+def test_defaults_are_the_skeleton_single_full_stage() -> None:
+    spec = RolloutSpec(model="m", version="v1")
+    assert spec.stage_counts(7) == [7]
+    assert (spec.soak_s, spec.gates, spec.on_failure) == (0.0, [], "pause")
+    assert spec.control_labels == []
+
+
+def test_control_is_matched_on_the_stratum_unless_told_otherwise() -> None:
+    assert RolloutSpec(model="m", version="v", stratify_by="site").control_labels == ["site"]
+    spec = RolloutSpec(model="m", version="v", stratify_by="site", match_labels=["site", "cam"])
+    assert spec.control_labels == ["site", "cam"]
+
+
+def test_stage_counts_round_up_and_never_shrink() -> None:
+    spec = RolloutSpec(model="m", version="v", stages="1,10%,50%,100%")  # type: ignore[arg-type]
+    assert spec.stage_counts(20) == [1, 2, 10, 20]
+    assert spec.stage_counts(10) == [1, 1, 5, 10]
+    assert spec.stage_counts(3) == [1, 1, 2, 3]
+    assert spec.stage_counts(0) == [0, 0, 0, 0]
+    assert RolloutSpec(model="m", version="v", stages="5,1").stage_counts(10) == [5, 5]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30", 30.0), ("30s", 30.0), ("5m", 300.0), ("1.5h", 5400.0),
+                          ("250ms", 0.25)],
+)  # fmt: skip
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"stages": "1,ten%"}, {"stages": "0"}, {"stages": "150%"}, {"soak": "5 parsecs"},
+     {"on_failure": "explode"}, {"gates": [{"metric": "vibes", "threshold": 1}]},
+     {"maintenance_windows": [{"cron": "* 25 * * *"}]},
+     {"maintenance_windows": [{"cron": "* * * *"}]},
+     {"maintenance_windows": [{"cron": "* * * * *", "timezone": "Mars/Olympus"}]},
+     {"surprise": 1}],
+)  # fmt: skip
+def test_bad_specs_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        RolloutSpec.model_validate({"model": "m", "version": "v", **bad})
+
+
+def test_ml_gates_shortcut() -> None:
+    spec = RolloutSpec.model_validate({"model": "m", "version": "v", "gates": "ml"})
+    assert spec.gates == list(ML_GATES)
+
+
+def test_parse_stages() -> None:
+    assert parse_stages("1, 25%") == [Stage(count=1), Stage(percent=25)]
+    with pytest.raises(ValueError, match="no stages"):
+        parse_stages(" , ")
+
+
+def test_cron_fields() -> None:
+    assert parse_cron("*/15 1-3 * * 1,5")[0] == frozenset({0, 15, 30, 45})
+    tue_0230 = datetime(2026, 11, 24, 2, 30, tzinfo=timezone.utc)  # a Tuesday
+    assert cron_matches("* 2 * * 2", tue_0230)
+    assert not cron_matches("* 2 * * 0,6", tue_0230)
+    assert cron_matches("30 2 24 11 *", tue_0230)
+    assert cron_matches("* * * * 7", datetime(2026, 11, 29, 0, 0, tzinfo=timezone.utc))  # Sunday
+
+
+def test_maintenance_window_in_its_time_zone_and_selector() -> None:
+    spec = RolloutSpec.model_validate(yaml.safe_load(YAML))
+    windows = spec.maintenance_windows
+    utc_0130 = datetime(2026, 11, 23, 1, 30, tzinfo=timezone.utc)  # 02:30 in Berlin
+    utc_0430 = datetime(2026, 11, 23, 4, 30, tzinfo=timezone.utc)  # 05:30 in Berlin
+    assert may_install(windows, {"site": "store-1"}, utc_0130)
+    assert not may_install(windows, {"site": "store-1"}, utc_0430)
+    assert may_install(windows, {"site": "store-2"}, utc_0430)  # no window covers it
+
+
+def test_cli_builds_the_same_spec_from_a_file_and_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+
+    from edgefleet.controller.operator_cmds import rollout_body
+    from edgefleet.shared.errors import ConfigError
+
+    path = tmp_path / "rollout.yaml"
+    path.write_text(YAML)
+
+    def ns(**kw: object) -> argparse.Namespace:
+        base = {"file": None, "target": None, "selector": [], "stages": None, "soak": None,
+                "on_failure": None, "gate": [], "max_concurrent": None, "stratify_by": None,
+                "priority": None}  # fmt: skip
+        return argparse.Namespace(**{**base, **kw})
+
+    from_file = rollout_body(ns(file=str(path)))
+    assert from_file == RolloutSpec.model_validate(yaml.safe_load(YAML)).model_dump(mode="json")
+    overridden = rollout_body(ns(file=str(path), target="shapes:v9", soak="10s",
+                                 gate=["psi:0.3:20"], selector=["line=2"]))  # fmt: skip
+    assert (overridden["version"], overridden["soak_s"]) == ("v9", 10.0)
+    assert overridden["selector"] == {"fleet": "demo", "line": "2"}
+    assert [g["metric"] for g in overridden["gates"]] == ["psi"]
+    plain = rollout_body(ns(target="shapes:v2", gate=["ml"]))
+    assert plain["stages"] == [{"count": None, "percent": 100.0}]
+    assert len(plain["gates"]) == len(ML_GATES)
+    for bad, msg in ((ns(), "NAME:VERSION"), (ns(target="m:v", stages="1,x%"), "stages"),
+                     (ns(target="m:v", gate=["psi"]), "bad gate"),
+                     (ns(file=str(tmp_path / "nope.yaml")), "cannot read")):  # fmt: skip
+        with pytest.raises(ConfigError, match=msg):
+            rollout_body(bad)

@@ -1,0 +1,143 @@
+"""Real processes for end-to-end tests: a controller and agents on a private Mosquitto."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from edgefleet.devbroker import DevBroker, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "models" / "samples"
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgefleet", *args]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Procs:
+    folder: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with (self.folder / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.running[name] = proc
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.running.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+
+@dataclass
+class System:
+    broker: DevBroker
+    url: str
+    data: Path
+    procs: Procs
+    http: httpx.Client
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "EDGEFLEET_URL": self.url}
+
+    def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli(*args), capture_output=True, text=True, env=self.env(), timeout=120
+        )
+
+    def start_agent(self, device_id: str, labels: dict[str, str]) -> Path:
+        cfg = {
+            "device_id": device_id,
+            "labels": labels,
+            "controller_url": self.url,
+            "mqtt_url": self.broker.url,
+            "data_dir": str(self.procs.folder / device_id),
+            "source": {"kind": "folder", "path": str(SAMPLES), "fps": 10},
+            "poll_interval_s": 5,
+            "telemetry_window_s": 2,
+        }
+        path = self.procs.folder / f"{device_id}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        self.procs.start(device_id, cli("agent", "run", "--config", str(path)))
+        return path
+
+    def device(self, device_id: str) -> dict[str, Any] | None:
+        r = self.http.get(f"/v1/devices/{device_id}")
+        return r.json() if r.status_code == 200 else None
+
+
+@contextlib.contextmanager
+def running_system(tmp_path: Path, data: Path | None = None) -> Iterator[System]:
+    """A private broker and a real controller process; everything stopped afterwards.
+
+    ``data`` may be prepared beforehand (e.g. an alerts.yaml in it) and defaults to
+    ``tmp_path / "controller"``.
+    """
+    broker = DevBroker(tmp_path / "mosquitto").start()
+    procs = Procs(tmp_path)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = data or tmp_path / "controller"
+    procs.start("controller", cli(
+        "controller", "serve", "--data", str(data), "--mqtt", broker.url,
+        "--listen", f"127.0.0.1:{port}",
+    ))  # fmt: skip
+    http = httpx.Client(base_url=url, timeout=10)
+
+    def healthy() -> bool:
+        try:
+            return http.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for("controller /healthz", healthy, timeout=60)
+        yield System(broker, url, data, procs, http)
+    finally:
+        http.close()
+        procs.stop_all()
+        broker.stop()
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[System]:
+    with running_system(tmp_path) as s:
+        yield s
