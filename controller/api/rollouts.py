@@ -1,0 +1,83 @@
+"""/v1/rollouts: staged rollouts (the spec in ``rollouts/spec.py``) and operator actions.
+
+Who acts (the audit log's actor) is the API token's name when the controller runs with
+``--auth``, else the ``X-Edgefleet-Actor`` header (the CLI sends the OS user).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from edgefleet.controller.api.deps import (
+    ActorNameDep,
+    ServicesDep,
+    SessionDep,
+    http_errors,
+    one_line,
+)
+from edgefleet.controller.models import Rollout, RolloutPublic, RolloutsPublic
+from edgefleet.controller.rollouts import actions, service
+from edgefleet.controller.rollouts.spec import RolloutSpec
+from edgefleet.controller.services import Services
+from fastapi import APIRouter, HTTPException
+from sqlmodel import col, select
+
+router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+
+Action = Literal["pause", "resume", "abort", "rollback", "promote"]
+
+
+def deps_of(services: Services) -> service.Deps:
+    from edgefleet.controller.cards import CardStore
+
+    cards = CardStore(services.settings.data_dir / "cards")
+    return service.Deps(services.signing, services.link, services.store.path_for, cards)
+
+
+@router.post("", response_model=RolloutPublic)
+def create_rollout(
+    body: RolloutSpec, session: SessionDep, services: ServicesDep, actor: ActorNameDep
+) -> RolloutPublic:
+    with http_errors():
+        rollout = service.create_rollout(
+            session, deps_of(services), body, actor, now=services.clock()
+        )
+        return service.rollout_public(session, rollout)
+
+
+@router.get("", response_model=RolloutsPublic)
+def list_rollouts(session: SessionDep) -> RolloutsPublic:
+    rows = session.exec(select(Rollout).order_by(col(Rollout.id))).all()
+    data = [service.rollout_public(session, r) for r in rows]
+    return RolloutsPublic(data=data, count=len(data))
+
+
+@router.get("/{rollout_id}", response_model=RolloutPublic)
+def get_rollout(rollout_id: int, session: SessionDep) -> RolloutPublic:
+    with http_errors():
+        return service.rollout_public(session, service.get_rollout(session, rollout_id))
+
+
+@router.post("/{rollout_id}/{action}", response_model=RolloutPublic)
+def act(
+    rollout_id: int,
+    action: Action,
+    session: SessionDep,
+    services: ServicesDep,
+    actor: ActorNameDep,
+) -> RolloutPublic:
+    """pause | resume | abort | rollback | promote, recorded in the audit log."""
+    try:
+        with http_errors(), service.TICK_LOCK:
+            rollout = service.get_rollout(session, rollout_id)
+            now = services.clock()
+            if action in ("rollback", "abort"):
+                getattr(actions, action)(session, deps_of(services), rollout, actor, now)
+            else:
+                getattr(actions, action)(session, rollout, actor, now)
+            session.refresh(rollout)
+            return service.rollout_public(session, rollout)
+    except HTTPException as e:
+        if isinstance(e.__cause__, actions.ActionRefusedError):
+            raise HTTPException(409, one_line(e.__cause__.reason)) from e
+        raise

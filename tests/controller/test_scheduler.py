@@ -1,0 +1,353 @@
+"""The scheduler over a real database, real TUF signing and the real ingest: stages,
+gates, the lease, a restart, operator actions and the audit log.
+
+Devices speak through ``Ingest.handle`` with the real wire payloads (the broker itself is
+exercised in tests/e2e/test_canary.py); the clock is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from edgefleet.controller.cards import CardStore
+from edgefleet.controller.ingest import Ingest
+from edgefleet.controller.models import Device
+from edgefleet.controller.registry import push_version
+from edgefleet.controller.rollouts.scheduler import Scheduler
+from edgefleet.controller.rollouts.service import Deps
+from edgefleet.controller.services import NoLink, Services
+from edgefleet.shared.card import ModelCard
+from edgefleet.shared.histogram import CONFIDENCE_EDGES, LATENCY_EDGES_MS, bin_counts
+from edgefleet.shared.protocol import DeviceState, Phase, Status, TelemetryWindow
+from edgefleet.shared.topics import Channel, device_topic
+from sqlmodel import Session, select
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class Fleet:
+    """Devices that report through the controller's real ingest."""
+
+    def __init__(self, services: Services, clock: Clock) -> None:
+        self.services, self.clock = services, clock
+        self.ingest = Ingest(services.engine, services.signing, services.link,
+                             services.stats, clock=clock)  # fmt: skip
+        self.running: dict[str, str | None] = {}
+        self.labels: dict[str, dict[str, str]] = {}
+
+    def add(self, device_id: str, version: str | None, **labels: str) -> None:
+        self.labels[device_id] = labels
+        self.report(device_id, version)
+        self.ingest.handle(device_topic(device_id, Channel.STATUS),
+                           Status(device_id=device_id, online=True).to_bytes())  # fmt: skip
+
+    def report(self, device_id: str, version: str | None, phase: Phase = Phase.COMMITTED) -> None:
+        self.running[device_id] = version
+        state = DeviceState(
+            device_id=device_id,
+            model="shapes" if version else None,
+            version=version,
+            phase=phase,
+            labels=self.labels[device_id],
+        )
+        self.ingest.handle(device_topic(device_id, Channel.STATE), state.to_bytes())
+
+    def follow_director(self) -> None:
+        """Every device installs what its director metadata now lists (as agents do)."""
+        with Session(self.services.engine) as s:
+            for d in s.exec(select(Device)).all():
+                if d.desired_version and d.desired_version != self.running.get(d.device_id):
+                    self.report(d.device_id, d.desired_version)
+
+    def telemetry(self, conf: dict[str, float], seconds: float = 10) -> None:
+        """One window per device; confidence by the version each runs."""
+        start = self.clock.now
+        for device_id, version in self.running.items():
+            c = conf.get(version or "", 0.8)
+            values = [min(1.0, c + 0.01 * (i % 7)) for i in range(40)]
+            w = TelemetryWindow(
+                device_id=device_id, model="shapes", version=version, window_start=start,
+                window_end=start + timedelta(seconds=seconds), frames=30,
+                latency_edges_ms=list(LATENCY_EDGES_MS),
+                latency_counts=bin_counts([8.0] * 30, LATENCY_EDGES_MS),
+                confidence_edges=list(CONFIDENCE_EDGES),
+                confidence_counts=bin_counts(values, CONFIDENCE_EDGES),
+                detections=40, low_confidence=sum(v < 0.5 for v in values),
+            )  # fmt: skip
+            self.ingest.handle(device_topic(device_id, Channel.TELEMETRY), w.to_bytes())
+        self.clock.tick(seconds)
+
+
+@pytest.fixture
+def setup(
+    services: Services,
+    serve: Callable[[Services], object],
+    onnx_model: Path,
+    tmp_path: Path,
+    make_onnx: Callable[[Path, int], Path],
+) -> tuple[Services, Clock, Fleet]:
+    clock = Clock()
+    services.clock = clock  # the REST handlers start rollouts on the test's clock
+    fleet = Fleet(services, clock)
+    with Session(services.engine) as s:
+        for version, path in (("v1", onnx_model), ("v2", make_onnx(tmp_path / "b.onnx", 40))):
+            with path.open("rb") as f:
+                push_version(s, services.store, services.signing, "shapes", f, version=version)
+    for i in range(10):
+        fleet.add(f"cam-{i}", "v1", site=f"s{i % 2}")
+    return services, clock, fleet
+
+
+def _deps(services: Services) -> Deps:
+    return Deps(services.signing, services.link, services.store.path_for)
+
+
+def _create(client: httpx.Client, actor: str = "alice", **spec: object) -> dict:  # type: ignore[type-arg]
+    body = {"model": "shapes", "version": "v2", **spec}
+    r = client.post("/v1/rollouts", json=body, headers={"X-Edgefleet-Actor": actor})
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+GATES = [
+    {"metric": "mean_confidence_ratio", "threshold": 0.9, "min_samples": 40},
+    {"metric": "confidence_rank", "threshold": 0.35, "min_samples": 40},
+]
+
+
+def _drive(sched: Scheduler, fleet: Fleet, conf: dict[str, float], rounds: int) -> None:
+    for _ in range(rounds):
+        sched.round()
+        fleet.follow_director()
+        fleet.telemetry(conf)
+
+
+def test_good_version_walks_every_stage(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        r = _create(client, stages="1,20%,50%,100%", soak_s=15, gates=GATES, stratify_by="site")
+        assert r["total"] == 1 and r["stages"][0]["devices"] == 1
+        seen = []
+        for _ in range(30):
+            _drive(sched, fleet, {"v1": 0.8, "v2": 0.8}, 1)
+            body = client.get(f"/v1/rollouts/{r['id']}").json()
+            seen.append(body["total"])
+            if body["state"] != "running":
+                break
+        assert body["state"] == "succeeded", body
+        assert sorted(set(seen)) == [1, 2, 5, 10]
+        assert [s["outcome"] for s in body["stages"]] == ["successful"] * 4
+        gates = body["stages"][0]["gates"]
+        assert {g["metric"]: g["verdict"] for g in gates} == {
+            "mean_confidence_ratio": "PASS", "confidence_rank": "PASS"}  # fmt: skip
+        assert all(g["samples"] >= 40 for g in gates)
+        # 20 % of 10 is two devices: one per site once stratified.
+        second = [d for d in body["devices"] if d["stage"] <= 1]
+        assert {fleet.labels[d["device_id"]]["site"] for d in second} == {"s0", "s1"}
+
+
+def test_a_less_confident_canary_is_rolled_back_through_a_new_signed_release(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        r = _create(client, stages="1,100%", soak_s=30, gates=GATES, on_failure="rollback")
+        _drive(sched, fleet, {"v1": 0.8, "v2": 0.45}, 6)
+        body = client.get(f"/v1/rollouts/{r['id']}").json()
+        assert body["state"] == "rolled_back", body
+        assert body["reason"].startswith("stage 1 (1) failed: mean_confidence_ratio")
+        assert body["rollback_version"] == "shapes:v1-rb3"
+        canary = body["devices"][0]["device_id"]
+        versions = {
+            v["version"]: v for v in client.get("/v1/models/shapes/versions").json()["data"]
+        }
+        assert versions["v1-rb3"]["release"] == 3
+        assert versions["v1-rb3"]["sha256"] == versions["v1"]["sha256"]  # the old bytes
+        dev = client.get(f"/v1/devices/{canary}").json()
+        assert dev["desired_version"] == "v1-rb3"
+        # Only the canary moved; the control group was never touched.
+        others = [d for d in client.get("/v1/devices").json()["data"] if d["device_id"] != canary]
+        assert {d["desired_version"] for d in others} == {None}
+        audit = client.get("/v1/audit").json()["data"]
+        assert [(a["actor"], a["action"]) for a in reversed(audit)] == [
+            ("alice", "create"), ("scheduler", "fail"), ("scheduler", "rollback")]  # fmt: skip
+
+
+def test_missing_telemetry_pauses_as_inconclusive(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        r = _create(client, stages="1,100%", soak_s=10, gates=GATES)
+        for _ in range(4):
+            sched.round()
+            fleet.follow_director()
+            clock.tick(10)
+        body = client.get(f"/v1/rollouts/{r['id']}").json()
+        assert body["state"] == "paused"
+        assert "inconclusive" in body["reason"] and "mean_confidence_ratio" in body["reason"]
+        assert {g["verdict"] for g in body["stages"][0]["gates"]} == {"NODATA"}
+
+
+def test_lease_one_scheduler_at_a_time_and_restart_continues(
+    setup: tuple[Services, Clock, Fleet], serve: Callable, make_services: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    a = Scheduler(services.engine, _deps(services), clock=clock, holder="a", lease_ttl_s=30)
+    with serve(services) as client:
+        r = _create(client, stages="1,50%,100%", soak_s=10)
+        assert a.round() == 1
+        # A second controller process on the same database (its own engine and signing).
+        other = make_services()
+        b = Scheduler(other.engine, _deps(other), clock=clock, holder="b", lease_ttl_s=30)
+        assert b.round() == 0 and not b.leading
+        _drive(a, fleet, {}, 4)
+        stage = client.get(f"/v1/rollouts/{r['id']}").json()["stage"]
+        assert stage >= 1
+        a.leading = True
+        a.stop()  # releases the lease ("a" never started its thread: stop only releases)
+        # "b" picks up from the database: same stage, then onwards to the end.
+        assert b.round() == 1
+        assert client.get(f"/v1/rollouts/{r['id']}").json()["stage"] >= stage
+        _drive(b, fleet, {}, 8)
+        assert client.get(f"/v1/rollouts/{r['id']}").json()["state"] == "succeeded"
+
+
+def test_expired_lease_is_taken_over(setup: tuple[Services, Clock, Fleet]) -> None:
+    services, clock, _ = setup
+    a = Scheduler(services.engine, _deps(services), clock=clock, holder="a", lease_ttl_s=5)
+    b = Scheduler(services.engine, _deps(services), clock=clock, holder="b", lease_ttl_s=5)
+    a.round()
+    assert a.leading and (b.round(), b.leading) == (0, False)
+    clock.tick(6)  # "a" died without releasing
+    b.round()
+    assert b.leading
+    a.round()
+    assert not a.leading
+
+
+def test_operator_actions_are_checked_and_audited(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        rid = _create(client, stages="1,50%,100%", soak_s=3600)["id"]
+
+        def act(action: str, actor: str = "bob") -> httpx.Response:
+            return client.post(f"/v1/rollouts/{rid}/{action}",
+                               headers={"X-Edgefleet-Actor": actor})  # fmt: skip
+
+        _drive(sched, fleet, {}, 2)
+        assert act("pause").json()["state"] == "paused"
+        r = act("pause")
+        assert r.status_code == 409 and "it is paused" in r.json()["detail"]
+        _drive(sched, fleet, {}, 2)  # paused: nothing moves
+        assert client.get(f"/v1/rollouts/{rid}").json()["total"] == 1
+        assert act("resume").json()["state"] == "running"
+        body = act("promote").json()  # skip the hour of soak
+        assert body["stage"] == 1
+        sched.round()  # stage 2 assigned; its devices have not switched yet
+        assert client.get(f"/v1/rollouts/{rid}").json()["total"] == 5
+        body = act("abort").json()
+        assert body["state"] == "aborted"
+        fleet.follow_director()
+        _drive(sched, fleet, {}, 2)
+        # Devices keep what they run: the pending ones were held on v1.
+        assert sorted(fleet.running.values()).count("v2") == 1
+        held = client.get("/v1/audit", params={"target": f"rollout/{rid}"}).json()["data"][0]
+        assert held["action"] == "abort" and len(held["detail"]["held"]) == 4
+        body = act("rollback", "carol").json()
+        assert body["state"] == "rolled_back"
+        fleet.follow_director()
+        assert set(fleet.running.values()) == {"v1", "v1-rb3"}
+        assert act("resume").status_code == 409
+        audit = client.get("/v1/audit", params={"target": f"rollout/{rid}"}).json()["data"]
+        actions = [(a["actor"], a["action"]) for a in reversed(audit)]
+        assert actions[0] == ("alice", "create")
+        assert ("bob", "pause") in actions and ("bob", "promote") in actions
+        assert ("bob", "abort") in actions and ("carol", "rollback") in actions
+
+
+def test_maintenance_window_holds_devices_until_it_opens(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    window = {"cron": "* 13 * * *", "timezone": "UTC", "selector": {"site": "s0"}}
+    with serve(services) as client:
+        rid = _create(client, maintenance_windows=[window])["id"]  # 12:00 now
+        _drive(sched, fleet, {}, 2)
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        assert {fleet.labels[d["device_id"]]["site"] for d in body["devices"]} == {"s1"}
+        clock.now = T0.replace(hour=13)
+        _drive(sched, fleet, {}, 3)
+        assert client.get(f"/v1/rollouts/{rid}").json()["state"] == "succeeded"
+
+
+def test_devices_that_come_to_match_join(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        rid = _create(client, selector={"site": "s0"}, stages="1,100%", soak_s=5)["id"]
+        _drive(sched, fleet, {}, 2)
+        fleet.add("cam-late", "v1", site="s0")
+        _drive(sched, fleet, {}, 4)
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        assert "cam-late" in [d["device_id"] for d in body["devices"]]
+        assert body["total"] == 6
+
+
+def test_bad_specs_and_nolink(services: Services, client: httpx.Client) -> None:
+    r = client.post("/v1/rollouts", json={"model": "shapes", "version": "v1", "stages": "x"})
+    assert r.status_code == 400 and "stage" in r.json()["detail"]
+    assert client.post("/v1/rollouts/99/pause").status_code == 404
+    assert client.post("/v1/rollouts/1/explode").status_code in (400, 404, 422)
+    assert isinstance(services.link, NoLink)
+
+
+def test_drift_gates_compare_canaries_with_the_model_card_baseline(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    """Canary and control agree (0.8), but v2's card says it sees at 0.95 on validation
+    images: PSI against the card fails where PSI against the control would pass."""
+    services, clock, fleet = setup
+    cards = CardStore(services.settings.data_dir / "cards")
+    baseline = bin_counts([0.95 + 0.005 * (i % 7) for i in range(200)], CONFIDENCE_EDGES)
+    cards.put(ModelCard(model="shapes", version="v2", images=50, conf=0.25,
+                        confidence_counts=baseline))  # fmt: skip
+    deps = Deps(services.signing, services.link, services.store.path_for, cards)
+    sched = Scheduler(services.engine, deps, clock=clock, holder="a")
+    psi_gate = {"metric": "psi", "threshold": 0.5, "min_samples": 40}
+    with serve(services) as client:
+        r = _create(client, stages="1,100%", soak_s=15, gates=[psi_gate])
+        for _ in range(10):
+            _drive(sched, fleet, {"v1": 0.8, "v2": 0.8}, 1)
+            body = client.get(f"/v1/rollouts/{r['id']}").json()
+            if body["state"] != "running":
+                break
+    assert body["state"] == "failed" and "psi" in body["reason"], body
+    gate = body["stages"][0]["gates"][0]
+    assert gate["verdict"] == "FAIL" and gate["detail"] == "vs model card baseline"
