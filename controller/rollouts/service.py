@@ -93,6 +93,7 @@ def create_rollout(
         selector=dict(spec.selector),
         spec=spec.model_dump(mode="json"),
         priority=spec.priority,
+        created_at=now,
         stage_started_at=now,
     )
     session.add(rollout)

@@ -152,7 +152,7 @@ def test_good_version_walks_every_stage(
             seen.append(body["total"])
             if body["state"] != "running":
                 break
-        assert body["state"] == "succeeded", body
+        assert body["state"] == "succeeded", (body["reason"], body["stages"])
         assert sorted(set(seen)) == [1, 2, 5, 10]
         assert [s["outcome"] for s in body["stages"]] == ["successful"] * 4
         gates = body["stages"][0]["gates"]
