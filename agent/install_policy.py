@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgefleet.shared.engines import EngineFingerprint, parse_version
 from edgefleet.shared.protocol import Fingerprint
 
 # tuf re-exports TargetFile here without __all__, so strict mypy needs the ignore
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
-_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -166,24 +166,19 @@ def _format_fits(custom: Mapping[str, Any], fingerprint: Fingerprint | None) -> 
 
 
 def _plan_fits(plan: object, fingerprint: Fingerprint | None) -> str:
-    if not isinstance(plan, Mapping):
-        return "tensorrt-plan without an engine fingerprint"
+    engine = EngineFingerprint.from_custom(plan)
+    if engine is None:
+        return "tensorrt-plan without a complete engine fingerprint"
     if fingerprint is None or fingerprint.compute_capability is None:
         return "tensorrt-plan but this device has no GPU fingerprint"
-    if plan.get("compute_capability") != fingerprint.compute_capability:
+    if engine.compute_capability != fingerprint.compute_capability:
         return (
-            f"plan built for compute capability {plan.get('compute_capability')}, "
+            f"plan built for compute capability {engine.compute_capability}, "
             f"device has {fingerprint.compute_capability}"
         )
-    if not _tensorrt_fits(str(plan.get("tensorrt", "")), fingerprint.tensorrt):
-        return f"plan built for TensorRT {plan.get('tensorrt')}, device has {fingerprint.tensorrt}"
+    if not engine.fits(fingerprint.compute_capability, fingerprint.tensorrt):
+        return f"plan built for TensorRT {engine.tensorrt}, device has {fingerprint.tensorrt}"
     return ""
-
-
-def _tensorrt_fits(plan: str, device: str | None) -> bool:
-    """Plans run only on the TensorRT they were built with: as precise as the plan says."""
-    want, have = parse_version(plan), parse_version(device or "")
-    return bool(want) and have[: len(want)] == want
 
 
 def _agent_new_enough(custom: Mapping[str, Any], agent_version: str) -> str:
@@ -194,12 +189,6 @@ def _agent_new_enough(custom: Mapping[str, Any], agent_version: str) -> str:
     if _pad(have, len(want)) < _pad(want, len(have)):
         return f"needs agent {needed}, this agent is {agent_version}"
     return ""
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """Leading numeric part of a version ("10.3.0.26", "v1.2rc1" -> (1, 2)); () if none."""
-    m = _VERSION.match(text.strip())
-    return tuple(int(p) for p in m.group(1).split(".")) if m else ()
 
 
 def _pad(v: tuple[int, ...], n: int) -> tuple[int, ...]:

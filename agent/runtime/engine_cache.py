@@ -23,8 +23,10 @@ from enum import Enum
 from pathlib import Path
 
 from edgefleet.agent.runtime.backend import ModelInfo
+from edgefleet.agent.runtime.metadata import info_document, info_from_document
 from edgefleet.shared.durable import write_bytes
-from edgefleet.shared.errors import RuntimeBackendError
+from edgefleet.shared.engines import tensorrt_fits
+from edgefleet.shared.errors import ArtifactError, RuntimeBackendError
 
 PLAN_SUFFIX = ".plan"
 INFO_SUFFIX = ".json"  # beside each plan: the ModelInfo a plan cannot carry itself
@@ -88,11 +90,6 @@ class EnginePlan:
     reason: str = ""
 
 
-def same_tensorrt(a: str, b: str) -> bool:
-    """Plans are portable across patch releases only: "10.3.0" and "10.3.1" match."""
-    return a.split(".")[:2] == b.split(".")[:2]
-
-
 def plan_engine(
     onnx_sha256: str,
     *,
@@ -113,7 +110,7 @@ def plan_engine(
             a.onnx_sha256 == onnx_sha256
             and a.compute_capability == gpu.compute_capability
             and a.precision == precision
-            and same_tensorrt(a.tensorrt, gpu.tensorrt)
+            and tensorrt_fits(a.tensorrt, gpu.tensorrt)
         ):
             return EnginePlan(Action.PREBUILT, key=key, artifact=a, reason="a signed plan fits")
     if key.filename in cached:
@@ -131,28 +128,17 @@ def cached_plans(cache_dir: Path) -> set[str]:
 
 
 def write_info(plan_path: Path, info: ModelInfo) -> None:
-    doc = {
-        "imgsz": list(info.imgsz),
-        "names": {str(k): v for k, v in info.names.items()},
-        "stride": info.stride,
-        "end2end": info.end2end,
-        "task": info.task,
-    }
+    doc = info_document(info)
     write_bytes(plan_path.with_suffix(INFO_SUFFIX), json.dumps(doc, sort_keys=True).encode())
 
 
 def read_info(plan_path: Path) -> ModelInfo:
     try:
         doc = json.loads(plan_path.with_suffix(INFO_SUFFIX).read_text(encoding="utf-8"))
-        return ModelInfo(
-            imgsz=(int(doc["imgsz"][0]), int(doc["imgsz"][1])),
-            names={int(k): str(v) for k, v in doc["names"].items()},
-            stride=int(doc["stride"]),
-            end2end=bool(doc["end2end"]),
-            task=str(doc["task"]),
-        )
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
-        raise RuntimeBackendError(f"plan {plan_path.name} has no readable model info: {e}") from e
+        return info_from_document(doc)
+    except (OSError, ValueError, ArtifactError) as e:
+        why = e.reason if isinstance(e, ArtifactError) else str(e)
+        raise RuntimeBackendError(f"plan {plan_path.name} has no readable model info: {why}") from e
 
 
 def build_engine(

@@ -125,7 +125,7 @@ def test_plan_fits_matching_gpu() -> None:
 
 def test_plan_without_fingerprint() -> None:
     image = image_target(format="tensorrt-plan", fingerprint=None)
-    assert "without an engine fingerprint" in judge(image=image, fingerprint=ORIN)
+    assert "without a complete engine fingerprint" in judge(image=image, fingerprint=ORIN)
 
 
 def test_plan_on_cpu_device() -> None:

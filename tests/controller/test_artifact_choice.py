@@ -25,17 +25,20 @@ def plan(cc: str, trt: str, precision: str = "fp16") -> Artifact:
     )  # fmt: skip
 
 
-VERSION = [ONNX, plan("8.7", "8.6.1"), plan("7.5", "10.3.1"), plan("7.5", "10.3.1", "fp32")]
+VERSION = [ONNX, plan("8.7", "8.6"), plan("7.5", "10.3.0"), plan("7.5", "10.3.0", "fp32")]
 
 
 def test_matching_plan_for_a_jetson():
     c = choose_artifact(ORIN, VERSION)
-    assert c.artifact == plan("8.7", "8.6.1")  # 8.6.1 vs 8.6.2: patch releases share plans
+    assert c.artifact == plan("8.7", "8.6")  # a plan for "8.6" names no patch release
+    # TensorRT promises nothing across releases: a plan for 8.6.1 is not one for 8.6.2.
+    assert choose_artifact(ORIN, [ONNX, plan("8.7", "8.6.1")]).artifact == ONNX
+    assert choose_artifact(ORIN, VERSION, native_tensorrt=False).artifact == ONNX
 
 
 def test_precision_from_the_profile_decides_between_plans():
-    assert choose_artifact(T4, VERSION, precision="fp32").artifact == plan("7.5", "10.3.1", "fp32")
-    assert choose_artifact(T4, VERSION).artifact == plan("7.5", "10.3.1", "fp16")
+    assert choose_artifact(T4, VERSION, precision="fp32").artifact == plan("7.5", "10.3.0", "fp32")
+    assert choose_artifact(T4, VERSION).artifact == plan("7.5", "10.3.0", "fp16")
 
 
 def test_onnx_when_no_plan_fits():
@@ -51,7 +54,7 @@ def test_onnx_when_no_plan_fits():
 
 
 def test_nothing_to_run():
-    c = choose_artifact(CPU, [plan("8.7", "8.6.1")])
+    c = choose_artifact(CPU, [plan("8.7", "8.6")])
     assert c.artifact is None
     assert c.reason
 
@@ -61,3 +64,4 @@ def test_fingerprint_from_tuf_custom():
     assert EngineFingerprint.from_custom(raw) == EngineFingerprint("8.7", "8.6.2", "fp16")
     assert EngineFingerprint.from_custom(None) is None
     assert EngineFingerprint.from_custom({"tensorrt": "8.6"}) is None
+    assert EngineFingerprint.from_custom({**raw, "precision": "fp64"}) is None
