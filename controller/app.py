@@ -8,6 +8,7 @@ from edgefleet.controller.api import (
     enroll,
     models,
     pins,
+    plans,
     publish,
     rollouts,
     stats,
@@ -44,8 +45,9 @@ def create_app(services: Services) -> FastAPI:
     for module in (stats, tuf):
         app.include_router(module.router)
     # With auth on (Settings.auth): writes need an operator token, tokens an admin one.
-    for module in (models, publish, devices, rollouts, pins):
+    for module in (models, publish, devices, rollouts, pins, plans):
         app.include_router(module.router, dependencies=[WRITES_NEED_OPERATOR])
+    app.include_router(plans.device_router)  # a device shares a plan with its own credential
     app.include_router(audit.router, dependencies=[require("viewer")])
     app.include_router(tokens.router)
     app.include_router(enroll.router)  # its routes carry their own role checks

@@ -83,6 +83,47 @@ class VersionsPublic(SQLModel):
     count: int
 
 
+class PlanBase(SQLModel):
+    """A TensorRT plan of one version, built for one GPU, TensorRT release and precision."""
+
+    name: str = Field(index=True, max_length=64)
+    version: str = Field(max_length=64)
+    compute_capability: str = Field(max_length=8)  # "8.7"
+    tensorrt: str = Field(max_length=32)  # "10.3.0"
+    precision: str = Field(max_length=8)  # fp32 | fp16 | int8
+    sha256: str = Field(max_length=64)
+    length: int  # bytes
+    # "publisher", or "device:<id>" for a plan a device built and shared
+    source: str = Field(default="publisher", max_length=80)
+    # signed: listed for devices it fits; pending: shared by a device, waits for an operator
+    state: str = Field(default="signed", max_length=16)
+    target: str | None = None  # TUF target path once signed
+
+
+class PlanArtifact(PlanBase, table=True):
+    __tablename__ = "plan_artifact"
+    __table_args__ = (
+        UniqueConstraint(
+            "name", "version", "compute_capability", "tensorrt", "precision", "sha256",
+            name="uq_plan",
+        ),
+    )  # fmt: skip
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class PlanPublic(PlanBase, _UtcPublic):
+    id: int
+    created_at: datetime
+
+
+class PlansPublic(SQLModel):
+    data: list[PlanPublic]
+    count: int
+
+
 class ModelPublic(SQLModel):
     name: str
     latest_version: str | None
@@ -124,6 +165,8 @@ class Device(DeviceBase, table=True):
 class DevicePublic(DeviceBase, _UtcPublic):
     labels: dict[str, str]
     last_seen: datetime | None
+    fingerprint: dict[str, Any] | None = None  # what it reported: platform, GPU, TensorRT
+    agent_version: str | None = None
 
 
 class DevicesPublic(SQLModel):

@@ -12,6 +12,11 @@ D = "edgefleet.controller.data_cmds"
 
 
 def register(sub: Any) -> None:
+    _register_models(sub)
+    _register_fleet(sub)
+
+
+def _register_models(sub: Any) -> None:
     model = sub.add_parser("model", help="models and versions")
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     push = msub.add_parser("push", help="upload and sign a model version (.onnx or .pt)")
@@ -38,7 +43,10 @@ def register(sub: Any) -> None:
     mlist = msub.add_parser("list", help="list models and their versions")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(handler=f"{H}:model_list")
+    _register_plans(msub)
 
+
+def _register_fleet(sub: Any) -> None:
     device = sub.add_parser("device", help="devices")
     dsub = device.add_subparsers(dest="device_command", metavar="ACTION", required=True)
     dlist = dsub.add_parser("list", help="fleet table")
@@ -168,3 +176,23 @@ def register_data_loop(sub: Any) -> None:
     mdel = msub.add_parser("delete", help="remove the rule of a selector")
     mdel.add_argument("--selector", default="", metavar="KEY=VALUE[,KEY=VALUE]")
     mdel.set_defaults(handler="edgefleet.controller.sampling_cmds:sampling_delete")
+
+
+def _register_plans(msub: Any) -> None:
+    p = "edgefleet.controller.plan_cmds"
+    plan = msub.add_parser("plan", help="prebuilt TensorRT plans of a version")
+    psub = plan.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
+    push = psub.add_parser("push", help="upload and sign a plan built for one GPU and TensorRT")
+    push.add_argument("target", metavar="NAME:VERSION")
+    push.add_argument("file", help="the serialized engine (.plan / .engine)")
+    push.add_argument("--compute-capability", required=True, help='the GPU\'s, e.g. "8.7"')
+    push.add_argument("--tensorrt", required=True, help='the TensorRT it was built with: "10.3.0"')
+    push.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    push.set_defaults(handler=f"{p}:plan_push")
+    plist = psub.add_parser("list", help="plans, signed and shared by devices (pending)")
+    plist.add_argument("target", metavar="NAME:VERSION", nargs="?")
+    plist.add_argument("--json", action="store_true")
+    plist.set_defaults(handler=f"{p}:plan_list")
+    approve = psub.add_parser("approve", help="sign a plan a device shared")
+    approve.add_argument("id")
+    approve.set_defaults(handler=f"{p}:plan_approve")

@@ -75,3 +75,35 @@ def model_info(
         task=task,
         extra={k: v for k, v in props.items() if k not in KNOWN_KEYS},
     )
+
+
+def info_document(info: ModelInfo) -> dict[str, object]:
+    """ModelInfo as JSON: beside a TensorRT plan, and in a plan's signed target."""
+    return {
+        "imgsz": list(info.imgsz),
+        "names": {str(k): v for k, v in info.names.items()},
+        "stride": info.stride,
+        "end2end": info.end2end,
+        "task": info.task,
+    }
+
+
+def info_from_document(doc: object) -> ModelInfo:
+    """The inverse of :func:`info_document`; ArtifactError for anything malformed."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("names"), Mapping):
+        raise ArtifactError("unreadable model info: not an object with class names")
+    names = doc["names"]
+    try:
+        h, w = doc["imgsz"]
+        info = ModelInfo(
+            imgsz=(int(h), int(w)),
+            names={int(k): str(v) for k, v in names.items()},
+            stride=int(doc["stride"]),
+            end2end=bool(doc["end2end"]),
+            task=str(doc["task"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"unreadable model info: {type(e).__name__} {e}") from e
+    if not info.names or min(info.imgsz) <= 0 or info.task != "detect":
+        raise ArtifactError(f"unusable model info: imgsz {info.imgsz}, task {info.task!r}")
+    return info

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from edgefleet.controller.plans import PlanExistsError
 from edgefleet.controller.registry import VersionExistsError
 from edgefleet.controller.services import Services
 from edgefleet.controller.tokens import TokenExistsError, find_token, rank
@@ -34,7 +35,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def status_for(error: EdgefleetError) -> int:
     if isinstance(error, NotFoundError):
         return 404
-    if isinstance(error, (VersionExistsError, TokenExistsError)):
+    if isinstance(error, (VersionExistsError, TokenExistsError, PlanExistsError)):
         return 409
     if isinstance(error, TransportError):
         return 503

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from edgefleet.controller import plans
 from edgefleet.controller.api.deps import ServicesDep, SessionDep, revoked_devices
 from edgefleet.controller.models import ModelVersion
 from edgefleet.shared.errors import ProtocolError
@@ -21,7 +22,7 @@ from sqlmodel import select
 router = APIRouter(prefix="/tuf", tags=["tuf"])
 
 _METADATA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.json$")
-_TARGET = re.compile(r"^([0-9a-f]{64})\.model\.onnx$")
+_TARGET = re.compile(r"^([0-9a-f]{64})\.(model\.onnx|plan-[A-Za-z0-9._-]+\.plan)$")
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
 
@@ -54,13 +55,23 @@ def director_metadata(device_id: str, filename: str, services: ServicesDep) -> F
 def target_file(
     name: str, version: str, filename: str, session: SessionDep, services: ServicesDep
 ) -> FileResponse:
+    """``<sha256>.<file>`` (TUF consistent snapshots): the version's ONNX or a signed plan."""
     found = _TARGET.match(filename)
+    if found is None:
+        raise HTTPException(404, f"no target {name}/{version}/{filename}")
+    digest = found.group(1)
     row = session.exec(
         select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
     ).first()
-    if found is None or row is None or row.sha256 != found.group(1):
+    if found.group(2) == "model.onnx":
+        known = row is not None and row.sha256 == digest
+    else:
+        target = f"models/{name}/{version}/{found.group(2)}"
+        signed = plans.list_plans(session, name, version)
+        known = any(p.target == target and p.sha256 == digest for p in signed)
+    if not known:
         raise HTTPException(404, f"no target {name}/{version}/{filename}")
-    path = services.store.path_for(row.sha256)
+    path = services.store.path_for(digest)
     if not path.is_file():
-        raise HTTPException(404, f"artifact {row.sha256} is missing from the store")
+        raise HTTPException(404, f"artifact {digest} is missing from the store")
     return FileResponse(path, media_type="application/octet-stream")

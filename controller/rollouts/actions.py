@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from edgefleet.controller import registry
+from edgefleet.controller import plans, registry
 from edgefleet.controller.models import Device, ModelVersion, Rollout, RolloutDevice
 from edgefleet.controller.rollouts.service import (
     Deps,
@@ -83,7 +83,8 @@ def _hold_pending(session: Session, deps: Deps, rollout: Rollout) -> list[str]:
             continue
         # Still on what it ran before: its own release, so no re-signing is needed.
         old = registry.get_version(session, device.model or "", device.version)
-        director_version = deps.signing.assign(row.device_id, [deps.signing.target(old.target)])
+        target = plans.target_for(session, deps.signing, old, device)
+        director_version = deps.signing.assign(row.device_id, [target])
         device.desired_model, device.desired_version = old.name, old.version
         device.director_version = director_version
         session.add(device)
@@ -129,7 +130,8 @@ def roll_back(session: Session, deps: Deps, rollout: Rollout, actor: str, now: d
         if prev not in resigned:
             resigned[prev] = _resign(session, deps, rollout, prev[0], prev[1])
         entry = resigned[prev]
-        director_version = deps.signing.assign(row.device_id, [deps.signing.target(entry.target)])
+        target = plans.target_for(session, deps.signing, entry, device)
+        director_version = deps.signing.assign(row.device_id, [target])
         device.desired_model, device.desired_version = entry.name, entry.version
         device.director_version = director_version
         session.add(device)
@@ -165,7 +167,9 @@ def _resign(
             length=info.length, target=info.target_path, format=old.format,
         ))  # fmt: skip
         session.flush()
-    return registry.get_version(session, model, label)
+        new = registry.get_version(session, model, label)
+        plans.carry_plans(session, deps.artifact_path, deps.signing, old, new)
+    return new
 
 
 def _done(session: Session, rollout: Rollout, actor: str, action: str, **detail: object) -> None:

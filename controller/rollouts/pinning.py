@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edgefleet.controller import pins as pinlib
+from edgefleet.controller import plans
 from edgefleet.controller.models import Channel, Device, ModelVersion, Pin, Rollout, RolloutDevice
 from edgefleet.controller.registry import get_version
 from edgefleet.shared.errors import EdgefleetError
@@ -98,7 +99,9 @@ def _apply(session: Session, deps: Deps, actor: str) -> list[tuple[str, int]]:
         if t is None or (device.desired_model, device.desired_version) == (t.model, t.version):
             continue
         try:
-            info = deps.signing.target(get_version(session, t.model, t.version).target)
+            info = plans.target_for(
+                session, deps.signing, get_version(session, t.model, t.version), device
+            )
             version = deps.signing.assign(device.device_id, [info])
         except EdgefleetError as e:  # a pin on a version not pushed (yet): nothing to sign
             log.warning("pin for %s: cannot assign %s: %s", device.device_id, t, e.reason)

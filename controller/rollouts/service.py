@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from edgefleet.controller import plans
 from edgefleet.controller.models import (
     AuditEntry,
     Device,
@@ -242,10 +243,11 @@ def _assign(
 ) -> list[tuple[str, int]]:
     if not chosen:
         return []
-    target = signing.target(get_version(session, rollout.model, rollout.version).target)
+    version = get_version(session, rollout.model, rollout.version)
     sent = []
     for device_id in chosen:
         device = devices[device_id]
+        target = plans.target_for(session, signing, version, device)  # a plan that fits, or ONNX
         director_version = signing.assign(device_id, [target])
         session.add(RolloutDevice(
             rollout_id=rollout.id or 0, device_id=device_id, director_version=director_version,

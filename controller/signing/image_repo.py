@@ -15,7 +15,13 @@ from typing import Any
 
 from edgefleet.controller.signing._chain import MetadataChain, RepoLock
 from edgefleet.controller.signing.keys import KeyStore
-from edgefleet.controller.signing.targets import TargetInfo, model_target_path, target_custom
+from edgefleet.controller.signing.targets import (
+    TargetInfo,
+    model_target_path,
+    plan_target_path,
+    target_custom,
+)
+from edgefleet.shared.engines import EngineFingerprint
 from edgefleet.shared.errors import ArtifactError, NotFoundError, TrustError
 from edgefleet.shared.hashing import sha256_file
 from tuf.api.metadata import Metadata, TargetFile, Targets
@@ -71,25 +77,30 @@ class ImageRepository:
         fingerprint: dict[str, Any] | None = None,
         min_agent_version: str = "0.1.0",
         card_sha256: str | None = None,
+        model_info: dict[str, Any] | None = None,
     ) -> TargetInfo:
-        """Sign ``models/<name>/<version>/model.onnx`` into the ``models`` role.
+        """Sign ``models/<name>/<version>/model.onnx`` (or a plan of it) into the ``models`` role.
 
         Re-adding the same version with the same bytes and fields changes nothing; a
         different artifact under a published version, or a release that does not grow,
         raises ArtifactError.
         """
-        path = model_target_path(name, version, format)
+        if format == "tensorrt-plan":
+            engine = EngineFingerprint.from_custom(fingerprint)
+            if engine is None:
+                raise ArtifactError("a tensorrt-plan target needs a complete engine fingerprint")
+            path = plan_target_path(name, version, engine)
+        else:
+            path = model_target_path(name, version, format)
         if not self.can_sign_models:
             raise TrustError(
                 "this controller holds no key for the models role: sign on the publisher's "
                 "machine with `edgefleet model push --key FILE`",
                 model=name,
             )
-        if format == "tensorrt-plan" and not fingerprint:
-            raise ArtifactError("a tensorrt-plan target needs an engine fingerprint")
         custom = target_custom(
             name, version, release, format=format, fingerprint=fingerprint,
-            min_agent_version=min_agent_version, card_sha256=card_sha256,
+            min_agent_version=min_agent_version, card_sha256=card_sha256, model_info=model_info,
         )  # fmt: skip
         try:
             length, sha = Path(artifact_path).stat().st_size, sha256_file(artifact_path)
@@ -161,6 +172,17 @@ def _check_new(models: Targets, target: TargetFile) -> None:
     if target.path in models.targets:
         raise ArtifactError(f"{target.path} is already signed with other content")
     model, release = target.custom["model"], target.custom["release"]
+    if target.custom.get("format") == "tensorrt-plan":
+        # A plan joins a published version: same model, version and release as its ONNX.
+        version = target.custom["version"]
+        if not any(
+            o.custom.get("format") == "onnx"
+            and (o.custom.get("model"), o.custom.get("version"), o.custom.get("release"))
+            == (model, version, release)
+            for o in models.targets.values()
+        ):
+            raise ArtifactError(f"{model}:{version} release {release} has no signed ONNX")
+        return
     for other in models.targets.values():
         if other.custom.get("model") == model and other.custom.get("release", 0) >= release:
             raise ArtifactError(

@@ -6,6 +6,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from edgefleet.shared.engines import EngineFingerprint
 from edgefleet.shared.errors import ArtifactError
 from tuf.api.metadata import TargetFile
 
@@ -77,6 +78,15 @@ def model_target_path(name: str, version: str, fmt: str = "onnx") -> str:
     return f"models/{name}/{version}/{FORMATS[fmt]}"
 
 
+def plan_target_path(name: str, version: str, engine: EngineFingerprint) -> str:
+    """``models/<name>/<version>/plan-sm87-trt10.3.0-fp16.plan``: one per fingerprint."""
+    if problems := engine.problems():
+        raise ArtifactError(f"invalid engine fingerprint: {'; '.join(problems)}")
+    name = check_segment("model name", name)
+    version = check_segment("model version", version)
+    return f"models/{name}/{version}/{check_segment('plan', f'plan-{engine.slug()}.plan')}"
+
+
 def target_custom(
     name: str,
     version: str,
@@ -86,8 +96,14 @@ def target_custom(
     fingerprint: dict[str, Any] | None = None,
     min_agent_version: str = "0.1.0",
     card_sha256: str | None = None,
+    model_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``custom`` fields of a model target, exactly as ImageRepository writes them."""
+    """The ``custom`` fields of a model target, exactly as ImageRepository writes them.
+
+    A plan carries ``model_info`` (input size, class names, output kind): a serialized
+    engine has no metadata of its own, and the device runs it without the ONNX.
+    """
+    extra = {"model_info": model_info} if model_info is not None else {}
     return {
         "model": name,
         "version": version,
@@ -96,4 +112,5 @@ def target_custom(
         "fingerprint": fingerprint,
         "min_agent_version": min_agent_version,
         "card_sha256": card_sha256,
+        **extra,
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from edgefleet.shared.hashing import sha256_file
 
 from edgefleet.devbroker import free_port
 
@@ -164,3 +165,46 @@ def test_push_pt_exports_onnx_first(controller_url: str, tmp_path: Path, repo_ro
     assert {p.name for p in pt.parent.iterdir()} == before  # nothing written beside the .pt
     versions = httpx.get(f"{controller_url}/v1/models/shapes/versions").json()["data"]
     assert versions[0]["format"] == "onnx" and versions[0]["length"] > 0
+
+
+def test_plan_push_list_approve(controller_url: str, onnx_model: Path, tmp_path: Path) -> None:
+    """A publisher's plan is signed at once; a device's shared plan waits for `approve`."""
+    url = controller_url
+    assert run_cli("model", "push", "shapes", str(onnx_model), "--version", "v1",
+                   url=url).returncode == 0  # fmt: skip
+    plan = tmp_path / "orin.plan"
+    plan.write_bytes(os.urandom(4096))
+    flags = ["--compute-capability", "8.7", "--tensorrt", "8.6.2", "--precision", "fp16"]
+    proc = run_cli("model", "plan", "push", "shapes:v1", str(plan), *flags, url=url)
+    assert proc.returncode == 0, proc.stderr
+    assert "signed models/shapes/v1/plan-sm87-trt8.6.2-fp16.plan" in proc.stdout
+    with plan.open("rb") as f:  # what an agent's PlanSharer sends after building an engine
+        shared = httpx.post(f"{url}/v1/devices/orin-9/plans", files={"file": ("p", f)},
+                            data={"compute_capability": "7.5", "tensorrt": "10.3.0",
+                                  "precision": "fp16", "model": "shapes", "version": "v1",
+                                  "onnx_sha256": "0" * 64}).json()  # fmt: skip
+    assert "built from ONNX" in shared["detail"]
+    with plan.open("rb") as f:
+        shared = httpx.post(f"{url}/v1/devices/orin-9/plans", files={"file": ("p", f)},
+                            data={"compute_capability": "7.5", "tensorrt": "10.3.0",
+                                  "precision": "fp16",
+                                  "onnx_sha256": sha256_file(onnx_model)}).json()  # fmt: skip
+    assert shared["state"] == "pending", shared
+    proc = run_cli("model", "plan", "approve", str(shared["id"]), url=url)
+    assert proc.returncode == 0, proc.stderr
+    assert "devices of sm 7.5 with TensorRT 10.3.0 (fp16) get it from now on" in proc.stdout
+    listed = json.loads(run_cli("model", "plan", "list", "shapes:v1", "--json", url=url).stdout)
+    assert [(p["state"], p["source"]) for p in listed] == [
+        ("signed", "publisher"), ("signed", "device:orin-9")]  # fmt: skip
+    table = run_cli("model", "plan", "list", url=url).stdout
+    assert "sm 8.7" in table and "signed" in table
+    assert_one_line_error(run_cli("model", "plan", "approve", "99", url=url), "unknown plan 99")
+    assert_one_line_error(
+        run_cli("model", "plan", "push", "shapes:v1", str(plan), *flags, url=url),
+        "already has a signed plan for sm87-trt8.6.2-fp16",
+    )
+    assert_one_line_error(
+        run_cli("model", "plan", "push", "shapes:v1", str(tmp_path / "nope.plan"), *flags,
+                url=url),
+        "no such plan file",
+    )  # fmt: skip
