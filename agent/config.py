@@ -50,6 +50,9 @@ class DebugConfig(BaseModel):
     # the agent SIGKILLs itself after lingering in this install phase: a crash exactly there,
     # whatever the machine's load (tests/agent/test_crash.py)
     sigkill_in_phase: Phase | None = None
+    # fields that replace what the agent detects about itself, so a CPU machine can walk the
+    # prebuilt-plan path up to the GPU (tests/e2e/test_plans.py): {"platform": "jetson", ...}
+    fingerprint: dict[str, str] | None = None
 
 
 class JsonLinesSinkConfig(BaseModel):
@@ -125,6 +128,8 @@ class AgentConfig(BaseModel):
     data_dir: Path
     source: SourceConfig
     poll_interval_s: float = Field(default=30.0, gt=0)  # seconds between director polls
+    # Offer TensorRT engines built here to the controller (an operator approves each).
+    share_built_plans: bool = True
     telemetry_window_s: float = Field(default=60.0, gt=0)  # seconds per telemetry window
     conf: float = Field(default=0.25, ge=0, le=1)
     iou: float = Field(default=0.7, ge=0, le=1)

@@ -6,6 +6,7 @@ problem becomes :class:`TransportError` so callers retry later instead of failin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,19 @@ DEVICE_HEADER = "X-Edgefleet-Device"
 class Answer:
     status: int
     body: bytes
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object; {} when it is not one."""
+        try:
+            doc = json.loads(self.body)
+        except ValueError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def detail(self) -> str:
+        """The controller's one-line error, else the status."""
+        detail = self.json().get("detail")
+        return detail if isinstance(detail, str) else f"HTTP {self.status}"
 
 
 class ControllerHttp:

@@ -21,12 +21,14 @@ from typing import Any
 
 from edgefleet.agent.candidates import with_candidates
 from edgefleet.agent.config import AgentConfig, load_config
-from edgefleet.agent.dataloop import DataLoop
+from edgefleet.agent.dataloop import DataLoop, controller_http
+from edgefleet.agent.enroll import read_upload_token
 from edgefleet.agent.fingerprint import detect_fingerprint
 from edgefleet.agent.metrics import AgentMetrics, MetricsServer, serve
 from edgefleet.agent.monitor import WindowAccumulator
 from edgefleet.agent.mqtt_link import Hint, MqttLink
 from edgefleet.agent.pipeline import Pipeline, open_source
+from edgefleet.agent.plan_share import PlanSharer
 from edgefleet.agent.profile_select import resolve_profile, with_profile
 from edgefleet.agent.reconcile import (
     HealthCheck,
@@ -92,7 +94,26 @@ def device_loader(
         profile=profile,
         gpu=GpuFacts(tensorrt=fp.tensorrt, compute_capability=fp.compute_capability),
     )
-    return make_loader(settings), backend_label(settings, ort.get_available_providers())
+    sharer = plan_sharer(config)
+    on_built = sharer.offer if sharer is not None else None
+    return make_loader(settings, on_built), backend_label(settings, ort.get_available_providers())
+
+
+def device_class(config: AgentConfig) -> tuple[Fingerprint, FirmwareProfile | None]:
+    """What this device is (detected, or ``debug.fingerprint`` in tests) and its profile."""
+    fingerprint = detect_fingerprint()
+    if config.debug.fingerprint:  # test-only: pretend to be another device class
+        fingerprint = Fingerprint.model_validate({**fingerprint.model_dump(),
+                                                  **config.debug.fingerprint})  # fmt: skip
+    profile = resolve_profile(fingerprint, name=config.profile, folder=config.profiles_dir)
+    return with_profile(fingerprint, profile), profile
+
+
+def plan_sharer(config: AgentConfig) -> PlanSharer | None:
+    """Engines this device builds are offered to the controller (``share_built_plans``)."""
+    if not config.share_built_plans:
+        return None
+    return PlanSharer(controller_http(config), read_upload_token(config.data_dir))
 
 
 def build_updater(config: AgentConfig) -> UpdaterLike[Any]:
@@ -144,9 +165,7 @@ def telemetry_loop(
 def run(config: AgentConfig, stop: threading.Event) -> int:
     if config.source.kind in ("folder", "video") and not Path(config.source.path).exists():
         raise ConfigError(f"frame source {config.source.path} does not exist")
-    fingerprint = detect_fingerprint()
-    profile = resolve_profile(fingerprint, name=config.profile, folder=config.profiles_dir)
-    fingerprint = with_profile(fingerprint, profile)
+    fingerprint, profile = device_class(config)
     log.info("firmware profile: %s", profile.name if profile else "none fits; CPU defaults")
     loader, backend = device_loader(config, fingerprint, profile)
     if config.sampling.enabled:  # the sampler also sees the candidates below the cut

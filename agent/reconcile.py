@@ -343,7 +343,7 @@ class Reconciler:
         self._check_room(target)
         try:
             path = self.updater.download(target, self.store.models_dir)
-            name = self.store.adopt(path, target.sha256)
+            name = self.store.adopt(path, target.sha256, plan_info=_plan_info(target))
         except TransportError as e:
             raise InstallFailedError(
                 Phase.FAILED, f"download interrupted: {e.reason}", refuse=False
@@ -512,3 +512,13 @@ class Reconciler:
             send()
         except EdgefleetError as e:  # reporting must never break an install
             log.warning("could not publish: %s", e.reason)
+
+
+def _plan_info(target: TargetLike) -> Mapping[str, Any] | None:
+    """A TensorRT plan's model info from its signed target; None for an ONNX."""
+    if getattr(target, "format", "onnx") != "tensorrt-plan":
+        return None
+    info = (getattr(target, "custom", None) or {}).get("model_info")
+    if not isinstance(info, Mapping):
+        raise ArtifactError("a tensorrt-plan target without model_info cannot run")
+    return info

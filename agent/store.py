@@ -4,6 +4,8 @@ Layout under ``data_dir``::
 
     state.json               {"schema", "current", "previous", "installed"}
     models/<sha256>.onnx     verified artifacts, named by content
+    models/<sha256>.plan     a prebuilt TensorRT plan the controller chose for this device,
+    models/<sha256>.json     with the model info (input size, class names) its target carries
 
 Every write is write -> fsync -> rename -> fsync(dir) (``shared/durable.py``), so after a
 power cut the pointer names either the old model or the new one. On load each pointer is
@@ -15,10 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgefleet.agent.runtime.engine_cache import INFO_SUFFIX, PLAN_SUFFIX, write_info
+from edgefleet.agent.runtime.metadata import info_from_document
 from edgefleet.shared.durable import fsync_dir, write_bytes
 from edgefleet.shared.errors import ArtifactError
 from edgefleet.shared.hashing import sha256_file
@@ -149,11 +154,16 @@ class DeviceStore:
             )
         return ok
 
-    def adopt(self, downloaded: Path, sha256: str) -> str:
-        """Move a verified download to ``models/<sha256>.onnx``; returns the file name."""
-        name = f"{sha256}.onnx"
+    def adopt(
+        self, downloaded: Path, sha256: str, *, plan_info: Mapping[str, Any] | None = None
+    ) -> str:
+        """Move a verified download to ``models/<sha256>.onnx`` (or ``.plan``, with the
+        model info its signed target carries written beside it first); returns the name."""
+        name = f"{sha256}{PLAN_SUFFIX if plan_info is not None else '.onnx'}"
         dest = self.models_dir / name
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        if plan_info is not None:
+            write_info(dest, info_from_document(plan_info))
         if downloaded.resolve() != dest.resolve():
             try:
                 downloaded.replace(dest)
@@ -198,7 +208,7 @@ class DeviceStore:
         """Apply the cache quota; current and previous are never deleted."""
         pinned = {p.file for p in (self.state.current, self.state.previous) if p is not None}
         files = []
-        for path in self.models_dir.glob("*.onnx"):
+        for path in [*self.models_dir.glob("*.onnx"), *self.models_dir.glob(f"*{PLAN_SUFFIX}")]:
             try:
                 st = path.stat()
             except FileNotFoundError:
@@ -206,3 +216,4 @@ class DeviceStore:
             files.append(CachedFile(path.name, st.st_size, st.st_mtime))
         for name in evictions(files, pinned, self.quota):
             (self.models_dir / name).unlink(missing_ok=True)
+            (self.models_dir / name).with_suffix(INFO_SUFFIX).unlink(missing_ok=True)

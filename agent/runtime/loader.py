@@ -7,7 +7,9 @@ build (seconds to minutes on a Jetson) never stalls the frame loop. The decision
 * native TensorRT in the profile and on the device: a cached engine, or one built now from
   the ONNX and cached under its key; if that fails, ONNX Runtime instead (logged);
 * otherwise ONNX Runtime with the execution providers the profile asks for and this build
-  of onnxruntime has (TensorRT EP engines cached under the same folder).
+  of onnxruntime has (TensorRT EP engines cached under the same folder);
+* a ``.plan`` the controller chose for this device (a prebuilt plan whose fingerprint fits)
+  runs on native TensorRT directly, with the model info stored beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from edgefleet.agent.runtime.detector import Detector
 from edgefleet.agent.runtime.engine_cache import (
+    PLAN_SUFFIX,
     Action,
     EngineKey,
     GpuFacts,
@@ -53,7 +56,10 @@ def backend_label(settings: LoaderSettings, available: list[str]) -> str:
     return str(next(b for b, p in PROVIDER_FOR.items() if p == first))
 
 
-def make_loader(settings: LoaderSettings) -> Callable[[Path], Detector]:
+def make_loader(
+    settings: LoaderSettings, on_built: Callable[[Path, EngineKey], None] | None = None
+) -> Callable[[Path], Detector]:
+    """``on_built(plan, key)`` is told of each engine built here (to share it)."""
     import onnxruntime as ort
     from edgefleet.agent.runtime.onnx_backend import provider_options_for, providers_for
 
@@ -71,6 +77,8 @@ def make_loader(settings: LoaderSettings) -> Callable[[Path], Detector]:
         )  # fmt: skip
 
     def load(path: Path) -> Detector:
+        if path.suffix == PLAN_SUFFIX:  # the controller chose a prebuilt plan for this device
+            return _prebuilt(path, settings)
         choice = plan_engine(
             sha256_file(path), backends=backends, precision=precision, gpu=settings.gpu,
             cached=cached_plans(settings.engine_dir),
@@ -80,13 +88,21 @@ def make_loader(settings: LoaderSettings) -> Callable[[Path], Detector]:
         try:  # pragma: no cover - needs a GPU with TensorRT
             return _native(
                 path, choice.action, choice.key, settings,
-                workspace_mb=workspace_mb, onnxruntime=onnxruntime,
+                workspace_mb=workspace_mb, onnxruntime=onnxruntime, on_built=on_built,
             )  # fmt: skip
         except (RuntimeBackendError, ArtifactError) as e:  # pragma: no cover
             log.warning("native TensorRT unusable (%s): running on onnxruntime", e.reason)
             return onnxruntime(path)
 
     return load
+
+
+def _prebuilt(path: Path, settings: LoaderSettings) -> Detector:
+    """A signed plan, verified and stored with its model info; no ONNX Runtime fallback:
+    a plan that does not load here fails the install, and the old model keeps serving."""
+    from edgefleet.agent.runtime.tensorrt_backend import TensorRTBackend
+
+    return Detector.from_backend(TensorRTBackend(), path, conf=settings.conf, iou=settings.iou)
 
 
 def _native(  # pragma: no cover - needs a GPU with TensorRT
@@ -97,6 +113,7 @@ def _native(  # pragma: no cover - needs a GPU with TensorRT
     *,
     workspace_mb: int,
     onnxruntime: Callable[[Path], Detector],
+    on_built: Callable[[Path, EngineKey], None] | None,
 ) -> Detector:
     from edgefleet.agent.runtime.tensorrt_backend import TensorRTBackend
 
@@ -107,4 +124,6 @@ def _native(  # pragma: no cover - needs a GPU with TensorRT
             info = reference.info
         settings.engine_dir.mkdir(parents=True, exist_ok=True)
         plan = build_engine(path, key, settings.engine_dir, info, workspace_mb=workspace_mb)
+        if on_built is not None:
+            on_built(plan, key)
     return Detector.from_backend(TensorRTBackend(), plan, conf=settings.conf, iou=settings.iou)

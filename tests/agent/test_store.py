@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from edgefleet.agent.runtime.engine_cache import read_info
 from edgefleet.agent.store import DeviceStore, ModelPointer
 from edgefleet.shared.errors import ArtifactError
 from edgefleet.shared.hashing import sha256_bytes
@@ -101,3 +102,35 @@ def test_adopt_refuses_bytes_that_do_not_match(tmp_path: Path) -> None:
     f.write_bytes(b"abc")
     with pytest.raises(ArtifactError):
         store.adopt(f, "0" * 64)
+
+
+INFO = {"imgsz": [160, 160], "names": {"0": "circle", "1": "square"}, "stride": 32,
+        "end2end": True, "task": "detect"}  # fmt: skip
+
+
+def test_a_plan_is_stored_with_the_model_info_its_target_carries(tmp_path: Path) -> None:
+    store = DeviceStore(tmp_path)
+    store.load()
+    data = b"serialized engine"
+    sha = sha256_bytes(data)
+    download = tmp_path / "incoming.plan"
+    download.write_bytes(data)
+    name = store.adopt(download, sha, plan_info=INFO)
+    assert name == f"{sha}.plan"
+    info = read_info(store.models_dir / name)  # what the TensorRT backend reads at load
+    assert (info.imgsz, info.names, info.end2end) == ((160, 160), {0: "circle", 1: "square"}, True)
+    store.commit(ModelPointer("shapes", "v2", 2, sha, name, "models/shapes/v2/plan-x.plan"))
+    install(store, "v3", 3)
+    install(store, "v4", 4)  # the plan leaves the cache, its model info with it
+    assert not list(store.models_dir.glob("*.plan")) and not list(store.models_dir.glob("*.json"))
+
+
+def test_a_plan_with_unusable_model_info_is_refused(tmp_path: Path) -> None:
+    store = DeviceStore(tmp_path)
+    store.load()
+    download = tmp_path / "incoming.plan"
+    download.write_bytes(b"engine")
+    for bad in ({"names": {}}, {**INFO, "imgsz": [0, 160]}, {**INFO, "task": "segment"}, []):
+        with pytest.raises(ArtifactError, match="model info"):
+            store.adopt(download, sha256_bytes(b"engine"), plan_info=bad)  # type: ignore[arg-type]
+    assert not list(store.models_dir.glob("*"))

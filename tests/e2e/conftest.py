@@ -83,7 +83,7 @@ class System:
             cli(*args), capture_output=True, text=True, env=self.env(), timeout=120
         )
 
-    def start_agent(self, device_id: str, labels: dict[str, str]) -> Path:
+    def start_agent(self, device_id: str, labels: dict[str, str], **extra: Any) -> Path:
         cfg = {
             "device_id": device_id,
             "labels": labels,
@@ -93,6 +93,7 @@ class System:
             "source": {"kind": "folder", "path": str(SAMPLES), "fps": 10},
             "poll_interval_s": 5,
             "telemetry_window_s": 2,
+            **extra,
         }
         path = self.procs.folder / f"{device_id}.yaml"
         path.write_text(yaml.safe_dump(cfg))
