@@ -1,10 +1,13 @@
-"""What this device is, for choosing an artifact: arch, Jetson or not, runtimes present."""
+"""What this device is, for choosing an artifact: arch, Jetson or not, runtimes present,
+the GPU's compute capability (from the driver on x86; from the profile on a Jetson)."""
 
 from __future__ import annotations
 
 import importlib
 import platform
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 from edgefleet.shared.protocol import Fingerprint
@@ -32,6 +35,33 @@ def l4t_version(tegra_release: Path = TEGRA_RELEASE) -> str | None:
     return f"{m.group(1)}.{m.group(2)}" if m else "unknown"
 
 
+_CAP = re.compile(r"^\s*(\d{1,2})\.(\d)\s*$")
+
+
+def parse_compute_cap(text: str) -> str | None:
+    """The first GPU's compute capability from ``nvidia-smi --query-gpu=compute_cap``."""
+    for line in text.splitlines():
+        if m := _CAP.match(line):
+            return f"{m.group(1)}.{m.group(2)}"
+    return None
+
+
+def gpu_compute_capability(timeout_s: float = 5.0) -> str | None:
+    """Ask the driver (x86 GPUs; a Jetson's comes from its firmware profile); None without
+    an NVIDIA driver, or when it does not answer in time."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_compute_cap(out.stdout) if out.returncode == 0 else None
+
+
 def _has_cuda() -> bool:
     try:
         import onnxruntime as ort
@@ -44,9 +74,11 @@ def detect_fingerprint(
     *, tegra_release: Path = TEGRA_RELEASE, profile: str | None = None
 ) -> Fingerprint:
     l4t = l4t_version(tegra_release)
+    cap = None if l4t else gpu_compute_capability()
     return Fingerprint(
         arch=platform.machine() or "unknown",
-        platform="jetson" if l4t else ("cuda" if _has_cuda() else "cpu"),
+        platform="jetson" if l4t else ("cuda" if cap or _has_cuda() else "cpu"),
+        compute_capability=cap,
         jetpack=l4t,  # L4T release; the firmware profile maps it to a JetPack version
         tensorrt=_module_version("tensorrt"),
         onnxruntime=_module_version("onnxruntime"),

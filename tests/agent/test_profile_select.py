@@ -101,3 +101,21 @@ def test_probes_read_real_files_and_never_raise(tmp_path: Path):
     meminfo.write_text("MemTotal:       31268032 kB\nMemFree: 1 kB\n")
     assert probe_memory_mb(meminfo) == 30535
     assert probe_memory_mb(tmp_path / "missing") is None
+
+
+def test_compute_capability_from_the_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from edgefleet.agent.fingerprint import gpu_compute_capability, parse_compute_cap
+
+    assert parse_compute_cap("8.9\n8.9\n") == "8.9"  # two L4s: the first GPU's
+    assert parse_compute_cap("7.5") == "7.5"
+    assert parse_compute_cap("[N/A]\n") is None and parse_compute_cap("") is None
+    # A real executable on PATH standing in for the driver's tool, then none at all.
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 8.6\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpu_compute_capability() == "8.6"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    assert gpu_compute_capability() is None
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert gpu_compute_capability() is None
