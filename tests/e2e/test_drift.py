@@ -143,8 +143,9 @@ def test_drift_alert_samples_export(
     wait_for("agent on v2", lambda: (d := system.device(DEVICE)) and d["phase"] == "COMMITTED"
              and d["version"] == "v2", timeout=120)  # fmt: skip
 
-    # Same light as the card: the agent's own scores stay low, no alert.
-    assert max(next_scored(windows, 3)) < 0.5
+    # Same light as the card: the agent's own scores stay low, no alert. The first window
+    # on v2 may straddle the swap (a few frames: PSI 0.7 was seen on a loaded machine).
+    assert max(next_scored(windows, 4)[1:]) < 0.5
     assert system.http.get("/v1/alerts").json()["count"] == 0
 
     set_light(frames, 0.35)
