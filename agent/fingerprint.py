@@ -6,10 +6,9 @@ from __future__ import annotations
 import importlib
 import platform
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
+from edgefleet.agent.profile_select import probe_compute_capability
 from edgefleet.shared.protocol import Fingerprint
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
@@ -35,33 +34,6 @@ def l4t_version(tegra_release: Path = TEGRA_RELEASE) -> str | None:
     return f"{m.group(1)}.{m.group(2)}" if m else "unknown"
 
 
-_CAP = re.compile(r"^\s*(\d{1,2})\.(\d)\s*$")
-
-
-def parse_compute_cap(text: str) -> str | None:
-    """The first GPU's compute capability from ``nvidia-smi --query-gpu=compute_cap``."""
-    for line in text.splitlines():
-        if m := _CAP.match(line):
-            return f"{m.group(1)}.{m.group(2)}"
-    return None
-
-
-def gpu_compute_capability(timeout_s: float = 5.0) -> str | None:
-    """Ask the driver (x86 GPUs; a Jetson's comes from its firmware profile); None without
-    an NVIDIA driver, or when it does not answer in time."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=timeout_s, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return parse_compute_cap(out.stdout) if out.returncode == 0 else None
-
-
 def _has_cuda() -> bool:
     try:
         import onnxruntime as ort
@@ -74,7 +46,7 @@ def detect_fingerprint(
     *, tegra_release: Path = TEGRA_RELEASE, profile: str | None = None
 ) -> Fingerprint:
     l4t = l4t_version(tegra_release)
-    cap = None if l4t else gpu_compute_capability()
+    cap = None if l4t else probe_compute_capability()  # a Jetson's comes from its profile
     return Fingerprint(
         arch=platform.machine() or "unknown",
         platform="jetson" if l4t else ("cuda" if cap or _has_cuda() else "cpu"),

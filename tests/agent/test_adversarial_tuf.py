@@ -397,6 +397,7 @@ def test_tensorrt_plan_for_another_gpu_is_refused(
     repos: TufRepositories, server: AttackServer, tmp_path: Path
 ) -> None:
     plan = {"compute_capability": "8.7", "tensorrt": "10.3", "precision": "fp16"}
+    publish(repos, server, tmp_path, "v1", 1)  # a plan joins a published ONNX version
     info = publish(repos, server, tmp_path, "v1", 1, format="tensorrt-plan", fingerprint=plan)
     repos.assign(DEVICE, [info])
     xavier = Fingerprint(arch="aarch64", platform="jetson", tensorrt="10.3.0.30",

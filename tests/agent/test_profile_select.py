@@ -104,18 +104,20 @@ def test_probes_read_real_files_and_never_raise(tmp_path: Path):
 
 
 def test_compute_capability_from_the_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from edgefleet.agent.fingerprint import gpu_compute_capability, parse_compute_cap
+    from edgefleet.agent.fingerprint import detect_fingerprint
+    from edgefleet.agent.profile_select import probe_compute_capability
 
-    assert parse_compute_cap("8.9\n8.9\n") == "8.9"  # two L4s: the first GPU's
-    assert parse_compute_cap("7.5") == "7.5"
-    assert parse_compute_cap("[N/A]\n") is None and parse_compute_cap("") is None
     # A real executable on PATH standing in for the driver's tool, then none at all.
     smi = tmp_path / "nvidia-smi"
+    for output, want in (("8.9\n8.9\n", "8.9"), ("7.5\n", "7.5"), ("[N/A]\n", None)):
+        smi.write_text(f"#!/bin/sh\nprintf '{output}'\n")
+        smi.chmod(0o755)
+        monkeypatch.setenv("PATH", str(tmp_path))
+        assert probe_compute_capability() == want, output
     smi.write_text("#!/bin/sh\necho 8.6\n")
-    smi.chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert gpu_compute_capability() == "8.6"
+    fp = detect_fingerprint(tegra_release=tmp_path / "not-a-jetson")
+    assert (fp.platform, fp.compute_capability) == ("cuda", "8.6")  # reported to the controller
     smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
-    assert gpu_compute_capability() is None
+    assert probe_compute_capability() is None
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert gpu_compute_capability() is None
+    assert probe_compute_capability() is None
