@@ -163,14 +163,27 @@ def test_release_must_grow_and_versions_are_immutable(
     repos.image.add_model_target("other-model", "v1", 1, artifact)  # per model
 
 
-def test_tensorrt_plan_needs_fingerprint(repos: TufRepositories, artifact: Path) -> None:
+def test_tensorrt_plan_needs_fingerprint_and_a_signed_onnx(
+    repos: TufRepositories, artifact: Path
+) -> None:
+    fp = {"compute_capability": "8.7", "tensorrt": "10.3", "precision": "fp16"}
+    with pytest.raises(ArtifactError, match="has no signed ONNX"):
+        repos.image.add_model_target("yolo", "v1", 1, artifact, format="tensorrt-plan",
+                                     fingerprint=fp)  # fmt: skip
+    repos.image.add_model_target("yolo", "v1", 1, artifact)
     with pytest.raises(ArtifactError, match="fingerprint"):
         repos.image.add_model_target("yolo", "v1", 1, artifact, format="tensorrt-plan")
-    fp = {"compute_capability": "8.7", "tensorrt": "10.3", "precision": "fp16"}
+    with pytest.raises(ArtifactError, match="fingerprint"):
+        repos.image.add_model_target("yolo", "v1", 1, artifact, format="tensorrt-plan",
+                                     fingerprint={**fp, "compute_capability": "sm87"})  # fmt: skip
     info = repos.image.add_model_target(
         "yolo", "v1", 1, artifact, format="tensorrt-plan", fingerprint=fp
     )
-    assert info.target_path == "models/yolo/v1/model.plan"
+    assert info.target_path == "models/yolo/v1/plan-sm87-trt10.3-fp16.plan"
+    assert info.release == 1  # a plan joins its version: no new release
+    with pytest.raises(ArtifactError, match="no signed ONNX"):  # release 2 is not published
+        repos.image.add_model_target("yolo", "v2", 2, artifact, format="tensorrt-plan",
+                                     fingerprint=fp)  # fmt: skip
 
 
 def test_director_chain_per_device(repos: TufRepositories, artifact: Path, tmp_path: Path) -> None:
