@@ -1,4 +1,4 @@
-"""``edgefleet bench infer`` and ``edgefleet bench swap``: the benchmarks in bench/.
+"""``edgefleet bench infer|swap|rollout``: the benchmarks in bench/.
 
 Only the standard library is imported here. The measuring code lives in the source
 checkout's ``bench/`` folder (it compares against Ultralytics, which never ships on a
@@ -19,7 +19,9 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
 def register(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: per-frame cost, hot swaps under load")
+    bench = sub.add_parser(
+        "bench", help="benchmarks: per-frame cost, hot swaps, rollout convergence"
+    )
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHICH", required=True)
 
     infer = bench_sub.add_parser("infer", help="agent per-frame time vs bare run vs Ultralytics")
@@ -41,6 +43,16 @@ def register(sub: Any) -> None:
     swap.add_argument("--settle-s", type=float, default=0.5, help="seconds after a swap")
     swap.add_argument("--json", action="store_true", help="one JSON document")
     swap.set_defaults(handler="edgefleet.agent.bench_cli:run_swap")
+
+    rollout = bench_sub.add_parser(
+        "rollout", help="time for a fleet to converge on a new version (needs the controller)"
+    )
+    rollout.add_argument("--devices", type=int, default=20, help="simulated devices")
+    rollout.add_argument("--poll-s", type=float, default=30.0, help="director poll interval")
+    rollout.add_argument("--fps", type=float, default=2.0, help="frames per second per device")
+    rollout.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
+    rollout.add_argument("--json", action="store_true", help="one JSON document")
+    rollout.set_defaults(handler="edgefleet.agent.bench_cli:run_rollout")
 
 
 def _bench_module(name: str) -> ModuleType:
@@ -97,4 +109,11 @@ def run_swap(args: argparse.Namespace) -> int:
         gap_s=args.gap_s,
         settle_s=args.settle_s,
     )
+    return _emit(result, args.json, mod)
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    _positive(args.devices, "--devices")
+    mod = _bench_module("bench_rollout")
+    result = mod.bench(args.devices, poll_s=args.poll_s, fps=args.fps, timeout=args.timeout)
     return _emit(result, args.json, mod)

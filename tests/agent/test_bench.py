@@ -58,3 +58,17 @@ def test_bench_errors_are_one_line():
     assert r.returncode == 1
     assert r.stderr.strip() == "edgefleet: error: model file not found: missing.onnx"
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_bench_rollout_converges_on_the_hint_not_the_poll():
+    """A real broker, controller and two simulated agents: both end on v2, and long before
+    their 10-minute poll would have told them (the MQTT hint did)."""
+    r = edgefleet("bench", "rollout", "--devices", "2", "--poll-s", "600", "--timeout", "120",
+                  "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["devices"] == 2 and doc["device_errors"] == {}
+    assert doc["one_device_s"] > 0 and 0 < doc["fleet_max_s"] < 120
+    assert doc["fleet_max_over_poll_interval"] < 0.2
