@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 PLAN = "tensorrt-plan"
 MIN_PLAN_BYTES = 1024  # an engine of even the smallest network is far larger
+MAX_PENDING_PER_SOURCE = 8  # plans one device may leave waiting for approval (disk bound)
 
 
 class PlanExistsError(EdgefleetError):
@@ -70,6 +71,12 @@ def push_plan(
     if signing is not None and _signed(session, row, engine):
         raise PlanExistsError(
             f"{name}:{version} already has a signed plan for {engine.slug()}", model=name
+        )
+    waiting = [p for p in list_plans(session) if p.source == origin and p.state == "pending"]
+    if signing is None and len(waiting) >= MAX_PENDING_PER_SOURCE:
+        raise ArtifactError(
+            f"{origin} already has {len(waiting)} plans waiting for approval: approve or "
+            "wait before it shares more"
         )
     with store.staged(source) as (tmp, digest, length):
         _check_plan_bytes(length)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from edgefleet.controller.ingest import Ingest
+from edgefleet.controller.plans import MAX_PENDING_PER_SOURCE
 from edgefleet.controller.registry import push_version
 from edgefleet.controller.rollouts.scheduler import Scheduler
 from edgefleet.controller.rollouts.service import Deps
@@ -170,6 +171,16 @@ def test_bad_plans_get_one_line_errors_and_change_nothing(
                                       "onnx_sha256": "0" * 64})  # fmt: skip
         assert wrong.status_code == 400 and "built from ONNX 000000000000" in wrong.text
         assert client.get("/v1/plans").json()["count"] == 1
+        # One device cannot fill the controller's disk with plans nobody approved.
+        v2 = services.signing.target("models/shapes/v2/model.onnx")
+        answers = []
+        for i in range(MAX_PENDING_PER_SOURCE + 1):
+            with _plan_bytes(tmp_path, f"flood{i}").open("rb") as f:
+                answers.append(client.post(
+                    "/v1/devices/orin-1/plans", files={"file": ("p", f)},
+                    data={**ORIN_PLAN, "onnx_sha256": v2.sha256}))  # fmt: skip
+        assert [a.status_code for a in answers] == [200] * MAX_PENDING_PER_SOURCE + [400]
+        assert "8 plans waiting for approval" in answers[-1].json()["detail"]
 
 
 def test_the_agent_offers_a_plan_it_built_over_real_http(
