@@ -98,18 +98,19 @@ class LiveSource:
 
     target: str
     reconnect_s: float = 2.0  # seconds between attempts to reopen
+    _closed: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     def _open(self) -> cv2.VideoCapture:
         device = int(self.target) if self.target.isdigit() else self.target
         return cv2.VideoCapture(device)
 
     def frames(self) -> Iterator[Frame]:
-        while True:
+        while not self._closed.is_set():
             cap = self._open()
             try:
                 if not cap.isOpened():
                     log.warning("cannot open %s: retrying in %.0fs", self.target, self.reconnect_s)
-                while cap.isOpened():
+                while cap.isOpened() and not self._closed.is_set():
                     ok, img = cap.read()
                     if not ok:
                         log.warning("%s stopped sending frames: reopening", self.target)
@@ -117,7 +118,13 @@ class LiveSource:
                     yield np.asarray(img, dtype=np.uint8)
             finally:
                 cap.release()
-            time.sleep(self.reconnect_s)
+            self._closed.wait(self.reconnect_s)
+
+    def close(self) -> None:
+        """End :meth:`frames` (within one read or one reconnect wait). A reader stuck on an
+        unplugged camera would otherwise retry in OpenCV until the process exits, and a
+        native call still running then can abort the interpreter on its way out."""
+        self._closed.set()
 
 
 def open_source(kind: str, path: Path | str, *, loop: bool = True) -> FrameSource:
@@ -181,6 +188,9 @@ class Pipeline:
 
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
+        close = getattr(self.source, "close", None)  # a live source may be waiting to reopen
+        if callable(close):
+            close()
         for t in self._threads:
             t.join(timeout)
 

@@ -32,11 +32,15 @@ def test_unopenable_camera_keeps_retrying_without_raising(tmp_path: Path) -> Non
     done = threading.Event()
 
     def pull() -> None:
-        next(src.frames())
+        next(src.frames(), None)
         done.set()
 
-    threading.Thread(target=pull, daemon=True).start()
+    t = threading.Thread(target=pull, daemon=True)
+    t.start()
     assert not done.wait(0.3)  # still retrying, nothing raised
+    src.close()  # as Pipeline.stop does: the retry loop ends, no thread is left behind
+    t.join(2)
+    assert done.is_set() and not t.is_alive()
 
 
 def test_config_accepts_camera_and_rtsp_sources(tmp_path: Path) -> None:
@@ -50,3 +54,18 @@ def test_config_accepts_camera_and_rtsp_sources(tmp_path: Path) -> None:
     assert isinstance(open_source(rtsp.source.kind, rtsp.source.path), LiveSource)
     cam = parse_config({**base, "source": {"kind": "camera", "path": "0"}}, base=tmp_path)
     assert open_source(cam.source.kind, cam.source.path) == LiveSource("0")
+
+
+def test_stopping_the_pipeline_ends_a_reader_waiting_for_a_camera(tmp_path: Path) -> None:
+    """An agent stopped while its camera is unplugged leaves no reader thread behind."""
+    from edgefleet.agent.pipeline import Pipeline
+    from edgefleet.agent.slots import ModelSlots
+
+    pipeline = Pipeline(LiveSource(str(tmp_path / "unplugged"), reconnect_s=0.05), ModelSlots(),
+                        [], fps=5)  # fmt: skip
+    pipeline.start()
+    reader = next(t for t in pipeline._threads if t.name == "frame-reader")
+    reader.join(0.3)
+    assert reader.is_alive()  # still retrying
+    pipeline.stop(timeout=3)
+    assert not reader.is_alive()
