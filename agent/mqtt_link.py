@@ -68,6 +68,7 @@ class MqttLink:
         self.hints = hints
         self.keepalive = keepalive
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker acknowledged desired + commands
         self.malformed = 0
         self._last_reject_at = float("-inf")
         self._failed_once = False
@@ -95,6 +96,7 @@ class MqttLink:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = lambda *_: self.subscribed.set()
         return c
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -110,6 +112,10 @@ class MqttLink:
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Connected, and messages on ``desired`` and ``commands`` now reach this link."""
+        return self.connected.wait(timeout) and self.subscribed.wait(timeout)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say offline (retained), disconnect cleanly, end paho's thread."""
@@ -191,6 +197,7 @@ class MqttLink:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if reason.is_failure:
             log.warning("lost the broker (%s); reconnecting", reason)
 

@@ -455,7 +455,7 @@ def test_forged_desired_with_url_and_hash_installs_nothing(
     link = MqttLink(DEVICE, "127.0.0.1", broker.port, hints, keepalive=5)
     link.start()
     try:
-        assert link.wait_connected(5.0)
+        assert link.wait_subscribed(5.0)
         forged = {
             "schema": 1,
             "director_version": 99,

@@ -93,7 +93,8 @@ def link(broker: DevBroker) -> Iterator[tuple[MqttLink, queue.Queue[Hint]]]:
     hints: queue.Queue[Hint] = queue.Queue(maxsize=16)
     lk = MqttLink(DEVICE, "127.0.0.1", broker.port, hints, keepalive=5, reconnect_delay=(1, 2))
     lk.start()
-    assert lk.wait_connected(WAIT_S)
+    # Subscribed, not only connected: a message sent before the SUBACK may not reach it.
+    assert lk.wait_subscribed(WAIT_S)
     yield lk, hints
     lk.stop()
 
@@ -182,7 +183,7 @@ def test_desired_hint_sent_while_offline_arrives_after_reconnect(broker: DevBrok
     hints: queue.Queue[Hint] = queue.Queue(maxsize=16)
     lk = MqttLink(DEVICE, "127.0.0.1", broker.port, hints)
     lk.start()
-    assert lk.wait_connected(WAIT_S)
+    assert lk.wait_subscribed(WAIT_S)  # the session holds the subscription from here on
     lk.stop()
     w = Watcher(broker.port)
     try:
