@@ -73,6 +73,7 @@ class MqttLink:
         self._last_reject_at = float("-inf")
         self._failed_once = False
         self._last_state: DeviceState | None = None
+        self._state_queued = False  # the newest state waits in paho's offline queue
         self._lock = threading.Lock()
         self._tls = tls
         self._client = self._build_client(reconnect_delay, max_queued)
@@ -136,7 +137,9 @@ class MqttLink:
     def publish_state(self, state: DeviceState) -> None:
         with self._lock:
             self._last_state = state
-        self._publish(Channel.STATE, state.to_bytes(), retain=True)
+            rc = self._publish(Channel.STATE, state.to_bytes(), retain=True)
+            # Queued while offline: paho sends the queue in order on connect, newest last.
+            self._state_queued = rc == mqtt.MQTT_ERR_NO_CONN
 
     def publish_event(self, event: PhaseEvent | RejectedEvent) -> None:
         self._publish(Channel.EVENTS, event.to_bytes())
@@ -158,11 +161,12 @@ class MqttLink:
             return False
         return info.is_published()
 
-    def _publish(self, channel: Channel, payload: bytes, *, retain: bool = False) -> None:
+    def _publish(self, channel: Channel, payload: bytes, *, retain: bool = False) -> int:
         # While offline paho keeps QoS 1 messages and sends them after reconnecting.
         info = self._client.publish(self._topic(channel), payload, qos=QOS, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("publish to %s not queued: %s", channel.value, mqtt.error_string(info.rc))
+        return int(info.rc)
 
     # -- paho callbacks (paho's thread: no blocking work here) -------------------------
 
@@ -181,7 +185,11 @@ class MqttLink:
         online = Status(device_id=self.device_id, online=True)
         client.publish(self._topic(Channel.STATUS), online.to_bytes(), qos=QOS, retain=True)
         with self._lock:
-            state = self._last_state
+            # Republish the newest state (the broker may have lost it) unless it is queued:
+            # then paho sends the queued states right after this callback, in order, and a
+            # republish here would put the newest first and an older one last.
+            state = None if self._state_queued else self._last_state
+            self._state_queued = False
         if state is not None:
             client.publish(self._topic(Channel.STATE), state.to_bytes(), qos=QOS, retain=True)
         self.connected.set()

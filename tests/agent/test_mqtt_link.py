@@ -207,11 +207,19 @@ def test_unreachable_broker_does_not_raise_and_connects_later(tmp_path: Any) -> 
     lk.start()  # nothing listens yet: no exception, paho keeps trying
     try:
         assert not lk.wait_connected(1.0)
-        lk.publish_state(DeviceState(device_id=DEVICE))  # queued while offline
+        # Queued while offline (an agent that restarted and resumed an install at once):
+        # they arrive in order, the newest last, so the broker keeps the truth.
+        for phase in (Phase.COMMITTED, Phase.DOWNLOADING, Phase.VERIFIED):
+            lk.publish_state(DeviceState(device_id=DEVICE, phase=phase))
         broker = DevBroker(tmp_path / "late", port=port).start()
+        watcher = Watcher(broker.port)
         try:
             assert lk.wait_connected(WAIT_S)
+            wait_for("three states", lambda: len(watcher.on(Channel.STATE)) >= 3)
+            phases = [decode(DeviceState, p).phase for p in watcher.on(Channel.STATE)]
+            assert phases == [Phase.COMMITTED, Phase.DOWNLOADING, Phase.VERIFIED]
         finally:
+            watcher.close()
             lk.stop()
             broker.stop()
     finally:
