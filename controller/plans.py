@@ -24,7 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
-from edgefleet.controller.artifact_choice import Artifact, choose_artifact
+from edgefleet.agent.profile_select import shipped_profiles_dir
+from edgefleet.controller.artifact_choice import PLAN, Artifact, choose_artifact
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.models import Device, ModelVersion, PlanArtifact
 from edgefleet.controller.registry import get_version
@@ -39,7 +40,6 @@ from sqlmodel import Session, col, select
 
 log = logging.getLogger(__name__)
 
-PLAN = "tensorrt-plan"
 MIN_PLAN_BYTES = 1024  # an engine of even the smallest network is far larger
 MAX_PENDING_PER_SOURCE = 8  # plans one device may leave waiting for approval (disk bound)
 
@@ -109,10 +109,10 @@ def approve_plan(
     if plan.state == "signed":
         return plan
     row = get_version(session, plan.name, plan.version)
-    if _signed(session, row, _engine_of(plan, row)):
+    engine = _engine_of(plan, row)
+    if _signed(session, row, engine):
         raise PlanExistsError(
-            f"{plan.name}:{plan.version} already has a signed plan for "
-            f"{_engine_of(plan, row).slug()}",
+            f"{plan.name}:{plan.version} already has a signed plan for {engine.slug()}",
             model=plan.name,
         )
     _sign(plan, row, store.path_for, signing)
@@ -201,9 +201,7 @@ def target_for(
 @lru_cache(maxsize=1)
 def device_profiles() -> dict[str, FirmwareProfile]:
     """The firmware profiles shipped with edgefleet, by name."""
-    import edgefleet.firmware_profiles as folder
-
-    return load_profiles(Path(folder.__file__).parent)
+    return load_profiles(shipped_profiles_dir())
 
 
 def _fingerprint(device: Device | None) -> Fingerprint | None:
