@@ -11,6 +11,14 @@ and this module does the disk and network work around them::
 
 A fresh ngclient ``Updater`` is built for every refresh and download, as ngclient intends;
 the cache and the pinned roots carry trust from one to the next.
+
+Idle polls are cheap: while both repositories' ``timestamp.json`` are unchanged (a
+conditional GET answered 304, or the very bytes already trusted) and everything verified
+last time is further than ``expiry_margin_s`` from expiring, the poll reuses the last
+full verification of this process instead of running ngclient's refresh, whose root
+probe (``N+1.root.json``) is a 404 on every poll. docs/TRUST.md says why that is safe.
+Downloads resume: the partial file stays in the models folder and the rest is asked for
+with ``Range``; the whole file is verified against the signed length and hashes.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +40,7 @@ from edgefleet.agent.install_policy import VerifiedTarget, decide
 from edgefleet.shared.durable import fsync_dir, write_bytes
 from edgefleet.shared.errors import TransportError, TrustError
 from edgefleet.shared.hashing import sha256_file
-from edgefleet.shared.protocol import Fingerprint
+from edgefleet.shared.protocol import Fingerprint, utcnow
 from edgefleet.shared.topics import validate_device_id
 from tuf.api import exceptions
 from tuf.api.metadata import Key, Metadata, TargetFile, Targets  # type: ignore[attr-defined]
@@ -59,6 +68,18 @@ class UpdaterConfig:
     client_key: Path | None = None  # PEM key of client_cert
     agent_version: str = __version__  # compared with targets' min_agent_version
     root_max_length: int = 512_000  # bytes, for the trust-on-first-use root
+    timestamp_max_length: int = 16_384  # bytes, for the conditional timestamp check
+    expiry_margin_s: float = 3600.0  # seconds: closer than this to expiry, refresh fully
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """What the last full refresh verified: enough to judge the assignment again."""
+
+    director: list[TargetFile]
+    image: dict[str, TargetFile | None]  # director target path -> image repo's entry
+    expires: datetime  # the earliest expiry of all metadata that took part
+    stamps: dict[str, bytes] = field(default_factory=dict)  # repo -> timestamp.json
 
 
 class _DurableUpdater(Updater):
@@ -125,9 +146,19 @@ def open_repository(
 class ModelUpdater:
     """Refreshes both repositories for one device and downloads what they agree on."""
 
-    def __init__(self, config: UpdaterConfig, fetcher: DeadlineFetcher | None = None) -> None:
+    def __init__(
+        self,
+        config: UpdaterConfig,
+        fetcher: DeadlineFetcher | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         validate_device_id(config.device_id)
         self.config = config
+        self._clock = clock
+        self._verified: _Verified | None = None
+        self._etags: dict[str, str | None] = {}  # repo -> ETag of its timestamp.json
+        self.full_refreshes = 0  # ngclient refreshes run (the rest reused a verification)
         self._fetcher = fetcher or DeadlineFetcher(
             FetcherConfig(
                 deadline_s=config.download_deadline_s,
@@ -156,15 +187,12 @@ class ModelUpdater:
         unreachable.
         """
         with self._locked(), self._tuf_errors("refresh"):
-            director = self._updater("director")
-            director.refresh()
-            image = self._updater("image")
-            image.refresh()
+            verified = self._current_verification()
             accepted = []
-            for target in self._director_targets():
+            for target in verified.director:
                 decision = decide(
                     target,
-                    image.get_targetinfo(target.path),
+                    verified.image[target.path],
                     installed_releases,
                     fingerprint,
                     self.config.agent_version,
@@ -180,10 +208,63 @@ class ModelUpdater:
                 accepted.append(decision.target)
             return accepted
 
+    def _current_verification(self) -> _Verified:
+        """The last verification while nothing changed and nothing nears expiry, else anew."""
+        last = self._verified
+        margin = timedelta(seconds=self.config.expiry_margin_s)
+        if (
+            last is not None
+            and self._clock() + margin < last.expires
+            and all(self._unchanged(repo, last.stamps[repo]) for repo in ("director", "image"))
+        ):
+            return last
+        self._verified = None  # a failed refresh below must not leave the old one usable
+        self._verified = self._full_refresh()
+        return self._verified
+
+    def _full_refresh(self) -> _Verified:
+        self.full_refreshes += 1
+        director = self._updater("director")
+        director.refresh()
+        image = self._updater("image")
+        image.refresh()
+        targets = self._director_targets()
+        infos = {t.path: image.get_targetinfo(t.path) for t in targets}
+        signed = [*_trusted(director), *_trusted(image)]
+        return _Verified(
+            director=targets,
+            image=infos,
+            expires=min(s.expires for s in signed),
+            stamps={repo: self._cached_timestamp(repo) for repo in ("director", "image")},
+        )
+
+    def _unchanged(self, repo: str, trusted_stamp: bytes) -> bool:
+        """Is ``repo``'s timestamp.json still the one verified? 304 or the same bytes.
+
+        Anything else (a new timestamp, an HTTP error) says no: the full refresh then
+        verifies what changed or reports the error as it always did.
+        """
+        url = f"{self._urls[repo]}timestamp.json"
+        try:
+            answer = self._fetcher.fetch_conditional(
+                url, self._etags.get(repo), self.config.timestamp_max_length
+            )
+        except exceptions.DownloadHTTPError:
+            return False
+        same = answer.status == 304 or answer.body == trusted_stamp
+        # Keep only an ETag that names the trusted bytes; a 304 must never vouch for others.
+        self._etags[repo] = answer.etag if same else None
+        return same
+
+    def _cached_timestamp(self, repo: str) -> bytes:
+        return (self._tuf_dir / repo / "timestamp.json").read_bytes()
+
     def download(self, target: VerifiedTarget, dest_dir: Path) -> Path:
         """Fetch and verify ``target`` into ``dest_dir/<sha256><suffix>``; no partial files.
 
-        A file already there with the right hash is returned as it is.
+        A file already there with the right hash is returned as it is. A download that
+        broke off leaves ``.<name>.part``, which the next call continues; bytes that fail
+        verification are deleted.
         """
         dest = dest_dir / f"{target.sha256}{Path(target.target_path).suffix}"
         if dest.exists() and sha256_file(dest) == target.sha256:
@@ -194,14 +275,25 @@ class ModelUpdater:
         with self._locked():
             try:
                 with self._tuf_errors(f"download of {target.target_path}"):
-                    self._updater("image").download_target(info, str(part), self._targets_url)
-                _fsync_file(part)
-                part.replace(dest)
-                fsync_dir(dest_dir)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    part.unlink()
+                    url = self._target_url(info)
+                    self._fetcher.download_resumable(url, part, target.length)
+                    with part.open("rb") as f:
+                        info.verify_length_and_hashes(f)
+            except TrustError:
+                part.unlink(missing_ok=True)  # wrong bytes: never resume from them
+                raise
+            _fsync_file(part)
+            part.replace(dest)
+            fsync_dir(dest_dir)
         return dest
+
+    def _target_url(self, info: TargetFile) -> str:
+        """Where ngclient's download_target would fetch ``info`` (hash-prefixed name)."""
+        path = info.path
+        if self._updater("image")._trusted_set.root.consistent_snapshot:
+            dirname, sep, basename = path.rpartition("/")
+            path = f"{dirname}{sep}{info.hashes['sha256']}.{basename}"
+        return f"{self._targets_url}{path}"
 
     def close(self) -> None:
         """Drop pooled connections to the controller."""
@@ -262,6 +354,11 @@ class ModelUpdater:
             raise TrustError(f"{what}: {_one_line(e)}", device_id=device) from e
         except OSError as e:
             raise TrustError(f"{what}: local metadata unusable: {e}", device_id=device) from e
+
+
+def _trusted(updater: Updater) -> list[Any]:
+    """Every metadata object the refresh verified (root, timestamp, snapshot, targets...)."""
+    return list(updater._trusted_set)
 
 
 def _check_self_signed_root(data: bytes, url: str) -> None:

@@ -229,7 +229,11 @@ def test_server_dripping_bytes_past_the_deadline(
     with pytest.raises(TransportError, match="longer than"):
         up.download(target, tmp_path / "models")
     assert time.monotonic() - started < 2.5
-    assert not any((tmp_path / "models").iterdir())
+    # Only the hidden partial file is left, kept to resume from; never the model itself.
+    left = [p.name for p in (tmp_path / "models").iterdir()]
+    assert left == [f".{info.sha256}.onnx.part"]
+    del server.drip[server.artifact_path(info)]
+    assert up.download(target, tmp_path / "models").read_bytes() == b"x" * 200
 
 
 # -- signatures -----------------------------------------------------------------------
