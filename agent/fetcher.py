@@ -16,8 +16,9 @@ Besides ngclient's seam, two plain-HTTP savings the controller offers (RFC 9110)
   trusted exactly as much as a fresh one.
 
 A busy controller answers 503 (or 429) with ``Retry-After``: every request waits that long
-plus exponential backoff with full jitter, for at most ``busy_budget_s`` in all, then gives
-up with ``DownloadHTTPError`` (the updater's TransportError); the agent keeps serving.
+plus exponential backoff with full jitter, for at most ``busy_budget_s`` of waiting in
+all, then gives up with ``DownloadHTTPError`` (the updater's TransportError); the agent
+keeps serving its current model meanwhile.
 """
 
 from __future__ import annotations
@@ -169,8 +170,7 @@ class DeadlineFetcher(FetcherInterface):
 
     def _request(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
         """One GET, retried while the server says it is busy; errors as DownloadError."""
-        started = time.monotonic()
-        attempt = 0
+        waited, attempt = 0.0, 0
         while True:
             response = self._send(url, headers)
             if response.status not in BUSY:
@@ -178,14 +178,14 @@ class DeadlineFetcher(FetcherInterface):
             retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
             response.close()
             wait = busy_wait_s(attempt, retry_after, self.config, self._rng)
-            if time.monotonic() - started + wait > self.config.busy_budget_s:
+            if waited + wait > self.config.busy_budget_s:
                 raise exceptions.DownloadHTTPError(
                     f"HTTP {response.status} for {url}: controller busy for "
                     f"{self.config.busy_budget_s:g} s",
                     response.status,
                 )
             self._sleep(wait)
-            attempt += 1
+            waited, attempt = waited + wait, attempt + 1
         if response.status >= 400:
             response.close()  # the error body stays unread: the connection is spent
             raise exceptions.DownloadHTTPError(f"HTTP {response.status} for {url}", response.status)

@@ -251,7 +251,7 @@ class ModelUpdater:
             )
         except exceptions.DownloadHTTPError:
             return False
-        same = answer.status == 304 or answer.body == trusted_stamp
+        same: bool = answer.status == 304 or answer.body == trusted_stamp
         # Keep only an ETag that names the trusted bytes; a 304 must never vouch for others.
         self._etags[repo] = answer.etag if same else None
         return same
