@@ -2,8 +2,11 @@
 runs, fetched once from the controller, cached on disk, and scored against each window.
 
 Fetching happens on the telemetry thread, never the frame loop. A missing card (404) or
-an unreachable controller is asked again after ``retry_s``; until then windows carry no
-drift scores (``None``), which the controller reads as "no baseline", not "no drift".
+an unreachable controller is asked again after ``retry_s``, then after twice as long each
+time up to ``retry_max_s``: a version pushed without a card costs a handful of requests a
+day, not one a minute. Until then windows carry no drift scores (``None``), which the
+controller reads as "no baseline", not "no drift". A card once fetched is kept on disk
+and never asked for again (a card describes one immutable version).
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ class BaselineCache:
         http: ControllerHttp,
         folder: Path,
         *,
-        retry_s: float = 60.0,  # seconds before asking again after a miss
+        retry_s: float = 60.0,  # seconds before asking again after the first miss
+        retry_max_s: float = 6 * 3600.0,  # seconds: the longest gap between two asks
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.http, self.folder, self.retry_s, self.clock = http, folder, retry_s, clock
+        self.retry_max_s = retry_max_s
         self._cards: dict[tuple[str, str], ModelCard] = {}
         self._next_try: dict[tuple[str, str], float] = {}
+        self._misses: dict[tuple[str, str], int] = {}
 
     def _path(self, model: str, version: str) -> Path:
         return self.folder / model / f"{version}.json"
@@ -49,7 +55,9 @@ class BaselineCache:
         if card is None and self.clock() >= self._next_try.get(key, float("-inf")):
             card = self._fetch(model, version)
             if card is None:
-                self._next_try[key] = self.clock() + self.retry_s
+                misses = self._misses[key] = self._misses.get(key, 0) + 1
+                wait = min(self.retry_max_s, self.retry_s * 2 ** (misses - 1))
+                self._next_try[key] = self.clock() + wait
         if card is not None:
             self._cards[key] = card
         return card

@@ -7,7 +7,8 @@ problem becomes :class:`TransportError` so callers retry later instead of failin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ DEVICE_HEADER = "X-Edgefleet-Device"
 class Answer:
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object; {} when it is not one."""
@@ -46,7 +48,9 @@ class ControllerHttp:
         ca_bundle: Path | None = None,  # PEM; None: the system's trust store
         client_cert: Path | None = None,  # PEM for mTLS
         client_key: Path | None = None,
+        observer: Callable[[str, int], None] | None = None,  # (path, status); benchmarks
     ) -> None:
+        self.observer = observer
         self.base_url = base_url.rstrip("/")
         self.device_id = device_id
         kwargs: dict[str, Any] = {}
@@ -67,7 +71,9 @@ class ControllerHttp:
             r = self._pool.request(method, self.base_url + path, headers=headers, **kwargs)
         except urllib3.exceptions.HTTPError as e:
             raise TransportError(f"controller {self.base_url} unreachable: {e}") from e
-        return Answer(r.status, r.data)
+        if self.observer is not None:
+            self.observer(path, r.status)
+        return Answer(r.status, r.data, {k.lower(): v for k, v in r.headers.items()})
 
     def close(self) -> None:
         self._pool.clear()

@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from functools import partial
 from typing import TYPE_CHECKING
 
 from edgefleet.agent.baseline import BaselineCache, with_drift
 from edgefleet.agent.controller_http import ControllerHttp
 from edgefleet.agent.enroll import read_upload_token
 from edgefleet.agent.forward import TelemetryForwarder
-from edgefleet.agent.sampler import Sampler, controller_settings
+from edgefleet.agent.sampler import ControllerSettings, Sampler
 from edgefleet.agent.spool import DiskSpool
 from edgefleet.shared.protocol import TelemetryWindow
 from edgefleet.shared.topics import Channel
@@ -65,10 +64,10 @@ class DataLoop:
         if s.enabled:  # no local strategies: the controller's settings may bring some
             spool = DiskSpool(config.data_dir / "spool" / "samples", max_entries=s.spool_max_items,
                               max_bytes=s.spool_max_bytes)  # fmt: skip
-            settings = partial(controller_settings, http, config.device_id, config.labels, s)
+            settings = ControllerSettings(http, config.device_id, config.labels, s)
             sampler = Sampler(config.device_id, s, spool, http, rng=random.Random(),
                               upload_token=read_upload_token(config.data_dir),
-                              settings=settings, refresh_s=config.poll_interval_s)  # fmt: skip
+                              settings=settings, refresh_s=s.settings_refresh_s)  # fmt: skip
         return cls(forwarder, baselines, sampler, http)
 
     def sinks(self) -> list[FrameSink]:

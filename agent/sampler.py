@@ -105,6 +105,9 @@ class SamplingConfig(BaseModel):
     spool_max_bytes: int = Field(default=200_000_000, ge=1)  # bytes on disk for them
     upload_interval_s: float = Field(default=5.0, gt=0)  # seconds between upload rounds
     queue_size: int = Field(default=8, ge=1)  # frames waiting for the JPEG encoder
+    # seconds between (conditional, mostly 304) asks for the controller's settings: how
+    # late a changed rule may reach the device, against one request per device per period
+    settings_refresh_s: float = Field(default=300.0, gt=0)
 
 
 # --- the pure part -----------------------------------------------------------------------
@@ -354,30 +357,64 @@ class Sampler:
 
 
 # Bound at start from the local config: the controller's settings do not change these.
-LOCAL_ONLY = ("candidate_floor", "spool_max_items", "spool_max_bytes", "queue_size")
+LOCAL_ONLY = (
+    "candidate_floor",
+    "spool_max_items",
+    "spool_max_bytes",
+    "queue_size",
+    "settings_refresh_s",
+)
 
 
 def controller_settings(
     http: ControllerHttp, device_id: str, labels: dict[str, str], local: SamplingConfig
 ) -> SamplingConfig | None:
+    """One unconditional ask; see :class:`ControllerSettings`."""
+    return ControllerSettings(http, device_id, labels, local)()
+
+
+class ControllerSettings:
     """The effective settings from ``GET /v1/devices/{id}/sampling``: the controller's for
-    the first selector the device's labels match, else ``local``; None when there is no
-    usable answer (controller down, refused, malformed): the caller keeps what it has."""
-    query = "&".join(f"label={quote(f'{k}={v}', safe='')}" for k, v in sorted(labels.items()))
-    try:
-        answer = http.request("GET", f"/v1/devices/{quote(device_id)}/sampling?{query}")
-    except TransportError as e:
-        log.info("sampling settings not fetched: %s", e.reason)
-        return None
-    if answer.status != 200:
-        log.info("sampling settings not fetched: HTTP %d", answer.status)
-        return None
-    try:
-        remote = json.loads(answer.body).get("sampling")
-        if remote is None:
-            return local
-        keep = {k: getattr(local, k) for k in LOCAL_ONLY}
-        return SamplingConfig.model_validate({**remote, **keep})
-    except (ValueError, AttributeError, TypeError) as e:  # ValidationError is a ValueError
-        log.warning("sampling settings from the controller refused: %s", str(e).splitlines()[0])
-        return None
+    the first selector the device's labels match, else ``local``; None when there is
+    nothing new (304: unchanged since the last answer) or no usable answer (controller
+    down, refused, malformed): the caller keeps what it has.
+
+    The last answer's ETag goes back in ``If-None-Match``, so an unchanged rule costs a
+    bodiless 304. The ETag is kept only for an answer that was applied.
+    """
+
+    def __init__(
+        self, http: ControllerHttp, device_id: str, labels: dict[str, str], local: SamplingConfig
+    ) -> None:
+        self.http, self.local = http, local
+        query = "&".join(f"label={quote(f'{k}={v}', safe='')}" for k, v in sorted(labels.items()))
+        self.path = f"/v1/devices/{quote(device_id)}/sampling?{query}"
+        self.etag: str | None = None
+
+    def __call__(self) -> SamplingConfig | None:
+        headers = {"If-None-Match": self.etag} if self.etag else {}
+        try:
+            answer = self.http.request("GET", self.path, headers=headers)
+        except TransportError as e:
+            log.info("sampling settings not fetched: %s", e.reason)
+            return None
+        if answer.status == 304:
+            return None
+        if answer.status != 200:
+            log.info("sampling settings not fetched: HTTP %d", answer.status)
+            return None
+        config = self._parse(answer.body)
+        self.etag = answer.headers.get("etag") if config is not None else None
+        return config
+
+    def _parse(self, body: bytes) -> SamplingConfig | None:
+        try:
+            remote = json.loads(body).get("sampling")
+            if remote is None:
+                return self.local
+            keep = {k: getattr(self.local, k) for k in LOCAL_ONLY}
+            return SamplingConfig.model_validate({**remote, **keep})
+        except (ValueError, AttributeError, TypeError) as e:  # ValidationError: a ValueError
+            log.warning("sampling settings from the controller refused: %s",
+                        str(e).splitlines()[0])  # fmt: skip
+            return None

@@ -1,16 +1,20 @@
-"""/v1/models/{name}/versions/{version}/card: the model card (validation baseline)."""
+"""/v1/models/{name}/versions/{version}/card: the model card (validation baseline).
+
+``GET`` answers with an ``ETag``; ``If-None-Match`` with it gets a bodiless 304.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from edgefleet.controller import registry
+from edgefleet.controller.api.conditional import etag_of, not_modified
 from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.services import Services
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import ArtifactError
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Response
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -34,9 +38,22 @@ def put_card(
     return card.model_dump(mode="json", by_alias=True)
 
 
-@router.get("/{name}/versions/{version}/card")
-def get_card(name: str, version: str, session: SessionDep, services: ServicesDep) -> dict[str, Any]:
+@router.get("/{name}/versions/{version}/card", response_model=None)
+def get_card(
+    name: str,
+    version: str,
+    session: SessionDep,
+    services: ServicesDep,
+    *,
+    response: Response,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> dict[str, Any] | Response:
     with http_errors():
         registry.get_version(session, name, version)
         card = card_store(services).get(name, version)
-    return card.model_dump(mode="json", by_alias=True)
+    doc = card.model_dump(mode="json", by_alias=True)
+    etag = etag_of(doc)
+    if not_modified(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return doc

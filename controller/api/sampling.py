@@ -1,14 +1,19 @@
-"""/v1/sampling: sampler settings per device group; a device asks for its own."""
+"""/v1/sampling: sampler settings per device group; a device asks for its own.
+
+A device's answer carries an ``ETag`` (a hash of the answer); a device that sends it back
+in ``If-None-Match`` gets a bodiless 304 while its settings are unchanged.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from edgefleet.controller import sampling
+from edgefleet.controller.api.conditional import etag_of, not_modified
 from edgefleet.controller.api.deps import SessionDep, http_errors
 from edgefleet.controller.models import SamplingRule
 from edgefleet.shared.topics import validate_device_id
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/v1", tags=["sampling"])
@@ -65,17 +70,24 @@ def delete_rule(session: SessionDep, selector: str = "") -> dict[str, str]:
 def device_sampling(
     device_id: str,
     session: SessionDep,
+    response: Response,
     label: Annotated[list[str] | None, Query(max_length=16)] = None,
-) -> DeviceSampling:
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> DeviceSampling | Response:
     """The device's effective settings: the first rule whose selector its labels match."""
     with http_errors():
         validate_device_id(device_id)
         reported = sampling.parse_selector(",".join(label or []))
     rule, labels = sampling.effective(session, device_id, reported)
-    return DeviceSampling(
+    answer = DeviceSampling(
         device_id=device_id,
         labels=labels,
         rule_id=rule.id if rule else None,
         selector=rule.selector if rule else None,
         sampling=rule.settings if rule else None,
     )
+    etag = etag_of(answer.model_dump(mode="json"))
+    if not_modified(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return answer

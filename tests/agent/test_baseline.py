@@ -93,3 +93,28 @@ def test_fetched_once_then_served_from_disk(
     again = BaselineCache(offline, tmp_path / "b")
     assert again.get("m", "v1") == got
     assert again.get("m", "v9") is None  # unreachable: a warning, no exception
+
+
+def test_a_missing_card_is_asked_with_growing_gaps_and_a_card_answers_304(
+    controller: tuple[Services, httpx.Client], tmp_path: Path
+) -> None:
+    _, client = controller
+    asked: list[tuple[str, int]] = []
+    http = ControllerHttp(str(client.base_url), "cam-1", observer=lambda p, s: asked.append((p, s)))
+    now = [0.0]
+    cache = BaselineCache(http, tmp_path / "b", retry_s=60, retry_max_s=6 * 3600,
+                          clock=lambda: now[0])  # fmt: skip
+    for minute in range(24 * 60):  # a day of telemetry windows, one a minute
+        now[0] = minute * 60.0
+        assert cache.get("m", "v2") is None
+    # 60 s, 2 min, 4 min, ... 6 h: 10 asks to reach the cap, then one per 6 hours
+    assert len(asked) == 12
+    assert {s for _, s in asked} == {404}
+
+    card_path = "/v1/models/m/versions/v1/card"
+    first = client.get(card_path)
+    assert first.status_code == 200 and first.headers["etag"]
+    again = client.get(card_path, headers={"If-None-Match": first.headers["etag"]})
+    assert (again.status_code, again.content) == (304, b"")
+    assert again.headers["etag"] == first.headers["etag"]
+    assert client.get(card_path, headers={"If-None-Match": '"other"'}).status_code == 200
