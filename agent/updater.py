@@ -12,11 +12,12 @@ and this module does the disk and network work around them::
 A fresh ngclient ``Updater`` is built for every refresh and download, as ngclient intends;
 the cache and the pinned roots carry trust from one to the next.
 
-Idle polls are cheap: while both repositories' ``timestamp.json`` are unchanged (a
-conditional GET answered 304, or the very bytes already trusted) and everything verified
-last time is further than ``expiry_margin_s`` from expiring, the poll reuses the last
-full verification of this process instead of running ngclient's refresh, whose root
-probe (``N+1.root.json``) is a 404 on every poll. docs/TRUST.md says why that is safe.
+Idle polls are cheap: while the repositories' ``timestamp.json`` are unchanged (a
+conditional GET answered 304, or the very bytes already trusted; the image repository's
+is asked every ``image_check_s``) and everything verified last time is further than
+``expiry_margin_s`` from expiring, the poll reuses the last full verification of this
+process instead of running ngclient's refresh, whose root probe (``N+1.root.json``) is a
+404 on every poll. docs/TRUST.md ("Idle polls") says why that is safe.
 Downloads resume: the partial file stays in the models folder and the rest is asked for
 with ``Range``; the whole file is verified against the signed length and hashes.
 """
@@ -31,7 +32,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ class UpdaterConfig:
     root_max_length: int = 512_000  # bytes, for the trust-on-first-use root
     timestamp_max_length: int = 16_384  # bytes, for the conditional timestamp check
     expiry_margin_s: float = 3600.0  # seconds: closer than this to expiry, refresh fully
+    image_check_s: float = 600.0  # seconds between image timestamp checks while idle
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ class ModelUpdater:
         self._clock = clock
         self._verified: _Verified | None = None
         self._etags: dict[str, str | None] = {}  # repo -> ETag of its timestamp.json
+        self._image_checked_at: datetime | None = None
+        self._refused = False  # the last judgement refused a target
         self.full_refreshes = 0  # ngclient refreshes run (the rest reused a verification)
         self._fetcher = fetcher or DeadlineFetcher(
             FetcherConfig(
@@ -188,6 +192,7 @@ class ModelUpdater:
         """
         with self._locked(), self._tuf_errors("refresh"):
             verified = self._current_verification()
+            self._refused = True  # until every target passed below
             accepted = []
             for target in verified.director:
                 decision = decide(
@@ -206,21 +211,36 @@ class ModelUpdater:
                         model_version=_str_or_none(custom.get("version")),
                     )
                 accepted.append(decision.target)
+            self._refused = False
             return accepted
 
     def _current_verification(self) -> _Verified:
-        """The last verification while nothing changed and nothing nears expiry, else anew."""
-        last = self._verified
-        margin = timedelta(seconds=self.config.expiry_margin_s)
+        """The last verification while nothing changed and nothing nears expiry, else anew.
+
+        The director's timestamp is asked on every poll: it alone says what to install.
+        The image repository's is asked every ``image_check_s`` and on every poll after a
+        refusal (an assignment waiting for its image): while the director's assignment
+        stands, a change there cannot make the device install anything new.
+        """
+        last, now = self._verified, self._clock()
         if (
             last is not None
-            and self._clock() + margin < last.expires
-            and all(self._unchanged(repo, last.stamps[repo]) for repo in ("director", "image"))
+            and (last.expires - now).total_seconds() > self.config.expiry_margin_s
+            and self._unchanged("director", last.stamps["director"])
+            and (not self._image_due(now) or self._unchanged("image", last.stamps["image"]))
         ):
+            if self._image_due(now):
+                self._image_checked_at = now
             return last
         self._verified = None  # a failed refresh below must not leave the old one usable
         self._verified = self._full_refresh()
+        self._image_checked_at = now
         return self._verified
+
+    def _image_due(self, now: datetime) -> bool:
+        if self._refused or self._image_checked_at is None:
+            return True
+        return (now - self._image_checked_at).total_seconds() >= self.config.image_check_s
 
     def _full_refresh(self) -> _Verified:
         self.full_refreshes += 1

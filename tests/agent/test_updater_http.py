@@ -281,21 +281,53 @@ def test_retry_after_is_seconds_or_a_date() -> None:
 # -- idle polls -----------------------------------------------------------------------
 
 
-def test_idle_polls_cost_one_conditional_get_per_repo_and_no_404(
+def test_idle_polls_cost_one_conditional_get_and_no_404(
     repos: TufRepositories, server: HttpServer, tmp_path: Path
 ) -> None:
     publish(repos, server, tmp_path, "v1")
-    up = make_updater(server.url, tmp_path / "agent")
+    clock = Clock()
+    up = make_updater(server.url, tmp_path / "agent", clock)
     [first] = up.refresh({}, None)
     server.seen.clear()
 
     for _ in range(5):
+        clock.now += timedelta(seconds=30)
         assert up.refresh({}, None) == [first]
 
     assert up.full_refreshes == 1
-    assert all(s.path.endswith("/timestamp.json") for s in server.seen)
-    assert [s.status for s in server.seen].count(404) == 0
-    assert [s.status for s in server.seen][2:] == [304] * 8  # the first look learns the ETag
+    director = f"/tuf/director/{DEVICE}/metadata/timestamp.json"
+    # the first look learns the ETag; the image repository is not due yet
+    assert [(s.path, s.status) for s in server.seen] == [(director, 200)] + [(director, 304)] * 4
+    server.seen.clear()
+    clock.now += timedelta(seconds=UpdaterConfig("http://x", DEVICE, tmp_path).image_check_s)
+    up.refresh({}, None)
+    up.refresh({}, None)
+    image = "/tuf/image/metadata/timestamp.json"
+    assert [(s.path, s.status) for s in server.seen] == [
+        (director, 304),
+        (image, 200),
+        (director, 304),
+    ]
+    assert up.full_refreshes == 1
+
+
+def test_a_refused_assignment_checks_the_image_repository_on_every_poll(
+    repos: TufRepositories, server: HttpServer, tmp_path: Path
+) -> None:
+    artifact = tmp_path / "v1.onnx"
+    artifact.write_bytes(MODEL)
+    digest = hashlib.sha256(MODEL).hexdigest()
+    early = TargetInfo("models/yolo/v1/model.onnx", len(MODEL), digest, "yolo", "v1", 1)
+    repos.director.assign(DEVICE, [early])  # the director is ahead of the image repository
+    up = make_updater(server.url, tmp_path / "agent")
+    with pytest.raises(TrustError, match="not signed in the image repository"):
+        up.refresh({}, None)
+    with pytest.raises(TrustError):
+        up.refresh({}, None)
+    assert up.full_refreshes == 1
+    repos.image.add_model_target("yolo", "v1", 1, artifact)
+    assert [t.version for t in up.refresh({}, None)] == ["v1"]  # no director change needed
+    assert up.full_refreshes == 2
 
 
 def test_idle_polls_without_etags_compare_the_timestamp_bytes(
@@ -309,7 +341,8 @@ def test_idle_polls_without_etags_compare_the_timestamp_bytes(
     for _ in range(3):
         up.refresh({}, None)
     assert up.full_refreshes == 1
-    assert {(s.path.rsplit("/", 1)[1], s.status) for s in server.seen} == {("timestamp.json", 200)}
+    assert [s.status for s in server.seen] == [200] * 3
+    assert all(s.path.endswith("/timestamp.json") for s in server.seen)
 
 
 def test_a_new_assignment_is_seen_on_the_next_poll(
