@@ -1,4 +1,4 @@
-"""``edgefleet bench infer|swap|rollout``: the benchmarks in bench/.
+"""``edgefleet bench infer|swap|rollout|idle``: the benchmarks in bench/.
 
 Only the standard library is imported here. The measuring code lives in the source
 checkout's ``bench/`` folder (it compares against Ultralytics, which never ships on a
@@ -53,6 +53,16 @@ def register(sub: Any) -> None:
     rollout.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
     rollout.add_argument("--json", action="store_true", help="one JSON document")
     rollout.set_defaults(handler="edgefleet.agent.bench_cli:run_rollout")
+
+    idle = bench_sub.add_parser(
+        "idle", help="requests/s and controller CPU of an idle fleet (starts a controller)"
+    )
+    idle.add_argument("--devices", type=int, default=1000, help="simulated idle devices")
+    idle.add_argument("--speedup", type=float, default=3.0, help="device seconds per wall s")
+    idle.add_argument("--duration", type=float, default=30.0, help="wall seconds per phase")
+    idle.add_argument("--threads", type=int, default=16, help="client threads polling")
+    idle.add_argument("--json", action="store_true", help="one JSON document")
+    idle.set_defaults(handler="edgefleet.agent.bench_cli:run_idle")
 
 
 def _bench_module(name: str) -> ModuleType:
@@ -116,4 +126,18 @@ def run_rollout(args: argparse.Namespace) -> int:
     _positive(args.devices, "--devices")
     mod = _bench_module("bench_rollout")
     result = mod.bench(args.devices, poll_s=args.poll_s, fps=args.fps, timeout=args.timeout)
+    return _emit(result, args.json, mod)
+
+
+def run_idle(args: argparse.Namespace) -> int:
+    _positive(args.devices, "--devices")
+    _positive(args.threads, "--threads")
+    if not (args.speedup > 0 and args.duration > 0):
+        from edgefleet.shared.errors import ConfigError
+
+        raise ConfigError("--speedup and --duration must be above 0")
+    mod = _bench_module("bench_idle")
+    result = mod.bench(
+        args.devices, speedup=args.speedup, duration_s=args.duration, threads=args.threads
+    )
     return _emit(result, args.json, mod)

@@ -72,3 +72,23 @@ def test_bench_rollout_converges_on_the_hint_not_the_poll():
     assert doc["devices"] == 2 and doc["device_errors"] == {}
     assert doc["one_device_s"] > 0 and 0 < doc["fleet_max_s"] < 120
     assert doc["fleet_max_over_poll_interval"] < 0.2
+
+
+def test_bench_idle_counts_requests_and_controller_cpu():
+    r = edgefleet(
+        "bench", "idle", "--devices", "3", "--speedup", "60", "--duration", "2",
+        "--threads", "2", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    before, after = doc["before"], doc["after"]
+    assert before["polls"] > 0 and after["polls"] > 0
+    # the old agent: a full TUF refresh per poll probes both repositories' next root
+    assert before["by_kind_per_device_poll"]["root"] == 2
+    assert before["not_found_per_device_poll"] >= 2
+    assert after["not_found_per_device_poll"] == 0
+    assert "root" not in after["by_kind_per_device_poll"]
+    assert after["by_kind_per_device_poll"]["timestamp"] >= 1
+    assert doc["ratio_requests_before_vs_after"] > 1
+    assert after["controller_cpu_ms_per_request"] >= 0
+    assert after["projected_core_share_at_30s"] > 0
