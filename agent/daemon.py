@@ -181,9 +181,14 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     data = DataLoop.build(config, link)  # drift scores, store-and-forward, sampler
     monitor = WindowAccumulator(config.device_id, utcnow(), low_confidence=config.low_confidence)
     health = HealthCheck(config.health_check_frames, config.latency_budget_ms)
-    source = open_source(config.source.kind, config.source.path, loop=config.source.loop)
     registry = CollectorRegistry()  # this agent's own: no process-wide default registry
     metrics = AgentMetrics(registry, backend)
+    source = open_source(
+        config.source.kind,
+        config.source.path,
+        loop=config.source.loop,
+        on_skip=lambda kind: metrics.skipped.labels(kind).inc(),
+    )
     sinks = [build_sink(spec, config.device_id) for spec in config.sinks]
     shadow = _shadow_settings(config)
     frame_sinks = [monitor, health, metrics, *(sink for sink, _ in sinks), *data.sinks()]
