@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from edgefleet.agent.candidates import with_candidates
-from edgefleet.agent.config import AgentConfig, load_config
+from edgefleet.agent.config import AgentConfig, load_config, prepare_data_dir
 from edgefleet.agent.dataloop import DataLoop, controller_http
 from edgefleet.agent.enroll import read_upload_token
 from edgefleet.agent.fingerprint import detect_fingerprint
@@ -165,6 +165,7 @@ def telemetry_loop(
 def run(config: AgentConfig, stop: threading.Event) -> int:
     if config.source.kind in ("folder", "video") and not Path(config.source.path).exists():
         raise ConfigError(f"frame source {config.source.path} does not exist")
+    prepare_data_dir(config.data_dir)
     fingerprint, profile = device_class(config)
     log.info("firmware profile: %s", profile.name if profile else "none fits; CPU defaults")
     loader, backend = device_loader(config, fingerprint, profile)

@@ -332,14 +332,9 @@ def parse_gate(text: str) -> dict[str, Any] | str:
 
 
 def _read_spec_file(path: str) -> dict[str, Any]:
-    import yaml
+    from edgefleet.shared.yaml_file import read_yaml
 
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return raw
