@@ -47,6 +47,7 @@ from edgefleet.agent.watchdog import SystemdNotifier, ping_interval_s
 from edgefleet.shared.errors import ArtifactError, ConfigError, RuntimeBackendError
 from edgefleet.shared.profiles import FirmwareProfile
 from edgefleet.shared.protocol import Fingerprint, utcnow
+from edgefleet.shared.supervise import Supervisor
 from prometheus_client import CollectorRegistry
 
 from edgefleet import __version__
@@ -218,20 +219,16 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     pipeline.start()
     # Daemon threads: a download still running at shutdown must not hold the process; its
     # writes are durable (temp file + rename), so being cut off mid-way leaves no half file.
-    threads = [
-        threading.Thread(
-            target=partial(reconciler.run, hints, config.poll_interval_s),
-            name="reconcile",
-            daemon=True,
-        ),
-        threading.Thread(
-            target=telemetry_loop,
-            args=(monitor, data, stop, config.telemetry_window_s),
-            name="telemetry",
-            daemon=True,
-        ),
+    # Each loop is supervised: a failure is logged, counted and restarted with backoff.
+    supervisor = Supervisor(
+        stop, on_restart=lambda name: metrics.thread_restarts.labels(name).inc()
+    )
+    loops = [
+        ("reconcile", partial(reconciler.run, hints, config.poll_interval_s)),
+        ("telemetry", partial(telemetry_loop, monitor, data, stop, config.telemetry_window_s)),
+        *data.loops(stop),
     ]
-    threads += data.threads(stop)
+    threads = [supervisor.thread(name, loop) for name, loop in loops]
     for t in threads:
         t.start()
     server = _serve_metrics(config, registry)
@@ -240,7 +237,9 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     notifier.ready()
     ping_s = ping_interval_s(os.environ)
     while not stop.wait(ping_s):
-        if pipeline.alive():  # a hung or dead frame loop stops the pings: systemd restarts us
+        # A hung frame loop, or a thread that keeps failing, stops the pings: systemd
+        # restarts the agent.
+        if pipeline.alive() and supervisor.healthy():
             notifier.watchdog()
     notifier.stopping()
     _shutdown(threads, pipeline, monitor, link, slots, data=data)

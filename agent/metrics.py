@@ -38,6 +38,10 @@ class AgentMetrics:
             "edgefleet_agent_images_skipped", "Image files that gave no frame, by why",
             ["kind"], registry=registry,
         )  # fmt: skip
+        self.thread_restarts = Counter(
+            "edgefleet_agent_thread_restarts", "Supervised threads restarted after a failure",
+            ["thread"], registry=registry,
+        )  # fmt: skip
         self.swaps = Counter(
             "edgefleet_agent_model_swaps", "Times the serving model changed", registry=registry
         )
