@@ -263,18 +263,33 @@ def _desired(d: dict[str, Any]) -> str:
     return f"{d['desired_model']}:{d.get('desired_version') or '-'}"
 
 
+DEVICE_HEADERS = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS", "ERROR"]
+ERROR_WIDTH = 60  # characters of a device's last error shown in the table; --json has it all
+
+
+def device_rows(devices: list[dict[str, Any]]) -> list[list[str]]:
+    """The ``device list`` table: a device's last error is shown, not hidden behind --json."""
+    return [
+        [d["device_id"], "yes" if d["online"] else "no", d["model"] or "-", d["version"] or "-",
+         _desired(d), d["phase"] or "-", _labels(d["labels"]), _short(d.get("error"))]
+        for d in devices
+    ]  # fmt: skip
+
+
+def _short(error: str | None) -> str:
+    if not error:
+        return "-"
+    line = " ".join(error.split())
+    return line if len(line) <= ERROR_WIDTH else line[: ERROR_WIDTH - 3] + "..."
+
+
 @_pipe_safe
 def device_list(args: argparse.Namespace) -> int:
     answer = _request("GET", "/v1/devices")
     if args.json:
         _print_json(answer["data"])
         return 0
-    rows = [
-        [d["device_id"], "yes" if d["online"] else "no", d["model"] or "-", d["version"] or "-",
-         _desired(d), d["phase"] or "-", _labels(d["labels"])]
-        for d in answer["data"]
-    ]  # fmt: skip
-    _table(["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS"], rows)
+    _table(DEVICE_HEADERS, device_rows(answer["data"]))
     return 0
 
 

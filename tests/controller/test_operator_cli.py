@@ -91,8 +91,8 @@ def test_push_list_rollout_status(controller_url: str, onnx_model: Path) -> None
     devices = run_cli("device", "list", "--json", url=controller_url)
     assert devices.returncode == 0 and json.loads(devices.stdout) == []
     table = run_cli("device", "list", url=controller_url)
-    headers = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS"]
-    assert table.stdout.split()[:7] == headers
+    headers = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS", "ERROR"]
+    assert table.stdout.split()[:8] == headers
 
     created = run_cli("rollout", "create", "shapes:v1", "--selector", "site=a",
                       url=controller_url)  # fmt: skip
@@ -208,3 +208,14 @@ def test_plan_push_list_approve(controller_url: str, onnx_model: Path, tmp_path:
                 url=url),
         "no such plan file",
     )  # fmt: skip
+
+
+def test_device_list_shows_the_error() -> None:
+    from edgefleet.controller.operator_cmds import ERROR_WIDTH, device_rows
+
+    base = {"device_id": "d1", "online": True, "model": "m", "version": "v1", "phase": "FAILED",
+            "labels": {}, "desired_model": "m", "desired_version": "v2"}  # fmt: skip
+    long = "release 1 is lower than installed release 2; " * 5
+    rows = device_rows([{**base, "error": long}, {**base, "error": None}])
+    assert rows[0][-1].startswith("release 1 is lower") and len(rows[0][-1]) == ERROR_WIDTH
+    assert rows[1][-1] == "-"
