@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import httpx
 from edgefleet.shared.errors import ArtifactError, ConfigError, EdgefleetError, TransportError
+from edgefleet.shared.topics import validate_device_id
 
 DEFAULT_URL = "http://127.0.0.1:8600"
 TIMEOUT = httpx.Timeout(30.0, read=600.0)  # seconds; signing a large upload takes a while
@@ -290,6 +291,13 @@ def device_list(args: argparse.Namespace) -> int:
         _print_json(answer["data"])
         return 0
     _table(DEVICE_HEADERS, device_rows(answer["data"]))
+    return 0
+
+
+def device_refresh(args: argparse.Namespace) -> int:
+    validate_device_id(args.device_id)
+    _request("POST", f"/v1/devices/{args.device_id}/refresh", headers=_actor_header())
+    print(f"refresh sent to {args.device_id}: it polls now and retries what it refused")
     return 0
 
 
