@@ -23,6 +23,7 @@ from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.mqtt_link import MqttLink
+from edgefleet.controller.pki import CrlRenewer, DevicePki
 from edgefleet.controller.rollouts.scheduler import Scheduler
 from edgefleet.controller.rollouts.service import Deps
 from edgefleet.controller.services import Services
@@ -155,6 +156,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     services, link = build_services(settings)
     refresher = RoleRefresher(services.signing, settings.online_refresh_interval)
     refresher.start()
+    crl = CrlRenewer(DevicePki(settings.data_dir / "pki"))  # an expired CRL locks out the fleet
+    crl.start()
     link.start()
     scheduler = build_scheduler(services)
     scheduler.start()
@@ -170,6 +173,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         alerts.stop()
         link.stop()
         refresher.stop()
+        crl.stop()
         services.engine.dispose()
         sock.close()
     return 0
