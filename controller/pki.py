@@ -37,6 +37,21 @@ from edgefleet.shared.topics import validate_device_id
 log = logging.getLogger(__name__)
 
 CONTROLLER_CN = "edgefleet-controller"  # the user the broker ACL grants fleet topics
+# Service identities (controller, replicas, broker, bridges) all start with this; no device
+# may be enrolled under such a name, or its certificate would get the service's broker rights.
+SERVICE_PREFIX = "edgefleet-"
+
+
+def device_identity(device_id: str) -> str:
+    """``device_id`` when it may name a device certificate; TrustError for a service name."""
+    validate_device_id(device_id)
+    if device_id.lower().startswith(SERVICE_PREFIX):
+        raise TrustError(
+            f"device id {device_id!r} is reserved: names starting {SERVICE_PREFIX!r} are "
+            "service identities (controller, broker, replicas)",
+            device_id=device_id,
+        )
+    return device_id
 CA_LIFETIME = timedelta(days=3650)
 CERT_LIFETIME = timedelta(days=365)
 CRL_LIFETIME = timedelta(days=30)  # re-issued on every revoke, by `pki crl` and the controller
@@ -236,7 +251,7 @@ class DevicePki:
         if not isinstance(public, ec.EllipticCurvePublicKey):
             raise TrustError("device keys must be EC P-256", device_id=device_id)
         ca, ca_key = self._ca()
-        return cert_pem(issue(ca, ca_key, public, validate_device_id(device_id)))
+        return cert_pem(issue(ca, ca_key, public, device_identity(device_id)))
 
     def revoke(self, cert_pem_bytes: bytes, device_id: str) -> None:
         cert = x509.load_pem_x509_certificate(cert_pem_bytes)
@@ -328,7 +343,7 @@ def cmd_init(args: Any) -> int:
 
 def cmd_issue(args: Any) -> int:
     pki = DevicePki(Path(args.data) / "pki")
-    device = validate_device_id(args.device_id)
+    device = device_identity(args.device_id)
     issued = pki.issue_pair(f"device-{device}", device)
     print(f"{issued.cert}\n{issued.key}")
     return 0
