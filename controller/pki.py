@@ -52,6 +52,8 @@ def device_identity(device_id: str) -> str:
             device_id=device_id,
         )
     return device_id
+
+
 CA_LIFETIME = timedelta(days=3650)
 CERT_LIFETIME = timedelta(days=365)
 CRL_LIFETIME = timedelta(days=30)  # re-issued on every revoke, by `pki crl` and the controller
