@@ -390,7 +390,8 @@ class Reconciler:
         if free < length + DISK_MARGIN_BYTES:
             raise InstallFailedError(
                 Phase.FAILED,
-                f"not enough disk space: {length} bytes needed, {free} free",
+                f"not enough disk space: {length} bytes for the model and "
+                f"{DISK_MARGIN_BYTES} kept free, {free} free; tried again on the next poll",
                 refuse=False,
             )
 
