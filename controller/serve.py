@@ -164,6 +164,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     alerts = build_alert_watcher(services)
     alerts.start()
     server = _server(create_app(services))
+    if not settings.auth:
+        log.warning("INSECURE (--insecure-dev): no API tokens; anyone who can reach "
+                    "%s:%d acts as admin. Never run a fleet like this.",
+                    settings.listen_host, settings.listen_port)  # fmt: skip
     log.info("controller listening on http://%s:%d, data in %s", settings.listen_host,
              settings.listen_port, settings.data_dir)  # fmt: skip
     try:
