@@ -58,6 +58,16 @@ class Settings:
     online_refresh_interval: float = 6 * 3600.0  # seconds between timestamp/snapshot refreshes
     max_upload_bytes: int = 4 * 1024**3  # bytes
     auth: bool = False  # True: write endpoints need an API token (controller/tokens.py)
+    # Concurrency (see deploy/README.md, "Serving a fleet"). Requests run on api_threads
+    # threads; the database pool has a connection for each of them plus the background
+    # threads (scheduler, ingest, alerts, caches), so no thread ever waits on another for one.
+    api_threads: int = 40  # the request threadpool (anyio's default is 40 too)
+    background_db_connections: int = 16  # pool connections beyond api_threads
+    max_downloads: int = 256  # artifact downloads sent at once; more get 503 + Retry-After
+    download_retry_after: int = 10  # seconds, the Retry-After of that 503
+    offload_prefix: str | None = None  # e.g. "/_edgefleet_data": nginx sends files (X-Accel)
+    shutdown_grace: float = 3.0  # seconds SIGTERM lets open responses finish
+    shutdown_deadline: float = 8.0  # seconds after SIGTERM the process is gone, in any state
 
     @classmethod
     def from_args(cls, args: Any) -> Settings:
@@ -70,6 +80,8 @@ class Settings:
             listen_port=port,
             database_url=args.database_url,
             auth=bool(getattr(args, "auth", False)),
+            max_downloads=int(getattr(args, "max_downloads", None) or cls.max_downloads),
+            offload_prefix=getattr(args, "offload_prefix", None) or None,
         )
 
     @property
@@ -79,6 +91,10 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'edgefleet.db'}"
+
+    @property
+    def db_pool_size(self) -> int:
+        return self.api_threads + self.background_db_connections
 
     @property
     def artifacts_dir(self) -> Path:
