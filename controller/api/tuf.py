@@ -47,12 +47,12 @@ def _metadata_file(folder: Path, filename: str, files: FileServing) -> Response:
                       headers=_NO_CACHE)  # fmt: skip
 
 
-@router.get("/image/metadata/{filename}")
+@router.api_route("/image/metadata/{filename}", methods=["GET", "HEAD"])
 def image_metadata(filename: str, services: ServicesDep, files: FilesDep) -> Response:
     return _metadata_file(services.signing.image_metadata_dir(), filename, files)
 
 
-@router.get("/director/{device_id}/metadata/{filename}")
+@router.api_route("/director/{device_id}/metadata/{filename}", methods=["GET", "HEAD"])
 def director_metadata(
     device_id: str, filename: str, services: ServicesDep, files: FilesDep
 ) -> Response:
@@ -65,7 +65,7 @@ def director_metadata(
     return _metadata_file(services.signing.director_metadata_dir(device_id), filename, files)
 
 
-@router.get("/image/targets/models/{name}/{version}/{filename}")
+@router.api_route("/image/targets/models/{name}/{version}/{filename}", methods=["GET", "HEAD"])
 def target_file(  # noqa: PLR0917 - FastAPI passes these by name
     name: str,
     version: str,
