@@ -16,4 +16,13 @@ def register(sub: Any) -> None:
     serve.add_argument(
         "--auth", action="store_true", help="write endpoints need an API token (edgefleet token)"
     )
+    serve.add_argument(
+        "--max-downloads", type=int, default=None,
+        help="artifact downloads sent at once; more get 503 + Retry-After (default 256)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--offload-prefix", default=None,
+        help="let a reverse proxy send /tuf files: X-Accel-Redirect under this internal "
+        "prefix (deploy/nginx/)",
+    )  # fmt: skip
     serve.set_defaults(handler="edgefleet.controller.serve:run_from_args")

@@ -11,6 +11,7 @@ process ``shutdown_deadline`` seconds after the signal.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -148,6 +149,15 @@ class ShutdownDeadline:
         self._exit_now(1)
 
 
+class _NoCancelledTracebacks(logging.Filter):
+    """uvicorn logs each response its graceful-shutdown timeout cancels with a traceback;
+    its own "Cancel N running task(s)" line already says all there is to say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
+
+
 def _server(app: Any, settings: Settings, deadline: ShutdownDeadline) -> Any:
     """A uvicorn server that stops on SIGINT / SIGTERM without re-raising the signal.
 
@@ -183,6 +193,7 @@ def _server(app: Any, settings: Settings, deadline: ShutdownDeadline) -> Any:
 
     grace = max(1, round(settings.shutdown_grace))  # uvicorn takes whole seconds
     config = uvicorn.Config(app, log_level="info", lifespan="off", timeout_graceful_shutdown=grace)
+    logging.getLogger("uvicorn.error").addFilter(_NoCancelledTracebacks())
     return Server(config)
 
 

@@ -45,6 +45,20 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _max_downloads(value: int | None) -> int:
+    if value is None:
+        return Settings.max_downloads
+    if value < 1:
+        raise ConfigError(f"bad --max-downloads {value}: expected at least 1")
+    return value
+
+
+def _offload_prefix(value: str | None) -> str | None:
+    if value and (not value.startswith("/") or any(c in value for c in "?#\r\n ")):
+        raise ConfigError(f"bad --offload-prefix {value!r}: expected a path such as /_edgefleet")
+    return value or None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -67,7 +81,7 @@ class Settings:
     download_retry_after: int = 10  # seconds, the Retry-After of that 503
     offload_prefix: str | None = None  # e.g. "/_edgefleet_data": nginx sends files (X-Accel)
     shutdown_grace: float = 3.0  # seconds SIGTERM lets open responses finish
-    shutdown_deadline: float = 8.0  # seconds after SIGTERM the process is gone, in any state
+    shutdown_deadline: float = 7.0  # seconds after SIGTERM the process is gone, in any state
 
     @classmethod
     def from_args(cls, args: Any) -> Settings:
@@ -80,8 +94,8 @@ class Settings:
             listen_port=port,
             database_url=args.database_url,
             auth=bool(getattr(args, "auth", False)),
-            max_downloads=int(getattr(args, "max_downloads", None) or cls.max_downloads),
-            offload_prefix=getattr(args, "offload_prefix", None) or None,
+            max_downloads=_max_downloads(getattr(args, "max_downloads", None)),
+            offload_prefix=_offload_prefix(getattr(args, "offload_prefix", None)),
         )
 
     @property
