@@ -39,7 +39,7 @@ def _site(controller_port: int, port: int, data: Path, limit: int) -> str:
     text = CONF.read_text()
     for old, new in [("server 127.0.0.1:8601;", f"server 127.0.0.1:{controller_port};"),
                      ("listen 8600;", f"listen 127.0.0.1:{port};"),
-                     ("alias /var/lib/edgefleet/;", f"alias {data}/;"),
+                     ("alias /var/lib/edgefleet-controller/;", f"alias {data}/;"),
                      ("edgefleet_downloads 256;", f"edgefleet_downloads {limit};")]:  # fmt: skip
         assert text.count(old) == 1, f"deploy/nginx/edgefleet.conf no longer has {old!r}"
         text = text.replace(old, new)
