@@ -17,6 +17,7 @@ registered one) and nginx sends it (``X-Accel-Redirect``, sendfile; deploy/nginx
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat as stat_mod
@@ -31,6 +32,8 @@ from fastapi import Request
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # bytes per read and per send
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -118,7 +121,7 @@ class StaticFile(Response):
         request = Headers(scope=scope)
         inm = request.get("if-none-match")
         if inm is not None and _matches(inm, self.etag):
-            del self.headers["content-type"]
+            del self.headers["content-type"], self.headers["content-length"]
             return await self._headers_only(send, 304)
         if self.serving.offload_prefix:
             return await self._offload(send)
@@ -151,10 +154,14 @@ class StaticFile(Response):
         if status == 200 and "http.response.pathsend" in scope.get("extensions", {}):
             await send({"type": "http.response.pathsend", "path": str(self.path)})
             return None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-            await self._stream(send, *span)
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await self._stream(send, *span)
+                tg.cancel_scope.cancel()
+        except TimeoutError:  # the ASGI server closes the connection of an unfinished response
+            log.info("dropped a download of %s: the client read nothing for %.0f s",
+                     self.path.name, self.serving.stall_timeout)  # fmt: skip
         return None
 
     def _range_applies(self, if_range: str | None) -> bool:

@@ -47,12 +47,14 @@ def _metadata_file(folder: Path, filename: str, files: FileServing) -> Response:
                       headers=_NO_CACHE)  # fmt: skip
 
 
-@router.api_route("/image/metadata/{filename}", methods=["GET", "HEAD"])
+@router.get("/image/metadata/{filename}")
+@router.head("/image/metadata/{filename}", include_in_schema=False)
 def image_metadata(filename: str, services: ServicesDep, files: FilesDep) -> Response:
     return _metadata_file(services.signing.image_metadata_dir(), filename, files)
 
 
-@router.api_route("/director/{device_id}/metadata/{filename}", methods=["GET", "HEAD"])
+@router.get("/director/{device_id}/metadata/{filename}")
+@router.head("/director/{device_id}/metadata/{filename}", include_in_schema=False)
 def director_metadata(
     device_id: str, filename: str, services: ServicesDep, files: FilesDep
 ) -> Response:
@@ -65,7 +67,8 @@ def director_metadata(
     return _metadata_file(services.signing.director_metadata_dir(device_id), filename, files)
 
 
-@router.api_route("/image/targets/models/{name}/{version}/{filename}", methods=["GET", "HEAD"])
+@router.get("/image/targets/models/{name}/{version}/{filename}")
+@router.head("/image/targets/models/{name}/{version}/{filename}", include_in_schema=False)
 def target_file(  # noqa: PLR0917 - FastAPI passes these by name
     name: str,
     version: str,

@@ -140,6 +140,25 @@ def test_download_limit_answers_503_with_retry_after(tmp_path: Path) -> None:
     services.engine.dispose()
 
 
+def test_a_client_that_stops_reading_is_dropped(tmp_path: Path) -> None:
+    services = production_services(Settings(data_dir=tmp_path / "data"))
+    model = big_onnx(tmp_path / "m.onnx", 8 * 1024 * 1024)
+    with (
+        production_server(services) as (port, app),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
+    ):
+        target, _ = _push(client, model)
+        app.state.files.stall_timeout = 0.5  # seconds (60 in service)
+        slow = stalled_get(port, target)
+        try:
+            assert read_head(slow) == "HTTP/1.1 200 OK"
+            # The client is still connected, reading nothing: its slot comes back anyway.
+            wait_until(lambda: app.state.files.active == 0, 30, "the stalled download dropped")
+        finally:
+            slow.close()
+    services.engine.dispose()
+
+
 def test_revoked_lookup_never_waits_on_the_database(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", pool_size=1)
     now = [0.0]
