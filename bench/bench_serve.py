@@ -129,7 +129,37 @@ def _stall(port: int, target: str, n: int) -> list[socket.socket]:
     return socks
 
 
+@contextmanager
+def _scratch_database(url: str | None) -> Iterator[str | None]:
+    """A new database on the server of ``url`` (dropped afterwards), so a run never
+    touches the data of the database named in the URL; SQLite (None) as it is."""
+    if url is None:
+        yield None
+        return
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    name = f"edgefleet_bench_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def run(downloads: int, calls: int, mb: float, database_url: str | None) -> dict[str, Any]:
+    with _scratch_database(database_url) as url:
+        return _run(downloads, calls, mb, url)
+
+
+def _run(downloads: int, calls: int, mb: float, database_url: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-") as tmp:
         model = _onnx(Path(tmp) / "m.onnx", int(mb * 1024 * 1024))
         with (
@@ -160,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--downloads", type=int, default=200)
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--mb", type=float, default=10.0)
-    p.add_argument("--database-url", default=None)
+    p.add_argument("--database-url", default=None,
+                   help="PostgreSQL URL; the run uses a new database on that server")  # fmt: skip
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     doc = run(a.downloads, a.calls, a.mb, a.database_url)
