@@ -169,8 +169,13 @@ class StaticFile(Response):
 
     async def _stream(self, send: Send, start: int, end: int) -> None:
         limiter = self.serving.limiter()
-        fd = await anyio.to_thread.run_sync(os.open, self.path, os.O_RDONLY, limiter=limiter)
+        fd = os.open(self.path, os.O_RDONLY)  # the route's stat just read its inode: no wait
         try:
+            now = os.fstat(fd)
+            if (now.st_ino, now.st_size) != (self.st.st_ino, self.st.st_size):
+                # Replaced (re-signed metadata) since the headers were made: cut the response
+                # rather than send bytes that do not match them; the client retries.
+                raise OSError(f"{self.path} changed while being sent")
             while start < end:
                 n = min(CHUNK, end - start)
                 chunk = await anyio.to_thread.run_sync(os.pread, fd, n, start, limiter=limiter)
