@@ -23,6 +23,7 @@ from edgefleet.controller.api.deps import (
 )
 from edgefleet.controller.api.files import FileServing
 from edgefleet.controller.api.web import include_data_loop
+from edgefleet.controller.limits import RequestLimits
 from edgefleet.controller.services import Services
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -66,4 +67,6 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(enroll.router)  # its routes carry their own role checks
     include_data_loop(app)  # cards, samples, drift, alerts, /metrics, the dashboard
+    # Outermost: a too-large body or a flood of credential requests costs no route work.
+    app.add_middleware(RequestLimits, upload_max=services.settings.max_upload_bytes)
     return app

@@ -28,7 +28,7 @@ from edgefleet.controller.models import (
     EnrollToken,
     UploadCredential,
 )
-from edgefleet.controller.pki import DevicePki
+from edgefleet.controller.pki import DevicePki, device_identity
 from edgefleet.controller.tokens import digest
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import NotFoundError, ProtocolError, TrustError
@@ -58,7 +58,7 @@ def create_enroll_token(
     session: Session, device_id: str, actor: str, ttl: timedelta = DEFAULT_TTL
 ) -> str:
     """A one-time token for ``device_id``; only its sha256 is stored."""
-    validate_device_id(device_id)
+    device_identity(device_id)
     if session.get(DeviceRevocation, device_id) is not None:
         raise TrustError(f"device {device_id} is revoked", device_id=device_id)
     secret = ENROLL_PREFIX + secrets.token_urlsafe(24)

@@ -27,6 +27,7 @@ from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.mqtt_link import MqttLink
+from edgefleet.controller.pki import CrlRenewer, DevicePki
 from edgefleet.controller.rollouts.scheduler import Scheduler
 from edgefleet.controller.rollouts.service import Deps
 from edgefleet.controller.services import Services
@@ -208,6 +209,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     services, link = build_services(settings)
     refresher = RoleRefresher(services.signing, settings.online_refresh_interval)
     refresher.start()
+    crl = CrlRenewer(DevicePki(settings.data_dir / "pki"))  # an expired CRL locks out the fleet
+    crl.start()
     link.start()
     scheduler = build_scheduler(services)
     scheduler.start()
@@ -215,6 +218,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     alerts.start()
     deadline = ShutdownDeadline(settings.shutdown_deadline)
     server = _server(create_app(services), settings, deadline)
+    if not settings.auth:
+        log.warning("INSECURE (--insecure-dev): no API tokens; anyone who can reach "
+                    "%s:%d acts as admin. Never run a fleet like this.",
+                    settings.listen_host, settings.listen_port)  # fmt: skip
     log.info("controller listening on http://%s:%d, data in %s", settings.listen_host,
              settings.listen_port, settings.data_dir)  # fmt: skip
     try:
@@ -225,6 +232,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         alerts.stop()
         link.stop()
         refresher.stop()
+        crl.stop()
         services.engine.dispose()
         sock.close()
         deadline.disarm()

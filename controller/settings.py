@@ -7,6 +7,7 @@ the service uses, and tests build :class:`Settings` directly.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,16 @@ class BrokerAddress:
             raise ConfigError(f"bad MQTT URL {url!r}: expected mqtt://HOST:PORT")
         tls = parts.scheme == "mqtts"
         return cls(parts.hostname, port or (8883 if tls else DEFAULT_MQTT_PORT), tls)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -87,13 +98,19 @@ class Settings:
     def from_args(cls, args: Any) -> Settings:
         host, port = parse_listen(args.listen)
         BrokerAddress.parse(args.mqtt)  # fail early on a bad URL
+        insecure = bool(getattr(args, "insecure_dev", False))
+        if insecure and not is_loopback(host):
+            raise ConfigError(
+                f"--insecure-dev serves without API tokens, so it listens on loopback only; "
+                f"{host} is not (use --listen 127.0.0.1:{port}, or drop --insecure-dev)"
+            )
         return cls(
             data_dir=Path(args.data).expanduser().resolve(),
             mqtt_url=args.mqtt,
             listen_host=host,
             listen_port=port,
             database_url=args.database_url,
-            auth=bool(getattr(args, "auth", False)),
+            auth=not insecure,  # secure by default: tokens unless --insecure-dev
             max_downloads=_max_downloads(getattr(args, "max_downloads", None)),
             offload_prefix=_offload_prefix(getattr(args, "offload_prefix", None)),
         )

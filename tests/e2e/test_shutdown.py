@@ -40,8 +40,9 @@ def controller(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, P
         "--listen",
         f"127.0.0.1:{port}",
         "--mqtt",
-        f"mqtt://127.0.0.1:{free_port()}",
-    ]  # fmt: skip  (no broker: REST only)
+        f"mqtt://127.0.0.1:{free_port()}",  # no broker: the REST side is what is tested
+        "--insecure-dev",  # loopback, no API tokens, as the other e2e tests run it
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
