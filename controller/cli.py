@@ -21,4 +21,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="no API tokens: anyone who reaches the port is admin; loopback only (demo, tests)",
     )
+    serve.add_argument(
+        "--max-downloads", type=int, default=None,
+        help="artifact downloads sent at once; more get 503 + Retry-After (default 256)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--offload-prefix", default=None,
+        help="let a reverse proxy send /tuf files: X-Accel-Redirect under this internal "
+        "prefix (deploy/nginx/)",
+    )  # fmt: skip
     serve.set_defaults(handler="edgefleet.controller.serve:run_from_args")

@@ -56,6 +56,20 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _max_downloads(value: int | None) -> int:
+    if value is None:
+        return Settings.max_downloads
+    if value < 1:
+        raise ConfigError(f"bad --max-downloads {value}: expected at least 1")
+    return value
+
+
+def _offload_prefix(value: str | None) -> str | None:
+    if value and (not value.startswith("/") or any(c in value for c in "?#\r\n ")):
+        raise ConfigError(f"bad --offload-prefix {value!r}: expected a path such as /_edgefleet")
+    return value or None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -69,6 +83,16 @@ class Settings:
     online_refresh_interval: float = 6 * 3600.0  # seconds between timestamp/snapshot refreshes
     max_upload_bytes: int = 4 * 1024**3  # bytes
     auth: bool = False  # True: write endpoints need an API token (controller/tokens.py)
+    # Concurrency (see deploy/README.md, "Serving a fleet"). Requests run on api_threads
+    # threads; the database pool has a connection for each of them plus the background
+    # threads (scheduler, ingest, alerts, caches), so no thread ever waits on another for one.
+    api_threads: int = 40  # the request threadpool (anyio's default is 40 too)
+    background_db_connections: int = 16  # pool connections beyond api_threads
+    max_downloads: int = 256  # artifact downloads sent at once; more get 503 + Retry-After
+    download_retry_after: int = 10  # seconds, the Retry-After of that 503
+    offload_prefix: str | None = None  # e.g. "/_edgefleet_data": nginx sends files (X-Accel)
+    shutdown_grace: float = 3.0  # seconds SIGTERM lets open responses finish
+    shutdown_deadline: float = 7.0  # seconds after SIGTERM the process is gone, in any state
 
     @classmethod
     def from_args(cls, args: Any) -> Settings:
@@ -87,6 +111,8 @@ class Settings:
             listen_port=port,
             database_url=args.database_url,
             auth=not insecure,  # secure by default: tokens unless --insecure-dev
+            max_downloads=_max_downloads(getattr(args, "max_downloads", None)),
+            offload_prefix=_offload_prefix(getattr(args, "offload_prefix", None)),
         )
 
     @property
@@ -96,6 +122,10 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'edgefleet.db'}"
+
+    @property
+    def db_pool_size(self) -> int:
+        return self.api_threads + self.background_db_connections
 
     @property
     def artifacts_dir(self) -> Path:
