@@ -215,7 +215,7 @@ def _controller(folder: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     argv = [sys.executable, "-m", "edgefleet", "controller", "serve",
             "--data", str(folder / "controller"), "--mqtt", f"mqtt://127.0.0.1:{free_port()}",
-            "--listen", f"127.0.0.1:{port}"]  # fmt: skip
+            "--listen", f"127.0.0.1:{port}", "--insecure-dev"]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with (folder / "controller.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
