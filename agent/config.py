@@ -128,7 +128,11 @@ class AgentConfig(BaseModel):
     tls: TlsConfig | None = None  # required by mqtts://
     data_dir: Path
     source: SourceConfig
-    poll_interval_s: float = Field(default=30.0, gt=0, le=86400)  # seconds between director polls
+    # seconds between director polls while the broker is away (hints cannot arrive)
+    poll_interval_s: float = Field(default=30.0, gt=0, le=86400)
+    # seconds between polls while MQTT is up: hints arrive retained on a persistent session,
+    # so the poll is only a safety net; None polls every poll_interval_s regardless
+    connected_poll_interval_s: float | None = Field(default=300.0, gt=0, le=86400)
     # Offer TensorRT engines built here to the controller (an operator approves each).
     share_built_plans: bool = True
     telemetry_window_s: float = Field(default=60.0, gt=0, le=86400)  # seconds per telemetry window

@@ -224,7 +224,16 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
         stop, on_restart=lambda name: metrics.thread_restarts.labels(name).inc()
     )
     loops = [
-        ("reconcile", partial(reconciler.run, hints, config.poll_interval_s)),
+        (
+            "reconcile",
+            partial(
+                reconciler.run,
+                hints,
+                config.poll_interval_s,
+                connected_poll_s=config.connected_poll_interval_s,
+                link_up=link.connected.is_set,
+            ),
+        ),
         ("telemetry", partial(telemetry_loop, monitor, data, stop, config.telemetry_window_s)),
         *data.loops(stop),
     ]

@@ -256,20 +256,46 @@ class Reconciler:
 
     # -- loop --------------------------------------------------------------------------
 
-    def run(self, hints: queue.Queue[Hint], poll_interval_s: float) -> None:
-        """Reconcile on every hint and every ``poll_interval_s`` until ``stop`` is set."""
+    def run(
+        self,
+        hints: queue.Queue[Hint],
+        poll_interval_s: float,
+        *,
+        connected_poll_s: float | None = None,  # seconds between polls while MQTT is up
+        link_up: Callable[[], bool] | None = None,
+    ) -> None:
+        """Reconcile on every hint and every poll interval until ``stop`` is set.
+
+        While the broker connection is up and the last pass ended settled (idle or
+        committed), a new assignment arrives as a retained hint on a persistent session, so
+        the director is polled only every ``connected_poll_s`` (a safety net); otherwise
+        every ``poll_interval_s``.
+        """
         self.publish_state()
         while not self.stop.is_set():
             self.run_once_safely()
-            self._wait_for_hint(hints, poll_interval_s)
+            self._wait_for_hint(hints, poll_interval_s, connected_poll_s, link_up)
 
-    def _wait_for_hint(self, hints: queue.Queue[Hint], poll_interval_s: float) -> None:
-        left = poll_interval_s
-        while left > 0 and not self.stop.is_set():
+    def _wait_for_hint(
+        self,
+        hints: queue.Queue[Hint],
+        poll_interval_s: float,
+        connected_poll_s: float | None = None,
+        link_up: Callable[[], bool] | None = None,
+    ) -> None:
+        waited = 0.0
+        while not self.stop.is_set():
+            # A failed install (interrupted download, full disk) is retried at the short
+            # interval even while connected: no hint will come for it.
+            settled = self.phase in (Phase.IDLE, Phase.COMMITTED)
+            slow = connected_poll_s is not None and settled and link_up is not None and link_up()
+            left = (connected_poll_s if slow else poll_interval_s) - waited  # type: ignore[operator]
+            if left <= 0:
+                return
             try:
                 hint = hints.get(timeout=min(STOP_CHECK_S, left))
             except queue.Empty:
-                left -= STOP_CHECK_S
+                waited += min(STOP_CHECK_S, left)
                 continue
             self._take(hint)
             while True:  # coalesce: many hints, one refresh

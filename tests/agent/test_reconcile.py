@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -416,3 +416,60 @@ def test_a_full_disk_fails_the_install_and_the_next_poll_recovers(rig: Rig) -> N
     rig.updater.targets = [target]  # space is back
     rig.rec.reconcile_once()
     assert rig.rec.phase is Phase.COMMITTED and rig.serving() == "v2"
+
+
+def _wait_until(check: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_polls_slow_down_while_the_broker_is_up_and_nothing_is_pending(rig: Rig) -> None:
+    import queue
+
+    from edgefleet.agent.mqtt_link import Hint
+
+    install_v1(rig)
+    up = [True]
+    hints: queue.Queue[Hint] = queue.Queue(maxsize=4)
+    start = rig.updater.refreshes
+    t = threading.Thread(target=rig.rec.run, args=(hints, 0.05),
+                         kwargs={"connected_poll_s": 3600, "link_up": lambda: up[0]})  # fmt: skip
+    t.start()
+    try:
+        assert _wait_until(lambda: rig.updater.refreshes > start)  # the pass at start
+        time.sleep(1.0)  # twenty short intervals: no poll while the link is up
+        assert rig.updater.refreshes == start + 1
+        hints.put(Hint("desired", 2))  # a hint still wakes it at once
+        assert _wait_until(lambda: rig.updater.refreshes == start + 2)
+        up[0] = False  # broker gone: back to the short interval
+        assert _wait_until(lambda: rig.updater.refreshes >= start + 5)
+    finally:
+        rig.stop.set()
+        t.join(10)
+    assert not t.is_alive()
+
+
+def test_a_failed_install_is_retried_at_the_short_interval_while_connected(rig: Rig) -> None:
+    import queue
+
+    from edgefleet.agent.mqtt_link import Hint
+
+    install_v1(rig)
+    rig.updater.assign("v2", tiny_model(conf=0.7), release=2)
+    rig.updater.download_error = TransportError("connection reset")  # transient
+    hints: queue.Queue[Hint] = queue.Queue(maxsize=4)
+    t = threading.Thread(target=rig.rec.run, args=(hints, 0.05),
+                         kwargs={"connected_poll_s": 3600, "link_up": lambda: True})  # fmt: skip
+    t.start()
+    try:
+        assert _wait_until(lambda: rig.rec.phase is Phase.FAILED)
+        rig.updater.download_error = None  # the controller is back
+        assert _wait_until(lambda: rig.rec.phase is Phase.COMMITTED, timeout=60)
+    finally:
+        rig.stop.set()
+        t.join(10)
+    assert rig.serving() == "v2"
