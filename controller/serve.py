@@ -21,7 +21,7 @@ from typing import Any
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
-from edgefleet.controller.ingest import Ingest
+from edgefleet.controller.ingest_queue import IngestPipeline
 from edgefleet.controller.mqtt_link import MqttLink
 from edgefleet.controller.rollouts.scheduler import Scheduler
 from edgefleet.controller.rollouts.service import Deps
@@ -79,9 +79,11 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
         tls_files=settings.mqtt_tls_files,  # mqtts://: DATA/pki's controller identity
     )
     services = Services(settings, engine, store, signing, link)
+    link.stats = services.stats
     revoked = RevokedDevices(engine)
     services.revoked = revoked  # a revoked device's messages are dropped at once
-    link.handler = revoked.filter(Ingest(engine, signing, link, services.stats).handle)
+    link.pipeline = IngestPipeline.build(engine, signing, link, services.stats, revoked=revoked)
+    link.sink = link.pipeline.queue.put
     return services, link
 
 
