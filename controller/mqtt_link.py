@@ -83,6 +83,7 @@ class MqttLink:
         self.pipeline: Any = None  # started before connecting, drained after (ingest_queue)
         self._generation = 0  # connections so far: an ack never crosses a reconnect
         self._dropped: int | None = None
+        self._accepting = True  # False while stopping: deliveries wait in the broker
         self._connected = threading.Event()
         self._warned = False
         self._pending: dict[str, int] = {}  # device -> director version not yet published
@@ -112,6 +113,7 @@ class MqttLink:
         """Connect in the background; never blocks on the broker."""
         if self.pipeline is not None:
             self.pipeline.start()
+        self._accepting = True
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry
         props.ReceiveMaximum = self.receive_maximum
@@ -125,12 +127,17 @@ class MqttLink:
         self._client.loop_start()
 
     def stop(self) -> None:
-        """Disconnect, then store what is queued (unacked messages stay in the broker)."""
+        """Store and ack what is queued, then disconnect.
+
+        Messages arriving meanwhile are left unacknowledged: the broker sends them again
+        to this session's next connection, so nothing is stored twice or lost.
+        """
+        self._accepting = False
+        if self.pipeline is not None:
+            self.pipeline.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
-        if self.pipeline is not None:
-            self.pipeline.stop()
 
     # --- publishing ----------------------------------------------------------------------
 
@@ -191,6 +198,8 @@ class MqttLink:
     def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
         if message.topic == BROKER_DROPPED:
             self._on_broker_dropped(message.payload)
+            return
+        if not self._accepting:
             return
         ack = self._acker(message.mid, message.qos)
         sink = self.sink
