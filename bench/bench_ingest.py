@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from edgefleet.shared.errors import TransportError
 from edgefleet.shared.protocol import DeviceState, Phase, TelemetryWindow
 from edgefleet.shared.topics import Channel, device_topic
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -45,7 +46,8 @@ _CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "arrow")
 
 
 def window(device_id: str, i: int) -> bytes:
-    end = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=i)
+    # recent: retention would fold windows older than its age into hours at once
+    end = datetime.now(timezone.utc) - timedelta(seconds=i)
     edges = [round(0.05 * k, 2) for k in range(21)]
     return TelemetryWindow(
         device_id=device_id, model="shapes", version="v1",
@@ -94,7 +96,7 @@ def _publisher(port: int, windows: int = 0, devices: int = 1, register: int = 0)
             str(register)]  # fmt: skip
     pub = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     if pub.stdout is None or pub.stdout.readline().strip() != "start":
-        raise RuntimeError("the burst publisher did not start")
+        raise TransportError("the burst publisher did not start")
     return pub
 
 
@@ -153,7 +155,7 @@ def _wait_progress(count: Any, target: int) -> None:
 def run_plain(port: int, windows: int, devices: int) -> dict[str, Any]:
     sub = PlainSubscriber(port)
     if not sub.ready.wait(READY_S):
-        raise RuntimeError("the plain subscriber did not subscribe")
+        raise TransportError("the plain subscriber did not subscribe")
     pub = _publisher(port, windows, devices)
     start = time.monotonic()
     _wait_progress(lambda: sub.count, windows)
@@ -212,7 +214,7 @@ def _wait_ready(ctl: Controller, port: int) -> None:
             if ctl.count("select count(*) from device where device_id = 'probe'"):
                 return
             time.sleep(0.5)
-        raise RuntimeError("the controller did not store a probe message in time")
+        raise TransportError("the controller did not store a probe message in time")
     finally:
         c.disconnect()
         c.loop_stop()

@@ -16,4 +16,8 @@ def register(sub: Any) -> None:
     serve.add_argument(
         "--auth", action="store_true", help="write endpoints need an API token (edgefleet token)"
     )
+    serve.add_argument(
+        "--telemetry-max-age-days", type=float, default=7.0,
+        help="raw telemetry windows kept this long, then summed per device and hour",
+    )  # fmt: skip
     serve.set_defaults(handler="edgefleet.controller.serve:run_from_args")

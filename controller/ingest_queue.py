@@ -24,6 +24,7 @@ from typing import Any
 
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.models import Device
+from edgefleet.controller.retention import DEFAULT_RETENTION, Retention, RetentionConfig
 from edgefleet.controller.rollouts.service import HintSender
 from edgefleet.controller.stats import IngestStats
 from edgefleet.controller.trust import Signing
@@ -230,10 +231,11 @@ class Registrar:
 
 @dataclass
 class IngestPipeline:
-    """The queue, its writers and the registrar, started and stopped together."""
+    """The queue, its writers, the registrar and retention, started and stopped together."""
 
     queue: IngestQueue
     registrar: Registrar
+    retention: Retention
 
     @classmethod
     def build(
@@ -245,15 +247,19 @@ class IngestPipeline:
         *,
         revoked: Any = None,
         config: QueueConfig = QueueConfig(),
+        retention: RetentionConfig = DEFAULT_RETENTION,
     ) -> IngestPipeline:
         registrar = Registrar(engine, signing, hints)
         ingest = Ingest(engine, signing, hints, stats, registrar=registrar)
-        return cls(IngestQueue(ingest, stats, config, revoked), registrar)
+        queue = IngestQueue(ingest, stats, config, revoked)
+        return cls(queue, registrar, Retention(engine, retention))
 
     def start(self) -> None:
         self.registrar.start()
         self.queue.start()
+        self.retention.start()
 
     def stop(self) -> None:
         self.queue.stop()
         self.registrar.stop()
+        self.retention.stop()

@@ -36,7 +36,8 @@ WAIT = 120.0  # seconds, for a loaded 2-core machine
 
 
 def window(device_id: str, i: int) -> TelemetryWindow:
-    end = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=i)
+    # recent: retention would fold windows older than its age into hours at once
+    end = datetime.now(timezone.utc) - timedelta(seconds=i)
     return TelemetryWindow(
         device_id=device_id, model="shapes", version="v1",
         window_start=end - timedelta(minutes=1), window_end=end, frames=600,
