@@ -25,6 +25,9 @@ from edgefleet.controller.stats import IngestStats
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import ProtocolError
 from edgefleet.shared.protocol import (
+    MAX_JSON_DEPTH,
+    MAX_PAYLOAD_BYTES,
+    SCHEMA_VERSION,
     DeviceState,
     Phase,
     PhaseEvent,
@@ -36,6 +39,7 @@ from edgefleet.shared.protocol import (
     utcnow,
 )
 from edgefleet.shared.topics import Channel, DeviceTopic, parse_device_topic
+from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -217,13 +221,36 @@ def _parse(where: DeviceTopic, payload: bytes) -> Payload:
     if where.channel is Channel.EVENTS:
         return _same_device(where.device_id, decode_event(payload))
     if where.channel is Channel.TELEMETRY:
-        return _same_device(where.device_id, decode(TelemetryWindow, payload))
+        return _same_device(where.device_id, _telemetry(payload))
     raise ProtocolError(f"the controller does not ingest {where.channel.value}")
 
 
 def _window_row(window: TelemetryWindow) -> dict[str, Any]:
-    data = window.model_dump(exclude={"schema_version"})
-    return {k: v for k, v in data.items() if k in _WINDOW_COLUMNS}
+    # Attributes, not model_dump: the row only reads them, and dumping cost a fifth of a
+    # window's ingest.
+    return {k: getattr(window, k) for k in _WINDOW_COLUMNS}
+
+
+def _telemetry(payload: bytes) -> TelemetryWindow:
+    """``decode(TelemetryWindow, payload)``, parsed and validated in one pass when safe.
+
+    The bulk of what the controller ingests. ``decode`` parses with ``json`` and walks
+    the result to bound its depth before validating; here a payload with few enough
+    brackets that it cannot nest past the bound (each level needs one) goes straight to
+    pydantic's JSON validator. Anything it refuses, and anything larger, takes the
+    ``decode`` path, so the accepted payloads and the error messages are the same.
+    """
+    openers = payload.count(b"{") + payload.count(b"[")
+    if openers + 1 <= MAX_JSON_DEPTH and len(payload) <= MAX_PAYLOAD_BYTES:
+        try:
+            window = TelemetryWindow.model_validate_json(payload)
+        except ValidationError:
+            window = None
+        # ``decode`` refuses a payload without ``schema``; the model would default it.
+        schema_given = window is not None and "schema_version" in window.model_fields_set
+        if window is not None and schema_given and window.schema_version == SCHEMA_VERSION:
+            return window
+    return decode(TelemetryWindow, payload)
 
 
 def _apply(

@@ -168,8 +168,12 @@ def _depth(obj: Any, limit: int) -> int:
             deepest = d + 1
             if deepest > limit:
                 return deepest
-        stack.extend([(v, d + 1) for v in children if isinstance(v, (dict, list))])
+        if not _CONTAINERS.isdisjoint(set(map(type, children))):  # C speed over numbers
+            stack.extend([(v, d + 1) for v in children if isinstance(v, (dict, list))])
     return deepest
+
+
+_CONTAINERS = frozenset({dict, list})  # what json.loads builds (never subclasses)
 
 
 def _load(payload: bytes) -> Any:

@@ -226,3 +226,34 @@ def test_registrar_signs_new_devices_and_never_overrides_a_newer_hint(
         assert [
             d.director_version for d in s.exec(select(Device).order_by(col(Device.device_id)))
         ] == [hints.sent[0][1], 7]
+
+
+def test_the_one_pass_telemetry_decode_accepts_and_refuses_what_decode_does() -> None:
+    from edgefleet.controller.ingest import _telemetry
+    from edgefleet.shared.errors import ProtocolError
+    from edgefleet.shared.protocol import decode
+
+    good = window("cam-1", 3).to_bytes()
+    payloads = [
+        good,
+        good.replace(b'"schema":1,', b""),  # no schema: decode refuses it
+        good.replace(b'"schema":1', b'"schema":2'),
+        good.replace(b'"frames":600', b'"frames":NaN'),
+        good.replace(b'"frames":600', b'"frames":1e400'),
+        good.replace(b'"cam-1"', b'"cam-\xff"'),
+        b"[1, 2]",
+        b'{"schema": 1, "device_id": "cam-1"}',
+        b'{"schema": 1, "x": ' + b"[" * 20 + b"]" * 20 + b"}",
+        good[:-1] + b', "extra": {"a": {"b": [1]}}}',
+    ]
+    assert b'"schema":1,' in good
+    for p in payloads:
+        try:
+            expected: object = decode(TelemetryWindow, p)
+        except ProtocolError as e:
+            expected = type(e)
+        try:
+            got: object = _telemetry(p)
+        except ProtocolError as e:
+            got = type(e)
+        assert got == expected, p[:80]
