@@ -157,12 +157,14 @@ def run_plain(port: int, windows: int, devices: int) -> dict[str, Any]:
     if not sub.ready.wait(READY_S):
         raise TransportError("the plain subscriber did not subscribe")
     pub = _publisher(port, windows, devices)
-    start = time.monotonic()
+    cpu0, start = time.process_time(), time.monotonic()  # this process: the subscriber
     _wait_progress(lambda: sub.count, windows)
+    cpu = time.process_time() - cpu0
     pub.wait(timeout=300)
     sub.close()
     span = (sub.last - start) or 1e-9
-    return {"received": sub.count, "lost": windows - sub.count, "per_s": sub.count / span}
+    return {"received": sub.count, "lost": windows - sub.count, "per_s": sub.count / span,
+            "cpu_s": cpu}  # fmt: skip
 
 
 # --- the controller -------------------------------------------------------------------------
@@ -280,6 +282,10 @@ def bench(
         "windows": windows, "devices": devices, "window_bytes": len(window(device_id(0), 0)),
         "plain": plain, "controller": stored,
         "ratio_stored_vs_plain": stored["per_s"] / plain["per_s"] if plain["per_s"] else None,
+        # CPU per window, controller over plain subscriber: what the rate ratio would be on
+        # a machine where both are CPU-bound, and less moved by other load
+        "cpu_per_window_ratio": (stored["cpu_s"] / max(stored["stored"], 1))
+        / (plain["cpu_s"] / max(plain["received"], 1) or 1e-9),
         "register": reg,
     }  # fmt: skip
 
@@ -289,10 +295,11 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"ingest burst: {r['windows']} windows of {r['window_bytes']} B from "
           f"{r['devices']} devices, QoS 1, shipped broker queue settings")  # fmt: skip
     print(f"  plain subscriber     {p['received']:7d} received  {p['lost']:6d} lost  "
-          f"{p['per_s']:8.0f}/s")  # fmt: skip
+          f"{p['per_s']:8.0f}/s  {p['cpu_s']:.1f} CPU-s")  # fmt: skip
     print(f"  controller           {c['stored']:7d} stored    {c['lost']:6d} lost  "
           f"{c['per_s']:8.0f}/s  in {c['seconds']:.1f} s, {c['cpu_s']:.1f} CPU-s")  # fmt: skip
     print(f"  stored / plain rate  {r['ratio_stored_vs_plain']:8.2f}")
+    print(f"  CPU per window, controller / plain  {r['cpu_per_window_ratio']:8.2f}")
     g = r["register"]
     if g:
         rows = f"{g['rows_s']:.1f} s" if g["rows_s"] is not None else "not all"
