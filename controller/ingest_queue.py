@@ -20,7 +20,7 @@ import threading
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.models import Device
@@ -35,8 +35,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 log = logging.getLogger(__name__)
+_Item = TypeVar("_Item")
 
 QUEUE_WARN_FRACTION = 0.8  # a warning when the ingest queue is this full
+REGISTER_BATCH = 100  # new devices whose director versions are recorded in one transaction
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class IngestQueue:
                 return
 
 
-def _take(q: queue.Queue[Delivery | None], most: int) -> tuple[list[Delivery], bool]:
+def _take(q: queue.Queue[_Item | None], most: int) -> tuple[list[_Item], bool]:
     """Block for one delivery, then take what is already queued up to ``most``."""
     first = q.get()
     if first is None:
@@ -200,33 +202,45 @@ class Registrar:
         return self._idle.wait(timeout)
 
     def _run(self) -> None:
-        while True:
-            device_id = self._queue.get()
-            if device_id is None:
-                return
+        stopping = False
+        while not stopping:
+            batch, stopping = _take(self._queue, REGISTER_BATCH)
+            signed: dict[str, int] = {}
+            for device_id in batch:
+                try:
+                    signed[device_id] = self.signing.ensure_device(device_id)
+                except Exception:  # the device's next message queues it again
+                    log.exception("signing the director chain of %s failed", device_id)
             try:
-                self._register(device_id)
-            except Exception:  # the device's next message queues it again
-                log.exception("registering device %s failed", device_id)
+                self._record(signed)
+            except Exception:  # the devices' next messages queue them again
+                log.exception("recording %d director versions failed", len(signed))
             with self._lock:
-                self._pending.discard(device_id)
+                self._pending.difference_update(batch)
                 if not self._pending:
                     self._idle.set()
 
-    def _register(self, device_id: str) -> None:
-        version = self.signing.ensure_device(device_id)
-        stmt = (
-            update(Device)
-            .where(col(Device.device_id) == device_id, col(Device.director_version).is_(None))
-            .values(director_version=version)
-        )
+    def _record(self, signed: dict[str, int]) -> None:
+        """One transaction for the batch; hints only for rows nothing else set meanwhile."""
+        changed = []
         with Session(self.engine) as s:
-            changed = s.execute(stmt).rowcount  # type: ignore[attr-defined]
+            for device_id, version in signed.items():
+                stmt = (
+                    update(Device)
+                    .where(
+                        col(Device.device_id) == device_id,
+                        col(Device.director_version).is_(None),
+                    )
+                    .values(director_version=version)
+                )
+                if s.execute(stmt).rowcount:  # type: ignore[attr-defined]
+                    changed.append(device_id)
             s.commit()
-        if changed:
+        for device_id in changed:
             # Retained, so the agent finds it whenever it (re)subscribes.
-            self.hints.send_hint(device_id, version)
-            log.info("new device %s (director version %d)", device_id, version)
+            self.hints.send_hint(device_id, signed[device_id])
+        if changed:
+            log.info("%d new device(s) signed and hinted: %s", len(changed), ", ".join(changed[:5]))
 
 
 @dataclass
