@@ -86,6 +86,9 @@ def test_reconnect_burst_past_the_old_queue_limit_is_all_stored(
         assert services.stats.get("stored", "telemetry") == BURST
         assert services.stats.get("failed") == 0
         assert services.stats.gauges()["queue_capacity"] >= link.receive_maximum
+        # the broker's own count ($SYS, retained) reached the controller: nothing dropped
+        wait_for(lambda: "broker_dropped" in services.stats.gauges(), "$SYS dropped", WAIT)
+        assert services.stats.gauges()["broker_dropped"] == 0
     finally:
         link.stop()
         services.engine.dispose()
@@ -257,3 +260,19 @@ def test_the_one_pass_telemetry_decode_accepts_and_refuses_what_decode_does() ->
         except ProtocolError as e:
             got = type(e)
         assert got == expected, p[:80]
+
+
+def test_a_rising_broker_drop_count_is_a_warning_and_a_metric(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from edgefleet.controller.mqtt_link import MqttLink
+    from edgefleet.controller.settings import BrokerAddress
+
+    stats = IngestStats()
+    link = MqttLink(BrokerAddress("127.0.0.1", 1), "ctl", stats=stats)  # never connects
+    link._on_broker_dropped(b"3")  # what had been dropped before we started: no warning
+    link._on_broker_dropped(b"not a number")
+    assert stats.gauges()["broker_dropped"] == 3 and "dropped" not in caplog.text
+    link._on_broker_dropped(b"10")
+    assert stats.gauges()["broker_dropped"] == 10
+    assert "the broker dropped 7 message(s) (10 in all)" in caplog.text
