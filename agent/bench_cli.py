@@ -1,4 +1,4 @@
-"""``edgefleet bench infer|swap|rollout|idle``: the benchmarks in bench/.
+"""``edgefleet bench infer|swap|rollout|idle|ingest``: the benchmarks in bench/.
 
 Only the standard library is imported here. The measuring code lives in the source
 checkout's ``bench/`` folder (it compares against Ultralytics, which never ships on a
@@ -63,6 +63,15 @@ def register(sub: Any) -> None:
     idle.add_argument("--threads", type=int, default=16, help="client threads polling")
     idle.add_argument("--json", action="store_true", help="one JSON document")
     idle.set_defaults(handler="edgefleet.agent.bench_cli:run_idle")
+
+    ingest = bench_sub.add_parser(
+        "ingest", help="a telemetry burst: controller vs a plain subscriber (needs Mosquitto)"
+    )
+    ingest.add_argument("--windows", type=int, default=20000, help="windows in the burst")
+    ingest.add_argument("--devices", type=int, default=1000, help="device ids they come from")
+    ingest.add_argument("--register", type=int, default=10000, help="new devices (0: skip)")
+    ingest.add_argument("--json", action="store_true", help="one JSON document")
+    ingest.set_defaults(handler="edgefleet.agent.bench_cli:run_ingest")
 
 
 def _bench_module(name: str) -> ModuleType:
@@ -140,4 +149,16 @@ def run_idle(args: argparse.Namespace) -> int:
     result = mod.bench(
         args.devices, speedup=args.speedup, duration_s=args.duration, threads=args.threads
     )
+    return _emit(result, args.json, mod)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    _positive(args.windows, "--windows")
+    _positive(args.devices, "--devices")
+    if args.register < 0:
+        from edgefleet.shared.errors import ConfigError
+
+        raise ConfigError("--register must be 0 or more")
+    mod = _bench_module("bench_ingest")
+    result = mod.bench(args.windows, args.devices, args.register)
     return _emit(result, args.json, mod)

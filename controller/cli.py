@@ -30,4 +30,8 @@ def register(sub: Any) -> None:
         help="let a reverse proxy send /tuf files: X-Accel-Redirect under this internal "
         "prefix (deploy/nginx/)",
     )  # fmt: skip
+    serve.add_argument(
+        "--telemetry-max-age-days", type=float, default=7.0,
+        help="raw telemetry windows kept this long, then summed per device and hour",
+    )  # fmt: skip
     serve.set_defaults(handler="edgefleet.controller.serve:run_from_args")

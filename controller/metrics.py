@@ -34,6 +34,7 @@ class FleetCollector(Collector):
             yield self._rollouts(s)
             yield from self._drift(s)
         yield self._ingest()
+        yield from self._backlog()
 
     def _devices(self, s: Session) -> Metric:
         g = GaugeMetricFamily("edgefleet_devices", "Devices known, by online", labels=["online"])
@@ -57,6 +58,22 @@ class FleetCollector(Collector):
             for channel, n in sorted(channels.items()):
                 c.add_metric([outcome, channel], float(n))
         return c
+
+    def _backlog(self) -> Iterator[Metric]:
+        """The ingest queue and the broker's drops: where a burst waits, or is lost."""
+        gauges = self.services.stats.gauges()
+        for name, help_text in (
+            ("queue_depth", "Messages received and not yet stored"),
+            ("queue_capacity", "Bound of the ingest queue"),
+        ):
+            if name in gauges:
+                yield GaugeMetricFamily(f"edgefleet_ingest_{name}", help_text, gauges[name])
+        if "broker_dropped" in gauges:
+            yield CounterMetricFamily(
+                "edgefleet_broker_dropped_messages",
+                "Messages the broker dropped for full queues ($SYS), all clients",
+                gauges["broker_dropped"],
+            )
 
     def _drift(self, s: Session) -> Iterator[Metric]:
         since = datetime.now(timezone.utc) - DRIFT_SPAN

@@ -576,3 +576,24 @@ class SamplingRule(SQLModel, table=True):
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+
+
+class TelemetryHourRow(TelemetryBase, table=True):
+    """Raw windows past the retention age, summed per device, model version and hour.
+
+    ``window_start`` is the hour; ``window_end`` the last summed window's end (inside the
+    hour), so anything that buckets windows by their end at an hour or coarser puts an
+    aggregate where its windows were (controller/retention.py).
+    """
+
+    __tablename__ = "telemetry_hour"
+    id: int | None = Field(default=None, primary_key=True)
+    windows: int = 0  # raw windows summed here
+    # A Column belongs to one table: TelemetryBase's are the raw table's, so new ones here.
+    window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    window_end: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    latency_edges_ms: list[float] = _json(list)
+    latency_counts: list[int] = _json(list)
+    confidence_edges: list[float] = _json(list)
+    confidence_counts: list[int] = _json(list)
+    per_class_confidence: dict[str, list[int]] = _json()

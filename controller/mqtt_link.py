@@ -10,6 +10,13 @@ Subscriptions: ``events`` and ``telemetry`` use the shared subscription
 and idempotent; MQTT 5 never delivers retained messages to a shared subscription, so
 those two are plain subscriptions: every replica gets the fleet's snapshot when it
 (re)connects, and upserting the same state twice is harmless.
+
+Flow control: the session is persistent (``clean_start=False``, a session expiry), every
+subscription is QoS 1, and messages are acknowledged by hand (``Delivery.ack``) once they
+are stored. The CONNECT's Receive Maximum bounds how many the broker sends before an ack,
+so a controller slower than a burst leaves the backlog queued in the broker instead of
+in our memory. The broker's own count of dropped messages (``$SYS``) is watched: any
+increase is logged as a warning and exported as a metric.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from edgefleet.controller.ingest_queue import Delivery
 from edgefleet.controller.settings import BrokerAddress
+from edgefleet.controller.stats import IngestStats
 from edgefleet.shared.protocol import Command, DesiredHint
 from edgefleet.shared.topics import Channel, device_topic, fleet_filter
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -31,18 +41,23 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[str, bytes], None]
+Sink = Callable[[Delivery], None]
 
 SHARED = (Channel.EVENTS, Channel.TELEMETRY)
 PLAIN = (Channel.STATE, Channel.STATUS)
 RECONNECT_MIN, RECONNECT_MAX = 1, 30  # seconds between reconnect attempts
+RECEIVE_MAXIMUM = 1000  # messages the broker may send us before we acknowledge one
+# Mosquitto's count of messages dropped for full queues or inflight windows, all clients.
+BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
 
 
 def subscriptions() -> list[tuple[str, SubscribeOptions]]:
     opts = SubscribeOptions(qos=1)
-    return [(fleet_filter(c, shared=True), opts) for c in SHARED] + [
-        (fleet_filter(c), opts) for c in PLAIN
-    ]
+    return (
+        [(fleet_filter(c, shared=True), opts) for c in SHARED]
+        + [(fleet_filter(c), opts) for c in PLAIN]
+        + [(BROKER_DROPPED, SubscribeOptions(qos=0))]
+    )
 
 
 class MqttLink:
@@ -56,17 +71,28 @@ class MqttLink:
         keepalive: int = 30,  # seconds
         session_expiry: int = 3600,  # seconds
         tls_files: tuple[Path, Path, Path] | None = None,  # (CA, cert, key) for mqtts://
+        receive_maximum: int = RECEIVE_MAXIMUM,  # messages; <= the ingest queue's capacity
+        stats: IngestStats | None = None,  # where the broker's dropped count goes
     ) -> None:
         self.address = address
         self.keepalive = keepalive
         self.session_expiry = session_expiry
-        self.handler: Handler | None = None
+        self.receive_maximum = receive_maximum
+        self.stats = stats or IngestStats()
+        self.sink: Sink | None = None  # gets every device message; acks it once stored
+        self.pipeline: Any = None  # started before connecting, drained after (ingest_queue)
+        self._generation = 0  # connections so far: an ack never crosses a reconnect
+        self._dropped: int | None = None
+        self._accepting = True  # False while stopping: deliveries wait in the broker
         self._connected = threading.Event()
         self._warned = False
         self._pending: dict[str, int] = {}  # device -> director version not yet published
         self._lock = threading.Lock()
         self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
         )
         self._client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
         if address.tls:
@@ -85,8 +111,12 @@ class MqttLink:
 
     def start(self) -> None:
         """Connect in the background; never blocks on the broker."""
+        if self.pipeline is not None:
+            self.pipeline.start()
+        self._accepting = True
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry
+        props.ReceiveMaximum = self.receive_maximum
         self._client.connect_async(
             self.address.host,
             self.address.port,
@@ -97,6 +127,14 @@ class MqttLink:
         self._client.loop_start()
 
     def stop(self) -> None:
+        """Store and ack what is queued, then disconnect.
+
+        Messages arriving meanwhile are left unacknowledged: the broker sends them again
+        to this session's next connection, so nothing is stored twice or lost.
+        """
+        self._accepting = False
+        if self.pipeline is not None:
+            self.pipeline.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -130,6 +168,8 @@ class MqttLink:
         if reason_code.is_failure:
             log.warning("broker %s refused the connection: %s", self._where(), reason_code)
             return
+        with self._lock:
+            self._generation += 1
         client.subscribe(subscriptions())
         self._connected.set()
         if self._warned:
@@ -156,13 +196,45 @@ class MqttLink:
             self._warned = True
 
     def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
-        handler = self.handler
-        if handler is None:
+        if message.topic == BROKER_DROPPED:
+            self._on_broker_dropped(message.payload)
+            return
+        if not self._accepting:
+            return
+        ack = self._acker(message.mid, message.qos)
+        sink = self.sink
+        if sink is None:
+            ack()
             return
         try:
-            handler(message.topic, message.payload)
+            sink(Delivery(message.topic, message.payload, ack))
         except Exception:  # a bad message must never stop paho's loop
             log.exception("ingest of a message on %s failed", message.topic)
+            ack()
+
+    def _acker(self, mid: int, qos: int) -> Callable[[], None]:
+        generation = self._generation
+
+        def ack() -> None:
+            # After a reconnect the broker resends what we did not ack, under packet ids
+            # that may be reused: an old ack would acknowledge the wrong message.
+            if qos > 0 and generation == self._generation and self.connected:
+                self._client.ack(mid, qos)
+
+        return ack
+
+    def _on_broker_dropped(self, payload: bytes) -> None:
+        try:
+            dropped = int(payload.decode().strip())
+        except (UnicodeDecodeError, ValueError):
+            return
+        if self._dropped is not None and dropped > self._dropped:
+            log.warning(
+                "the broker dropped %d message(s) (%d in all): a queue or inflight limit "
+                "is too small for the load", dropped - self._dropped, dropped,
+            )  # fmt: skip
+        self._dropped = dropped
+        self.stats.set_gauge("broker_dropped", dropped)
 
     def _flush_pending(self) -> None:
         with self._lock:

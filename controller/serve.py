@@ -19,15 +19,16 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
-from edgefleet.controller.ingest import Ingest
+from edgefleet.controller.ingest_queue import IngestPipeline
 from edgefleet.controller.mqtt_link import MqttLink
 from edgefleet.controller.pki import CrlRenewer, DevicePki
+from edgefleet.controller.retention import RetentionConfig
 from edgefleet.controller.rollouts.scheduler import Scheduler
 from edgefleet.controller.rollouts.service import Deps
 from edgefleet.controller.services import Services
@@ -84,10 +85,15 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
         tls_files=settings.mqtt_tls_files,  # mqtts://: DATA/pki's controller identity
     )
     services = Services(settings, engine, store, signing, link)
+    link.stats = services.stats
     revoked = RevokedDevices(engine)
     revoked.load()
     services.revoked = revoked  # a revoked device's messages are dropped at once
-    link.handler = revoked.filter(Ingest(engine, signing, link, services.stats).handle)
+    retention = RetentionConfig(max_age=timedelta(days=settings.telemetry_max_age_days))
+    link.pipeline = IngestPipeline.build(
+        engine, signing, link, services.stats, revoked=revoked, retention=retention
+    )
+    link.sink = link.pipeline.queue.put
     return services, link
 
 

@@ -79,7 +79,11 @@ class Settings:
     database_url: str | None = None  # SQLAlchemy URL; None -> SQLite in data_dir
     mqtt_client_id: str | None = None  # None -> stable id derived from data_dir
     mqtt_keepalive: int = 30  # seconds
-    mqtt_session_expiry: int = 3600  # seconds the broker keeps our queue while we are away
+    # seconds the broker keeps our session and its queue while we are away: a week, like
+    # deploy/mosquitto's persistent_client_expiration, so an outage of the controller
+    # itself queues telemetry (up to the queue limits) instead of dropping it
+    mqtt_session_expiry: int = 7 * 24 * 3600
+    telemetry_max_age_days: float = 7.0  # raw windows kept; older ones become hourly sums
     online_refresh_interval: float = 6 * 3600.0  # seconds between timestamp/snapshot refreshes
     max_upload_bytes: int = 4 * 1024**3  # bytes
     auth: bool = False  # True: write endpoints need an API token (controller/tokens.py)
@@ -113,6 +117,7 @@ class Settings:
             auth=not insecure,  # secure by default: tokens unless --insecure-dev
             max_downloads=_max_downloads(getattr(args, "max_downloads", None)),
             offload_prefix=_offload_prefix(getattr(args, "offload_prefix", None)),
+            telemetry_max_age_days=_positive_days(getattr(args, "telemetry_max_age_days", 7.0)),
         )
 
     @property
@@ -156,3 +161,9 @@ class Settings:
                 f"--data {self.data_dir}` (missing {missing[0]})"
             )
         return files
+
+
+def _positive_days(value: float) -> float:
+    if not value > 0:
+        raise ConfigError(f"--telemetry-max-age-days must be more than 0, not {value}")
+    return float(value)

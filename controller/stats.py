@@ -1,4 +1,5 @@
-"""Counters of the MQTT ingest, shared between paho's thread and the REST handlers."""
+"""Counters and gauges of the MQTT ingest, shared between paho's thread, the writer
+threads and the REST handlers."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ from collections import Counter
 
 
 class IngestStats:
-    """Thread-safe counters: received / malformed / failed per channel."""
+    """Thread-safe counters (received / stored / malformed / failed per channel) and
+    gauges (``queue_depth``, ``queue_capacity``, ``broker_dropped``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._gauges: dict[str, float] = {}
+
+    def set_gauge(self, name: str, value: float) -> None:
+        with self._lock:
+            self._gauges[name] = value
+
+    def gauges(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._gauges)
 
     def count(self, what: str, channel: str, n: int = 1) -> None:
         with self._lock:
@@ -25,7 +36,9 @@ class IngestStats:
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """``{"received": {"state": 3, ...}, "malformed": {...}, "failed": {...}}``."""
-        out: dict[str, dict[str, int]] = {"received": {}, "malformed": {}, "failed": {}}
+        out: dict[str, dict[str, int]] = {
+            "received": {}, "stored": {}, "malformed": {}, "failed": {}
+        }  # fmt: skip
         with self._lock:
             for key, value in self._counts.items():
                 what, _, channel = key.partition(".")

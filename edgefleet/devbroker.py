@@ -42,9 +42,15 @@ def find_mosquitto() -> str:
     )
 
 
+def queue_settings() -> str:
+    """The shipped queue limits (``mosquitto-queues.conf``), as config lines."""
+    text = resources.files("edgefleet").joinpath("mosquitto-queues.conf").read_text()
+    return "\n".join(ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
+
+
 def render_config(port: int, data_dir: Path) -> str:
     template = resources.files("edgefleet").joinpath("mosquitto-dev.conf").read_text()
-    return template.format(port=port, data_dir=data_dir)
+    return template.format(port=port, data_dir=data_dir, queues=queue_settings())
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -87,6 +93,7 @@ topic read  edgefleet/v1/devices/+/telemetry
 topic read  edgefleet/v1/devices/+/status
 topic write edgefleet/v1/devices/+/desired
 topic write edgefleet/v1/devices/+/commands
+topic read  $SYS/broker/publish/messages/dropped
 """
 
 
@@ -113,7 +120,7 @@ persistence true
 persistence_location {data_dir}/
 autosave_interval 5
 max_packet_size 1048576
-max_queued_messages 10000
+{queue_settings()}
 log_dest stdout
 log_type error
 log_type warning

@@ -186,7 +186,8 @@ def test_new_device_gets_a_retained_desired_hint(
     services, _ = controller
     cam = devices("cam-3")
     cam.publish(Channel.STATUS, Status(device_id="cam-3", online=True).to_bytes(), retain=True)
-    wait_for(lambda: _device(services, "cam-3") is not None, "device row")
+    # The chain is signed off the write path: the row comes first, its version after.
+    wait_for(lambda: getattr(_device(services, "cam-3"), "director_version", None), "signed")
     d = _device(services, "cam-3")
     assert d is not None and d.director_version is not None
     director_dir = services.signing.director_metadata_dir("cam-3")

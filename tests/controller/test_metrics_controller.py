@@ -39,3 +39,14 @@ def test_metrics(services: Services) -> None:
     # A second app in the same process has its own registry: no duplicate-metric error.
     with serving(services) as again:
         assert again.get("/metrics").status_code == 200
+
+
+def test_ingest_backlog_metrics(services: Services) -> None:
+    services.stats.set_gauge("queue_depth", 12)
+    services.stats.set_gauge("queue_capacity", 2000)
+    services.stats.set_gauge("broker_dropped", 5)
+    with serving(services) as client:
+        m = samples_of(client.get("/metrics").text)
+    assert m[("edgefleet_ingest_queue_depth", ())] == 12
+    assert m[("edgefleet_ingest_queue_capacity", ())] == 2000
+    assert m[("edgefleet_broker_dropped_messages_total", ())] == 5
