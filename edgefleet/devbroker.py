@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import random
 import shutil
 import signal
 import socket
@@ -24,11 +25,26 @@ START_TIMEOUT = 10.0  # seconds
 CRL_POLL_S = 0.5  # how often a TLS broker looks for a rewritten CRL
 
 
+# Listening ports are drawn below Linux's ephemeral range (32768-60999 by default): a port
+# the kernel hands out with bind(0) is also what it hands to outgoing connections, so on a
+# busy machine another client could take it between our check and the server's bind.
+LISTEN_PORTS = (20000, 32000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port nobody listens on now, outside the range outgoing connections take theirs from."""
+    for _ in range(200):
+        port = random.randrange(*LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # all taken: any free one
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        found: int = s.getsockname()[1]
+        return found
 
 
 def find_mosquitto() -> str:
