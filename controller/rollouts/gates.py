@@ -1,30 +1,51 @@
-"""Canary gates: canary against control over the same telemetry windows (pure).
+"""Canary gates: canary against matched control over the same telemetry windows (pure).
 
-The judgement follows Kayenta / Argo Rollouts: every gate has a threshold and a minimum
-sample size; too few samples is NODATA, never a pass; a stage is Failed as soon as one
-gate fails, Successful when every gate passes once the soak is over, and Inconclusive
-(a person decides) when data is still missing after the grace period.
+Three kinds of gate (docs/CANARY.md has the error rates and the evidence each needs):
 
-Inputs are plain numbers and histograms; no database, no clock.
+* hard (install success, errors: reverts, crashes, non-finite outputs caught by the
+  device's health check) fail a stage at once;
+* sequential (detection rate, per-class detection rate, mean and per-class confidence,
+  low-confidence share, p95 latency) are mixture sequential probability ratio tests
+  (mSPRT, Johari et al. 2017) of "the true value is past the threshold": the test may be
+  looked at after every window and still fails a harmless canary with probability at
+  most its share of ``alpha`` (Bonferroni across gates and classes), so a stage may
+  fail as soon as one crosses; otherwise the gate passes at the end of the soak once
+  its minimum evidence (windows, frames or detections, in both arms) is in;
+* descriptive (PSI, JS, rank AUC) have no error control: they are shown, WARN past their
+  threshold, and never stop a stage.
+
+Too little evidence is NODATA, never a pass. Inputs are windows; no database, no clock.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Protocol
 
-from edgefleet.controller.rollouts.spec import DIRECTION, Gate, Metric
-from edgefleet.shared.drift import js_divergence, mann_whitney_binned, mean_from_counts, psi
-from edgefleet.shared.histogram import quantile_from_counts
+from edgefleet.controller.rollouts.spec import DESCRIPTIVE, DIRECTION, HARD, Gate, Metric
+from edgefleet.shared.drift import js_divergence, mann_whitney_binned, psi
+from edgefleet.shared.histogram import quantile_interpolated
+
+DEFAULT_ALPHA = 0.01
+MIN_LATENCY_FRAMES = 10  # a window's p95 from fewer frames is too coarse to use
+# Prior spread of the effect (mSPRT mixing sd): relative for ratios, absolute for the
+# low-confidence share, log-scale for latency. About the smallest harm worth catching fast.
+TAU = {"ratio": 0.25, "share": 0.1, "log": 0.25}
+# Floors on a window's variance, so a handful of alike windows cannot claim certainty:
+# 5 % relative sd of a window's p95 (more than the 9 % log bins' quantisation).
+LATENCY_SD_FLOOR = 0.05
 
 
 class Verdict(str, Enum):
     PASS = "PASS"  # noqa: S105 - a verdict, not a password
     FAIL = "FAIL"
     NODATA = "NODATA"
+    WARN = "WARN"  # a descriptive gate past its threshold; does not stop the stage
 
 
 class Outcome(str, Enum):
@@ -37,18 +58,70 @@ class Outcome(str, Enum):
 class WindowLike(Protocol):
     """What gates read from a telemetry window (protocol.TelemetryWindow, the DB row)."""
 
+    window_start: datetime
+    window_end: datetime
     frames: int
     latency_edges_ms: list[float]
     latency_counts: list[int]
     confidence_edges: list[float]
     confidence_counts: list[int]
+    per_class_confidence: dict[str, list[int]]
     detections: int
     low_confidence: int
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One window reduced to what the tests need (its own bins, so old layouts work)."""
+
+    start: datetime | None
+    end: datetime | None
+    frames: int
+    detections: int
+    low: int
+    conf_sum: float  # sum of confidences (bin midpoints)
+    conf_sq: float
+    classes: dict[str, tuple[int, float]]  # class -> (detections, sum of confidences)
+    log_p95: float | None  # None: too few frames
+
+    @classmethod
+    def of(cls, w: WindowLike) -> Unit:
+        mids = _mids(w.confidence_edges)
+        c = w.confidence_counts
+        classes = {
+            name: (sum(counts), _dot(counts, _mids(w.confidence_edges)))
+            for name, counts in (w.per_class_confidence or {}).items()
+            if len(counts) == len(c)
+        }
+        p95 = (
+            quantile_interpolated(w.latency_counts, w.latency_edges_ms, 0.95)
+            if w.frames >= MIN_LATENCY_FRAMES and len(w.latency_edges_ms) > 1
+            else float("nan")
+        )
+        return cls(
+            start=getattr(w, "window_start", None),
+            end=getattr(w, "window_end", None),
+            frames=w.frames,
+            detections=w.detections,
+            low=w.low_confidence,
+            conf_sum=_dot(c, mids),
+            conf_sq=_dot(c, [m * m for m in mids]),
+            classes=classes,
+            log_p95=math.log(p95) if math.isfinite(p95) and p95 > 0 else None,
+        )
+
+
+def _mids(edges: Sequence[float]) -> list[float]:
+    return [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+
+
+def _dot(counts: Sequence[int], mids: Sequence[float]) -> float:
+    return float(sum(c * m for c, m in zip(counts, mids, strict=False)))
+
+
 @dataclass
 class Aggregate:
-    """Windows of one group added bin by bin."""
+    """Windows of one group: added bin by bin, and kept one by one for the tests."""
 
     windows: int = 0
     frames: int = 0
@@ -58,6 +131,7 @@ class Aggregate:
     latency_counts: list[int] = field(default_factory=list)
     confidence_edges: list[float] = field(default_factory=list)
     confidence_counts: list[int] = field(default_factory=list)
+    units: list[Unit] = field(default_factory=list)
 
     @classmethod
     def of(cls, windows: Iterable[WindowLike]) -> Aggregate:
@@ -66,11 +140,23 @@ class Aggregate:
             agg.add(w)
         return agg
 
+    @classmethod
+    def of_units(cls, units: Iterable[Unit]) -> Aggregate:
+        agg = cls()
+        for u in units:
+            agg.windows += 1
+            agg.frames += u.frames
+            agg.detections += u.detections
+            agg.low_confidence += u.low
+            agg.units.append(u)
+        return agg
+
     def add(self, w: WindowLike) -> None:
         self.windows += 1
         self.frames += w.frames
         self.detections += w.detections
         self.low_confidence += w.low_confidence
+        self.units.append(Unit.of(w))
         self.latency_edges, self.latency_counts = _merge(
             self.latency_edges, self.latency_counts, w.latency_edges_ms, w.latency_counts
         )
@@ -78,13 +164,30 @@ class Aggregate:
             self.confidence_edges, self.confidence_counts, w.confidence_edges, w.confidence_counts
         )
 
+    def during(self, start: datetime | None, end: datetime | None) -> Aggregate:
+        """Only the windows overlapping [start, end]: control over the canary's windows."""
+        if start is None or end is None:
+            return self
+        kept = [
+            u
+            for u in self.units
+            if u.start is None or u.end is None or (u.end >= start and u.start <= end)
+        ]
+        return Aggregate.of_units(kept) if kept else self
+
+    @property
+    def span(self) -> tuple[datetime | None, datetime | None]:
+        starts = [u.start for u in self.units if u.start is not None]
+        ends = [u.end for u in self.units if u.end is not None]
+        return (min(starts) if starts else None, max(ends) if ends else None)
+
 
 def _merge(
     edges: list[float], counts: list[int], new_edges: Sequence[float], new_counts: Sequence[int]
 ) -> tuple[list[float], list[int]]:
     if not counts:
         return list(new_edges), list(new_counts)
-    if list(new_edges) != edges:  # a window with other bins cannot be added; skip it
+    if list(new_edges) != edges:  # other bins (an old agent): only the per-window tests see it
         return edges, counts
     return edges, [a + b for a, b in zip(counts, new_counts, strict=True)]
 
@@ -111,6 +214,7 @@ class GateResult:
     samples: int
     min_samples: int
     detail: str = ""
+    kind: str = "sequential"  # hard | sequential | descriptive
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -121,25 +225,237 @@ class GateResult:
             "samples": self.samples,
             "min_samples": self.min_samples,
             "detail": self.detail,
+            "kind": self.kind,
         }
 
 
-def _judge(gate: Gate, value: float | None, samples: int, detail: str = "") -> GateResult:
-    ok: bool | None = None
-    if value is not None and math.isfinite(value) and samples >= gate.min_samples:
-        ok = value <= gate.threshold if DIRECTION[gate.metric] == "max" else value >= gate.threshold
-    verdict = Verdict.NODATA if ok is None else (Verdict.PASS if ok else Verdict.FAIL)
-    if verdict is Verdict.NODATA and value is not None and not math.isfinite(value):
+# --- the sequential test -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stat:
+    """``excess``: how far past the threshold the estimate is, on the harmful side when
+    positive (in units of ``scale``); ``var`` its variance."""
+
+    value: float  # what is shown (e.g. the ratio)
+    excess: float
+    var: float
+    scale: str  # key of TAU
+
+
+def log_lr(t: Stat) -> float:
+    """log of the normal-mixture likelihood ratio of "past the threshold" (mSPRT)."""
+    tau2 = TAU[t.scale] ** 2
+    v = max(t.var, 1e-12)
+    return 0.5 * math.log(v / (v + tau2)) + tau2 * t.excess**2 / (2 * v * (v + tau2))
+
+
+def crosses(t: Stat, alpha: float) -> bool:
+    """Reject "harmless" when the estimate is past the threshold and the likelihood ratio
+    reaches 1/alpha; by Ville's inequality this happens for a canary exactly at the
+    threshold with probability <= alpha over any number of looks."""
+    return t.excess > 0 and log_lr(t) >= math.log(1 / alpha)
+
+
+@dataclass(frozen=True)
+class _Ratio:
+    """A ratio estimate sum(y)/sum(x) over windows, with its cluster (window) variance."""
+
+    r: float
+    var: float
+    poisson_var: float  # what it would be for Poisson counts; >= this is enforced
+
+    @classmethod
+    def of(cls, ys: Sequence[float], xs: Sequence[float], count_scale: float) -> _Ratio | None:
+        y, x, n = sum(ys), sum(xs), len(xs)
+        if x <= 0 or n < 2:
+            return None
+        r = y / x
+        resid = sum((yi - r * xi) ** 2 for yi, xi in zip(ys, xs, strict=True)) * n / (n - 1) / x**2
+        return cls(r, resid, count_scale * max(r, 1e-12) / x)
+
+
+def ratio_test(
+    canary: _Ratio, control: _Ratio, threshold: float, x_canary: float, *, rate: bool
+) -> Stat:
+    """Canary / control against ``threshold`` (harm below it), relative to control:
+    excess = (threshold * r_k - r_c) / r_k. A canary with no events (a dropped class) has
+    no spread of its own, so its variance is floored at the Poisson variance it would have
+    at the null (rate ``threshold * r_k``)."""
+    r_c, r_k = canary.r, control.r
+    floor_c = max(r_c, threshold * r_k) / x_canary if rate else canary.poisson_var
+    var = max(canary.var, floor_c) + threshold**2 * max(control.var, control.poisson_var)
+    return Stat(r_c / r_k, (threshold * r_k - r_c) / r_k, var / r_k**2, "ratio")
+
+
+# --- the gates ---------------------------------------------------------------------------
+
+
+def _result(
+    gate: Gate, verdict: Verdict, value: float | None, samples: int, detail: str, *, kind: str
+) -> GateResult:
+    if value is not None and not math.isfinite(value):
         value = None
     return GateResult(
-        gate.metric.value, verdict, value, gate.threshold, samples, gate.min_samples, detail
+        gate.metric.value, verdict, value, gate.threshold, samples, gate.min_samples, detail, kind
     )
 
 
-def _ratio(a: float, b: float) -> float | None:
-    if math.isnan(a) or math.isnan(b) or b == 0:
-        return None
-    return a / b
+def _nodata(gate: Gate, samples: int, why: str) -> GateResult:
+    kind = (
+        "hard"
+        if gate.metric in HARD
+        else "descriptive"
+        if gate.metric in DESCRIPTIVE
+        else "sequential"
+    )
+    return _result(gate, Verdict.NODATA, None, samples, why, kind=kind)
+
+
+def _hard(gate: Gate, value: float | None, samples: int) -> GateResult:
+    if value is None or samples < gate.min_samples:
+        return _nodata(gate, samples, f"{samples} of {gate.min_samples} installs finished")
+    ok = value <= gate.threshold if DIRECTION[gate.metric] == "max" else value >= gate.threshold
+    return _result(gate, Verdict.PASS if ok else Verdict.FAIL, value, samples, "", kind="hard")
+
+
+def _sequential(gate: Gate, tests: dict[str, Stat], samples: int, alpha: float) -> GateResult:
+    """One gate of one or more tests (one per class); the worst one is shown."""
+    if not tests:
+        return _nodata(gate, samples, "no class with enough detections in both arms")
+    each = alpha / len(tests)  # Bonferroni across classes
+    worst_name = max(tests, key=lambda k: tests[k].excess)
+    worst = tests[worst_name]
+    failed = [k for k, t in tests.items() if crosses(t, each)]
+    name = failed[0] if failed else worst_name
+    shown = tests[name]
+    lr = math.exp(min(log_lr(shown), 700.0))
+    label = f"{name}: " if name else ""
+    detail = f"{label}LR {lr:.3g} (fails at {1 / each:.3g})"
+    value = shown.value if failed else worst.value
+    return _result(
+        gate, Verdict.FAIL if failed else Verdict.PASS, value, samples, detail, kind="sequential"
+    )
+
+
+def _enough(gate: Gate, canary: Aggregate, control: Aggregate, samples: int) -> str | None:
+    if min(canary.windows, control.windows) < gate.min_windows:
+        return f"windows {canary.windows}/{control.windows} of {gate.min_windows} per arm"
+    if samples < gate.min_samples:
+        return f"{samples} of {gate.min_samples} samples per arm"
+    return None
+
+
+def _detection_tests(gate: Gate, canary: Aggregate, control: Aggregate) -> dict[str, Stat]:
+    xs_c = [float(u.frames) for u in canary.units]
+    xs_k = [float(u.frames) for u in control.units]
+    if gate.metric is Metric.DETECTION_RATE_RATIO:
+        pairs = {"": ([float(u.detections) for u in canary.units],
+                      [float(u.detections) for u in control.units])}  # fmt: skip
+    else:
+        pairs = {
+            k: (_class(canary, k, 0), _class(control, k, 0))
+            for k in _classes(control)
+            if sum(_class(control, k, 0)) >= gate.min_samples
+        }
+    out = {}
+    for name, (ys_c, ys_k) in pairs.items():
+        c, k = _Ratio.of(ys_c, xs_c, 1.0), _Ratio.of(ys_k, xs_k, 1.0)
+        if c and k and k.r > 0:
+            out[name] = ratio_test(c, k, gate.threshold, sum(xs_c), rate=True)
+    return out
+
+
+def _classes(agg: Aggregate) -> list[str]:
+    return sorted({k for u in agg.units for k in u.classes})
+
+
+def _class(agg: Aggregate, name: str, i: int) -> list[float]:
+    return [float(u.classes.get(name, (0, 0.0))[i]) for u in agg.units]
+
+
+def _confidence_tests(gate: Gate, canary: Aggregate, control: Aggregate) -> dict[str, Stat]:
+    def arm(agg: Aggregate, k: str | None) -> tuple[list[float], list[float]]:
+        if k is None:
+            return [u.conf_sum for u in agg.units], [float(u.detections) for u in agg.units]
+        return _class(agg, k, 1), _class(agg, k, 0)
+
+    if gate.metric is Metric.MEAN_CONFIDENCE_RATIO:
+        pairs = {"": (arm(canary, None), arm(control, None))}
+    else:
+        pairs = {
+            k: (arm(canary, k), arm(control, k))
+            for k in _classes(control)
+            if min(sum(_class(control, k, 0)), sum(_class(canary, k, 0))) >= gate.min_samples
+        }
+    spread = _conf_sd(canary), _conf_sd(control)
+    out = {}
+    for name, ((s_c, n_c), (s_k, n_k)) in pairs.items():
+        # Within-window spread of single confidences, as a floor: sd^2 / mean / N is the
+        # variance a ratio estimator of independent detections would have (relative).
+        c, k = _Ratio.of(s_c, n_c, spread[0] ** 2), _Ratio.of(s_k, n_k, spread[1] ** 2)
+        if c and k and k.r > 0 and c.r > 0:
+            c = _Ratio(c.r, c.var, spread[0] ** 2 / max(sum(n_c), 1))
+            k = _Ratio(k.r, k.var, spread[1] ** 2 / max(sum(n_k), 1))
+            out[name] = ratio_test(c, k, gate.threshold, sum(n_c), rate=False)
+    return out
+
+
+def _conf_sd(agg: Aggregate) -> float:
+    n = sum(u.detections for u in agg.units)
+    if n < 2:
+        return 0.0
+    s, sq = sum(u.conf_sum for u in agg.units), sum(u.conf_sq for u in agg.units)
+    return math.sqrt(max(sq / n - (s / n) ** 2, 0.0))
+
+
+def _share_test(gate: Gate, canary: Aggregate, control: Aggregate) -> dict[str, Stat]:
+    def share(agg: Aggregate) -> _Ratio | None:
+        ys = [float(u.low) for u in agg.units]
+        xs = [float(u.detections) for u in agg.units]
+        r = _Ratio.of(ys, xs, 1.0)
+        if r is None:
+            return None
+        binomial = max(r.r * (1 - r.r), 0.25 / max(sum(xs), 1)) / max(sum(xs), 1)
+        return _Ratio(r.r, r.var, binomial)
+
+    c, k = share(canary), share(control)
+    if c is None or k is None:
+        return {}
+    var = max(c.var, c.poisson_var) + max(k.var, k.poisson_var)
+    diff = c.r - k.r
+    return {"": Stat(diff, diff - gate.threshold, var, "share")}
+
+
+def _latency_test(gate: Gate, canary: Aggregate, control: Aggregate) -> dict[str, Stat]:
+    a = [u.log_p95 for u in canary.units if u.log_p95 is not None]
+    b = [u.log_p95 for u in control.units if u.log_p95 is not None]
+    if min(len(a), len(b)) < max(gate.min_windows, 2):
+        return {}
+
+    def mean_var(xs: list[float]) -> tuple[float, float]:
+        m = sum(xs) / len(xs)
+        s2 = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+        return m, max(s2, LATENCY_SD_FLOOR**2) / len(xs)
+
+    (m_a, v_a), (m_b, v_b) = mean_var(a), mean_var(b)
+    diff = m_a - m_b
+    return {"": Stat(math.exp(diff), diff - math.log(gate.threshold), v_a + v_b, "log")}
+
+
+_TESTS: dict[Metric, Callable[[Gate, Aggregate, Aggregate], dict[str, Stat]]] = {
+    Metric.DETECTION_RATE_RATIO: _detection_tests,
+    Metric.CLASS_DETECTION_RATE_RATIO: _detection_tests,
+    Metric.MEAN_CONFIDENCE_RATIO: _confidence_tests,
+    Metric.CLASS_CONFIDENCE_RATIO: _confidence_tests,
+    Metric.LOW_CONFIDENCE_SHARE: _share_test,
+    Metric.P95_LATENCY_RATIO: _latency_test,
+}
+_FRAME_UNITS = (
+    Metric.DETECTION_RATE_RATIO,
+    Metric.CLASS_DETECTION_RATE_RATIO,
+    Metric.P95_LATENCY_RATIO,
+)
 
 
 def evaluate_gate(
@@ -148,63 +464,51 @@ def evaluate_gate(
     control: Aggregate,
     installs: Installs,
     baseline: Sequence[int] | None = None,
+    *,
+    alpha: float = DEFAULT_ALPHA,
 ) -> GateResult:
-    """One gate's value, sample count and verdict. ``baseline`` (confidence counts from the
-    model card) replaces the control histogram for PSI / JS when given."""
+    """One gate's value, evidence and verdict; ``alpha`` is this gate's share of the
+    stage's false-alarm rate. ``baseline`` (confidence counts from the model card)
+    replaces the control histogram for the descriptive PSI / JS."""
     m = gate.metric
     if m is Metric.INSTALL_SUCCESS_RATE:
         n = installs.finished
-        return _judge(gate, installs.committed / n if n else None, n)
+        return _hard(gate, installs.committed / n if n else None, n)
     if m is Metric.ERRORS:
         # Any finished install is a sample; one revert is enough to count.
-        return _judge(gate, float(installs.failed), max(installs.finished, installs.failed))
-    if m in (Metric.P95_LATENCY_RATIO, Metric.DETECTION_RATE_RATIO):
-        return _frame_gate(gate, canary, control)
-    return _confidence_gate(gate, canary, control, baseline)
+        return _hard(gate, float(installs.failed), max(installs.finished, installs.failed))
+    if m in DESCRIPTIVE:
+        return _descriptive(gate, canary, control, baseline)
+    control = control.during(*canary.span)
+    samples = (
+        min(canary.frames, control.frames)
+        if m in _FRAME_UNITS
+        else min(canary.detections, control.detections)
+    )
+    short = _enough(gate, canary, control, samples)
+    if short:
+        return _nodata(gate, samples, short)
+    return _sequential(gate, _TESTS[m](gate, canary, control), samples, alpha)
 
 
-def _frame_gate(gate: Gate, canary: Aggregate, control: Aggregate) -> GateResult:
-    n = min(canary.frames, control.frames)
-    if not n:
-        return _judge(gate, None, 0)
-    if gate.metric is Metric.P95_LATENCY_RATIO:
-        p_c = quantile_from_counts(canary.latency_counts, canary.latency_edges, 0.95)
-        p_k = quantile_from_counts(control.latency_counts, control.latency_edges, 0.95)
-        return _judge(gate, _ratio(p_c, p_k), n, f"p95 {p_c:g} ms vs {p_k:g} ms")
-    # A model that sees worse also sees less: its confidences fall under the cut.
-    a, b = canary.detections / canary.frames, control.detections / control.frames
-    return _judge(gate, _ratio(a, b), n, f"{a:.2f} vs {b:.2f} per frame")
-
-
-def _confidence_gate(
+def _descriptive(
     gate: Gate, canary: Aggregate, control: Aggregate, baseline: Sequence[int] | None
 ) -> GateResult:
     m = gate.metric
     reference = list(baseline) if baseline is not None else control.confidence_counts
-    ref_n = sum(reference) if reference else 0
-    n = min(canary.detections, ref_n if m in (Metric.PSI, Metric.JS) else control.detections)
-    if not n or not canary.confidence_counts or len(reference) != len(canary.confidence_counts):
-        return _judge(gate, None, 0)
-    edges = canary.confidence_edges
-    if m is Metric.MEAN_CONFIDENCE_RATIO:
-        a = mean_from_counts(canary.confidence_counts, edges)
-        b = mean_from_counts(control.confidence_counts, edges)
-        return _judge(gate, _ratio(a, b), n, f"mean {a:.3f} vs {b:.3f}")
+    n = min(canary.detections, sum(reference) if reference else 0)
+    if n < max(gate.min_samples, 1) or len(reference) != len(canary.confidence_counts):
+        return _nodata(gate, n, f"{n} of {gate.min_samples} detections")
     if m is Metric.PSI:
-        return _judge(gate, psi(reference, canary.confidence_counts), n, _against(baseline))
-    if m is Metric.JS:
+        value = psi(reference, canary.confidence_counts)
+    elif m is Metric.JS:
         value = js_divergence(reference, canary.confidence_counts)
-        return _judge(gate, value, n, _against(baseline))
-    if m is Metric.LOW_CONFIDENCE_SHARE:
-        share = canary.low_confidence / canary.detections
-        ref_share = control.low_confidence / control.detections
-        return _judge(gate, share - ref_share, n, f"share {share:.2f} vs {ref_share:.2f}")
-    rank = mann_whitney_binned(canary.confidence_counts, control.confidence_counts)
-    return _judge(gate, rank.auc, n, f"U={rank.u:g} z={rank.z:.2f}")
-
-
-def _against(baseline: Sequence[int] | None) -> str:
-    return "vs model card baseline" if baseline is not None else "vs control"
+    else:
+        value = mann_whitney_binned(canary.confidence_counts, control.confidence_counts).auc
+    ok = value <= gate.threshold if DIRECTION[m] == "max" else value >= gate.threshold
+    against = "model card baseline" if baseline is not None else "control"
+    detail = f"vs {against}; descriptive, never stops a stage"
+    return _result(gate, Verdict.PASS if ok else Verdict.WARN, value, n, detail, kind="descriptive")
 
 
 def evaluate(
@@ -213,8 +517,15 @@ def evaluate(
     control: Aggregate,
     installs: Installs,
     baseline: Sequence[int] | None = None,
+    *,
+    alpha: float = DEFAULT_ALPHA,
 ) -> list[GateResult]:
-    results = [evaluate_gate(g, canary, control, installs, baseline) for g in gates]
+    """Every gate; ``alpha`` (the stage's false-alarm rate) is split evenly over the
+    sequential gates (Bonferroni), so all of them together over all looks stay under it."""
+    tested = sum(1 for g in gates if g.metric not in HARD | DESCRIPTIVE) or 1
+    results = [
+        evaluate_gate(g, canary, control, installs, baseline, alpha=alpha / tested) for g in gates
+    ]
     # Install failures stop a stage even when no install gate was asked for.
     if installs.failed and not any(g.metric is Metric.ERRORS for g in gates):
         implicit = Gate(metric=Metric.ERRORS, threshold=0, min_samples=1)
@@ -223,16 +534,21 @@ def evaluate(
 
 
 def stage_outcome(results: Sequence[GateResult], *, soak_over: bool, grace_over: bool) -> Outcome:
-    """Failed at the first failing gate; after the soak Successful when all pass,
-    Inconclusive when something is still NODATA after the grace period."""
+    """Failed when a hard gate fails or a sequential test crosses (both valid at any look);
+    after the soak Successful when every gate has its evidence and passed (WARN counts as
+    passed), Inconclusive when something is still NODATA after the grace period."""
     if any(r.verdict is Verdict.FAIL for r in results):
         return Outcome.FAILED
     if not soak_over:
         return Outcome.PENDING
-    if all(r.verdict is Verdict.PASS for r in results):
+    if all(r.verdict in (Verdict.PASS, Verdict.WARN) for r in results):
         return Outcome.SUCCESSFUL
     return Outcome.INCONCLUSIVE if grace_over else Outcome.PENDING
 
 
 def failing(results: Sequence[GateResult]) -> list[str]:
-    return [r.metric for r in results if r.verdict is Verdict.FAIL]
+    return [
+        f"{r.metric} ({r.detail})" if r.detail else r.metric
+        for r in results
+        if r.verdict is Verdict.FAIL
+    ]

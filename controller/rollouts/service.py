@@ -206,7 +206,9 @@ def _gate_results(
         history = _windows(session, list(members), _utc(rollout.created_at))
         control_agg = Aggregate.of(w for w in history if w.version != rollout.version)
     baseline = _baseline(cards, rollout, canary_agg)
-    return evaluate(spec.gates, canary_agg, control_agg, installs, baseline)
+    return evaluate(
+        spec.gates, canary_agg, control_agg, installs, baseline, alpha=spec.false_alarm_rate
+    )
 
 
 def _baseline(cards: CardLookup | None, rollout: Rollout, canary: Aggregate) -> list[int] | None:
