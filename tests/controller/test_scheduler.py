@@ -124,8 +124,8 @@ def _create(client: httpx.Client, actor: str = "alice", **spec: object) -> dict:
     return r.json()  # type: ignore[no-any-return]
 
 
-GATES = [
-    {"metric": "mean_confidence_ratio", "threshold": 0.9, "min_samples": 40},
+GATES = [  # two 10 s windows per arm: short stages for a test
+    {"metric": "mean_confidence_ratio", "threshold": 0.9, "min_samples": 40, "min_windows": 2},
     {"metric": "confidence_rank", "threshold": 0.35, "min_samples": 40},
 ]
 
@@ -332,7 +332,8 @@ def test_drift_gates_compare_canaries_with_the_model_card_baseline(
     setup: tuple[Services, Clock, Fleet], serve: Callable
 ) -> None:  # type: ignore[type-arg]
     """Canary and control agree (0.8), but v2's card says it sees at 0.95 on validation
-    images: PSI against the card fails where PSI against the control would pass."""
+    images: PSI against the card is past its threshold and shown as a warning, but the
+    card is a second reference, not the trigger: canary against control decides."""
     services, clock, fleet = setup
     cards = CardStore(services.settings.data_dir / "cards")
     baseline = bin_counts([0.95 + 0.005 * (i % 7) for i in range(200)], CONFIDENCE_EDGES)
@@ -348,6 +349,6 @@ def test_drift_gates_compare_canaries_with_the_model_card_baseline(
             body = client.get(f"/v1/rollouts/{r['id']}").json()
             if body["state"] != "running":
                 break
-    assert body["state"] == "failed" and "psi" in body["reason"], body
+    assert body["state"] == "succeeded", body
     gate = body["stages"][0]["gates"][0]
-    assert gate["verdict"] == "FAIL" and gate["detail"] == "vs model card baseline"
+    assert gate["verdict"] == "WARN" and gate["detail"].startswith("vs model card baseline")
