@@ -46,6 +46,11 @@ class Verdict(str, Enum):
     FAIL = "FAIL"
     NODATA = "NODATA"
     WARN = "WARN"  # a descriptive gate past its threshold; does not stop the stage
+    SKIPPED = "SKIPPED"  # needs what this rollout lacks (labelled cards); does not stop it
+
+
+# What passes a stage once the soak is over.
+PASSING = (Verdict.PASS, Verdict.WARN, Verdict.SKIPPED)
 
 
 class Outcome(str, Enum):
@@ -53,6 +58,23 @@ class Outcome(str, Enum):
     SUCCESSFUL = "successful"
     FAILED = "failed"
     INCONCLUSIVE = "inconclusive"
+
+
+class CardLike(Protocol):
+    """What the card gate reads from a model card (shared.card.ModelCard)."""
+
+    version: str
+    labelled_images: int
+    map50: float | None
+    ap50_per_class: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Cards:
+    """The canary version's card and the production version's (either may be missing)."""
+
+    canary: CardLike | None
+    production: CardLike | None
 
 
 class WindowLike(Protocol):
@@ -329,9 +351,12 @@ def _sequential(gate: Gate, tests: dict[str, Stat], samples: int, alpha: float) 
     failed = [k for k, t in tests.items() if crosses(t, each)]
     name = failed[0] if failed else worst_name
     shown = tests[name]
-    lr = math.exp(min(log_lr(shown), 700.0))
     label = f"{name}: " if name else ""
-    detail = f"{label}LR {lr:.3g} (fails at {1 / each:.3g})"
+    if shown.excess > 0:  # the likelihood ratio only speaks on the harmful side
+        lr = math.exp(min(log_lr(shown), 700.0))
+        detail = f"{label}LR {lr:.3g} (fails at {1 / each:.3g})"
+    else:
+        detail = f"{label}on the good side of the threshold"
     value = shown.value if failed else worst.value
     return _result(
         gate, Verdict.FAIL if failed else Verdict.PASS, value, samples, detail, kind="sequential"
@@ -458,6 +483,56 @@ _FRAME_UNITS = (
 )
 
 
+def card_gate(gate: Gate, cards: Cards | None) -> GateResult:
+    """mAP50 of the production version's card minus the canary's, when both were built
+    on labelled images (same count: the same validation set, as far as a card can tell).
+    Deterministic and offline, so it is a hard gate: a drop past the threshold fails the
+    rollout at its first tick, before any device is assigned."""
+    c, p = (cards.canary, cards.production) if cards else (None, None)
+    if c is None or p is None or c.map50 is None or p.map50 is None:
+        missing = "no production version" if cards is None or p is None else "labels"
+        why = f"needs labelled cards of both versions ({missing} missing)"
+        return _result(gate, Verdict.SKIPPED, None, 0, why, kind="hard")
+    if c.labelled_images != p.labelled_images:
+        why = f"cards on different label sets ({c.labelled_images} vs {p.labelled_images})"
+        return _result(gate, Verdict.SKIPPED, None, 0, why, kind="hard")
+    drop = p.map50 - c.map50
+    worst = max(
+        ((k, v - c.ap50_per_class.get(k, 0.0)) for k, v in p.ap50_per_class.items()),
+        key=lambda kv: kv[1],
+        default=None,
+    )
+    detail = f"mAP50 {c.map50:.3f} vs {p.map50:.3f} ({p.version})"
+    if worst is not None and worst[1] > 0:
+        detail += f"; worst class {worst[0]} -{worst[1]:.3f}"
+    verdict = Verdict.FAIL if drop > gate.threshold else Verdict.PASS
+    return _result(gate, verdict, drop, c.labelled_images, detail, kind="hard")
+
+
+def production_version(versions: Iterable[str | None], new: str) -> str | None:
+    """The version most devices run that is not the rollout's (ties: the larger name)."""
+    counts: dict[str, int] = {}
+    for v in versions:
+        if v and v != new:
+            counts[v] = counts.get(v, 0) + 1
+    return max(counts, key=lambda v: (counts[v], v)) if counts else None
+
+
+def card_pair(
+    find: Callable[[str, str], CardLike | None] | None,
+    model: str,
+    version: str,
+    running: Iterable[tuple[str | None, str | None]],
+) -> Cards | None:
+    """The cards the card gate compares: ``find`` (the shell's card store) for the new
+    version and for the production one, the version most of ``running`` (model, version
+    of the selected devices) are on."""
+    prod = production_version((v for m, v in running if m == model), version)
+    if find is None:
+        return None
+    return Cards(find(model, version), find(model, prod) if prod else None)
+
+
 def evaluate_gate(
     gate: Gate,
     canary: Aggregate,
@@ -466,11 +541,14 @@ def evaluate_gate(
     baseline: Sequence[int] | None = None,
     *,
     alpha: float = DEFAULT_ALPHA,
+    cards: Cards | None = None,
 ) -> GateResult:
     """One gate's value, evidence and verdict; ``alpha`` is this gate's share of the
     stage's false-alarm rate. ``baseline`` (confidence counts from the model card)
     replaces the control histogram for the descriptive PSI / JS."""
     m = gate.metric
+    if m is Metric.CARD_MAP50_DROP:
+        return card_gate(gate, cards)
     if m is Metric.INSTALL_SUCCESS_RATE:
         n = installs.finished
         return _hard(gate, installs.committed / n if n else None, n)
@@ -519,12 +597,14 @@ def evaluate(
     baseline: Sequence[int] | None = None,
     *,
     alpha: float = DEFAULT_ALPHA,
+    cards: Cards | None = None,
 ) -> list[GateResult]:
     """Every gate; ``alpha`` (the stage's false-alarm rate) is split evenly over the
     sequential gates (Bonferroni), so all of them together over all looks stay under it."""
     tested = sum(1 for g in gates if g.metric not in HARD | DESCRIPTIVE) or 1
     results = [
-        evaluate_gate(g, canary, control, installs, baseline, alpha=alpha / tested) for g in gates
+        evaluate_gate(g, canary, control, installs, baseline, alpha=alpha / tested, cards=cards)
+        for g in gates
     ]
     # Install failures stop a stage even when no install gate was asked for.
     if installs.failed and not any(g.metric is Metric.ERRORS for g in gates):
@@ -541,7 +621,7 @@ def stage_outcome(results: Sequence[GateResult], *, soak_over: bool, grace_over:
         return Outcome.FAILED
     if not soak_over:
         return Outcome.PENDING
-    if all(r.verdict in (Verdict.PASS, Verdict.WARN) for r in results):
+    if all(r.verdict in PASSING for r in results):
         return Outcome.SUCCESSFUL
     return Outcome.INCONCLUSIVE if grace_over else Outcome.PENDING
 

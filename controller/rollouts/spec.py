@@ -88,6 +88,7 @@ class Metric(str, Enum):
     DETECTION_RATE_RATIO = "detection_rate_ratio"  # canary detections/frame / control's
     CLASS_DETECTION_RATE_RATIO = "class_detection_rate_ratio"  # worst class, same ratio
     CLASS_CONFIDENCE_RATIO = "class_confidence_ratio"  # worst class, mean confidence ratio
+    CARD_MAP50_DROP = "card_map50_drop"  # production card mAP50 minus the canary card's
 
 
 # "max": the value must stay at or below the threshold; "min": at or above it.
@@ -103,10 +104,13 @@ DIRECTION: dict[Metric, Literal["max", "min"]] = {
     Metric.DETECTION_RATE_RATIO: "min",
     Metric.CLASS_DETECTION_RATE_RATIO: "min",
     Metric.CLASS_CONFIDENCE_RATIO: "min",
+    Metric.CARD_MAP50_DROP: "max",
 }
 # Hard gates fail a stage at once; descriptive ones (no error control) are shown, never
 # stop a stage; the rest are sequential tests (docs/CANARY.md).
-HARD: frozenset[Metric] = frozenset({Metric.INSTALL_SUCCESS_RATE, Metric.ERRORS})
+HARD: frozenset[Metric] = frozenset(
+    {Metric.INSTALL_SUCCESS_RATE, Metric.ERRORS, Metric.CARD_MAP50_DROP}
+)
 DESCRIPTIVE: frozenset[Metric] = frozenset({Metric.PSI, Metric.JS, Metric.CONFIDENCE_RANK})
 
 
@@ -125,6 +129,8 @@ class Gate(BaseModel):
 # ``RolloutSpec.false_alarm_rate`` over all gates and looks) the true value is past the
 # threshold, so each threshold is the harm tolerated, not a noise margin.
 ML_GATES: tuple[Gate, ...] = (
+    # Offline, before any device: both versions' cards on the same labelled images.
+    Gate(metric=Metric.CARD_MAP50_DROP, threshold=0.05, min_samples=1),
     Gate(metric=Metric.INSTALL_SUCCESS_RATE, threshold=1.0, min_samples=1),
     Gate(metric=Metric.ERRORS, threshold=0, min_samples=1),
     Gate(metric=Metric.P95_LATENCY_RATIO, threshold=1.5, min_samples=200),
@@ -191,9 +197,6 @@ class RolloutSpec(BaseModel):
     # Chance that a harmless canary fails a stage, over all statistical gates and all
     # looks (mSPRT per gate at false_alarm_rate / gates; docs/CANARY.md).
     false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
-    # The canary's model card against the production version's: a mAP50 drop larger than
-    # this (absolute, e.g. 0.05) fails the rollout before any device is touched.
-    max_map50_drop: float | None = Field(default=0.05, ge=0)
 
     @field_validator("stages", mode="before")
     @classmethod

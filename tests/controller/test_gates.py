@@ -11,10 +11,13 @@ import pytest
 from edgefleet.controller.rollouts.advance import Member, Next, Snapshot, plan
 from edgefleet.controller.rollouts.gates import (
     Aggregate,
+    Cards,
     Installs,
     Outcome,
     Stat,
     Verdict,
+    card_gate,
+    card_pair,
     crosses,
     evaluate,
     evaluate_gate,
@@ -89,6 +92,7 @@ def by_metric(results: list) -> dict:  # type: ignore[type-arg]
 
 def test_a_good_canary_passes_every_ml_gate() -> None:
     res = by_metric(evaluate(ML_GATES, group(0.8, 10, 1), group(0.8, 10, 2), OK_INSTALLS))
+    assert res.pop("card_map50_drop").verdict is Verdict.SKIPPED  # no cards here
     assert {r.verdict for r in res.values()} == {Verdict.PASS}, res
     assert res["mean_confidence_ratio"].value == pytest.approx(1.0, abs=0.05)
     assert res["detection_rate_ratio"].value == pytest.approx(1.0, abs=0.1)
@@ -139,6 +143,7 @@ def test_fewer_detections_per_frame_fail_the_detection_rate_gate() -> None:
 
 def test_missing_or_thin_data_is_nodata_never_a_pass() -> None:
     res = by_metric(evaluate(ML_GATES, Aggregate(), group(0.8, 10, 2), Installs(1, 0, 0)))
+    res.pop("card_map50_drop")
     assert {r.verdict for r in res.values()} == {Verdict.NODATA}
     # Two windows show a clear drop but are not the five the gate asks for.
     r = evaluate_gate(ML_GATES[3], group(0.3, 10, 1, windows=2), group(0.8, 10, 2), OK_INSTALLS)
@@ -266,3 +271,58 @@ def test_plan_pauses_inconclusive_and_succeeds_the_last_stage() -> None:
     assert plan(Snapshot(1, spec, 0, T0, members, good), T0 + timedelta(seconds=10)).next is (
         Next.SUCCEED
     )
+
+
+# --- the model cards, before any device ----------------------------------------------------
+
+
+@dataclasses.dataclass
+class Card:
+    version: str
+    map50: float | None
+    labelled_images: int = 50
+    ap50_per_class: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+CARD_GATE = Gate(metric=Metric.CARD_MAP50_DROP, threshold=0.05)
+
+
+def test_a_canary_card_worse_than_production_fails_before_any_device() -> None:
+    cards = Cards(
+        Card("v2", 0.451, ap50_per_class={"person": 0.7, "bicycle": 0.0}),
+        Card("v1", 0.584, ap50_per_class={"person": 0.7, "bicycle": 0.4}),
+    )
+    spec = _spec(stages="1,100%", gates="ml", on_failure="rollback")
+    results = evaluate(spec.gates, Aggregate(), Aggregate(), Installs(0, 0, 0), cards=cards)
+    card = by_metric(results)["card_map50_drop"]
+    assert card.verdict is Verdict.FAIL and card.value == pytest.approx(0.133)
+    assert "bicycle" in card.detail
+    p = plan(Snapshot(1, spec, 0, None, _fleet(4), results), T0)
+    assert p.next is Next.FAIL and p.assign == [] and "card_map50_drop" in (p.reason or "")
+
+
+def test_the_card_gate_passes_small_drops_and_skips_without_labels() -> None:
+    close = Cards(Card("v2", 0.57), Card("v1", 0.584))
+    assert card_gate(CARD_GATE, close).verdict is Verdict.PASS
+    for pair in (
+        None,
+        Cards(Card("v2", None), Card("v1", 0.584)),
+        Cards(Card("v2", 0.2, labelled_images=10), Card("v1", 0.584)),
+    ):
+        r = card_gate(CARD_GATE, pair)
+        assert r.verdict is Verdict.SKIPPED, r
+    assert stage_outcome([r], soak_over=True, grace_over=False) is Outcome.SUCCESSFUL
+
+
+def test_the_production_version_is_what_most_selected_devices_run() -> None:
+    running = [("m", "v1"), ("m", "v1"), ("m", "v0"), ("m", "v2"), ("other", "v9"), (None, None)]
+    found: list[tuple[str, str]] = []
+
+    def find(model: str, version: str) -> Card:
+        found.append((model, version))
+        return Card(version, 0.5)
+
+    pair = card_pair(find, "m", "v2", running)
+    assert pair is not None and pair.production is not None
+    assert pair.production.version == "v1" and found == [("m", "v2"), ("m", "v1")]
+    assert card_pair(find, "m", "v2", [("m", "v2")]) == Cards(Card("v2", 0.5), None)

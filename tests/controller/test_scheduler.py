@@ -352,3 +352,23 @@ def test_drift_gates_compare_canaries_with_the_model_card_baseline(
     assert body["state"] == "succeeded", body
     gate = body["stages"][0]["gates"][0]
     assert gate["verdict"] == "WARN" and gate["detail"].startswith("vs model card baseline")
+
+
+def test_a_worse_card_stops_the_rollout_before_any_device_is_touched(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    """v2's own card shows mAP50 falling from 0.584 (v1, what the fleet runs) to 0.451
+    on the same 50 labelled images: the first tick fails the stage and assigns nobody."""
+    services, _clock, _fleet = setup
+    cards = CardStore(services.settings.data_dir / "cards")
+    counts = bin_counts([0.8] * 100, CONFIDENCE_EDGES)
+    for version, m in (("v1", 0.584), ("v2", 0.451)):
+        cards.put(ModelCard(model="shapes", version=version, images=50, conf=0.25,
+                            confidence_counts=counts, labelled_images=50, map50=m))  # fmt: skip
+    with serve(services) as client:
+        r = _create(client, stages="1,100%", gates="ml", on_failure="pause")
+        assert r["state"] == "failed" and r["total"] == 0, r
+        assert "card_map50_drop" in r["reason"] and "0.451 vs 0.584" in r["reason"]
+        assert r["stages"][0]["outcome"] == "failed"
+    with Session(services.engine) as s:
+        assert all(d.desired_version != "v2" for d in s.exec(select(Device)).all())
