@@ -72,6 +72,7 @@ VARIANTS = (
 
 @dataclass
 class Device:
+    device_id: str
     site: int
     factor: float  # site x device effect on the detection rate
     speed: float  # device latency factor
@@ -83,7 +84,7 @@ def _fleet(rng: np.random.Generator, sites: int, canaries: int, controls: int) -
     for s in range(sites):
         site = float(rng.lognormal(0, 0.25))
         for i in range(canaries + controls):
-            out.append(Device(s, site * float(rng.lognormal(0, 0.05)),
+            out.append(Device(f"s{s}-{i}", s, site * float(rng.lognormal(0, 0.05)),
                               float(rng.lognormal(0, 0.05)), i < canaries))  # fmt: skip
     return out
 
@@ -114,7 +115,7 @@ def _window(
     latencies = rng.lognormal(math.log(lat), 0.2, frames)
     start = T0 + timedelta(seconds=t0)
     return TelemetryWindow(
-        device_id=f"d{id(dev)}", model="m", version="v2" if v else "v1",
+        device_id=dev.device_id, model="m", version="v2" if v else "v1",
         window_start=start, window_end=start + timedelta(seconds=window_s), frames=frames,
         latency_edges_ms=list(LATENCY_EDGES_MS),
         latency_counts=bin_counts(latencies, LATENCY_EDGES_MS),
@@ -136,6 +137,7 @@ def run_stage(
     start = float(rng.uniform(0, day_s))  # where in the day the stage starts
     installs = Installs(assigned=sites * canaries, committed=sites * canaries, failed=0)
     canary, control = Aggregate(), Aggregate()
+    strata = {d.device_id: f"site-{d.site}" for d in fleet}  # --stratify-by site
     looks = math.ceil(soak_s / window_s)
     for look in range(1, looks + 1):
         t = start + (look - 1) * window_s
@@ -143,7 +145,7 @@ def run_stage(
             w = _window(rng, dev, variant if dev.canary else None, t, window_s, fps, day_s,
                         variant.light)  # fmt: skip
             (canary if dev.canary else control).add(w)
-        results = evaluate(gates, canary, control, installs, alpha=alpha)
+        results = evaluate(gates, canary, control, installs, alpha=alpha, strata=strata)
         outcome = stage_outcome(results, soak_over=look == looks, grace_over=look == looks)
         if outcome is not Outcome.PENDING:
             why = ", ".join(failing(results)) or outcome.value

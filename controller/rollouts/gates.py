@@ -19,9 +19,10 @@ Too little evidence is NODATA, never a pass. Inputs are windows; no database, no
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -105,6 +106,8 @@ class Unit:
     conf_sq: float
     classes: dict[str, tuple[int, float]]  # class -> (detections, sum of confidences)
     log_p95: float | None  # None: too few frames
+    device: str = ""
+    stratum: str = ""  # the device's match labels (set by evaluate); "" = unmatched
 
     @classmethod
     def of(cls, w: WindowLike) -> Unit:
@@ -130,7 +133,11 @@ class Unit:
             conf_sq=_dot(c, [m * m for m in mids]),
             classes=classes,
             log_p95=math.log(p95) if math.isfinite(p95) and p95 > 0 else None,
+            device=str(getattr(w, "device_id", "") or ""),
         )
+
+
+Getter = Callable[[Unit], float]
 
 
 def _mids(edges: Sequence[float]) -> list[float]:
@@ -196,6 +203,13 @@ class Aggregate:
             if u.start is None or u.end is None or (u.end >= start and u.start <= end)
         ]
         return Aggregate.of_units(kept) if kept else self
+
+    def with_strata(self, strata: Mapping[str, str] | None) -> Aggregate:
+        """The same windows, each tagged with its device's stratum (match labels)."""
+        if not strata:
+            return self
+        units = [dataclasses.replace(u, stratum=strata.get(u.device, "")) for u in self.units]
+        return dataclasses.replace(self, units=units)
 
     @property
     def span(self) -> tuple[datetime | None, datetime | None]:
@@ -281,20 +295,67 @@ def crosses(t: Stat, alpha: float) -> bool:
 
 @dataclass(frozen=True)
 class _Ratio:
-    """A ratio estimate sum(y)/sum(x) over windows, with its cluster (window) variance."""
+    """A ratio estimate sum(y)/sum(x) with its window-cluster variance, and the variance
+    it would have if single events were independent (a floor)."""
 
     r: float
     var: float
-    poisson_var: float  # what it would be for Poisson counts; >= this is enforced
+    poisson_var: float
 
-    @classmethod
-    def of(cls, ys: Sequence[float], xs: Sequence[float], count_scale: float) -> _Ratio | None:
-        y, x, n = sum(ys), sum(xs), len(xs)
-        if x <= 0 or n < 2:
-            return None
-        r = y / x
-        resid = sum((yi - r * xi) ** 2 for yi, xi in zip(ys, xs, strict=True)) * n / (n - 1) / x**2
-        return cls(r, resid, count_scale * max(r, 1e-12) / x)
+
+def _resid(units: Sequence[Unit], y: Getter, x: Getter, r: float) -> float:
+    n = len(units)
+    if n < 2:
+        return 0.0
+    return sum((y(u) - r * x(u)) ** 2 for u in units) * n / (n - 1)
+
+
+def _by_stratum(units: Sequence[Unit]) -> dict[str, list[Unit]]:
+    out: dict[str, list[Unit]] = {}
+    for u in units:
+        out.setdefault(u.stratum, []).append(u)
+    return out
+
+
+def _matched(
+    canary: Aggregate, control: Aggregate, x: Getter
+) -> list[tuple[list[Unit], list[Unit]]]:
+    """(canary windows, control windows) per stratum that both arms have (matched on the
+    rollout's labels, e.g. site); everything as one stratum when none is shared."""
+    sc, sk = _by_stratum(canary.units), _by_stratum(control.units)
+    common = [
+        k for k in sorted(sc)
+        if k in sk and sum(map(x, sc[k])) > 0 and sum(map(x, sk[k])) > 0
+    ]  # fmt: skip
+    if not common:
+        return [(list(canary.units), list(control.units))]
+    return [(sc[k], sk[k]) for k in common]
+
+
+def _arms(
+    canary: Aggregate, control: Aggregate, y: Getter, x: Getter, unit_var: Callable[[float], float]
+) -> tuple[_Ratio, _Ratio, float] | None:
+    """Canary ratio pooled over matched strata; control's per-stratum ratios weighted by the
+    canary's share of ``x`` in each (post-stratified), so site differences cancel instead
+    of inflating the variance. ``unit_var(r)``: variance of one event's ``y``."""
+    pairs = _matched(canary, control, x)
+    x_c = sum(sum(map(x, c)) for c, _ in pairs)
+    n_c, n_k = sum(len(c) for c, _ in pairs), sum(len(k) for _, k in pairs)
+    if x_c <= 0 or min(n_c, n_k) < 2:
+        return None
+    r_c = sum(sum(map(y, c)) for c, _ in pairs) / x_c
+    var_c = pois_c = r_k = var_k = pois_k = 0.0
+    for c, k in pairs:
+        xc, xk = sum(map(x, c)), sum(map(x, k))
+        if xc <= 0 or xk <= 0:
+            continue
+        rc, rk, w = sum(map(y, c)) / xc, sum(map(y, k)) / xk, xc / x_c
+        var_c += _resid(c, y, x, rc) / x_c**2
+        pois_c += unit_var(rc) * xc / x_c**2
+        r_k += w * rk
+        var_k += w**2 * _resid(k, y, x, rk) / xk**2
+        pois_k += w**2 * unit_var(rk) / xk
+    return _Ratio(r_c, var_c, pois_c), _Ratio(r_k, var_k, pois_k), x_c
 
 
 def ratio_test(
@@ -371,23 +432,32 @@ def _enough(gate: Gate, canary: Aggregate, control: Aggregate, samples: int) -> 
     return None
 
 
+def _frames(u: Unit) -> float:
+    return float(u.frames)
+
+
+def _dets(u: Unit) -> float:
+    return float(u.detections)
+
+
+def _class_get(name: str, i: int) -> Getter:
+    return lambda u: float(u.classes.get(name, (0, 0.0))[i])
+
+
 def _detection_tests(gate: Gate, canary: Aggregate, control: Aggregate) -> dict[str, Stat]:
-    xs_c = [float(u.frames) for u in canary.units]
-    xs_k = [float(u.frames) for u in control.units]
     if gate.metric is Metric.DETECTION_RATE_RATIO:
-        pairs = {"": ([float(u.detections) for u in canary.units],
-                      [float(u.detections) for u in control.units])}  # fmt: skip
+        ys: dict[str, Getter] = {"": _dets}
     else:
-        pairs = {
-            k: (_class(canary, k, 0), _class(control, k, 0))
+        ys = {
+            k: _class_get(k, 0)
             for k in _classes(control)
             if sum(_class(control, k, 0)) >= gate.min_samples
         }
     out = {}
-    for name, (ys_c, ys_k) in pairs.items():
-        c, k = _Ratio.of(ys_c, xs_c, 1.0), _Ratio.of(ys_k, xs_k, 1.0)
-        if c and k and k.r > 0:
-            out[name] = ratio_test(c, k, gate.threshold, sum(xs_c), rate=True)
+    for name, y in ys.items():
+        arms = _arms(canary, control, y, _frames, lambda r: r)
+        if arms and arms[1].r > 0:
+            out[name] = ratio_test(arms[0], arms[1], gate.threshold, arms[2], rate=True)
     return out
 
 
@@ -400,29 +470,21 @@ def _class(agg: Aggregate, name: str, i: int) -> list[float]:
 
 
 def _confidence_tests(gate: Gate, canary: Aggregate, control: Aggregate) -> dict[str, Stat]:
-    def arm(agg: Aggregate, k: str | None) -> tuple[list[float], list[float]]:
-        if k is None:
-            return [u.conf_sum for u in agg.units], [float(u.detections) for u in agg.units]
-        return _class(agg, k, 1), _class(agg, k, 0)
-
     if gate.metric is Metric.MEAN_CONFIDENCE_RATIO:
-        pairs = {"": (arm(canary, None), arm(control, None))}
+        yx: dict[str, tuple[Getter, Getter]] = {"": (lambda u: u.conf_sum, _dets)}
     else:
-        pairs = {
-            k: (arm(canary, k), arm(control, k))
+        yx = {
+            k: (_class_get(k, 1), _class_get(k, 0))
             for k in _classes(control)
             if min(sum(_class(control, k, 0)), sum(_class(canary, k, 0))) >= gate.min_samples
         }
-    spread = _conf_sd(canary), _conf_sd(control)
+    # The spread of single confidences: the variance a mean of independent detections has.
+    sd2 = max(_conf_sd(canary), _conf_sd(control)) ** 2
     out = {}
-    for name, ((s_c, n_c), (s_k, n_k)) in pairs.items():
-        # Within-window spread of single confidences, as a floor: sd^2 / mean / N is the
-        # variance a ratio estimator of independent detections would have (relative).
-        c, k = _Ratio.of(s_c, n_c, spread[0] ** 2), _Ratio.of(s_k, n_k, spread[1] ** 2)
-        if c and k and k.r > 0 and c.r > 0:
-            c = _Ratio(c.r, c.var, spread[0] ** 2 / max(sum(n_c), 1))
-            k = _Ratio(k.r, k.var, spread[1] ** 2 / max(sum(n_k), 1))
-            out[name] = ratio_test(c, k, gate.threshold, sum(n_c), rate=False)
+    for name, (y, x) in yx.items():
+        arms = _arms(canary, control, y, x, lambda _r: sd2)
+        if arms and arms[1].r > 0 and arms[0].r > 0:
+            out[name] = ratio_test(arms[0], arms[1], gate.threshold, arms[2], rate=False)
     return out
 
 
@@ -435,37 +497,44 @@ def _conf_sd(agg: Aggregate) -> float:
 
 
 def _share_test(gate: Gate, canary: Aggregate, control: Aggregate) -> dict[str, Stat]:
-    def share(agg: Aggregate) -> _Ratio | None:
-        ys = [float(u.low) for u in agg.units]
-        xs = [float(u.detections) for u in agg.units]
-        r = _Ratio.of(ys, xs, 1.0)
-        if r is None:
-            return None
-        binomial = max(r.r * (1 - r.r), 0.25 / max(sum(xs), 1)) / max(sum(xs), 1)
-        return _Ratio(r.r, r.var, binomial)
-
-    c, k = share(canary), share(control)
-    if c is None or k is None:
+    arms = _arms(canary, control, lambda u: float(u.low), _dets, lambda r: max(r * (1 - r), 0.01))
+    if arms is None:
         return {}
+    c, k, _ = arms
     var = max(c.var, c.poisson_var) + max(k.var, k.poisson_var)
     diff = c.r - k.r
     return {"": Stat(diff, diff - gate.threshold, var, "share")}
 
 
 def _latency_test(gate: Gate, canary: Aggregate, control: Aggregate) -> dict[str, Stat]:
-    a = [u.log_p95 for u in canary.units if u.log_p95 is not None]
-    b = [u.log_p95 for u in control.units if u.log_p95 is not None]
-    if min(len(a), len(b)) < max(gate.min_windows, 2):
+    """Mean log p95 of windows, canary minus control within matched strata, weighted by
+    the canary's windows; the spread is pooled within strata (floored)."""
+    timed = Aggregate.of_units(u for u in canary.units if u.log_p95 is not None)
+    ref = Aggregate.of_units(u for u in control.units if u.log_p95 is not None)
+    if min(timed.windows, ref.windows) < max(gate.min_windows, 2):
         return {}
+    pairs = _matched(timed, ref, lambda u: 1.0)
 
-    def mean_var(xs: list[float]) -> tuple[float, float]:
-        m = sum(xs) / len(xs)
-        s2 = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
-        return m, max(s2, LATENCY_SD_FLOOR**2) / len(xs)
+    def p95(u: Unit) -> float:
+        return u.log_p95 if u.log_p95 is not None else 0.0
 
-    (m_a, v_a), (m_b, v_b) = mean_var(a), mean_var(b)
-    diff = m_a - m_b
-    return {"": Stat(math.exp(diff), diff - math.log(gate.threshold), v_a + v_b, "log")}
+    def pooled_var(groups: list[list[Unit]]) -> float:
+        dev = sum(sum((p95(u) - _mean(g, p95)) ** 2 for u in g) for g in groups)
+        dof = sum(len(g) for g in groups) - len(groups)
+        return max(dev / dof if dof > 0 else 0.0, LATENCY_SD_FLOOR**2)
+
+    s2_c, s2_k = pooled_var([c for c, _ in pairs]), pooled_var([k for _, k in pairs])
+    n = sum(len(c) for c, _ in pairs)
+    diff = var = 0.0
+    for c, k in pairs:
+        w = len(c) / n
+        diff += w * (_mean(c, p95) - _mean(k, p95))
+        var += w**2 * (s2_c / len(c) + s2_k / len(k))
+    return {"": Stat(math.exp(diff), diff - math.log(gate.threshold), var, "log")}
+
+
+def _mean(units: Sequence[Unit], f: Getter) -> float:
+    return sum(map(f, units)) / len(units)
 
 
 _TESTS: dict[Metric, Callable[[Gate, Aggregate, Aggregate], dict[str, Stat]]] = {
@@ -598,10 +667,14 @@ def evaluate(
     *,
     alpha: float = DEFAULT_ALPHA,
     cards: Cards | None = None,
+    strata: Mapping[str, str] | None = None,
 ) -> list[GateResult]:
     """Every gate; ``alpha`` (the stage's false-alarm rate) is split evenly over the
-    sequential gates (Bonferroni), so all of them together over all looks stay under it."""
+    sequential gates (Bonferroni), so all of them together over all looks stay under it.
+    ``strata`` (device id -> its match labels) makes the comparison matched."""
     tested = sum(1 for g in gates if g.metric not in HARD | DESCRIPTIVE) or 1
+    # Canary and control compared within the same match labels (device -> stratum).
+    canary, control = canary.with_strata(strata), control.with_strata(strata)
     results = [
         evaluate_gate(g, canary, control, installs, baseline, alpha=alpha / tested, cards=cards)
         for g in gates

@@ -217,6 +217,7 @@ def _gate_results(
     return evaluate(
         spec.gates, canary_agg, control_agg, installs, baseline,
         alpha=spec.false_alarm_rate, cards=pair,
+        strata={d: repr([labels[d].get(k) for k in spec.control_labels]) for d in labels},
     )  # fmt: skip
 
 
