@@ -405,7 +405,12 @@ def _hard(gate: Gate, value: float | None, samples: int) -> GateResult:
 def _sequential(gate: Gate, tests: dict[str, Stat], samples: int, alpha: float) -> GateResult:
     """One gate of one or more tests (one per class); the worst one is shown."""
     if not tests:
-        return _nodata(gate, samples, "no class with enough detections in both arms")
+        why = (
+            "no class with enough detections in both arms"
+            if gate.metric in _PER_CLASS
+            else ("too few usable windows in an arm")
+        )
+        return _nodata(gate, samples, why)
     each = alpha / len(tests)  # Bonferroni across classes
     worst_name = max(tests, key=lambda k: tests[k].excess)
     worst = tests[worst_name]
@@ -545,6 +550,7 @@ _TESTS: dict[Metric, Callable[[Gate, Aggregate, Aggregate], dict[str, Stat]]] = 
     Metric.LOW_CONFIDENCE_SHARE: _share_test,
     Metric.P95_LATENCY_RATIO: _latency_test,
 }
+_PER_CLASS = (Metric.CLASS_DETECTION_RATE_RATIO, Metric.CLASS_CONFIDENCE_RATIO)
 _FRAME_UNITS = (
     Metric.DETECTION_RATE_RATIO,
     Metric.CLASS_DETECTION_RATE_RATIO,
