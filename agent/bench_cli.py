@@ -64,6 +64,9 @@ def register(sub: Any) -> None:
     gates.add_argument("--window-s", type=float, default=10.0, help="telemetry window")
     gates.add_argument("--soak-s", type=float, default=600.0, help="stage soak")
     gates.add_argument("--alpha", type=float, default=0.01, help="stage false-alarm rate")
+    gates.add_argument(
+        "--calibrate", action="store_true", help="false alarms of a canary at the threshold"
+    )
     gates.add_argument("--json", action="store_true", help="one JSON document")
     gates.set_defaults(handler="edgefleet.agent.bench_cli:run_gates")
 
@@ -141,7 +144,8 @@ def run_gates(args: argparse.Namespace) -> int:
     if args.window_s <= 0 or args.soak_s < args.window_s or not 0 < args.alpha < 0.5:
         raise ConfigError("need --window-s > 0, --soak-s >= --window-s, 0 < --alpha < 0.5")
     mod = _bench_module("bench_gates")
-    result = mod.bench(
+    run = mod.calibrate if args.calibrate else mod.bench
+    result = run(
         args.seeds, sites=args.sites, canaries=args.canaries, controls=args.controls,
         window_s=args.window_s, soak_s=args.soak_s, alpha=args.alpha,
     )  # fmt: skip

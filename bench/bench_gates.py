@@ -36,7 +36,7 @@ from edgefleet.controller.rollouts.gates import (
     failing,
     stage_outcome,
 )
-from edgefleet.controller.rollouts.spec import ML_GATES, Gate
+from edgefleet.controller.rollouts.spec import ML_GATES, Gate, Metric
 from edgefleet.shared.histogram import CONFIDENCE_EDGES, LATENCY_EDGES_MS, bin_counts
 from edgefleet.shared.protocol import TelemetryWindow
 
@@ -194,7 +194,29 @@ def bench(
     }  # fmt: skip
 
 
+def calibrate(
+    seeds: int = 100, *, sites: int = 3, canaries: int = 1, controls: int = 1,
+    window_s: float = 10.0, soak_s: float = 600.0, alpha: float = 0.2,
+) -> dict[str, Any]:  # fmt: skip
+    """The worst harmless case: a canary exactly at the detection-rate threshold (0.8),
+    judged by that gate alone at ``alpha``; the share failed must stay under alpha."""
+    gate = (Gate(metric=Metric.DETECTION_RATE_RATIO, threshold=0.8, min_samples=200),)
+    at = Variant("at-threshold", False, rate=0.8)
+    failed = sum(
+        run_stage(at, seed, gates=gate, sites=sites, canaries=canaries, controls=controls,
+                  window_s=window_s, soak_s=soak_s, alpha=alpha)[0] is Outcome.FAILED
+        for seed in range(seeds)
+    )  # fmt: skip
+    return {"calibration": True, "seeds": seeds, "sites": sites, "alpha": alpha,
+            "failed": failed, "false_alarm_rate": failed / seeds}  # fmt: skip
+
+
 def print_table(result: dict[str, Any]) -> None:
+    if result.get("calibration"):
+        print(f"canary at the detection-rate threshold, {result['sites']} sites, "
+              f"alpha {result['alpha']:g}: failed {result['failed']} of {result['seeds']} "
+              f"({result['false_alarm_rate']:.2f}; must be <= alpha)")  # fmt: skip
+        return
     print(f"{result['sites']} sites x ({result['canaries_per_site']} canary + "
           f"{result['controls_per_site']} control), {result['window_s']:g} s windows, "
           f"soak {result['soak_s']:g} s, alpha {result['alpha']:g}, "

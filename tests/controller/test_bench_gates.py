@@ -35,3 +35,14 @@ def test_bench_gates_rejects_bad_flags_in_one_line() -> None:
     )  # fmt: skip
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "--soak-s" in r.stderr
+
+
+def test_bench_gates_calibration_stays_under_alpha() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefleet", "bench", "gates", "--calibrate", "--seeds", "10",
+         "--soak-s", "200", "--alpha", "0.3", "--json"],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["seeds"] == 10 and doc["false_alarm_rate"] <= 0.3
