@@ -132,10 +132,10 @@ class Verdict:
 
 # A new model whose detections per frame fall under this share of what the model before it
 # found on the frames just before the swap has collapsed (all-zero scores, a broken head).
-COLLAPSE_SHARE = 0.2
+COLLAPSE_SHARE = 0.1
 # Evidence the comparison needs: detections the old model found on the recent frames, and
 # detections the new model is expected to find at the old rate over the check's frames.
-# At 8 expected, a model as good as the old one (Poisson) falls to <= 1 with p = 0.003.
+# At 8 expected, a model as good as the old one (Poisson) finds none with p = 0.0003.
 COLLAPSE_MIN_BEFORE = 20
 COLLAPSE_MIN_EXPECTED = 8.0
 RECENT_FRAMES = 30  # the old model's frames remembered
