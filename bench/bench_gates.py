@@ -139,18 +139,19 @@ def run_stage(
     canary, control = Aggregate(), Aggregate()
     strata = {d.device_id: f"site-{d.site}" for d in fleet}  # --stratify-by site
     looks = math.ceil(soak_s / window_s)
-    for look in range(1, looks + 1):
+    # The spec's default grace: as long again as the soak before NODATA pauses the stage.
+    for look in range(1, 2 * looks + 1):
         t = start + (look - 1) * window_s
         for dev in fleet:
             w = _window(rng, dev, variant if dev.canary else None, t, window_s, fps, day_s,
                         variant.light)  # fmt: skip
             (canary if dev.canary else control).add(w)
         results = evaluate(gates, canary, control, installs, alpha=alpha, strata=strata)
-        outcome = stage_outcome(results, soak_over=look == looks, grace_over=look == looks)
+        outcome = stage_outcome(results, soak_over=look >= looks, grace_over=look == 2 * looks)
         if outcome is not Outcome.PENDING:
             why = ", ".join(failing(results)) or outcome.value
             return outcome, look * window_s, why
-    return Outcome.PENDING, looks * window_s, "undecided"
+    return Outcome.PENDING, 2 * looks * window_s, "undecided"
 
 
 def bench(
@@ -221,14 +222,14 @@ def print_table(result: dict[str, Any]) -> None:
           f"{result['controls_per_site']} control), {result['window_s']:g} s windows, "
           f"soak {result['soak_s']:g} s, alpha {result['alpha']:g}, "
           f"{result['seeds']} seeds")  # fmt: skip
-    print(f"{'variant':18} {'harm':>4} {'failed':>7} {'passed':>7} {'rate':>6} "
+    print(f"{'variant':18} {'harm':>4} {'failed':>7} {'passed':>7} {'incon.':>7} {'rate':>6} "
           f"{'t_fail':>7}  failed by")  # fmt: skip
     for r in result["rows"]:
         rate = r["power"] if r["harmful"] else r["false_alarm_rate"]
         t = "-" if r["median_s_to_fail"] is None else f"{r['median_s_to_fail']:.0f}s"
         by = ", ".join(f"{k} {n}" for k, n in sorted(r["failed_by"].items()))
         print(f"{r['variant']:18} {'yes' if r['harmful'] else 'no':>4} {r['failed']:>7} "
-              f"{r['passed']:>7} {rate:>6.2f} {t:>7}  {by}")  # fmt: skip
+              f"{r['passed']:>7} {r['inconclusive']:>7} {rate:>6.2f} {t:>7}  {by}")  # fmt: skip
     print(
         f"false positives {result['false_positives']}, false negatives {result['false_negatives']}"
     )

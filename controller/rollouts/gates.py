@@ -10,7 +10,8 @@ Three kinds of gate (docs/CANARY.md has the error rates and the evidence each ne
   looked at after every window and still fails a harmless canary with probability at
   most its share of ``alpha`` (Bonferroni across gates and classes), so a stage may
   fail as soon as one crosses; otherwise the gate passes at the end of the soak once
-  its minimum evidence (windows, frames or detections, in both arms) is in;
+  its minimum evidence (windows, frames or detections, in both arms) is in and its
+  estimate is on the good side of the threshold (past it, not yet significant: NODATA);
 * descriptive (PSI, JS, rank AUC) have no error control: they are shown, WARN past their
   threshold, and never stop a stage.
 
@@ -424,9 +425,15 @@ def _sequential(gate: Gate, tests: dict[str, Stat], samples: int, alpha: float) 
     else:
         detail = f"{label}on the good side of the threshold"
     value = shown.value if failed else worst.value
-    return _result(
-        gate, Verdict.FAIL if failed else Verdict.PASS, value, samples, detail, kind="sequential"
-    )
+    if failed:
+        verdict = Verdict.FAIL
+    elif worst.excess > 0:
+        # Past the threshold but not yet significant: not a pass. The stage stays open
+        # (and may still fail) until the grace period ends, then a person decides.
+        verdict, detail = Verdict.NODATA, f"leaning harmful, {detail}"
+    else:
+        verdict = Verdict.PASS
+    return _result(gate, verdict, value, samples, detail, kind="sequential")
 
 
 def _enough(gate: Gate, canary: Aggregate, control: Aggregate, samples: int) -> str | None:

@@ -326,3 +326,12 @@ def test_the_production_version_is_what_most_selected_devices_run() -> None:
     assert pair is not None and pair.production is not None
     assert pair.production.version == "v1" and found == [("m", "v2"), ("m", "v1")]
     assert card_pair(find, "m", "v2", [("m", "v2")]) == Cards(Card("v2", 0.5), None)
+
+
+def test_an_estimate_past_the_threshold_is_never_a_pass_even_when_not_significant() -> None:
+    gate = Gate(metric=Metric.DETECTION_RATE_RATIO, threshold=0.8, min_samples=100)
+    canary = group(0.8, 10, 1, windows=5, rate=0.7)  # past 0.8, but only 5 windows
+    r = evaluate_gate(gate, canary, group(0.8, 10, 2, windows=5), OK_INSTALLS)
+    assert r.verdict is Verdict.NODATA and r.detail.startswith("leaning harmful"), r
+    assert stage_outcome([r], soak_over=True, grace_over=False) is Outcome.PENDING
+    assert stage_outcome([r], soak_over=True, grace_over=True) is Outcome.INCONCLUSIVE
