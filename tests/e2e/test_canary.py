@@ -297,7 +297,7 @@ def test_demo_bad_canary_scene(canary: Canary) -> None:
     canary.start_fleet(3, fleet=["demo"])
     canary.baseline("v2")
     said: list[str] = []
-    bad_canary_scene(canary.system.http, said.append, soak="6s")
+    bad_canary_scene(canary.system.http, said.append, soak="20s")
     text = "\n".join(said)
     assert "stopped automatically: stage 1 (1) failed:" in text
     assert "re-signed" in text
