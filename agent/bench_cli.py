@@ -1,4 +1,4 @@
-"""``edgefleet bench infer|swap|rollout|idle|ingest``: the benchmarks in bench/.
+"""``edgefleet bench infer|swap|rollout|idle|ingest|gates``: the benchmarks in bench/.
 
 Only the standard library is imported here. The measuring code lives in the source
 checkout's ``bench/`` folder (it compares against Ultralytics, which never ships on a
@@ -72,6 +72,22 @@ def register(sub: Any) -> None:
     ingest.add_argument("--register", type=int, default=10000, help="new devices (0: skip)")
     ingest.add_argument("--json", action="store_true", help="one JSON document")
     ingest.set_defaults(handler="edgefleet.agent.bench_cli:run_ingest")
+
+    gates = bench_sub.add_parser(
+        "gates", help="canary gates: false-alarm rate, power, time to decision (simulated)"
+    )
+    gates.add_argument("--seeds", type=int, default=20, help="runs per variant")
+    gates.add_argument("--sites", type=int, default=3)
+    gates.add_argument("--canaries", type=int, default=1, help="canary devices per site")
+    gates.add_argument("--controls", type=int, default=1, help="control devices per site")
+    gates.add_argument("--window-s", type=float, default=10.0, help="telemetry window")
+    gates.add_argument("--soak-s", type=float, default=600.0, help="stage soak")
+    gates.add_argument("--alpha", type=float, default=0.01, help="stage false-alarm rate")
+    gates.add_argument(
+        "--calibrate", action="store_true", help="false alarms of a canary at the threshold"
+    )
+    gates.add_argument("--json", action="store_true", help="one JSON document")
+    gates.set_defaults(handler="edgefleet.agent.bench_cli:run_gates")
 
 
 def _bench_module(name: str) -> ModuleType:
@@ -161,4 +177,21 @@ def run_ingest(args: argparse.Namespace) -> int:
         raise ConfigError("--register must be 0 or more")
     mod = _bench_module("bench_ingest")
     result = mod.bench(args.windows, args.devices, args.register)
+    return _emit(result, args.json, mod)
+
+
+def run_gates(args: argparse.Namespace) -> int:
+    from edgefleet.shared.errors import ConfigError
+
+    for value, what in ((args.seeds, "--seeds"), (args.sites, "--sites"),
+                        (args.canaries, "--canaries"), (args.controls, "--controls")):  # fmt: skip
+        _positive(value, what)
+    if args.window_s <= 0 or args.soak_s < args.window_s or not 0 < args.alpha < 0.5:
+        raise ConfigError("need --window-s > 0, --soak-s >= --window-s, 0 < --alpha < 0.5")
+    mod = _bench_module("bench_gates")
+    run = mod.calibrate if args.calibrate else mod.bench
+    result = run(
+        args.seeds, sites=args.sites, canaries=args.canaries, controls=args.controls,
+        window_s=args.window_s, soak_s=args.soak_s, alpha=args.alpha,
+    )  # fmt: skip
     return _emit(result, args.json, mod)

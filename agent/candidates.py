@@ -10,7 +10,9 @@ scored lower still, so the kept set is the same.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,35 @@ from edgefleet.agent.runtime.preprocess import preprocess
 from edgefleet.shared.errors import RuntimeBackendError
 
 DEFAULT_FLOOR = 0.05  # candidates scored below this are noise, not "uncertain"
+NO_CANDIDATES = 1.0  # a floor at or above the cut: detections and raw checks only
+
+
+@dataclass(frozen=True)
+class RawSummary:
+    """What the health check needs from one frame's raw output, before any threshold:
+    NaN confidences never pass the cut, so without this a broken model reads as "nothing
+    in view" rather than broken."""
+
+    nonfinite: int  # NaN / Inf values anywhere in the output tensor
+    max_score: float  # highest class score (nan when there is none)
+
+
+def raw_summary(output: npt.NDArray[Any], *, end2end: bool) -> RawSummary:
+    """``output`` as the model gave it: (1, N, 6) end to end, else (1, 4 + nc, anchors)."""
+    arr = np.asarray(output)
+    if end2end and arr.ndim == 3 and arr.shape[-1] >= 5:
+        scores = arr[..., 4]
+    elif arr.ndim == 3 and arr.shape[1] > 4:
+        scores = arr[:, 4:, :]
+    else:
+        scores = arr
+    # Fast path, every frame: a float64 sum of float32 values cannot overflow, so it is
+    # finite exactly when every value is (no mask over the whole tensor).
+    if math.isfinite(float(arr.sum(dtype=np.float64))):
+        return RawSummary(0, float(scores.max()) if scores.size else float("nan"))
+    nonfinite = int(arr.size - int(np.isfinite(arr).sum()))
+    kept = scores[np.isfinite(scores)]
+    return RawSummary(nonfinite, float(kept.max()) if kept.size else float("nan"))
 
 
 class CandidateDetector:
@@ -54,23 +85,30 @@ class CandidateDetector:
         self, bgr: npt.NDArray[np.uint8]
     ) -> tuple[list[Detection], list[Detection]]:
         """(detections above ``conf`` as ``detect`` gives them, candidates in [floor, conf])."""
-        if not self._can_split() or self.floor >= self.inner.conf:
-            return self.detect(bgr), []
+        kept, below, _ = self.detect_raw(bgr)
+        return kept, below
+
+    def detect_raw(
+        self, bgr: npt.NDArray[np.uint8]
+    ) -> tuple[list[Detection], list[Detection], RawSummary | None]:
+        """Detections, candidates, and a summary of the raw output (one inference)."""
+        if not self._can_split():
+            return self.detect(bgr), [], None
         if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
             raise RuntimeBackendError(f"expected an HxWx3 uint8 BGR image, got {bgr.shape}")
         info = self.info
         outputs = self.inner.backend.run(preprocess(bgr, info.imgsz))
         rows = postprocess(
             outputs[0], end2end=info.end2end, nc=len(info.names), input_shape=info.imgsz,
-            orig_shape=(int(bgr.shape[0]), int(bgr.shape[1])), conf=self.floor,
-            iou=self.inner.iou,
+            orig_shape=(int(bgr.shape[0]), int(bgr.shape[1])),
+            conf=min(self.floor, self.inner.conf), iou=self.inner.iou,
         )  # fmt: skip
         kept: list[Detection] = []
         below: list[Detection] = []
         for r in rows.tolist():
             d = _detection(r, info.names)
             (kept if d.confidence > self.inner.conf else below).append(d)
-        return kept, below
+        return kept, below, raw_summary(outputs[0], end2end=info.end2end)
 
 
 def _detection(row: list[float], names: dict[int, str]) -> Detection:

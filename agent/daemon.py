@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from edgefleet.agent.candidates import with_candidates
+from edgefleet.agent.candidates import NO_CANDIDATES, with_candidates
 from edgefleet.agent.config import AgentConfig, load_config, prepare_data_dir
 from edgefleet.agent.dataloop import DataLoop, controller_http
 from edgefleet.agent.enroll import read_upload_token
@@ -170,8 +170,10 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     fingerprint, profile = device_class(config)
     log.info("firmware profile: %s", profile.name if profile else "none fits; CPU defaults")
     loader, backend = device_loader(config, fingerprint, profile)
-    if config.sampling.enabled:  # the sampler also sees the candidates below the cut
-        loader = with_candidates(loader, config.sampling.candidate_floor)
+    # One decode gives the detections, the raw output's summary (the health check's NaN and
+    # collapse checks) and, when sampling, the candidates below the cut.
+    floor = config.sampling.candidate_floor if config.sampling.enabled else NO_CANDIDATES
+    loader = with_candidates(loader, floor)
     quota = CacheQuota(config.cache.max_artifacts, config.cache.max_bytes)
     store = DeviceStore(config.data_dir, quota)
     slots = ModelSlots()

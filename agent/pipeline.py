@@ -21,6 +21,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 import numpy.typing as npt
+from edgefleet.agent.candidates import RawSummary
 from edgefleet.agent.frame_files import MAX_PIXELS, SkipLog, UnusableImageError, read_frame
 from edgefleet.agent.runtime.backend import Detection
 from edgefleet.agent.slots import ModelSlots
@@ -187,6 +188,8 @@ class FrameResult:
     frame: Frame | None = field(default=None, repr=False, compare=False)
     # scored below the confidence cut (agent/candidates.py); None: the model cannot say
     candidates: list[Detection] | None = field(default=None, repr=False, compare=False)
+    # the raw output before the cut (NaN, all-zero scores); None: the detector cannot say
+    raw: RawSummary | None = field(default=None, repr=False, compare=False)
 
 
 class FrameSink(Protocol):
@@ -317,16 +320,16 @@ class Pipeline:
                 return None
             t0 = self.clock()
             try:
-                dets, cands = _detect(slot.detector, frame)
+                dets, cands, raw = _detect(slot.detector, frame)
                 error = None
             # A broken model must not end the loop: the health check sees the error, reverts.
             except Exception as e:  # noqa: BLE001
-                dets, cands, error = [], None, f"{type(e).__name__}: {e}"
+                dets, cands, raw, error = [], None, None, f"{type(e).__name__}: {e}"
             latency_ms = (self.clock() - t0) * 1000.0
         self.frames += 1
         if error:
             self.errors += 1
-        return FrameResult(slot.id, slot.meta, latency_ms, dets, error, frame, cands)
+        return FrameResult(slot.id, slot.meta, latency_ms, dets, error, frame, cands, raw)
 
     def _emit(self, result: FrameResult) -> None:
         for sink in self.sinks:
@@ -336,11 +339,18 @@ class Pipeline:
                 log.exception("frame sink %r failed", sink)
 
 
-def _detect(detector: object, frame: Frame) -> tuple[list[Detection], list[Detection] | None]:
-    """Detections, plus the candidates below the cut when the detector offers them."""
+def _detect(
+    detector: object, frame: Frame
+) -> tuple[list[Detection], list[Detection] | None, RawSummary | None]:
+    """Detections, plus the candidates below the cut and the raw output's summary when the
+    detector offers them."""
+    raw = getattr(detector, "detect_raw", None)
+    if raw is not None:
+        kept, below, summary = raw(frame)
+        return kept, below, summary
     split = getattr(detector, "detect_with_candidates", None)
     if split is not None:
         kept, below = split(frame)
-        return kept, below
+        return kept, below, None
     dets: list[Detection] = detector.detect(frame)  # type: ignore[attr-defined]
-    return dets, None
+    return dets, None, None

@@ -27,6 +27,7 @@ import shutil
 import signal
 import statistics
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,10 +131,23 @@ class Verdict:
     reason: str | None = None
 
 
+# A new model whose detections per frame fall under this share of what the model before it
+# found on the frames just before the swap has collapsed (all-zero scores, a broken head).
+COLLAPSE_SHARE = 0.1
+# Evidence the comparison needs: detections the old model found on the recent frames, and
+# detections the new model is expected to find at the old rate over the check's frames.
+# At 8 expected, a model as good as the old one (Poisson) finds none with p = 0.0003.
+COLLAPSE_MIN_BEFORE = 20
+COLLAPSE_MIN_EXPECTED = 8.0
+RECENT_FRAMES = 30  # the old model's frames remembered
+
+
 def frame_problem(result: FrameResult) -> str | None:
     """Why one frame's output is not sane, or None."""
     if result.error:
         return f"model failed on a frame: {result.error}"
+    if result.raw is not None and result.raw.nonfinite:
+        return f"model output has {result.raw.nonfinite} non-finite values (NaN/Inf)"
     for d in result.detections:
         values = (d.confidence, *d.box_xyxy)
         if not all(math.isfinite(v) for v in values) or not 0.0 <= d.confidence <= 1.0:
@@ -141,8 +155,28 @@ def frame_problem(result: FrameResult) -> str | None:
     return None
 
 
-def judge(results: Sequence[FrameResult], budget_ms: float) -> Verdict:
-    """Pure verdict on the first frames after a swap: every output sane, latency in budget.
+def collapse_problem(results: Sequence[FrameResult], before: Sequence[int]) -> str | None:
+    """All-zero scores on every frame, or detections per frame fallen to a small share of
+    the previous model's on the recent frames (``before``: its detections per frame)."""
+    raws = [r.raw for r in results if r.raw is not None]
+    if raws and len(raws) == len(results) and all(r.max_score == 0.0 for r in raws):
+        return "model scores are all zero on every frame"
+    found, old = sum(len(r.detections) for r in results), sum(before)
+    if not before or old < COLLAPSE_MIN_BEFORE:
+        return None  # the old model saw too little here to compare with
+    expected = old / len(before) * len(results)
+    if expected < COLLAPSE_MIN_EXPECTED or found >= COLLAPSE_SHARE * expected:
+        return None
+    return (
+        f"detections collapsed: {found / len(results):.2f} per frame against "
+        f"{old / len(before):.2f} from the previous model on the recent frames"
+    )
+
+
+def judge(results: Sequence[FrameResult], budget_ms: float, before: Sequence[int] = ()) -> Verdict:
+    """Pure verdict on the first frames after a swap: every output sane (raw outputs
+    finite, scores not all zero, detections not collapsed against the previous model on
+    the recent frames), latency in budget.
 
     Latency is judged on the median so one scheduler hiccup does not revert a good model.
     """
@@ -150,6 +184,9 @@ def judge(results: Sequence[FrameResult], budget_ms: float) -> Verdict:
         problem = frame_problem(r)
         if problem:
             return Verdict(False, problem)
+    collapsed = collapse_problem(results, before)
+    if collapsed:
+        return Verdict(False, collapsed)
     median = statistics.median(r.latency_ms for r in results)
     if median > budget_ms:
         return Verdict(False, f"median latency {median:.0f} ms exceeds budget {budget_ms:.0f} ms")
@@ -157,21 +194,29 @@ def judge(results: Sequence[FrameResult], budget_ms: float) -> Verdict:
 
 
 class HealthCheck:
-    """A frame sink that collects the first ``frames`` results of one armed slot."""
+    """A frame sink that collects the first ``frames`` results of one armed slot, and
+    remembers the detections per frame of the model serving before it."""
 
-    def __init__(self, frames: int, budget_ms: float) -> None:
+    def __init__(self, frames: int, budget_ms: float, recent: int = RECENT_FRAMES) -> None:
         self.frames, self.budget_ms = frames, budget_ms
         self._cond = threading.Condition()
         self._slot_id: int | None = None
         self._results: list[FrameResult] = []
+        self._recent: deque[tuple[int, int]] = deque(maxlen=recent)  # (slot, detections)
+        self._before: list[int] = []
 
     def arm(self, slot_id: int) -> None:
         with self._cond:
             self._slot_id, self._results = slot_id, []
+            self._before = [n for slot, n in self._recent if slot != slot_id]
 
     def on_frame(self, result: FrameResult) -> None:
         with self._cond:
-            if result.slot_id != self._slot_id or len(self._results) >= self.frames:
+            if result.slot_id != self._slot_id:
+                if not result.error:
+                    self._recent.append((result.slot_id, len(result.detections)))
+                return
+            if len(self._results) >= self.frames:
                 return
             self._results.append(result)
             self._cond.notify_all()
@@ -186,10 +231,10 @@ class HealthCheck:
                 step = min(STOP_CHECK_S, deadline_left)
                 self._cond.wait(step)
                 deadline_left -= step
-            results, self._slot_id = list(self._results), None
+            results, before, self._slot_id = list(self._results), self._before, None
         if len(results) < self.frames:
             return Verdict(False, f"health check saw {len(results)} of {self.frames} frames")
-        return judge(results, self.budget_ms)
+        return judge(results, self.budget_ms, before)
 
 
 @dataclass(frozen=True)

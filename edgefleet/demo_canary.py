@@ -68,7 +68,7 @@ def bad_canary_scene(
     say: Callable[[str], None],
     *,
     selector: dict[str, str] | None = None,
-    soak: str = "15s",
+    soak: str = "30s",  # the gates fail when their test crosses; the soak only bounds it
 ) -> None:
     """Push the bad model, roll it out in stages, and wait for the automatic rollback."""
     selector = {"fleet": "demo"} if selector is None else selector

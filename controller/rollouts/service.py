@@ -34,7 +34,13 @@ from edgefleet.controller.registry import get_version
 from edgefleet.controller.rollouts import advance as adv
 from edgefleet.controller.rollouts import pinning
 from edgefleet.controller.rollouts.cohorts import control_group
-from edgefleet.controller.rollouts.gates import Aggregate, GateResult, Installs, evaluate
+from edgefleet.controller.rollouts.gates import (
+    Aggregate,
+    GateResult,
+    Installs,
+    card_pair,
+    evaluate,
+)
 from edgefleet.controller.rollouts.planner import (
     DeviceReport,
     RolloutState,
@@ -206,7 +212,13 @@ def _gate_results(
         history = _windows(session, list(members), _utc(rollout.created_at))
         control_agg = Aggregate.of(w for w in history if w.version != rollout.version)
     baseline = _baseline(cards, rollout, canary_agg)
-    return evaluate(spec.gates, canary_agg, control_agg, installs, baseline)
+    running = [(devices[d].model, devices[d].version) for d in members]
+    pair = card_pair(cards.find if cards else None, rollout.model, rollout.version, running)
+    return evaluate(
+        spec.gates, canary_agg, control_agg, installs, baseline,
+        alpha=spec.false_alarm_rate, cards=pair,
+        strata={d: repr([labels[d].get(k) for k in spec.control_labels]) for d in labels},
+    )  # fmt: skip
 
 
 def _baseline(cards: CardLookup | None, rollout: Rollout, canary: Aggregate) -> list[int] | None:

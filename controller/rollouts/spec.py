@@ -79,13 +79,16 @@ class Metric(str, Enum):
 
     INSTALL_SUCCESS_RATE = "install_success_rate"  # committed / finished installs, canary
     ERRORS = "errors"  # reverted + failed installs of this version, canary
-    P95_LATENCY_RATIO = "p95_latency_ratio"  # canary p95 / control p95
+    P95_LATENCY_RATIO = "p95_latency_ratio"  # canary p95 / control p95 (per window, geo-mean)
     MEAN_CONFIDENCE_RATIO = "mean_confidence_ratio"  # canary mean / control mean
-    PSI = "psi"  # confidence histograms, canary against control (or baseline)
-    JS = "js"  # Jensen-Shannon divergence (bits) of the same histograms
+    PSI = "psi"  # confidence histograms, canary against control (or baseline); descriptive
+    JS = "js"  # Jensen-Shannon divergence (bits) of the same histograms; descriptive
     LOW_CONFIDENCE_SHARE = "low_confidence_share"  # canary share minus control share
-    CONFIDENCE_RANK = "confidence_rank"  # Mann-Whitney AUC, P(canary conf > control conf)
+    CONFIDENCE_RANK = "confidence_rank"  # Mann-Whitney AUC, P(canary > control); descriptive
     DETECTION_RATE_RATIO = "detection_rate_ratio"  # canary detections/frame / control's
+    CLASS_DETECTION_RATE_RATIO = "class_detection_rate_ratio"  # worst class, same ratio
+    CLASS_CONFIDENCE_RATIO = "class_confidence_ratio"  # worst class, mean confidence ratio
+    CARD_MAP50_DROP = "card_map50_drop"  # production card mAP50 minus the canary card's
 
 
 # "max": the value must stay at or below the threshold; "min": at or above it.
@@ -99,26 +102,44 @@ DIRECTION: dict[Metric, Literal["max", "min"]] = {
     Metric.LOW_CONFIDENCE_SHARE: "max",
     Metric.CONFIDENCE_RANK: "min",
     Metric.DETECTION_RATE_RATIO: "min",
+    Metric.CLASS_DETECTION_RATE_RATIO: "min",
+    Metric.CLASS_CONFIDENCE_RATIO: "min",
+    Metric.CARD_MAP50_DROP: "max",
 }
+# Hard gates fail a stage at once; descriptive ones (no error control) are shown, never
+# stop a stage; the rest are sequential tests (docs/CANARY.md).
+HARD: frozenset[Metric] = frozenset(
+    {Metric.INSTALL_SUCCESS_RATE, Metric.ERRORS, Metric.CARD_MAP50_DROP}
+)
+DESCRIPTIVE: frozenset[Metric] = frozenset({Metric.PSI, Metric.JS, Metric.CONFIDENCE_RANK})
 
 
 class Gate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     metric: Metric
     threshold: float
-    min_samples: int = Field(default=1, ge=0)  # devices for install gates, else detections/frames
+    # Minimum evidence, in each arm: devices for install gates, frames for frame gates,
+    # detections for confidence gates (per class for the class gates).
+    min_samples: int = Field(default=1, ge=0)
+    min_windows: int = Field(default=5, ge=1)  # telemetry windows in each arm
 
 
 # Thresholds a person would pick first; ``edgefleet rollout create --gates ml`` uses them.
+# Statistical gates fail only when the sequential test is sure (false-alarm rate
+# ``RolloutSpec.false_alarm_rate`` over all gates and looks) the true value is past the
+# threshold, so each threshold is the harm tolerated, not a noise margin.
 ML_GATES: tuple[Gate, ...] = (
+    # Offline, before any device: both versions' cards on the same labelled images.
+    Gate(metric=Metric.CARD_MAP50_DROP, threshold=0.05, min_samples=1),
     Gate(metric=Metric.INSTALL_SUCCESS_RATE, threshold=1.0, min_samples=1),
     Gate(metric=Metric.ERRORS, threshold=0, min_samples=1),
-    Gate(metric=Metric.P95_LATENCY_RATIO, threshold=2.0, min_samples=20),
-    Gate(metric=Metric.MEAN_CONFIDENCE_RATIO, threshold=0.85, min_samples=10),
-    Gate(metric=Metric.PSI, threshold=0.5, min_samples=10),
-    Gate(metric=Metric.LOW_CONFIDENCE_SHARE, threshold=0.25, min_samples=10),
-    Gate(metric=Metric.CONFIDENCE_RANK, threshold=0.3, min_samples=10),
-    Gate(metric=Metric.DETECTION_RATE_RATIO, threshold=0.7, min_samples=20),
+    Gate(metric=Metric.P95_LATENCY_RATIO, threshold=1.5, min_samples=200),
+    Gate(metric=Metric.MEAN_CONFIDENCE_RATIO, threshold=0.9, min_samples=50),
+    Gate(metric=Metric.CLASS_CONFIDENCE_RATIO, threshold=0.8, min_samples=20),
+    Gate(metric=Metric.DETECTION_RATE_RATIO, threshold=0.8, min_samples=200),
+    Gate(metric=Metric.CLASS_DETECTION_RATE_RATIO, threshold=0.5, min_samples=20),
+    Gate(metric=Metric.LOW_CONFIDENCE_SHARE, threshold=0.15, min_samples=50),
+    Gate(metric=Metric.PSI, threshold=0.5, min_samples=50),
 )
 
 
@@ -173,6 +194,9 @@ class RolloutSpec(BaseModel):
     # Control devices must share these labels with a canary (default: stratify_by).
     match_labels: list[str] | None = None
     nodata_grace_s: float | None = None  # seconds past the soak before NODATA pauses
+    # Chance that a harmless canary fails a stage, over all statistical gates and all
+    # looks (mSPRT per gate at false_alarm_rate / gates; docs/CANARY.md).
+    false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
 
     @field_validator("stages", mode="before")
     @classmethod

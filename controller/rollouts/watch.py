@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 FINAL = {"succeeded", "failed", "aborted", "rolled_back"}
-_STYLE = {"PASS": "green", "FAIL": "bold red", "NODATA": "yellow"}
+_STYLE = {"PASS": "green", "FAIL": "bold red", "NODATA": "yellow", "WARN": "magenta"}
 _OUTCOME = {"successful": "green", "failed": "bold red", "inconclusive": "yellow",
             "promoted": "cyan", "pending": "dim"}  # fmt: skip
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgefleet.agent.candidates import NO_CANDIDATES, with_candidates
 from edgefleet.agent.pipeline import FolderSource, FrameResult, Pipeline
 from edgefleet.agent.reconcile import HealthCheck, Identity, Reconciler
 from edgefleet.agent.runtime.detector import Detector
@@ -135,7 +136,8 @@ class Recorder:
 
 
 def load(path: Path) -> DetectorLike:
-    return Detector.from_onnx(path)
+    # As the daemon loads: one decode gives detections and the raw output's summary.
+    return with_candidates(Detector.from_onnx, NO_CANDIDATES)(path)  # type: ignore[no-any-return]
 
 
 class Seen:
@@ -307,6 +309,27 @@ def test_model_with_insane_outputs_is_reverted(rig: Rig) -> None:
     state = rig.reporter.states[-1]
     assert (state.version, state.phase) == ("v1", Phase.REVERTED) and state.error
     assert committed_version(rig) == "v1"
+
+
+def test_model_with_nan_scores_is_reverted_not_read_as_an_empty_scene(rig: Rig) -> None:
+    """NaN confidences never pass the cut: the detections alone look like "nothing in
+    view"; the raw output shows the model is broken."""
+    install_v1(rig)
+    rig.updater.assign("v2", tiny_model(conf=float("nan")), release=2)
+    rig.rec.reconcile_once()
+    assert rig.rec.phase is Phase.REVERTED
+    assert rig.serving() == "v1" and committed_version(rig) == "v1"
+    error = rig.reporter.states[-1].error
+    assert error and "non-finite" in error, error
+
+
+def test_model_with_all_zero_scores_is_reverted(rig: Rig) -> None:
+    install_v1(rig)
+    rig.updater.assign("v2", tiny_model(conf=0.0), release=2)
+    rig.rec.reconcile_once()
+    assert rig.rec.phase is Phase.REVERTED and rig.serving() == "v1"
+    error = rig.reporter.states[-1].error
+    assert error and "all zero" in error, error
 
 
 def test_transport_errors_are_retried_quietly(rig: Rig) -> None:

@@ -124,8 +124,8 @@ def _create(client: httpx.Client, actor: str = "alice", **spec: object) -> dict:
     return r.json()  # type: ignore[no-any-return]
 
 
-GATES = [
-    {"metric": "mean_confidence_ratio", "threshold": 0.9, "min_samples": 40},
+GATES = [  # two 10 s windows per arm: short stages for a test
+    {"metric": "mean_confidence_ratio", "threshold": 0.9, "min_samples": 40, "min_windows": 2},
     {"metric": "confidence_rank", "threshold": 0.35, "min_samples": 40},
 ]
 
@@ -332,7 +332,8 @@ def test_drift_gates_compare_canaries_with_the_model_card_baseline(
     setup: tuple[Services, Clock, Fleet], serve: Callable
 ) -> None:  # type: ignore[type-arg]
     """Canary and control agree (0.8), but v2's card says it sees at 0.95 on validation
-    images: PSI against the card fails where PSI against the control would pass."""
+    images: PSI against the card is past its threshold and shown as a warning, but the
+    card is a second reference, not the trigger: canary against control decides."""
     services, clock, fleet = setup
     cards = CardStore(services.settings.data_dir / "cards")
     baseline = bin_counts([0.95 + 0.005 * (i % 7) for i in range(200)], CONFIDENCE_EDGES)
@@ -348,6 +349,26 @@ def test_drift_gates_compare_canaries_with_the_model_card_baseline(
             body = client.get(f"/v1/rollouts/{r['id']}").json()
             if body["state"] != "running":
                 break
-    assert body["state"] == "failed" and "psi" in body["reason"], body
+    assert body["state"] == "succeeded", body
     gate = body["stages"][0]["gates"][0]
-    assert gate["verdict"] == "FAIL" and gate["detail"] == "vs model card baseline"
+    assert gate["verdict"] == "WARN" and gate["detail"].startswith("vs model card baseline")
+
+
+def test_a_worse_card_stops_the_rollout_before_any_device_is_touched(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    """v2's own card shows mAP50 falling from 0.584 (v1, what the fleet runs) to 0.451
+    on the same 50 labelled images: the first tick fails the stage and assigns nobody."""
+    services, _clock, _fleet = setup
+    cards = CardStore(services.settings.data_dir / "cards")
+    counts = bin_counts([0.8] * 100, CONFIDENCE_EDGES)
+    for version, m in (("v1", 0.584), ("v2", 0.451)):
+        cards.put(ModelCard(model="shapes", version=version, images=50, conf=0.25,
+                            confidence_counts=counts, labelled_images=50, map50=m))  # fmt: skip
+    with serve(services) as client:
+        r = _create(client, stages="1,100%", gates="ml", on_failure="pause")
+        assert r["state"] == "failed" and r["total"] == 0, r
+        assert "card_map50_drop" in r["reason"] and "0.451 vs 0.584" in r["reason"]
+        assert r["stages"][0]["outcome"] == "failed"
+    with Session(services.engine) as s:
+        assert all(d.desired_version != "v2" for d in s.exec(select(Device)).all())
