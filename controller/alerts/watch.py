@@ -87,7 +87,8 @@ class AlertWatcher:
                 .order_by(col(TelemetryWindowRow.id))
                 .limit(BATCH)
             ).all()
-            changes = [c for row in rows for c in self._judge(s, row)]
+            labels = _labels_of(s, {row.device_id for row in rows})  # one query per look
+            changes = [c for row in rows for c in self._judge(s, row, labels)]
             if rows:
                 self.last_id = int(rows[-1].id or self.last_id)
             changes += self._expire(s)
@@ -95,7 +96,9 @@ class AlertWatcher:
             self.notifier.send(change)
         return len(rows)
 
-    def _judge(self, s: Session, row: TelemetryWindowRow) -> list[dict[str, Any]]:
+    def _judge(
+        self, s: Session, row: TelemetryWindowRow, known: dict[str, dict[str, str]]
+    ) -> list[dict[str, Any]]:
         out = []
         card = self.cards.find(row.model, row.version)
         scores = (
@@ -103,8 +106,7 @@ class AlertWatcher:
             if card is not None
             else {}
         )
-        device = s.get(Device, row.device_id)
-        labels = dict(device.labels) if device is not None and device.labels else {}
+        labels = known.get(row.device_id, {})
         for i, rule in enumerate(self.config.rules):
             if rule.scope != "device":
                 scope = group_scope(rule, labels, row.model, row.version)
@@ -187,6 +189,16 @@ class AlertWatcher:
         done = "fired" if what is Transition.FIRE else "resolved"
         log.warning("drift alert %s: %s %s=%.3f", done, scope, rule.metric, value)
         return {"event": f"alert.{done}", "alert": alert_json(alert)}
+
+
+def _labels_of(s: Session, device_ids: set[str]) -> dict[str, dict[str, str]]:
+    """Each device's labels, read in one query (not one lookup per window)."""
+    if not device_ids:
+        return {}
+    rows = s.exec(
+        select(Device.device_id, Device.labels).where(col(Device.device_id).in_(device_ids))
+    ).all()
+    return {device_id: dict(labels or {}) for device_id, labels in rows}
 
 
 def alert_json(a: AlertRow) -> dict[str, Any]:
