@@ -61,6 +61,9 @@ def test_a_streamed_body_is_cut_at_the_limit(
     sent = []
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: chunked transfer
+        # Well-formed multipart up to the file's bytes, so only the size can stop it.
+        yield (b'--zz\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n'
+               b"Content-Type: application/octet-stream\r\n\r\n")  # fmt: skip
         for _ in range(64):
             sent.append(1)
             yield b"x" * 8192
