@@ -18,7 +18,7 @@ from datetime import datetime
 
 from edgefleet.controller.models import Rollout
 from edgefleet.controller.rollouts import lease, pinning
-from edgefleet.controller.rollouts.service import SCHEDULER, Deps, advance
+from edgefleet.controller.rollouts.service import SCHEDULER, WAKE, Deps, advance
 from edgefleet.shared.protocol import utcnow
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -57,6 +57,7 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+        WAKE.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         if self.leading:
@@ -68,7 +69,9 @@ class Scheduler:
                 self.round()
             except Exception:  # the loop outlives any bug or a database hiccup; next round
                 log.exception("rollout scheduler round failed")
-            self._stop.wait(self.interval_s)
+            # A new rollout, or devices left to sign, wake the loop before the interval ends.
+            WAKE.wait(self.interval_s)
+            WAKE.clear()
 
     def round(self) -> int:
         """One round; returns how many rollouts were ticked (0 when not the lease holder)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,6 +44,7 @@ from edgefleet.controller.rollouts.planner import (
     rollout_progress,
 )
 from edgefleet.controller.rollouts.spec import RolloutSpec
+from edgefleet.controller.signing.targets import TargetInfo
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import NotFoundError
@@ -54,6 +56,11 @@ log = logging.getLogger(__name__)
 SCHEDULER = "scheduler"  # the actor of what the scheduler does by itself
 # One tick at a time in this process (the API's first tick and the scheduler's loop).
 TICK_LOCK = threading.RLock()
+# Set when a rollout has devices left to sign: the scheduler runs its next round at once.
+WAKE = threading.Event()
+SIGN_BATCH = 250  # devices signed per lock hold and committed per transaction
+FIRST_BATCH = 25  # devices the create request signs itself; the scheduler does the rest
+TICK_BUDGET_S = 2.0  # seconds of signing per tick, so operator actions get the lock soon
 
 
 class HintSender(Protocol):
@@ -104,7 +111,10 @@ def create_rollout(
     audit(session, actor, "create", f"rollout/{rollout.id}", model=spec.model,
           version=spec.version, stages=[str(s) for s in spec.stages])  # fmt: skip
     session.commit()
-    advance(session, deps, rollout, now)
+    # Sign a first small batch here (the canary, or a small fleet entirely); the scheduler
+    # signs the rest in batches (`rollout status` shows them arrive), woken at once.
+    advance(session, deps, rollout, now, max_assign=FIRST_BATCH)
+    WAKE.set()
     session.refresh(rollout)
     return rollout
 
@@ -126,8 +136,22 @@ def spec_of(rollout: Rollout) -> RolloutSpec:
 # --- one tick ----------------------------------------------------------------------------
 
 
-def advance(session: Session, deps: Deps, rollout: Rollout, now: datetime) -> adv.Plan | None:
-    """Read, decide (pure), write. Returns the plan, or None when the rollout is not running."""
+def advance(
+    session: Session,
+    deps: Deps,
+    rollout: Rollout,
+    now: datetime,
+    *,
+    max_assign: int | None = None,
+    budget_s: float | None = None,
+) -> adv.Plan | None:
+    """Read, decide (pure), write. Returns the plan, or None when the rollout is not running.
+
+    The plan's assignments are signed in batches of ``SIGN_BATCH``, each committed (and
+    hinted) on its own, for at most ``budget_s`` seconds or ``max_assign`` devices; the
+    rest stay unassigned, so the next tick's plan (the same decision) lists them again.
+    ``WAKE`` is set when some are left.
+    """
     with TICK_LOCK:
         session.refresh(rollout)
         if rollout.state != "running":
@@ -141,14 +165,36 @@ def advance(session: Session, deps: Deps, rollout: Rollout, now: datetime) -> ad
             rollout.id or 0, spec, rollout.stage, _utc(rollout.ready_at), members, results
         )
         plan = adv.plan(snap, now)
-        sent = _assign(
-            session, deps.signing, rollout=rollout, devices=devices, chosen=plan.assign, now=now
-        )
+        chosen = plan.assign if max_assign is None else plan.assign[:max_assign]
+        deadline = time.monotonic() + (TICK_BUDGET_S if budget_s is None else budget_s)
+        signed, last = 0, []
+        for start in range(0, len(chosen), SIGN_BATCH):
+            if start and time.monotonic() > deadline:
+                break
+            if last:  # the previous batch shows in `rollout status` and gets its hints now
+                session.commit()
+                _hint(deps, last)
+            batch = chosen[start : start + SIGN_BATCH]
+            last = _assign(
+                session, deps.signing, rollout=rollout, devices=devices, chosen=batch, now=now
+            )
+            signed = start + len(batch)
+        if signed < len(plan.assign):
+            # Part of the stage is signed: stay, and decide again once the rest is.
+            log.info("rollout %s: %d of %d device(s) signed this tick", rollout.id, signed,
+                     len(plan.assign))  # fmt: skip
+            plan = adv.Plan(assign=plan.assign[:signed], ready_at=plan.ready_at,
+                            wanted=plan.wanted)  # fmt: skip
+            WAKE.set()
         _record(session, deps, rollout=rollout, spec=spec, plan=plan, results=results, now=now)
         session.commit()
-        for device_id, director_version in sent:
-            deps.hints.send_hint(device_id, director_version)
+        _hint(deps, last)
         return plan
+
+
+def _hint(deps: Deps, sent: list[tuple[str, int]]) -> None:
+    for device_id, director_version in sent:
+        deps.hints.send_hint(device_id, director_version)
 
 
 def _rows(session: Session, rollout: Rollout) -> Sequence[RolloutDevice]:
@@ -244,11 +290,19 @@ def _assign(
     if not chosen:
         return []
     version = get_version(session, rollout.model, rollout.version)
+    targets = {}
+    by_fingerprint: dict[str, TargetInfo] = {}  # the choice depends on the fingerprint only
+    for device_id in chosen:
+        device = devices[device_id]
+        key = repr(sorted((device.fingerprint or {}).items()))
+        if key not in by_fingerprint:
+            by_fingerprint[key] = plans.target_for(session, signing, version, device)
+        targets[device_id] = [by_fingerprint[key]]
+    versions = signing.assign_many(targets)  # one lock hold, two flushes for the batch
     sent = []
     for device_id in chosen:
         device = devices[device_id]
-        target = plans.target_for(session, signing, version, device)  # a plan that fits, or ONNX
-        director_version = signing.assign(device_id, [target])
+        director_version = versions[device_id]
         session.add(RolloutDevice(
             rollout_id=rollout.id or 0, device_id=device_id, director_version=director_version,
             stage=rollout.stage, previous_model=device.model, previous_version=device.version,
@@ -259,8 +313,9 @@ def _assign(
         device.failed_model = device.failed_version = None  # a fresh attempt
         session.add(device)
         sent.append((device_id, director_version))
+    shown = ", ".join(chosen[:10]) + (f" and {len(chosen) - 10} more" if len(chosen) > 10 else "")
     log.info("rollout %s stage %d: %s:%s to %s", rollout.id, rollout.stage + 1, rollout.model,
-             rollout.version, ", ".join(chosen))  # fmt: skip
+             rollout.version, shown)  # fmt: skip
     return sent
 
 
