@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +42,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
+
+log = logging.getLogger(__name__)
 
 SPEC_VERSION = "1.0.31"
 TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
@@ -133,7 +137,7 @@ class BatchWriter:
     def __init__(self) -> None:
         self._leaves: list[tuple[Path, bytes]] = []
         self._stamps: list[tuple[Path, bytes, MetadataChain]] = []
-        self._after: list[Callable[[], None]] = []
+        self._stale: list[tuple[Path, dict[str, int]]] = []
 
     def add(self, path: Path, data: bytes, chain: MetadataChain, *, last: bool) -> None:
         if last:
@@ -141,9 +145,10 @@ class BatchWriter:
         else:
             self._leaves.append((path, data))
 
-    def after(self, action: Callable[[], None]) -> None:
-        """Run ``action`` once everything is durable (pruning what clients no longer need)."""
-        self._after.append(action)
+    def prune_later(self, folder: Path, versions: dict[str, int]) -> None:
+        """Once the batch is durable, prune ``folder`` below these versions - 1 (off the
+        signing path: on a busy disk an unlink costs as much as signing a role)."""
+        self._stale.append((folder, versions))
 
     def flush(self) -> None:
         for path, data in self._leaves:
@@ -156,9 +161,40 @@ class BatchWriter:
             _sync_fs(self._stamps[0][0].parent)
         for _p, _d, chain in self._stamps:
             chain._stamp = chain._disk_stamp()
-        for action in self._after:
-            action()
-        self._leaves, self._stamps, self._after = [], [], []
+        if self._stale:
+            _PRUNER.submit(_prune_all, self._stale)
+        self._leaves, self._stamps, self._stale = [], [], []
+
+
+_PRUNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuf-prune")
+
+
+def pruning_done(timeout: float | None = None) -> None:
+    """Wait until every prune handed to the background so far is done (tests, shutdown)."""
+    _PRUNER.submit(lambda: None).result(timeout)
+
+
+def _prune_all(stale: list[tuple[Path, dict[str, int]]]) -> None:
+    try:
+        for folder, versions in stale:
+            prune(folder, versions)
+    except OSError as e:  # a file left behind costs disk space only; say so once
+        log.warning("pruning old director metadata failed: %s", e)
+
+
+def prune(folder: Path, versions: Mapping[str, int]) -> list[str]:
+    """Delete ``N.<role>.json`` for N <= version - 2 (newest first, until one is missing:
+    older ones went in an earlier prune). Returns the names deleted."""
+    removed = []
+    for role, version in versions.items():
+        for old in range(version - 2, 0, -1):
+            path = folder / metadata_filename(role, old)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                break
+            removed.append(path.name)
+    return removed
 
 
 def _write_unsynced(path: Path, data: bytes) -> None:
@@ -376,7 +412,7 @@ class MetadataChain:
         self._bump("timestamp", now)
         if self._prune:
             if self.sink is not None:
-                self.sink.after(self.prune_old)
+                self.sink.prune_later(self.folder, self._current_versions())
             else:
                 self.prune_old()
 
@@ -386,18 +422,14 @@ class MetadataChain:
         A client that read the previous timestamp still finds the snapshot and targets it
         names; nothing older is reachable from any timestamp served since. Root stays.
         """
-        removed = []
-        for role, md in self.md.items():
-            if role in ("root", "timestamp"):
-                continue
-            for old in range(int(md.signed.version) - 2, 0, -1):
-                path = self.folder / metadata_filename(role, old)
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    break  # older ones went in an earlier prune
-                removed.append(path.name)
-        return removed
+        return prune(self.folder, self._current_versions())
+
+    def _current_versions(self) -> dict[str, int]:
+        return {
+            role: int(md.signed.version)
+            for role, md in self.md.items()
+            if role not in ("root", "timestamp")
+        }
 
     def _fill_snapshot(self) -> None:
         snapshot = self.md["snapshot"].signed

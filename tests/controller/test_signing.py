@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from edgefleet.controller.signing import TargetInfo, TufRepositories
+from edgefleet.controller.signing._chain import pruning_done
 from edgefleet.shared.errors import (
     ArtifactError,
     ConfigError,
@@ -310,6 +311,7 @@ def test_old_director_versions_are_pruned_but_root_and_previous_stay(
     client.refresh()  # version 1 cached
     for i in range(6):
         repos.assign_many({"cam-1": [v1 if i % 2 else v2]})
+    pruning_done(timeout=30)  # batches prune in the background
     names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
     # targets and snapshot: current (7) and previous (6) only; root never goes
     assert names == [
@@ -321,6 +323,7 @@ def test_old_director_versions_are_pruned_but_root_and_previous_stay(
     assert client.get_targetinfo(v1.target_path) is not None
     # The single-device path prunes too.
     repos.assign("cam-1", [v2])
+    pruning_done(timeout=30)
     assert not (folder / "6.targets.json").exists() and (folder / "7.targets.json").exists()
 
 
