@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgefleet.controller import plans
 from edgefleet.controller.models import (
@@ -49,6 +49,7 @@ from edgefleet.controller.trust import Signing
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import NotFoundError
 from edgefleet.shared.protocol import utcnow
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,10 @@ def advance(
         if rollout.state != "running":
             return None
         spec = spec_of(rollout)
-        devices = {d.device_id: d for d in session.exec(select(Device)).all()}
-        rows = {r.device_id: r for r in _rows(session, rollout)}
+        devices = _device_views(session)
+        rows = set(session.exec(
+            select(RolloutDevice.device_id).where(RolloutDevice.rollout_id == rollout.id)
+        ).all())  # fmt: skip
         members = _members(rollout, spec, devices, rows, pinning.load(session))
         results = _gate_results(session, rollout, spec, devices, members, cards=deps.cards)
         snap = adv.Snapshot(
@@ -175,9 +178,7 @@ def advance(
                 session.commit()
                 _hint(deps, last)
             batch = chosen[start : start + SIGN_BATCH]
-            last = _assign(
-                session, deps.signing, rollout=rollout, devices=devices, chosen=batch, now=now
-            )
+            last = _assign(session, deps.signing, rollout=rollout, chosen=batch, now=now)
             signed = start + len(batch)
         if signed < len(plan.assign):
             # Part of the stage is signed: stay, and decide again once the rest is.
@@ -197,15 +198,22 @@ def _hint(deps: Deps, sent: list[tuple[str, int]]) -> None:
         deps.hints.send_hint(device_id, director_version)
 
 
-def _rows(session: Session, rollout: Rollout) -> Sequence[RolloutDevice]:
-    return session.exec(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout.id)).all()
+# What a tick reads of every device: plain rows, not ORM objects (10,000 devices a second).
+_VIEW = (
+    Device.device_id, Device.labels, Device.model, Device.version, Device.phase,
+    Device.desired_model, Device.desired_version, Device.failed_model, Device.failed_version,
+)  # fmt: skip
+
+
+def _device_views(session: Session) -> dict[str, Any]:
+    return {r.device_id: r for r in session.execute(sa_select(*_VIEW)).all()}
 
 
 def _members(
     rollout: Rollout,
     spec: RolloutSpec,
-    devices: dict[str, Device],
-    rows: dict[str, RolloutDevice],
+    devices: dict[str, Any],
+    rows: set[str],
     rules: pinning.Rules,
 ) -> dict[str, adv.Member]:
     out = {}
@@ -223,7 +231,7 @@ def _gate_results(
     session: Session,
     rollout: Rollout,
     spec: RolloutSpec,
-    devices: dict[str, Device],
+    devices: dict[str, Any],
     members: dict[str, adv.Member],
     *,
     cards: CardLookup | None = None,
@@ -283,13 +291,14 @@ def _assign(
     signing: Signing,
     *,
     rollout: Rollout,
-    devices: dict[str, Device],
     chosen: list[str],
     now: datetime,
 ) -> list[tuple[str, int]]:
     if not chosen:
         return []
     version = get_version(session, rollout.model, rollout.version)
+    loaded = session.exec(select(Device).where(col(Device.device_id).in_(chosen))).all()
+    devices = {d.device_id: d for d in loaded}  # the batch's rows, to write
     targets = {}
     by_fingerprint: dict[str, TargetInfo] = {}  # the choice depends on the fingerprint only
     for device_id in chosen:
