@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -208,9 +209,7 @@ def _rollout(
 
 
 def _sim(folder: Path, client: httpx.Client, broker: DevBroker, n: int, procs: int,
-         workers: int) -> subprocess.Popen[bytes]:  # fmt: skip
-    shm = Path("/dev/shm")  # the simulated devices' caches: not what is measured
-    data = Path(tempfile.mkdtemp(prefix="edgefleet-sim-", dir=shm if shm.is_dir() else folder))
+         workers: int, data: Path) -> subprocess.Popen[bytes]:  # fmt: skip
     argv = [
         sys.executable,
         "-m",
@@ -252,6 +251,8 @@ def bench_size(
         broker = DevBroker(folder / "mosquitto").start()
         sim: subprocess.Popen[bytes] | None = None
         obs: Observer | None = None
+        shm = Path("/dev/shm")  # the simulated devices' caches: in memory, not what is measured
+        data = Path(tempfile.mkdtemp(prefix="edgefleet-sim-", dir=shm if shm.is_dir() else tmp))
         try:
             with _controller(folder, broker, db) as (proc, client, log):
                 for version, path in MODELS.items():
@@ -262,7 +263,7 @@ def bench_size(
                         raise EdgefleetError(f"push {version}: {r.text[:300]}")
                 obs = Observer(broker.url)
                 t = time.monotonic()
-                sim = _sim(folder, client, broker, n, procs, workers)
+                sim = _sim(folder, client, broker, n, procs, workers, data)
                 ids = {f"bench-{i:05d}" for i in range(n)}
                 _wait(f"{n} devices online at the controller", lambda: _metric(
                     client, "edgefleet_devices", 'online="true"') >= n, timeout, 1.0)  # fmt: skip
@@ -282,6 +283,7 @@ def bench_size(
             if obs is not None:
                 obs.stop()
             broker.stop()
+            shutil.rmtree(data, ignore_errors=True)
     return {
         "devices": n, "sim_processes": procs, "online_s": round(online_s, 1),
         "cold": cold, "warm": warm,
