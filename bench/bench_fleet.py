@@ -279,7 +279,11 @@ def bench_size(
                 stats = [json.loads(p.read_text()) for p in sorted(folder.glob("sim-stats.json*"))]
         finally:
             if sim is not None and sim.poll() is None:
-                sim.kill()
+                sim.terminate()  # the parent stops its simulator processes on SIGTERM
+                try:
+                    sim.wait(60)
+                except subprocess.TimeoutExpired:
+                    sim.kill()
             if obs is not None:
                 obs.stop()
             broker.stop()
