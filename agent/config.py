@@ -7,15 +7,16 @@ file, so a config and its data can move together. Any problem becomes one
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from edgefleet.agent.sampler import SamplingConfig
 from edgefleet.shared.errors import ConfigError, ProtocolError
 from edgefleet.shared.protocol import Phase
 from edgefleet.shared.topics import validate_device_id
+from edgefleet.shared.yaml_file import read_yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -35,7 +36,7 @@ class SourceConfig(BaseModel):
     # folder / video: a path; camera: a device index ("0") or /dev/videoN; rtsp: rtsp://...
     kind: Literal["folder", "video", "camera", "rtsp"]
     path: str
-    fps: float = Field(default=10.0, ge=0)  # frames per second; 0 = as fast as possible
+    fps: float = Field(default=10.0, ge=0, le=1000)  # frames per second; 0 = as fast as possible
     loop: bool = True
 
 
@@ -127,15 +128,16 @@ class AgentConfig(BaseModel):
     tls: TlsConfig | None = None  # required by mqtts://
     data_dir: Path
     source: SourceConfig
-    poll_interval_s: float = Field(default=30.0, gt=0)  # seconds between director polls
+    poll_interval_s: float = Field(default=30.0, gt=0, le=86400)  # seconds between director polls
     # Offer TensorRT engines built here to the controller (an operator approves each).
     share_built_plans: bool = True
-    telemetry_window_s: float = Field(default=60.0, gt=0)  # seconds per telemetry window
+    telemetry_window_s: float = Field(default=60.0, gt=0, le=86400)  # seconds per telemetry window
     conf: float = Field(default=0.25, ge=0, le=1)
     iou: float = Field(default=0.7, ge=0, le=1)
     low_confidence: float = Field(default=0.5, ge=0, le=1)  # below this a detection is "low"
-    health_check_frames: int = Field(default=5, ge=1)  # frames judged after a swap
-    latency_budget_ms: float = Field(default=1000.0, gt=0)  # per frame, during health check
+    health_check_frames: int = Field(default=5, ge=1, le=100_000)  # frames judged after a swap
+    # per frame, during the health check
+    latency_budget_ms: float = Field(default=1000.0, gt=0, le=600_000)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     shadow: ShadowConfig | None = None  # None: swap without a shadow phase
     sinks: list[SinkConfig] = Field(default_factory=list)  # where detections also go
@@ -144,7 +146,7 @@ class AgentConfig(BaseModel):
     profile: str | None = None  # firmware profile name; None: chosen from the fingerprint
     profiles_dir: Path | None = None  # firmware_profiles/; None: the one shipped beside us
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)  # frames sent back
-    telemetry_spool_max: int = Field(default=1000, ge=1)  # windows kept while offline
+    telemetry_spool_max: int = Field(default=1000, ge=1, le=10_000_000)  # windows, offline
     debug: DebugConfig = Field(default_factory=DebugConfig)  # test-only
 
     @field_validator("device_id")
@@ -236,13 +238,25 @@ def parse_config(raw: object, *, base: Path, origin: str = "config") -> AgentCon
 def load_config(path: str | Path) -> AgentConfig:
     """Read and validate the agent config, or raise one-line :class:`ConfigError`."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from e
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else "syntax error"
-        raise ConfigError(f"{p}: not valid YAML: {first}") from e
+    raw = read_yaml(p)
     return parse_config(raw, base=p.resolve().parent, origin=str(p))
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data folder and prove it takes a durable write, or one ConfigError line.
+
+    Checked before any thread starts: a folder that is a file, read-only or on /proc would
+    otherwise fail deep inside the store or the spool, with a traceback.
+    """
+    probe = path / ".edgefleet-write-check"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"data_dir {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"data_dir {path} is not a writable folder: {e.strerror or e}") from e

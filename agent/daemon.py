@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from edgefleet.agent.candidates import with_candidates
-from edgefleet.agent.config import AgentConfig, load_config
+from edgefleet.agent.config import AgentConfig, load_config, prepare_data_dir
 from edgefleet.agent.dataloop import DataLoop, controller_http
 from edgefleet.agent.enroll import read_upload_token
 from edgefleet.agent.fingerprint import detect_fingerprint
@@ -47,6 +47,7 @@ from edgefleet.agent.watchdog import SystemdNotifier, ping_interval_s
 from edgefleet.shared.errors import ArtifactError, ConfigError, RuntimeBackendError
 from edgefleet.shared.profiles import FirmwareProfile
 from edgefleet.shared.protocol import Fingerprint, utcnow
+from edgefleet.shared.supervise import Supervisor
 from prometheus_client import CollectorRegistry
 
 from edgefleet import __version__
@@ -165,6 +166,7 @@ def telemetry_loop(
 def run(config: AgentConfig, stop: threading.Event) -> int:
     if config.source.kind in ("folder", "video") and not Path(config.source.path).exists():
         raise ConfigError(f"frame source {config.source.path} does not exist")
+    prepare_data_dir(config.data_dir)
     fingerprint, profile = device_class(config)
     log.info("firmware profile: %s", profile.name if profile else "none fits; CPU defaults")
     loader, backend = device_loader(config, fingerprint, profile)
@@ -181,9 +183,14 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     data = DataLoop.build(config, link)  # drift scores, store-and-forward, sampler
     monitor = WindowAccumulator(config.device_id, utcnow(), low_confidence=config.low_confidence)
     health = HealthCheck(config.health_check_frames, config.latency_budget_ms)
-    source = open_source(config.source.kind, config.source.path, loop=config.source.loop)
     registry = CollectorRegistry()  # this agent's own: no process-wide default registry
     metrics = AgentMetrics(registry, backend)
+    source = open_source(
+        config.source.kind,
+        config.source.path,
+        loop=config.source.loop,
+        on_skip=lambda kind: metrics.skipped.labels(kind).inc(),
+    )
     sinks = [build_sink(spec, config.device_id) for spec in config.sinks]
     shadow = _shadow_settings(config)
     frame_sinks = [monitor, health, metrics, *(sink for sink, _ in sinks), *data.sinks()]
@@ -212,20 +219,16 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     pipeline.start()
     # Daemon threads: a download still running at shutdown must not hold the process; its
     # writes are durable (temp file + rename), so being cut off mid-way leaves no half file.
-    threads = [
-        threading.Thread(
-            target=partial(reconciler.run, hints, config.poll_interval_s),
-            name="reconcile",
-            daemon=True,
-        ),
-        threading.Thread(
-            target=telemetry_loop,
-            args=(monitor, data, stop, config.telemetry_window_s),
-            name="telemetry",
-            daemon=True,
-        ),
+    # Each loop is supervised: a failure is logged, counted and restarted with backoff.
+    supervisor = Supervisor(
+        stop, on_restart=lambda name: metrics.thread_restarts.labels(name).inc()
+    )
+    loops = [
+        ("reconcile", partial(reconciler.run, hints, config.poll_interval_s)),
+        ("telemetry", partial(telemetry_loop, monitor, data, stop, config.telemetry_window_s)),
+        *data.loops(stop),
     ]
-    threads += data.threads(stop)
+    threads = [supervisor.thread(name, loop) for name, loop in loops]
     for t in threads:
         t.start()
     server = _serve_metrics(config, registry)
@@ -234,7 +237,9 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     notifier.ready()
     ping_s = ping_interval_s(os.environ)
     while not stop.wait(ping_s):
-        if pipeline.alive():  # a hung or dead frame loop stops the pings: systemd restarts us
+        # A hung frame loop, or a thread that keeps failing, stops the pings: systemd
+        # restarts the agent.
+        if pipeline.alive() and supervisor.healthy():
             notifier.watchdog()
     notifier.stopping()
     _shutdown(threads, pipeline, monitor, link, slots, data=data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -74,12 +75,13 @@ class DataLoop:
     def sinks(self) -> list[FrameSink]:
         return [self.sampler] if self.sampler is not None else []
 
-    def threads(self, stop: threading.Event) -> list[threading.Thread]:
-        out = [threading.Thread(target=self.forwarder.run, args=(stop,), name="telemetry-out",
-                                daemon=True)]  # fmt: skip
+    def loops(self, stop: threading.Event) -> list[tuple[str, Callable[[], None]]]:
+        """The long-running loops (name, body) to run on supervised threads."""
+        out: list[tuple[str, Callable[[], None]]] = [
+            ("telemetry-out", partial(self.forwarder.run, stop))
+        ]
         if self.sampler is not None:
-            out.append(threading.Thread(target=self.sampler.run, args=(stop,), name="sampler",
-                                        daemon=True))  # fmt: skip
+            out.append(("sampler", partial(self.sampler.run, stop)))
         return out
 
     def publish_telemetry(self, window: TelemetryWindow) -> None:

@@ -34,6 +34,14 @@ class AgentMetrics:
             "Per-frame time on the model: pre-processing, run, decoding",
             buckets=INFERENCE_BUCKETS, registry=registry,
         )  # fmt: skip
+        self.skipped = Counter(
+            "edgefleet_agent_images_skipped", "Image files that gave no frame, by why",
+            ["kind"], registry=registry,
+        )  # fmt: skip
+        self.thread_restarts = Counter(
+            "edgefleet_agent_thread_restarts", "Supervised threads restarted after a failure",
+            ["thread"], registry=registry,
+        )  # fmt: skip
         self.swaps = Counter(
             "edgefleet_agent_model_swaps", "Times the serving model changed", registry=registry
         )

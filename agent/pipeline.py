@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +21,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 import numpy.typing as npt
+from edgefleet.agent.frame_files import MAX_PIXELS, SkipLog, UnusableImageError, read_frame
 from edgefleet.agent.runtime.backend import Detection
 from edgefleet.agent.slots import ModelSlots
 from edgefleet.agent.store import ModelPointer
@@ -39,24 +40,56 @@ class FrameSource(Protocol):
 
 @dataclass(frozen=True)
 class FolderSource:
-    """Every image in a folder, in name order; unreadable files are skipped."""
+    """Every image in a folder, in name order, the folder listed again on every pass.
+
+    A file that gives no frame (unreadable, unknown format, over the size caps, corrupt)
+    is skipped, counted per kind in ``skips`` and logged at most once a minute per kind.
+    A pass with no good frame at all waits ``rescan_s`` before the next one, so a folder
+    of bad files costs nothing while it waits to be fixed.
+    """
 
     folder: Path
     loop: bool = True
+    rescan_s: float = 1.0  # seconds between passes over a folder with no readable image
+    max_pixels: int = MAX_PIXELS
+    skips: SkipLog = field(default_factory=SkipLog, compare=False, repr=False)
+    on_skip: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    _closed: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     def frames(self) -> Iterator[Frame]:
+        while not self._closed.is_set():
+            files = self._list()
+            good = yield from self._pass(files)
+            if not self.loop:
+                return
+            if not good:
+                self._closed.wait(self.rescan_s)
+
+    def _list(self) -> list[Path]:
         files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ConfigError(f"no images in {self.folder}")
-        while True:
-            for path in files:
-                img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if img is None:
-                    log.warning("cannot read image %s: skipped", path)
-                    continue
-                yield np.asarray(img, dtype=np.uint8)
-            if not self.loop:
-                return
+        return files
+
+    def _pass(self, files: list[Path]) -> Generator[Frame, None, int]:
+        good = 0
+        for path in files:
+            if self._closed.is_set():
+                break
+            try:
+                frame = read_frame(path, self.max_pixels)
+            except UnusableImageError as e:
+                self.skips.skipped(e)
+                if self.on_skip is not None:
+                    self.on_skip(e.kind)
+                continue
+            good += 1
+            yield frame
+        return good
+
+    def close(self) -> None:
+        """End :meth:`frames` within one file read or one rescan wait."""
+        self._closed.set()
 
 
 @dataclass(frozen=True)
@@ -127,9 +160,15 @@ class LiveSource:
         self._closed.set()
 
 
-def open_source(kind: str, path: Path | str, *, loop: bool = True) -> FrameSource:
+def open_source(
+    kind: str,
+    path: Path | str,
+    *,
+    loop: bool = True,
+    on_skip: Callable[[str], None] | None = None,  # a folder's skipped file, by kind
+) -> FrameSource:
     if kind == "folder":
-        return FolderSource(Path(path), loop)
+        return FolderSource(Path(path), loop, on_skip=on_skip)
     if kind == "video":
         return VideoSource(Path(path), loop)
     if kind in ("camera", "rtsp"):

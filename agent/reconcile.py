@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 from edgefleet.agent.mqtt_link import Hint
 from edgefleet.agent.pipeline import FrameResult
+from edgefleet.agent.refusals import RefusalBook
 from edgefleet.agent.shadow import Agreement, ShadowTap, run_shadow
 from edgefleet.agent.slots import DetectorLike, ModelSlots
 from edgefleet.agent.store import DeviceStore, ModelPointer
@@ -234,6 +235,7 @@ class Reconciler:
         phase_delay_s: float = 0.0,  # test-only: seconds to linger in each install phase
         sigkill_in_phase: Phase | None = None,  # test-only: crash there, after lingering
         shadow: ShadowSettings | None = None,  # None: no shadow phase
+        refusals: RefusalBook | None = None,  # tests pass one with their own clock
     ) -> None:
         self.identity = identity
         self.updater, self.store, self.slots = updater, store, slots
@@ -247,7 +249,8 @@ class Reconciler:
         self._challenger: DetectorLike | None = None
         self.phase = Phase.COMMITTED if store.state.current else Phase.IDLE
         self.error: str | None = None
-        self.refused: dict[str, str] = {}  # sha256 -> why; not retried until a command
+        # Refused artifacts: tried again after a backoff, a new release or director version.
+        self.refused = refusals if refusals is not None else RefusalBook()
         self._quiet_transport = False
         self._last_trust_error: str | None = None
 
@@ -277,6 +280,7 @@ class Reconciler:
 
     def _take(self, hint: Hint) -> None:
         log.debug("hint from %s (director version %s)", hint.source, hint.director_version)
+        self.refused.announced(hint.director_version)
         if hint.source == "command" and self.refused:
             log.info("refresh command: trying %d refused artifact(s) again", len(self.refused))
             self.refused.clear()
@@ -294,7 +298,7 @@ class Reconciler:
         current = self.store.state.current
         if current is not None and current.sha256 == target.sha256:
             return
-        if target.sha256 in self.refused:
+        if not self.refused.may_try(target.sha256, target.release):
             return
         self.install(target)
 
@@ -330,13 +334,17 @@ class Reconciler:
             pointer = self._fetch(target)
             slot_id = self._prepare(target, pointer)
             self._shadow(target)
-            return self._swap_and_check(target, pointer, slot_id)
+            phase = self._swap_and_check(target, pointer, slot_id)
         except InstallFailedError as f:
             if f.refuse:
-                self.refused[target.sha256] = f.reason
+                again = self.refused.refuse(target.sha256, target.release, f.reason)
+                log.info("will try %s again in %.0f s or on a new release",
+                         target.target_path, again.retry_at - self.refused.clock())  # fmt: skip
                 self._reject(target.target_path, f.reason)
             self._transition(f.phase, target, f.reason)
             return f.phase
+        self.refused.forget(target.sha256)
+        return phase
 
     def _fetch(self, target: TargetLike) -> ModelPointer:
         self._transition(Phase.DOWNLOADING, target)
@@ -382,7 +390,8 @@ class Reconciler:
         if free < length + DISK_MARGIN_BYTES:
             raise InstallFailedError(
                 Phase.FAILED,
-                f"not enough disk space: {length} bytes needed, {free} free",
+                f"not enough disk space: {length} bytes for the model and "
+                f"{DISK_MARGIN_BYTES} kept free, {free} free; tried again on the next poll",
                 refuse=False,
             )
 

@@ -58,7 +58,7 @@ def _controller(folder: Path, broker: DevBroker) -> Iterator[httpx.Client]:
     port = free_port()
     argv = [sys.executable, "-m", "edgefleet", "controller", "serve",
             "--data", str(folder / "controller"), "--mqtt", broker.url,
-            "--listen", f"127.0.0.1:{port}"]  # fmt: skip
+            "--listen", f"127.0.0.1:{port}", "--insecure-dev"]  # fmt: skip
     with (folder / "controller.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)

@@ -15,8 +15,15 @@ from edgefleet.controller.api import (
     tokens,
     tuf,
 )
-from edgefleet.controller.api.deps import WRITES_NEED_OPERATOR, one_line, require
+from edgefleet.controller.api.deps import (
+    WRITES_NEED_OPERATOR,
+    ensure_revoked_devices,
+    one_line,
+    require,
+)
+from edgefleet.controller.api.files import FileServing
 from edgefleet.controller.api.web import include_data_loop
+from edgefleet.controller.limits import RequestLimits
 from edgefleet.controller.services import Services
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +48,14 @@ async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="edgefleet controller", version=__version__)
     app.state.services = services
+    ensure_revoked_devices(services)  # read once here, refreshed off the request path
+    settings = services.settings
+    app.state.files = FileServing(
+        settings.data_dir,
+        max_downloads=settings.max_downloads,
+        retry_after=settings.download_retry_after,
+        offload_prefix=settings.offload_prefix,
+    )
     app.add_exception_handler(RequestValidationError, _bad_request)
     for module in (stats, tuf):
         app.include_router(module.router)
@@ -52,4 +67,6 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(enroll.router)  # its routes carry their own role checks
     include_data_loop(app)  # cards, samples, drift, alerts, /metrics, the dashboard
+    # Outermost: a too-large body or a flood of credential requests costs no route work.
+    app.add_middleware(RequestLimits, upload_max=services.settings.max_upload_bytes)
     return app

@@ -14,6 +14,20 @@ def register(sub: Any) -> None:
     serve.add_argument("--listen", default="127.0.0.1:8600", help="HOST:PORT")
     serve.add_argument("--database-url", default=None, help="SQLAlchemy URL (default SQLite)")
     serve.add_argument(
-        "--auth", action="store_true", help="write endpoints need an API token (edgefleet token)"
+        "--auth", action="store_true", help="API tokens required (the default; kept for scripts)"
     )
+    serve.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="no API tokens: anyone who reaches the port is admin; loopback only (demo, tests)",
+    )
+    serve.add_argument(
+        "--max-downloads", type=int, default=None,
+        help="artifact downloads sent at once; more get 503 + Retry-After (default 256)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--offload-prefix", default=None,
+        help="let a reverse proxy send /tuf files: X-Accel-Redirect under this internal "
+        "prefix (deploy/nginx/)",
+    )  # fmt: skip
     serve.set_defaults(handler="edgefleet.controller.serve:run_from_args")

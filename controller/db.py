@@ -24,17 +24,24 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """Build the engine and create the tables (Alembic migrations come later)."""
+def make_engine(url: str, pool_size: int | None = None) -> Engine:
+    """Build the engine and create the tables (Alembic migrations come later).
+
+    ``pool_size``: connections the pool keeps and never exceeds (the server passes its
+    thread count plus its background threads); None keeps SQLAlchemy's 5 + 10 (CLI tools).
+    """
+    pool: dict[str, Any] = {} if pool_size is None else {"pool_size": pool_size,
+                                                         "max_overflow": 0}  # fmt: skip
     try:
         if url.startswith("sqlite"):
             engine = create_engine(
                 url,
                 connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT},
+                **pool,
             )
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True, **pool)
     except (ArgumentError, NoSuchModuleError, ImportError) as e:
         raise ConfigError(f"bad database URL: {e}") from e
     try:

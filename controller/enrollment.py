@@ -11,6 +11,7 @@ restart / SIGHUP) and the controller stops serving and hearing the device at onc
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -27,7 +28,7 @@ from edgefleet.controller.models import (
     EnrollToken,
     UploadCredential,
 )
-from edgefleet.controller.pki import DevicePki
+from edgefleet.controller.pki import DevicePki, device_identity
 from edgefleet.controller.tokens import digest
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import NotFoundError, ProtocolError, TrustError
@@ -39,6 +40,8 @@ from sqlmodel import Session, select
 ENROLL_PREFIX = "efe_"  # a prefix, not a secret
 UPLOAD_PREFIX = "efu_"  # a prefix, not a secret
 DEFAULT_TTL = timedelta(hours=24)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def create_enroll_token(
     session: Session, device_id: str, actor: str, ttl: timedelta = DEFAULT_TTL
 ) -> str:
     """A one-time token for ``device_id``; only its sha256 is stored."""
-    validate_device_id(device_id)
+    device_identity(device_id)
     if session.get(DeviceRevocation, device_id) is not None:
         raise TrustError(f"device {device_id} is revoked", device_id=device_id)
     secret = ENROLL_PREFIX + secrets.token_urlsafe(24)
@@ -151,10 +154,14 @@ def revoke_device(session: Session, pki: DevicePki, device_id: str, actor: str) 
 
 
 class RevokedDevices:
-    """Which devices are revoked: the database, read at most every ``ttl`` seconds.
+    """Which devices are revoked: an immutable set, re-read from the database off the
+    request path at most every ``ttl`` seconds.
 
-    The process that revokes calls :meth:`add`, so its own API and ingest refuse the
-    device at once; other replicas within ``ttl``.
+    A lookup never touches the database and never waits: it reads the current frozenset
+    and, when that is older than ``ttl``, starts one background read whose result is
+    swapped in. Revocations are permanent, so the set only grows. The process that revokes
+    calls :meth:`add`, so its own API and ingest refuse the device at once; other replicas
+    within ``ttl`` plus one read. :meth:`load` reads synchronously once, at startup.
     """
 
     def __init__(
@@ -163,23 +170,47 @@ class RevokedDevices:
         self._engine = engine
         self._ttl = ttl  # seconds
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the swap and the "read running" flag, no I/O
         self._ids: frozenset[str] = frozenset()
-        self._read_at: float | None = None
+        self._read_at = clock()
+        self._reading = False
+
+    def load(self) -> None:
+        """Read the revoked ids now (startup, before requests are served)."""
+        self._swap_in(self._read())
 
     def add(self, device_id: str) -> None:
-        with self._lock:
-            self._ids = self._ids | {device_id}
+        self._swap_in(frozenset({device_id}))
 
     def __contains__(self, device_id: object) -> bool:
+        if self._clock() - self._read_at > self._ttl:
+            self._refresh_in_background()
+        return device_id in self._ids  # one attribute read of an immutable set
+
+    def _read(self) -> frozenset[str]:
+        with Session(self._engine) as session:
+            return frozenset(session.exec(select(DeviceRevocation.device_id)).all())
+
+    def _swap_in(self, ids: frozenset[str]) -> None:
         with self._lock:
-            now = self._clock()
-            if self._read_at is None or now - self._read_at > self._ttl:
-                with Session(self._engine) as session:
-                    rows = session.exec(select(DeviceRevocation.device_id)).all()
-                self._ids = frozenset(rows) | self._ids
-                self._read_at = now
-            return device_id in self._ids
+            self._ids = self._ids | ids
+
+    def _refresh_in_background(self) -> None:
+        with self._lock:
+            if self._reading:
+                return
+            self._reading = True
+        threading.Thread(target=self._refresh, name="revoked-refresh", daemon=True).start()
+
+    def _refresh(self) -> None:
+        try:
+            self._swap_in(self._read())
+        except Exception:  # the database is away: keep the set we have, retry after ttl
+            log.warning("reading the revoked devices failed; retrying", exc_info=True)
+        finally:
+            with self._lock:
+                self._read_at = self._clock()
+                self._reading = False
 
     def filter(self, handler: Callable[[str, bytes], None]) -> Callable[[str, bytes], None]:
         """An MQTT handler that drops every message of a revoked device."""

@@ -30,6 +30,12 @@ def register(sub: Any) -> None:
     revoke.add_argument("--data", required=True)
     revoke.add_argument("device_id")
     revoke.set_defaults(handler=f"{H}:cmd_revoke")
+    crl = psub.add_parser("crl", help="re-sign the CRL now (the controller also does it)")
+    crl.add_argument("--data", required=True)
+    crl.set_defaults(handler=f"{H}:cmd_crl")
+    status = psub.add_parser("status", help="expiry of the CA, CRL and service certificates")
+    status.add_argument("--data", required=True)
+    status.set_defaults(handler=f"{H}:cmd_status")
     register_trust(sub)
     register_keys(sub)
 

@@ -291,6 +291,9 @@ class PinCreate(SQLModel):
 
 
 class Pin(SQLModel, table=True):
+    # Never reuse an id after a delete: the audit log's "pin/3" must mean one pin.
+    __table_args__ = {"sqlite_autoincrement": True}
+
     id: int | None = Field(default=None, primary_key=True)
     selector: dict[str, str] = _json()
     model: str | None = Field(default=None, max_length=64)

@@ -52,6 +52,11 @@ def _register_fleet(sub: Any) -> None:
     dlist = dsub.add_parser("list", help="fleet table")
     dlist.add_argument("--json", action="store_true")
     dlist.set_defaults(handler=f"{H}:device_list")
+    drefresh = dsub.add_parser(
+        "refresh", help="make a device poll now and retry artifacts it refused"
+    )
+    drefresh.add_argument("device_id")
+    drefresh.set_defaults(handler=f"{H}:device_refresh")
     register_device_trust(dsub)
 
     rollout = sub.add_parser("rollout", help="roll a model version out to devices")

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import httpx
 from edgefleet.shared.errors import ArtifactError, ConfigError, EdgefleetError, TransportError
+from edgefleet.shared.topics import validate_device_id
 
 DEFAULT_URL = "http://127.0.0.1:8600"
 TIMEOUT = httpx.Timeout(30.0, read=600.0)  # seconds; signing a large upload takes a while
@@ -263,18 +264,40 @@ def _desired(d: dict[str, Any]) -> str:
     return f"{d['desired_model']}:{d.get('desired_version') or '-'}"
 
 
+DEVICE_HEADERS = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS", "ERROR"]
+ERROR_WIDTH = 60  # characters of a device's last error shown in the table; --json has it all
+
+
+def device_rows(devices: list[dict[str, Any]]) -> list[list[str]]:
+    """The ``device list`` table: a device's last error is shown, not hidden behind --json."""
+    return [
+        [d["device_id"], "yes" if d["online"] else "no", d["model"] or "-", d["version"] or "-",
+         _desired(d), d["phase"] or "-", _labels(d["labels"]), _short(d.get("error"))]
+        for d in devices
+    ]  # fmt: skip
+
+
+def _short(error: str | None) -> str:
+    if not error:
+        return "-"
+    line = " ".join(error.split())
+    return line if len(line) <= ERROR_WIDTH else line[: ERROR_WIDTH - 3] + "..."
+
+
 @_pipe_safe
 def device_list(args: argparse.Namespace) -> int:
     answer = _request("GET", "/v1/devices")
     if args.json:
         _print_json(answer["data"])
         return 0
-    rows = [
-        [d["device_id"], "yes" if d["online"] else "no", d["model"] or "-", d["version"] or "-",
-         _desired(d), d["phase"] or "-", _labels(d["labels"])]
-        for d in answer["data"]
-    ]  # fmt: skip
-    _table(["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS"], rows)
+    _table(DEVICE_HEADERS, device_rows(answer["data"]))
+    return 0
+
+
+def device_refresh(args: argparse.Namespace) -> int:
+    validate_device_id(args.device_id)
+    _request("POST", f"/v1/devices/{args.device_id}/refresh", headers=_actor_header())
+    print(f"refresh sent to {args.device_id}: it polls now and retries what it refused")
     return 0
 
 
@@ -332,14 +355,9 @@ def parse_gate(text: str) -> dict[str, Any] | str:
 
 
 def _read_spec_file(path: str) -> dict[str, Any]:
-    import yaml
+    from edgefleet.shared.yaml_file import read_yaml
 
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return raw

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,10 +34,33 @@ from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import ConfigError, TrustError
 from edgefleet.shared.topics import validate_device_id
 
+log = logging.getLogger(__name__)
+
 CONTROLLER_CN = "edgefleet-controller"  # the user the broker ACL grants fleet topics
+# Service identities (controller, replicas, broker, bridges) all start with this; no device
+# may be enrolled under such a name, or its certificate would get the service's broker rights.
+SERVICE_PREFIX = "edgefleet-"
+
+
+def device_identity(device_id: str) -> str:
+    """``device_id`` when it may name a device certificate; TrustError for a service name."""
+    validate_device_id(device_id)
+    if device_id.lower().startswith(SERVICE_PREFIX):
+        raise TrustError(
+            f"device id {device_id!r} is reserved: names starting {SERVICE_PREFIX!r} are "
+            "service identities (controller, broker, replicas)",
+            device_id=device_id,
+        )
+    return device_id
+
+
 CA_LIFETIME = timedelta(days=3650)
 CERT_LIFETIME = timedelta(days=365)
-CRL_LIFETIME = timedelta(days=30)  # re-issued on every revoke and by `pki crl`
+CRL_LIFETIME = timedelta(days=30)  # re-issued on every revoke, by `pki crl` and the controller
+# The controller re-signs the CRL when less than this is left: a broker holding an expired
+# CRL refuses every certificate, the controller's included, and locks the fleet out.
+CRL_RENEW_BEFORE = timedelta(days=20)
+CRL_CHECK_INTERVAL = 3600.0  # seconds between the controller's looks at the CRL's expiry
 
 Key = ec.EllipticCurvePrivateKey
 
@@ -228,7 +253,7 @@ class DevicePki:
         if not isinstance(public, ec.EllipticCurvePublicKey):
             raise TrustError("device keys must be EC P-256", device_id=device_id)
         ca, ca_key = self._ca()
-        return cert_pem(issue(ca, ca_key, public, validate_device_id(device_id)))
+        return cert_pem(issue(ca, ca_key, public, device_identity(device_id)))
 
     def revoke(self, cert_pem_bytes: bytes, device_id: str) -> None:
         cert = x509.load_pem_x509_certificate(cert_pem_bytes)
@@ -245,10 +270,48 @@ class DevicePki:
     def is_revoked(self, cert: x509.Certificate) -> bool:
         return str(cert.serial_number) in self.revoked()
 
-    def _write_crl(self, revoked: dict[str, str]) -> None:
+    def _write_crl(self, revoked: dict[str, str], now: datetime | None = None) -> None:
         ca, ca_key = self._ca()
-        crl = make_crl(ca, ca_key, [int(s) for s in revoked])
+        crl = make_crl(ca, ca_key, [int(s) for s in revoked], now)
         write_bytes(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+
+    def crl_next_update(self) -> datetime | None:
+        """When the CRL on disk expires; None when there is none or it cannot be read."""
+        try:
+            crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return crl.next_update_utc
+
+    def renew_crl(self, now: datetime | None = None) -> datetime:
+        """Re-sign the CRL with the same revoked serials; its new expiry."""
+        self._write_crl(self.revoked(), now)
+        renewed = self.crl_next_update()
+        assert renewed is not None  # just written
+        return renewed
+
+    def renew_crl_if_due(self, now: datetime, before: timedelta = CRL_RENEW_BEFORE) -> bool:
+        """Re-sign when the CRL expires within ``before`` (or is missing); True if it did."""
+        expires = self.crl_next_update()
+        if expires is not None and expires - now > before:
+            return False
+        self.renew_crl(now)
+        return True
+
+    def status(self) -> list[tuple[str, str, datetime | None]]:
+        """(what, file, expiry) of the CA, the CRL and the service certificates."""
+        rows: list[tuple[str, str, datetime | None]] = []
+        for what, name in (("device CA", "device-ca.pem"), ("broker", "broker.pem"),
+                           ("controller", "controller.pem")):  # fmt: skip
+            path = self.folder / name
+            try:
+                cert = x509.load_pem_x509_certificate(path.read_bytes())
+            except (OSError, ValueError):
+                rows.append((what, str(path), None))
+                continue
+            rows.append((what, str(path), cert.not_valid_after_utc))
+        rows.append(("CRL", str(self.crl_path), self.crl_next_update()))
+        return rows
 
     def _ca(self) -> tuple[x509.Certificate, Key]:
         try:
@@ -282,7 +345,7 @@ def cmd_init(args: Any) -> int:
 
 def cmd_issue(args: Any) -> int:
     pki = DevicePki(Path(args.data) / "pki")
-    device = validate_device_id(args.device_id)
+    device = device_identity(args.device_id)
     issued = pki.issue_pair(f"device-{device}", device)
     print(f"{issued.cert}\n{issued.key}")
     return 0
@@ -297,3 +360,69 @@ def cmd_revoke(args: Any) -> int:
     pki.revoke(cert.read_bytes(), device)
     print(f"revoked {device}; restart or SIGHUP the broker so it reads {pki.crl_path}")
     return 0
+
+
+def cmd_crl(args: Any) -> int:
+    pki = DevicePki(Path(args.data) / "pki")
+    expires = pki.renew_crl()
+    print(f"{pki.crl_path} re-signed; valid until {expires:%Y-%m-%d %H:%M} UTC "
+          "(SIGHUP the broker so it reads it)")  # fmt: skip
+    return 0
+
+
+def cmd_status(args: Any) -> int:
+    pki = DevicePki(Path(args.data) / "pki")
+    if not pki.exists():
+        raise ConfigError(f"no device CA in {pki.folder}: run `edgefleet pki init`")
+    now = datetime.now(timezone.utc)
+    for what, path, expires in pki.status():
+        if expires is None:
+            print(f"{what:<11} missing or unreadable  {path}")
+            continue
+        left = (expires - now).days
+        # The controller renews the CRL with 20 days left: under 10 it has not been running.
+        soon = 10 if what == "CRL" else 30
+        warn = "  EXPIRED" if expires <= now else ("  renew soon" if left < soon else "")
+        print(f"{what:<11} {expires:%Y-%m-%d %H:%M} UTC ({left} days){warn}  {path}")
+    return 0
+
+
+class CrlRenewer:
+    """The controller's thread that keeps the CRL from expiring (checked every hour)."""
+
+    def __init__(
+        self,
+        pki: DevicePki,
+        interval: float = CRL_CHECK_INTERVAL,  # seconds
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.pki, self.interval, self.clock = pki, interval, clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="crl-renew", daemon=True)
+        self.renewals = 0
+
+    def start(self) -> None:
+        if self.pki.exists():  # no PKI (plain mqtt://, no enrollment): nothing to renew
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def check(self) -> bool:
+        try:
+            renewed = self.pki.renew_crl_if_due(self.clock())
+        except (ConfigError, OSError) as e:
+            log.error("cannot renew the device CRL: %s", e)  # noqa: TRY400 - one line
+            return False
+        if renewed:
+            self.renewals += 1
+            log.warning("device CRL re-signed before it expires: %s (SIGHUP the broker)",
+                        self.pki.crl_path)  # fmt: skip
+        return renewed
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.check()
+            self._stop.wait(self.interval)

@@ -7,20 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from edgefleet.controller.operator_cmds import _pipe_safe, _print_json, _request, _table
 from edgefleet.controller.sampling import check_settings, parse_selector
 from edgefleet.shared.errors import ConfigError
+from edgefleet.shared.yaml_file import read_yaml
 
 
 def read_settings(path: Path) -> dict[str, Any]:
     """A YAML file: the agent's ``sampling:`` mapping (bare, or under a ``sampling`` key)."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
+    raw = read_yaml(path)
     if isinstance(raw, dict) and isinstance(raw.get("sampling"), dict):
         raw = raw["sampling"]
     if not isinstance(raw, dict):

@@ -2,15 +2,19 @@
 
 REST and TUF files over uvicorn, the MQTT link on paho's thread, a small thread that
 re-signs the online TUF roles before they expire, and the rollout scheduler's thread.
-SIGINT / SIGTERM stop uvicorn (its own handlers); the scheduler, the link and the
-refresher are stopped after it returns.
+SIGINT / SIGTERM stop uvicorn: open responses get ``shutdown_grace`` seconds, then the
+scheduler, the link and the refresher are stopped; whatever is still stuck then (a client
+that stopped reading, a database that does not answer), :class:`ShutdownDeadline` ends the
+process ``shutdown_deadline`` seconds after the signal.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -23,6 +27,7 @@ from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.mqtt_link import MqttLink
+from edgefleet.controller.pki import CrlRenewer, DevicePki
 from edgefleet.controller.rollouts.scheduler import Scheduler
 from edgefleet.controller.rollouts.service import Deps
 from edgefleet.controller.services import Services
@@ -68,7 +73,7 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the data folder {settings.data_dir}: {e}") from e
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, settings.db_pool_size)
     store = ArtifactStore(settings.artifacts_dir, settings.max_upload_bytes)
     signing = TufSigning.open(settings.data_dir)
     link = MqttLink(
@@ -80,6 +85,7 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
     )
     services = Services(settings, engine, store, signing, link)
     revoked = RevokedDevices(engine)
+    revoked.load()
     services.revoked = revoked  # a revoked device's messages are dropped at once
     link.handler = revoked.filter(Ingest(engine, signing, link, services.stats).handle)
     return services, link
@@ -119,12 +125,49 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(app: Any) -> Any:
+class ShutdownDeadline:
+    """Once armed (the first SIGTERM / SIGINT), ends the process after ``seconds`` even if a
+    thread is stuck; a clean shutdown returns first and never sees it fire."""
+
+    def __init__(self, seconds: float, exit_now: Callable[[int], Any] = os._exit) -> None:
+        self.seconds = seconds
+        self._exit_now = exit_now
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.seconds, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _fire(self) -> None:
+        log.error("shutdown took longer than %.0f s; exiting now", self.seconds)
+        logging.shutdown()
+        self._exit_now(1)
+
+
+class _NoCancelledTracebacks(logging.Filter):
+    """uvicorn logs each response its graceful-shutdown timeout cancels with a traceback;
+    its own "Cancel N running task(s)" line already says all there is to say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
+
+
+def _server(app: Any, settings: Settings, deadline: ShutdownDeadline) -> Any:
     """A uvicorn server that stops on SIGINT / SIGTERM without re-raising the signal.
 
     uvicorn re-raises the signal after its graceful shutdown, which would end the process
-    before the MQTT link and the database are closed; we close them, then exit 0.
+    before the MQTT link and the database are closed; we close them, then exit 0. Open
+    responses get ``shutdown_grace`` seconds (a slow download is cut), and the request
+    threadpool is sized to ``api_threads`` (the database pool is sized to match).
     """
+    import anyio.to_thread
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -141,7 +184,18 @@ def _server(app: Any) -> Any:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    return Server(uvicorn.Config(app, log_level="info", lifespan="off"))
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            deadline.arm()
+            super().handle_exit(sig, frame)
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+            await super().serve(sockets)
+
+    grace = max(1, round(settings.shutdown_grace))  # uvicorn takes whole seconds
+    config = uvicorn.Config(app, log_level="info", lifespan="off", timeout_graceful_shutdown=grace)
+    logging.getLogger("uvicorn.error").addFilter(_NoCancelledTracebacks())
+    return Server(config)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -155,21 +209,31 @@ def run_from_args(args: argparse.Namespace) -> int:
     services, link = build_services(settings)
     refresher = RoleRefresher(services.signing, settings.online_refresh_interval)
     refresher.start()
+    crl = CrlRenewer(DevicePki(settings.data_dir / "pki"))  # an expired CRL locks out the fleet
+    crl.start()
     link.start()
     scheduler = build_scheduler(services)
     scheduler.start()
     alerts = build_alert_watcher(services)
     alerts.start()
-    server = _server(create_app(services))
+    deadline = ShutdownDeadline(settings.shutdown_deadline)
+    server = _server(create_app(services), settings, deadline)
+    if not settings.auth:
+        log.warning("INSECURE (--insecure-dev): no API tokens; anyone who can reach "
+                    "%s:%d acts as admin. Never run a fleet like this.",
+                    settings.listen_host, settings.listen_port)  # fmt: skip
     log.info("controller listening on http://%s:%d, data in %s", settings.listen_host,
              settings.listen_port, settings.data_dir)  # fmt: skip
     try:
         server.run(sockets=[sock])
     finally:
+        deadline.arm()  # the cleanup below is bounded too
         scheduler.stop()
         alerts.stop()
         link.stop()
         refresher.stop()
+        crl.stop()
         services.engine.dispose()
         sock.close()
+        deadline.disarm()
     return 0

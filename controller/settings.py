@@ -7,6 +7,7 @@ the service uses, and tests build :class:`Settings` directly.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,36 @@ class BrokerAddress:
         return cls(parts.hostname, port or (8883 if tls else DEFAULT_MQTT_PORT), tls)
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port)."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"bad --listen {value!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+def _max_downloads(value: int | None) -> int:
+    if value is None:
+        return Settings.max_downloads
+    if value < 1:
+        raise ConfigError(f"bad --max-downloads {value}: expected at least 1")
+    return value
+
+
+def _offload_prefix(value: str | None) -> str | None:
+    if value and (not value.startswith("/") or any(c in value for c in "?#\r\n ")):
+        raise ConfigError(f"bad --offload-prefix {value!r}: expected a path such as /_edgefleet")
+    return value or None
 
 
 @dataclass(frozen=True)
@@ -58,18 +83,36 @@ class Settings:
     online_refresh_interval: float = 6 * 3600.0  # seconds between timestamp/snapshot refreshes
     max_upload_bytes: int = 4 * 1024**3  # bytes
     auth: bool = False  # True: write endpoints need an API token (controller/tokens.py)
+    # Concurrency (see deploy/README.md, "Serving a fleet"). Requests run on api_threads
+    # threads; the database pool has a connection for each of them plus the background
+    # threads (scheduler, ingest, alerts, caches), so no thread ever waits on another for one.
+    api_threads: int = 40  # the request threadpool (anyio's default is 40 too)
+    background_db_connections: int = 16  # pool connections beyond api_threads
+    max_downloads: int = 256  # artifact downloads sent at once; more get 503 + Retry-After
+    download_retry_after: int = 10  # seconds, the Retry-After of that 503
+    offload_prefix: str | None = None  # e.g. "/_edgefleet_data": nginx sends files (X-Accel)
+    shutdown_grace: float = 3.0  # seconds SIGTERM lets open responses finish
+    shutdown_deadline: float = 7.0  # seconds after SIGTERM the process is gone, in any state
 
     @classmethod
     def from_args(cls, args: Any) -> Settings:
         host, port = parse_listen(args.listen)
         BrokerAddress.parse(args.mqtt)  # fail early on a bad URL
+        insecure = bool(getattr(args, "insecure_dev", False))
+        if insecure and not is_loopback(host):
+            raise ConfigError(
+                f"--insecure-dev serves without API tokens, so it listens on loopback only; "
+                f"{host} is not (use --listen 127.0.0.1:{port}, or drop --insecure-dev)"
+            )
         return cls(
             data_dir=Path(args.data).expanduser().resolve(),
             mqtt_url=args.mqtt,
             listen_host=host,
             listen_port=port,
             database_url=args.database_url,
-            auth=bool(getattr(args, "auth", False)),
+            auth=not insecure,  # secure by default: tokens unless --insecure-dev
+            max_downloads=_max_downloads(getattr(args, "max_downloads", None)),
+            offload_prefix=_offload_prefix(getattr(args, "offload_prefix", None)),
         )
 
     @property
@@ -79,6 +122,10 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'edgefleet.db'}"
+
+    @property
+    def db_pool_size(self) -> int:
+        return self.api_threads + self.background_db_connections
 
     @property
     def artifacts_dir(self) -> Path:

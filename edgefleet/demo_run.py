@@ -179,7 +179,7 @@ def _start(fleet: Fleet, n_agents: int) -> tuple[str, dict[str, str]]:
     data = fleet.work / "controller"
     fleet.spawn("controller", _cli(
         "controller", "serve", "--data", str(data), "--mqtt", fleet.broker.url,
-        "--listen", f"127.0.0.1:{port}",
+        "--listen", f"127.0.0.1:{port}", "--insecure-dev",
     ))  # fmt: skip
     with httpx.Client(base_url=url, timeout=5) as client:
         _wait("the controller", lambda: _get(client, "/healthz") is not None, fleet, START_TIMEOUT)

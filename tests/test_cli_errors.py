@@ -52,3 +52,63 @@ def test_unknown_model_in_rollout_against_unreachable_controller() -> None:
         env={"EDGEFLEET_URL": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     _one_line_error(out, "cannot reach the controller")
+
+
+GOOD_AGENT = """\
+device_id: dev-1
+controller_url: http://127.0.0.1:9
+mqtt_url: mqtt://127.0.0.1:9
+source: {{kind: folder, path: {source}}}
+data_dir: {data_dir}
+"""
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"\xff\xfe\x00\x01 not text", "not UTF-8"),
+        (b"a: [1, 2\n", "not valid YAML"),
+        (b"[" * 20000, "not valid YAML"),
+    ],
+    ids=["binary", "unclosed", "nested"],
+)
+def test_config_and_spec_files_that_are_not_yaml(
+    tmp_path: Path, content: bytes, needle: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    _one_line_error(run("agent", "run", "--config", str(bad)), needle)
+    # The operator CLI reads its rollout spec the same way, before any request is made.
+    spec = run("rollout", "create", "m:v1", "--file", str(bad))
+    _one_line_error(spec, needle)
+
+
+def test_a_folder_given_as_a_config(tmp_path: Path) -> None:
+    _one_line_error(run("agent", "run", "--config", str(tmp_path)), "is a folder")
+
+
+@pytest.mark.parametrize("where", ["a-file", "/proc/edgefleet-data"], ids=["file", "proc"])
+def test_a_data_dir_that_cannot_hold_data(tmp_path: Path, repo_root: Path, where: str) -> None:
+    (tmp_path / "a-file").write_text("x")
+    data_dir = tmp_path / where if not where.startswith("/") else Path(where)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(GOOD_AGENT.format(source=repo_root / "models" / "samples", data_dir=data_dir))
+    _one_line_error(run("agent", "run", "--config", str(cfg)), "data_dir")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("telemetry_window_s", "1e300"), ("poll_interval_s", "1e12"), ("source_fps", "1e9")],
+)
+def test_absurd_numbers_are_refused_at_load(
+    tmp_path: Path, repo_root: Path, field: str, value: str
+) -> None:
+    text = GOOD_AGENT.format(source=repo_root / "models" / "samples", data_dir=tmp_path / "d")
+    if field == "source_fps":
+        text = text.replace("path: ", f"fps: {value}, path: ")
+        field = "fps"
+    else:
+        text += f"{field}: {value}\n"
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(text)
+    _one_line_error(run("agent", "run", "--config", str(cfg)), field)

@@ -29,7 +29,11 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session (and its pooled connection) is closed as soon as the route
+# returns, before the response is sent, so a slow client never holds a connection. FastAPI
+# runs that close on a thread outside the request threadpool's limit, so a full threadpool
+# cannot keep a connection from coming back (the 50-device deadlock).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def status_for(error: EdgefleetError) -> int:
@@ -128,10 +132,16 @@ def actor_name(caller: CallerDep) -> str:
 ActorNameDep = Annotated[str, Depends(actor_name)]
 
 
-def revoked_devices(services: Services) -> Any:
-    """The controller's :class:`RevokedDevices` (shared by the API and the MQTT ingest)."""
+def ensure_revoked_devices(services: Services) -> Any:
+    """The controller's :class:`RevokedDevices` (shared by the API and the MQTT ingest),
+    built and read once when the app is built, never on a request."""
     if services.revoked is None:
         from edgefleet.controller.enrollment import RevokedDevices
 
         services.revoked = RevokedDevices(services.engine)
+        services.revoked.load()
     return services.revoked
+
+
+def revoked_devices(services: Services) -> Any:
+    return services.revoked if services.revoked is not None else ensure_revoked_devices(services)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol, runtime_checkable
 
-from edgefleet.controller.api.deps import SessionDep, http_errors
+from edgefleet.controller.api.deps import (
+    ActorNameDep,
+    ServicesDep,
+    SessionDep,
+    http_errors,
+    require,
+)
 from edgefleet.controller.models import (
     Device,
     DevicePublic,
@@ -13,11 +19,18 @@ from edgefleet.controller.models import (
     TelemetryWindowRow,
     TelemetryWindowsPublic,
 )
-from edgefleet.shared.errors import NotFoundError
+from edgefleet.controller.rollouts.service import audit
+from edgefleet.shared.errors import NotFoundError, TransportError
+from edgefleet.shared.protocol import Command
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+
+@runtime_checkable
+class CommandSender(Protocol):
+    def send_command(self, device_id: str, command: Command) -> bool: ...
 
 
 def _get(session: SessionDep, device_id: str) -> Device:
@@ -55,3 +68,21 @@ def device_telemetry(
     rows = list(reversed(session.exec(stmt).all()))
     data = [TelemetryWindowPublic.model_validate(r) for r in rows]
     return TelemetryWindowsPublic(data=data, count=len(data))
+
+
+@router.post("/{device_id}/refresh", dependencies=[require("operator")])
+def refresh_device(
+    device_id: str, session: SessionDep, services: ServicesDep, actor: ActorNameDep
+) -> dict[str, str]:
+    """Tell the device to look at its director now and retry artifacts it refused."""
+    with http_errors():
+        _get(session, device_id)
+        link = services.link
+        sent = isinstance(link, CommandSender) and link.send_command(
+            device_id, Command(command="refresh")
+        )
+        if not sent:
+            raise TransportError("the broker is not connected: the device cannot be told now")
+        audit(session, actor, "refresh", f"device:{device_id}")
+        session.commit()
+    return {"device_id": device_id, "command": "refresh"}

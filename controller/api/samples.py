@@ -65,8 +65,10 @@ def check_uploader(
                             "revoked or another device's)")  # fmt: skip
 
 
+# A plain ``def``: it reads the spooled file and writes the database, so it runs on the
+# threadpool, never on the event loop.
 @router.post("", response_model=SamplePublic)
-async def upload(  # noqa: PLR0917 - FastAPI passes these by name
+def upload(  # noqa: PLR0917 - FastAPI passes these by name
     image: UploadFile,
     meta: Annotated[str, Form()],
     session: SessionDep,
@@ -79,7 +81,7 @@ async def upload(  # noqa: PLR0917 - FastAPI passes these by name
     with http_errors():
         parsed = store_mod.parse_meta(meta, x_edgefleet_device)
     check_uploader(session, services, parsed.device_id, authorization)
-    data = await image.read(store_mod.MAX_SAMPLE_BYTES + 1)
+    data = image.file.read(store_mod.MAX_SAMPLE_BYTES + 1)
     with http_errors():
         row, created = sample_store(services).add(session, parsed, data)
     response.status_code = 201 if created else 200

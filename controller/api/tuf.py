@@ -7,54 +7,76 @@ version: the URL never decides which file on disk is read.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
+from typing import Annotated
 
 from edgefleet.controller import plans
 from edgefleet.controller.api.deps import ServicesDep, SessionDep, revoked_devices
+from edgefleet.controller.api.files import FileServing, StaticFile, file_serving, metadata_etag
 from edgefleet.controller.models import ModelVersion
 from edgefleet.shared.errors import ProtocolError
 from edgefleet.shared.topics import validate_device_id
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import Response
 from sqlmodel import select
 
 router = APIRouter(prefix="/tuf", tags=["tuf"])
 
 _METADATA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.json$")
 _TARGET = re.compile(r"^([0-9a-f]{64})\.(model\.onnx|plan-[A-Za-z0-9._-]+\.plan)$")
-_NO_CACHE = {"Cache-Control": "no-cache"}
+_NO_CACHE = {"Cache-Control": "no-cache"}  # caches revalidate: an unchanged poll is a 304
+FilesDep = Annotated[FileServing, Depends(file_serving)]
 
 
-def _metadata_file(folder: Path, filename: str) -> FileResponse:
-    if not _METADATA.match(filename):
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _metadata_file(folder: Path, filename: str, files: FileServing) -> Response:
+    st = _stat(folder / filename) if _METADATA.match(filename) else None
+    if st is None:
         raise HTTPException(404, f"no metadata {filename!r}")
-    path = folder / filename
-    if not path.is_file():
-        raise HTTPException(404, f"no metadata {filename!r}")
-    return FileResponse(path, media_type="application/json", headers=_NO_CACHE)
+    return StaticFile(folder / filename, st, metadata_etag(st), files, "application/json",
+                      headers=_NO_CACHE)  # fmt: skip
 
 
 @router.get("/image/metadata/{filename}")
-def image_metadata(filename: str, services: ServicesDep) -> FileResponse:
-    return _metadata_file(services.signing.image_metadata_dir(), filename)
+@router.head("/image/metadata/{filename}", include_in_schema=False)
+def image_metadata(filename: str, services: ServicesDep, files: FilesDep) -> Response:
+    return _metadata_file(services.signing.image_metadata_dir(), filename, files)
 
 
 @router.get("/director/{device_id}/metadata/{filename}")
-def director_metadata(device_id: str, filename: str, services: ServicesDep) -> FileResponse:
+@router.head("/director/{device_id}/metadata/{filename}", include_in_schema=False)
+def director_metadata(
+    device_id: str, filename: str, services: ServicesDep, files: FilesDep
+) -> Response:
     try:
         validate_device_id(device_id)
     except ProtocolError as e:
         raise HTTPException(404, f"unknown device {device_id!r}") from e
     if device_id in revoked_devices(services):
         raise HTTPException(403, f"device {device_id} is revoked")
-    return _metadata_file(services.signing.director_metadata_dir(device_id), filename)
+    return _metadata_file(services.signing.director_metadata_dir(device_id), filename, files)
 
 
 @router.get("/image/targets/models/{name}/{version}/{filename}")
-def target_file(
-    name: str, version: str, filename: str, session: SessionDep, services: ServicesDep
-) -> FileResponse:
+@router.head("/image/targets/models/{name}/{version}/{filename}", include_in_schema=False)
+def target_file(  # noqa: PLR0917 - FastAPI passes these by name
+    name: str,
+    version: str,
+    filename: str,
+    session: SessionDep,
+    services: ServicesDep,
+    files: FilesDep,
+) -> Response:
     """``<sha256>.<file>`` (TUF consistent snapshots): the version's ONNX or a signed plan."""
     found = _TARGET.match(filename)
     if found is None:
@@ -72,6 +94,8 @@ def target_file(
     if not known:
         raise HTTPException(404, f"no target {name}/{version}/{filename}")
     path = services.store.path_for(digest)
-    if not path.is_file():
+    st = _stat(path)
+    if st is None:
         raise HTTPException(404, f"artifact {digest} is missing from the store")
-    return FileResponse(path, media_type="application/octet-stream")
+    # Content-addressed: the digest is the strongest ETag there is.
+    return StaticFile(path, st, f'"{digest}"', files, "application/octet-stream", counted=True)

@@ -379,3 +379,40 @@ def test_real_shapes_models_update_v1_to_v2(rig: Rig) -> None:
     rig.rec.reconcile_once()
     assert rig.rec.phase is Phase.COMMITTED and rig.serving() == "v2"
     assert rig.pipeline.errors == 0
+
+
+def test_a_refused_artifact_is_tried_again_after_its_backoff(rig: Rig) -> None:
+    from edgefleet.agent.refusals import RETRY_MIN_S, RefusalBook
+
+    now = [0.0]
+    rig.rec.refused = RefusalBook(clock=lambda: now[0])
+    install_v1(rig)
+    good = tiny_model(conf=0.7)
+    target = rig.updater.assign("v2", good, release=2, served=good[:-1] + b"\x00")
+    rig.rec.reconcile_once()
+    assert rig.rec.phase is Phase.FAILED and rig.serving() == "v1"
+    downloads = rig.updater.downloads
+    rig.rec.reconcile_once()
+    assert rig.updater.downloads == downloads  # not before the backoff
+    rig.updater.blobs[target.sha256] = good  # the transient corruption is gone
+    now[0] += RETRY_MIN_S
+    rig.rec.reconcile_once()
+    assert rig.updater.downloads == downloads + 1
+    assert rig.rec.phase is Phase.COMMITTED and rig.serving() == "v2"
+    assert target.sha256 not in rig.rec.refused
+
+
+def test_a_full_disk_fails_the_install_and_the_next_poll_recovers(rig: Rig) -> None:
+    import dataclasses
+
+    install_v1(rig)
+    target = rig.updater.assign("v2", tiny_model(conf=0.7), release=2)
+    rig.updater.targets = [dataclasses.replace(target, length=10**18)]  # more than any disk
+    rig.rec.reconcile_once()
+    assert rig.rec.phase is Phase.FAILED and rig.serving() == "v1"
+    error = rig.reporter.states[-1].error or ""
+    assert "not enough disk space" in error and "kept free" in error
+    assert rig.reporter.rejected() == []  # not a refusal: nothing to back off from
+    rig.updater.targets = [target]  # space is back
+    rig.rec.reconcile_once()
+    assert rig.rec.phase is Phase.COMMITTED and rig.serving() == "v2"

@@ -97,3 +97,27 @@ def test_enroll_pins_roots_and_revoke_refuses_device(
     assert ("admin-1", "revoke", "device:cam-1") in {
         (a["actor"], a["action"], a["target"]) for a in audit
     }
+
+
+@pytest.mark.parametrize("device", ["edgefleet-controller", "EdgeFleet-Broker", "edgefleet-r2"])
+def test_service_identities_cannot_be_enrolled(
+    system: tuple[httpx.Client, Services], device: str
+) -> None:
+    # A device certificate named like the controller would get its broker rights.
+    client, services = system
+    answer = client.post("/v1/enroll-tokens", json={"device_id": device},
+                         headers=_bearer(services, "admin"))  # fmt: skip
+    assert answer.status_code == 400
+    assert "reserved" in answer.json()["detail"]
+
+
+def test_service_identities_cannot_sign_a_csr_or_be_issued(tmp_path: Path) -> None:
+    from edgefleet.controller.pki import make_csr, new_key
+
+    pki = DevicePki(tmp_path / "pki")
+    pki.init()
+    csr = make_csr(new_key(), "edgefleet-controller")
+    from cryptography.hazmat.primitives import serialization
+
+    with pytest.raises(TrustError, match="reserved"):
+        pki.sign_csr(csr.public_bytes(serialization.Encoding.PEM), "edgefleet-controller")

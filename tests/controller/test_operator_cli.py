@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from edgefleet.shared.hashing import sha256_file
 from edgefleet.devbroker import free_port
 
 START_TIMEOUT = 30.0  # seconds
-SERVE = [sys.executable, "-m", "edgefleet", "controller", "serve"]
+SERVE = [sys.executable, "-m", "edgefleet", "controller", "serve", "--insecure-dev"]
 
 
 def run_cli(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -47,16 +48,12 @@ def start_controller(data: Path, port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.fixture
-def controller_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = start_controller(tmp_path / "data", port)
-    url = f"http://127.0.0.1:{port}"
+def _wait_healthy(url: str, proc: subprocess.Popen[Any]) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
+                return
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -64,6 +61,14 @@ def controller_url(tmp_path: Path) -> Iterator[str]:
             out = proc.communicate()[0]
             pytest.fail(f"controller did not start:\n{out}")
         time.sleep(0.1)
+
+
+@pytest.fixture
+def controller_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = start_controller(tmp_path / "data", port)
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url, proc)
     try:
         yield url
     finally:
@@ -91,8 +96,8 @@ def test_push_list_rollout_status(controller_url: str, onnx_model: Path) -> None
     devices = run_cli("device", "list", "--json", url=controller_url)
     assert devices.returncode == 0 and json.loads(devices.stdout) == []
     table = run_cli("device", "list", url=controller_url)
-    headers = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS"]
-    assert table.stdout.split()[:7] == headers
+    headers = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS", "ERROR"]
+    assert table.stdout.split()[:8] == headers
 
     created = run_cli("rollout", "create", "shapes:v1", "--selector", "site=a",
                       url=controller_url)  # fmt: skip
@@ -143,6 +148,7 @@ def test_serve_port_in_use_is_one_line(controller_url: str, tmp_path: Path) -> N
         (["--mqtt", "http://x"], "bad MQTT URL"),
         (["--listen", "nonsense"], "bad --listen"),
         (["--database-url", "nosuchdb://x"], "bad database URL"),
+        (["--listen", "0.0.0.0:8600"], "loopback only"),
     ],
 )
 def test_serve_bad_settings_are_one_line(tmp_path: Path, extra: list[str], needle: str) -> None:
@@ -208,3 +214,39 @@ def test_plan_push_list_approve(controller_url: str, onnx_model: Path, tmp_path:
                 url=url),
         "no such plan file",
     )  # fmt: skip
+
+
+def test_device_list_shows_the_error() -> None:
+    from edgefleet.controller.operator_cmds import ERROR_WIDTH, device_rows
+
+    base = {"device_id": "d1", "online": True, "model": "m", "version": "v1", "phase": "FAILED",
+            "labels": {}, "desired_model": "m", "desired_version": "v2"}  # fmt: skip
+    long = "release 1 is lower than installed release 2; " * 5
+    rows = device_rows([{**base, "error": long}, {**base, "error": None}])
+    assert rows[0][-1].startswith("release 1 is lower") and len(rows[0][-1]) == ERROR_WIDTH
+    assert rows[1][-1] == "-"
+
+
+def test_serve_requires_tokens_by_default(tmp_path: Path) -> None:
+    """As shipped, nobody without a token may write, mint a token or read the audit log."""
+    port = free_port()
+    plain = [sys.executable, "-m", "edgefleet", "controller", "serve"]
+    argv = [*plain, "--data", str(tmp_path / "d"), "--mqtt", "mqtt://127.0.0.1:9",
+            "--listen", f"127.0.0.1:{port}"]  # fmt: skip
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            admin = client.post("/v1/tokens", json={"name": "me", "role": "admin"},
+                                headers={"X-Edgefleet-Actor": "admin"})  # fmt: skip
+            assert admin.status_code == 401
+            rollout = client.post("/v1/rollouts", json={"model": "m", "version": "v1"})
+            assert rollout.status_code == 401
+            assert client.get("/v1/audit").status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+    assert "INSECURE" not in (tmp_path / "serve.log").read_text()

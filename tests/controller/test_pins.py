@@ -166,3 +166,23 @@ def test_a_device_that_first_appears_gets_its_pin(
 def test_a_pin_names_one_target(client: httpx.Client, body: dict[str, object]) -> None:
     r = client.post("/v1/pins", json=body)
     assert r.status_code == 400 and "either" in r.json()["detail"]
+
+
+def test_pin_ids_are_never_reused_after_a_delete(tmp_path: Path) -> None:
+    from edgefleet.controller.db import make_engine
+    from edgefleet.controller.models import Pin
+    from sqlmodel import Session
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'pins.db'}")
+    with Session(engine) as s:
+        first = Pin(selector={"site": "a"}, model="shapes", version="v1")
+        s.add(first)
+        s.commit()
+        first_id = first.id
+        s.delete(first)
+        s.commit()
+        second = Pin(selector={"site": "a"}, model="shapes", version="v2")
+        s.add(second)
+        s.commit()
+        assert second.id != first_id
+    engine.dispose()

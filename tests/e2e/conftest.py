@@ -119,7 +119,7 @@ def running_system(tmp_path: Path, data: Path | None = None) -> Iterator[System]
     data = data or tmp_path / "controller"
     procs.start("controller", cli(
         "controller", "serve", "--data", str(data), "--mqtt", broker.url,
-        "--listen", f"127.0.0.1:{port}",
+        "--listen", f"127.0.0.1:{port}", "--insecure-dev",
     ))  # fmt: skip
     http = httpx.Client(base_url=url, timeout=10)
 

@@ -128,7 +128,7 @@ class Canary:
         port = s.url.rsplit(":", 1)[1]
         s.procs.start("controller", cli(
             "controller", "serve", "--data", str(s.data), "--mqtt", s.broker.url,
-            "--listen", f"127.0.0.1:{port}",
+            "--listen", f"127.0.0.1:{port}", "--insecure-dev",
         ))  # fmt: skip
 
         def healthy() -> bool:

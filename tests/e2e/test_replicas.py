@@ -51,7 +51,7 @@ class Replicas:
         db = ["--database-url", self.database_url] if self.database_url else []
         proc = self.procs.start(name, cli(
             "controller", "serve", "--data", str(self.data), "--mqtt", self.broker.url,
-            "--listen", f"127.0.0.1:{port}", *db,
+            "--listen", f"127.0.0.1:{port}", "--insecure-dev", *db,
         ))  # fmt: skip
         wait_for(f"controller {name}", lambda: self._healthy(name), timeout=90)
         return proc

@@ -1,0 +1,60 @@
+"""The shipped deploy files agree with each other and with the code: the controller unit
+requires tokens and reaches the broker where deploy/mosquitto listens, with TLS; every
+systemd unit passes `systemd-analyze verify`."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from edgefleet.controller.settings import Settings
+
+from edgefleet.cli import build_parser
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEMD = REPO / "deploy" / "systemd"
+MOSQUITTO = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
+
+
+def _exec_start(unit: Path) -> list[str]:
+    lines = [ln for ln in unit.read_text().splitlines() if ln.startswith("ExecStart=")]
+    assert len(lines) >= 1, unit
+    return shlex.split(lines[0].removeprefix("ExecStart="))
+
+
+def test_the_controller_unit_is_secure_and_finds_the_shipped_broker(tmp_path: Path) -> None:
+    argv = _exec_start(SYSTEMD / "edgefleet-controller.service")
+    assert argv[0].endswith("/edgefleet") and "--insecure-dev" not in argv
+    args = build_parser().parse_args(argv[1:])
+    settings = Settings.from_args(args)
+    assert settings.auth, "the shipped controller must require API tokens"
+    broker = settings.broker
+    assert broker.tls, "the shipped broker only speaks TLS"
+    listeners = re.findall(r"^listener\s+(\d+)", MOSQUITTO.read_text(), re.MULTILINE)
+    assert [str(broker.port)] == listeners
+    # The CRL the broker reads is the one the CRL path unit copies the controller's to.
+    crl = re.search(r"^crlfile\s+(\S+)", MOSQUITTO.read_text(), re.MULTILINE)
+    assert crl is not None
+    copy = _exec_start(SYSTEMD / "edgefleet-crl.service")
+    assert copy[-1] == crl.group(1)
+    assert copy[-2] == str(Path(args.data) / "pki" / "device-ca.crl")
+    watched = (SYSTEMD / "edgefleet-crl.path").read_text()
+    assert f"PathChanged={copy[-2]}" in watched
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    edgefleet = Path(sys.executable).parent / "edgefleet"
+    for unit in SYSTEMD.iterdir():
+        text = unit.read_text().replace("/opt/edgefleet/venv/bin/edgefleet", str(edgefleet))
+        (tmp_path / unit.name).write_text(text)
+    units = sorted(str(p) for p in tmp_path.iterdir())
+    out = subprocess.run(["systemd-analyze", "verify", "--man=no", *units],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    ours = [ln for ln in (out.stdout + out.stderr).splitlines() if "edgefleet" in ln]
+    assert out.returncode == 0 and not ours, out.stdout + out.stderr
