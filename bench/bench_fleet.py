@@ -139,6 +139,7 @@ def _controller(folder: Path, broker: DevBroker, db: str | None) -> Iterator[Any
         broker.url,
         "--listen",
         f"127.0.0.1:{port}",
+        "--insecure-dev",  # loopback only, no API tokens: a private benchmark controller
     ]
     if db:
         argv += ["--database-url", db]

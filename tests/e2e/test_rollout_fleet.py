@@ -43,7 +43,7 @@ def _run_fleet_rollout(tmp_path: Path, database_url: str | None) -> None:
     url = f"http://127.0.0.1:{port}"
     data = tmp_path / "controller"
     argv = cli("controller", "serve", "--data", str(data), "--mqtt", broker.url,
-               "--listen", f"127.0.0.1:{port}")  # fmt: skip
+               "--listen", f"127.0.0.1:{port}", "--insecure-dev")  # fmt: skip
     if database_url:
         argv += ["--database-url", database_url]
     procs.start("controller", argv)
