@@ -47,13 +47,25 @@ def register(sub: Any) -> None:
     rollout = bench_sub.add_parser(
         "rollout", help="time for a fleet to converge on a new version (needs the controller)"
     )
-    rollout.add_argument("--devices", type=int, default=20, help="simulated devices")
+    rollout.add_argument("--devices", type=int, default=20, help="simulated agent stacks")
+    rollout.add_argument(
+        "--sizes", default=None, metavar="N,N,...",
+        help="protocol-level fleets of these sizes instead (bench/bench_fleet.py)",
+    )  # fmt: skip
+    rollout.add_argument("--procs", type=int, default=2, help="simulator processes (--sizes)")
+    rollout.add_argument("--workers", type=int, default=8, help="threads per process (--sizes)")
+    rollout.add_argument("--database-url", default=None, help="controller DB (--sizes)")
     rollout.add_argument("--poll-s", type=float, default=30.0, help="director poll interval")
     rollout.add_argument("--fps", type=float, default=2.0, help="frames per second per device")
     rollout.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
     rollout.add_argument("--json", action="store_true", help="one JSON document")
     rollout.set_defaults(handler="edgefleet.agent.bench_cli:run_rollout")
 
+    _register_fleet_benches(bench_sub)
+
+
+def _register_fleet_benches(bench_sub: Any) -> None:
+    """The benchmarks that start a controller or simulate a fleet."""
     idle = bench_sub.add_parser(
         "idle", help="requests/s and controller CPU of an idle fleet (starts a controller)"
     )
@@ -148,6 +160,8 @@ def run_swap(args: argparse.Namespace) -> int:
 
 
 def run_rollout(args: argparse.Namespace) -> int:
+    if args.sizes:
+        return _run_fleet(args)
     _positive(args.devices, "--devices")
     mod = _bench_module("bench_rollout")
     result = mod.bench(args.devices, poll_s=args.poll_s, fps=args.fps, timeout=args.timeout)
@@ -194,4 +208,22 @@ def run_gates(args: argparse.Namespace) -> int:
         args.seeds, sites=args.sites, canaries=args.canaries, controls=args.controls,
         window_s=args.window_s, soak_s=args.soak_s, alpha=args.alpha,
     )  # fmt: skip
+    return _emit(result, args.json, mod)
+
+
+def _run_fleet(args: argparse.Namespace) -> int:
+    from edgefleet.shared.errors import ConfigError
+
+    try:
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"bad --sizes {args.sizes!r}: expected N,N,...") from None
+    for n in sizes:
+        _positive(n, "each of --sizes")
+    _positive(args.procs, "--procs")
+    _positive(args.workers, "--workers")
+    mod = _bench_module("bench_fleet")
+    result = mod.bench(
+        sizes, procs=args.procs, workers=args.workers, timeout=args.timeout, db=args.database_url
+    )
     return _emit(result, args.json, mod)

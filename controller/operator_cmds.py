@@ -411,9 +411,12 @@ def _print_rollout(r: dict[str, Any]) -> None:
     if r.get("rollback_version"):
         print(f"rolled back to {r['rollback_version']}")
     for st in r.get("stages", []):
-        mark = ">" if st["index"] == r.get("stage") and r["state"] == "running" else " "
-        print(f"{mark} stage {st['index'] + 1} ({st['stage']}, {st['devices']} device(s)): "
-              f"{st['outcome']}")  # fmt: skip
+        current = st["index"] == r.get("stage") and r["state"] == "running"
+        # Director metadata is signed in batches in the background: show how far it got.
+        signing = f", signed {r['total']}/{st['devices']}" if current and (
+            r["total"] < st["devices"]) else ""  # fmt: skip
+        print(f"{'>' if current else ' '} stage {st['index'] + 1} ({st['stage']}, "
+              f"{st['devices']} device(s)): {st['outcome']}{signing}")  # fmt: skip
         for g in st["gates"]:
             value = "-" if g["value"] is None else f"{g['value']:.3g}"
             print(f"    {g['verdict']:<6} {g['metric']:<22} value {value:<8} threshold "

@@ -26,6 +26,8 @@ class Signing(Protocol):
 
     def assign(self, device_id: str, targets: list[TargetInfo]) -> int: ...
 
+    def assign_many(self, assignments: dict[str, list[TargetInfo]]) -> dict[str, int]: ...
+
     def refresh_online_roles(self, now: datetime) -> None: ...
 
     def image_metadata_dir(self) -> Path: ...
@@ -66,6 +68,9 @@ class TufSigning:
 
     def assign(self, device_id: str, targets: list[TargetInfo]) -> int:
         return self.repos.assign(device_id, targets)
+
+    def assign_many(self, assignments: dict[str, list[TargetInfo]]) -> dict[str, int]:
+        return dict(self.repos.assign_many(assignments))
 
     def refresh_online_roles(self, now: datetime) -> None:
         self.repos.refresh_online_roles(now)

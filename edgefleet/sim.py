@@ -137,6 +137,12 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if args.procs < 1:
+        raise ConfigError("--procs must be at least 1")
+    if args.mode == "proto":
+        return run_proto(args)
+    if args.procs != 1:
+        raise ConfigError("--procs is for --mode proto; agent stacks run in one process")
     source = Path(args.source)
     if not source.is_dir():
         raise ConfigError(f"frame folder {source} does not exist")
@@ -170,8 +176,119 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_for_signal() -> threading.Event:
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return done
+
+
+def run_proto(args: argparse.Namespace) -> int:
+    """Protocol-level devices (``edgefleet.simproto``): in this process, or split over
+    ``--procs`` child processes of this same command."""
+    import json
+
+    from edgefleet.shared.errors import ConfigError
+    from edgefleet.simproto import (
+        ProtoConfig,
+        ProtoFleet,
+        deal_labels,
+        device_ids,
+        parse_mqtt_url,
+    )
+
+    if args.devices < 1:
+        raise ConfigError("--devices must be at least 1")
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    host, port = parse_mqtt_url(args.mqtt)
+    if args.procs > 1:
+        return _spawn_procs(args)
+    data = Path(args.data).resolve()
+    config = ProtoConfig(
+        controller_url=args.controller.rstrip("/"), mqtt_host=host, mqtt_port=port,
+        data_dir=data, poll_s=args.poll, window_s=args.window,
+        phase_delay_s=args.phase_delay, workers=args.workers, fps=args.fps,
+    )  # fmt: skip
+    ids = device_ids(args.prefix, args.first, args.devices)
+    fleet = ProtoFleet(config, ids, deal_labels(_labels(args.label), args.first, args.devices))
+    done = _wait_for_signal()
+    fleet.start()
+    log.warning("simulating %d protocol-level device(s) %s..%s against %s", len(ids), ids[0],
+                ids[-1], args.mqtt)  # fmt: skip
+    done.wait()
+    fleet.stop()
+    summary = fleet.summary()
+    if args.stats:
+        Path(args.stats).write_text(json.dumps(summary, indent=2))
+    log.warning("stopped: %s", summary)
+    return 0
+
+
+def _spawn_procs(args: argparse.Namespace) -> int:
+    import subprocess
+    import sys
+
+    from edgefleet.shared.errors import ConfigError
+
+    per, extra = divmod(args.devices, args.procs)
+    children = []
+    first = args.first
+    for i in range(args.procs):
+        count = per + (1 if i < extra else 0)
+        if count == 0:
+            continue
+        argv = [sys.executable, "-m", "edgefleet", "sim", "--mode", "proto", "--procs", "1",
+                "--devices", str(count), "--first", str(first),
+                "--controller", args.controller, "--mqtt", args.mqtt,
+                "--data", str(Path(args.data) / f"proc{i}"), "--prefix", args.prefix,
+                "--fps", str(args.fps), "--window", str(args.window), "--poll", str(args.poll),
+                "--phase-delay", str(args.phase_delay), "--workers", str(args.workers)]  # fmt: skip
+        for item in args.label:
+            argv += ["--label", item]
+        if args.stats:
+            argv += ["--stats", f"{args.stats}.{i}"]
+        if args.quiet:
+            argv.append("--quiet")
+        children.append(subprocess.Popen(argv))
+        first += count
+    done = _wait_for_signal()
+    while not done.wait(1.0):
+        if any(c.poll() is not None for c in children):
+            break  # one ended by itself: stop the others too
+    for c in children:
+        if c.poll() is None:
+            c.terminate()
+    codes = [c.wait() for c in children]
+    failed = [i for i, code in enumerate(codes) if code not in (0, -signal.SIGTERM)]
+    if failed:
+        raise ConfigError(f"simulator process(es) {failed} ended with {[codes[i] for i in failed]}")
+    return 0
+
+
 def register(sub: Any) -> None:
-    sim = sub.add_parser("sim", help="run N real agent stacks in one process (test fleets)")
+    sim = sub.add_parser(
+        "sim", help="simulated devices: N real agent stacks (--mode agent) or thousands of "
+        "protocol-level devices over several processes (--mode proto)",
+    )  # fmt: skip
+    sim.add_argument("--mode", choices=("agent", "proto"), default="agent",
+                     help="agent: the whole agent stack per device (small fleets); proto: "
+                     "MQTT + TUF + downloads only (edgefleet/simproto.py)")  # fmt: skip
+    sim.add_argument("--procs", type=int, default=1, help="processes to split --mode proto over")
+    sim.add_argument("--first", type=int, default=0, help="index of the first device id")
+    sim.add_argument("--workers", type=int, default=8,
+                     help="refresh/install threads per process (--mode proto)")  # fmt: skip
+    sim.add_argument("--phase-delay", type=float, default=0.0,
+                     help="seconds each install phase takes (--mode proto)")  # fmt: skip
+    sim.add_argument(
+        "--stats",
+        default=None,
+        help="write a JSON summary here at exit (--mode proto; .N per process)",
+    )
     sim.add_argument("--devices", type=int, default=10)
     sim.add_argument("--controller", default="http://127.0.0.1:8600", help="controller URL")
     sim.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgefleet.controller import plans
 from edgefleet.controller.models import (
@@ -49,10 +50,12 @@ from edgefleet.controller.rollouts.planner import (
     rollout_progress,
 )
 from edgefleet.controller.rollouts.spec import RolloutSpec
+from edgefleet.controller.signing.targets import TargetInfo
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import NotFoundError
 from edgefleet.shared.protocol import utcnow
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,11 @@ log = logging.getLogger(__name__)
 SCHEDULER = "scheduler"  # the actor of what the scheduler does by itself
 # One tick at a time in this process (the API's first tick and the scheduler's loop).
 TICK_LOCK = threading.RLock()
+# Set when a rollout has devices left to sign: the scheduler runs its next round at once.
+WAKE = threading.Event()
+SIGN_BATCH = 250  # devices signed per lock hold and committed per transaction
+FIRST_BATCH = 25  # devices the create request signs itself; the scheduler does the rest
+TICK_BUDGET_S = 2.0  # seconds of signing per tick, so operator actions get the lock soon
 
 
 class HintSender(Protocol):
@@ -110,7 +118,10 @@ def create_rollout(
     audit(session, actor, "create", f"rollout/{rollout.id}", model=spec.model,
           version=spec.version, stages=[str(s) for s in spec.stages])  # fmt: skip
     session.commit()
-    advance(session, deps, rollout, now)
+    # Sign a first small batch here (the canary, or a small fleet entirely); the scheduler
+    # signs the rest in batches (`rollout status` shows them arrive), woken at once.
+    advance(session, deps, rollout, now, max_assign=FIRST_BATCH)
+    WAKE.set()
     session.refresh(rollout)
     return rollout
 
@@ -132,40 +143,83 @@ def spec_of(rollout: Rollout) -> RolloutSpec:
 # --- one tick ----------------------------------------------------------------------------
 
 
-def advance(session: Session, deps: Deps, rollout: Rollout, now: datetime) -> adv.Plan | None:
-    """Read, decide (pure), write. Returns the plan, or None when the rollout is not running."""
+def advance(
+    session: Session,
+    deps: Deps,
+    rollout: Rollout,
+    now: datetime,
+    *,
+    max_assign: int | None = None,
+    budget_s: float | None = None,
+) -> adv.Plan | None:
+    """Read, decide (pure), write. Returns the plan, or None when the rollout is not running.
+
+    The plan's assignments are signed in batches of ``SIGN_BATCH``, each committed (and
+    hinted) on its own, for at most ``budget_s`` seconds or ``max_assign`` devices; the
+    rest stay unassigned, so the next tick's plan (the same decision) lists them again.
+    ``WAKE`` is set when some are left.
+    """
     with TICK_LOCK:
         session.refresh(rollout)
         if rollout.state != "running":
             return None
         spec = spec_of(rollout)
-        devices = {d.device_id: d for d in session.exec(select(Device)).all()}
-        rows = {r.device_id: r for r in _rows(session, rollout)}
+        devices = _device_views(session)
+        rows = set(session.exec(
+            select(RolloutDevice.device_id).where(RolloutDevice.rollout_id == rollout.id)
+        ).all())  # fmt: skip
         members = _members(rollout, spec, devices, rows, pinning.load(session))
         results = _gate_results(session, rollout, spec, devices, members, cards=deps.cards)
         snap = adv.Snapshot(
             rollout.id or 0, spec, rollout.stage, _utc(rollout.ready_at), members, results
         )
         plan = adv.plan(snap, now)
-        sent = _assign(
-            session, deps.signing, rollout=rollout, devices=devices, chosen=plan.assign, now=now
-        )
+        chosen = plan.assign if max_assign is None else plan.assign[:max_assign]
+        deadline = time.monotonic() + (TICK_BUDGET_S if budget_s is None else budget_s)
+        signed, last = 0, []
+        for start in range(0, len(chosen), SIGN_BATCH):
+            if start and time.monotonic() > deadline:
+                break
+            if last:  # the previous batch shows in `rollout status` and gets its hints now
+                session.commit()
+                _hint(deps, last)
+            batch = chosen[start : start + SIGN_BATCH]
+            last = _assign(session, deps.signing, rollout=rollout, chosen=batch, now=now)
+            signed = start + len(batch)
+        if signed < len(plan.assign):
+            # Part of the stage is signed: stay, and decide again once the rest is.
+            log.info("rollout %s: %d of %d device(s) signed this tick", rollout.id, signed,
+                     len(plan.assign))  # fmt: skip
+            plan = adv.Plan(assign=plan.assign[:signed], ready_at=plan.ready_at,
+                            wanted=plan.wanted)  # fmt: skip
+            WAKE.set()
         _record(session, deps, rollout=rollout, spec=spec, plan=plan, results=results, now=now)
         session.commit()
-        for device_id, director_version in sent:
-            deps.hints.send_hint(device_id, director_version)
+        _hint(deps, last)
         return plan
 
 
-def _rows(session: Session, rollout: Rollout) -> Sequence[RolloutDevice]:
-    return session.exec(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout.id)).all()
+def _hint(deps: Deps, sent: list[tuple[str, int]]) -> None:
+    for device_id, director_version in sent:
+        deps.hints.send_hint(device_id, director_version)
+
+
+# What a tick reads of every device: plain rows, not ORM objects (10,000 devices a second).
+_VIEW = (
+    Device.device_id, Device.labels, Device.model, Device.version, Device.phase,
+    Device.desired_model, Device.desired_version, Device.failed_model, Device.failed_version,
+)  # fmt: skip
+
+
+def _device_views(session: Session) -> dict[str, Any]:
+    return {r.device_id: r for r in session.execute(sa_select(*_VIEW)).all()}
 
 
 def _members(
     rollout: Rollout,
     spec: RolloutSpec,
-    devices: dict[str, Device],
-    rows: dict[str, RolloutDevice],
+    devices: dict[str, Any],
+    rows: set[str],
     rules: pinning.Rules,
 ) -> dict[str, adv.Member]:
     out = {}
@@ -183,7 +237,7 @@ def _gate_results(
     session: Session,
     rollout: Rollout,
     spec: RolloutSpec,
-    devices: dict[str, Device],
+    devices: dict[str, Any],
     members: dict[str, adv.Member],
     *,
     cards: CardLookup | None = None,
@@ -249,18 +303,27 @@ def _assign(
     signing: Signing,
     *,
     rollout: Rollout,
-    devices: dict[str, Device],
     chosen: list[str],
     now: datetime,
 ) -> list[tuple[str, int]]:
     if not chosen:
         return []
     version = get_version(session, rollout.model, rollout.version)
+    loaded = session.exec(select(Device).where(col(Device.device_id).in_(chosen))).all()
+    devices = {d.device_id: d for d in loaded}  # the batch's rows, to write
+    targets = {}
+    by_fingerprint: dict[str, TargetInfo] = {}  # the choice depends on the fingerprint only
+    for device_id in chosen:
+        device = devices[device_id]
+        key = repr(sorted((device.fingerprint or {}).items()))
+        if key not in by_fingerprint:
+            by_fingerprint[key] = plans.target_for(session, signing, version, device)
+        targets[device_id] = [by_fingerprint[key]]
+    versions = signing.assign_many(targets)  # one lock hold, two flushes for the batch
     sent = []
     for device_id in chosen:
         device = devices[device_id]
-        target = plans.target_for(session, signing, version, device)  # a plan that fits, or ONNX
-        director_version = signing.assign(device_id, [target])
+        director_version = versions[device_id]
         session.add(RolloutDevice(
             rollout_id=rollout.id or 0, device_id=device_id, director_version=director_version,
             stage=rollout.stage, previous_model=device.model, previous_version=device.version,
@@ -271,8 +334,9 @@ def _assign(
         device.failed_model = device.failed_version = None  # a fresh attempt
         session.add(device)
         sent.append((device_id, director_version))
+    shown = ", ".join(chosen[:10]) + (f" and {len(chosen) - 10} more" if len(chosen) > 10 else "")
     log.info("rollout %s stage %d: %s:%s to %s", rollout.id, rollout.stage + 1, rollout.model,
-             rollout.version, ", ".join(chosen))  # fmt: skip
+             rollout.version, shown)  # fmt: skip
     return sent
 
 

@@ -8,11 +8,11 @@ are re-signed by :meth:`DirectorRepository.refresh_online_roles` as they near ex
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from edgefleet.controller.signing._chain import TOP_LEVEL, MetadataChain, RepoLock
+from edgefleet.controller.signing._chain import TOP_LEVEL, BatchWriter, MetadataChain, RepoLock
 from edgefleet.controller.signing.keys import KeyStore
 from edgefleet.controller.signing.targets import TargetInfo
 from edgefleet.shared.errors import NotFoundError
@@ -47,19 +47,43 @@ class DirectorRepository:
 
         Assigning what is already listed re-signs nothing and returns the current version.
         """
-        wanted = {t.target_path: t.director_target_file() for t in targets}
+        return self.assign_many({device_id: targets})[device_id]
+
+    def assign_many(self, assignments: Mapping[str, Sequence[TargetInfo]]) -> dict[str, int]:
+        """:meth:`assign` for many devices under one lock hold, with the files of all of
+        them written and flushed together (see ``BatchWriter``); device -> version."""
+        out: dict[str, int] = {}
+        sink = BatchWriter()
         with self._lock:
-            chain = self._chain(device_id, create=True)
-            current = chain.targets().targets
-            if {p: t.to_dict() for p, t in current.items()} == {
-                p: t.to_dict() for p, t in wanted.items()
-            }:
-                return chain.version("targets")
+            touched = []
+            try:
+                for device_id, targets in assignments.items():
+                    chain = self._chain(device_id, create=True, sink=sink)
+                    chain.sink = sink
+                    touched.append(chain)
+                    out[device_id] = self._replace(chain, targets)
+                sink.flush()
+            except BaseException:
+                for chain in touched:  # signed in memory, never written: read the disk again
+                    self._chains.pop(chain.folder.parent.name, None)
+                raise
+            finally:
+                for chain in touched:
+                    chain.sink = None
+        return out
 
-            def replace(signed: Targets) -> None:
-                signed.targets = wanted
+    def _replace(self, chain: MetadataChain, targets: Sequence[TargetInfo]) -> int:
+        wanted = {t.target_path: t.director_target_file() for t in targets}
+        current = chain.targets().targets
+        if {p: t.to_dict() for p, t in current.items()} == {
+            p: t.to_dict() for p, t in wanted.items()
+        }:
+            return chain.version("targets")
 
-            return chain.update_targets("targets", self._clock(), replace)
+        def replace(signed: Targets) -> None:
+            signed.targets = wanted
+
+        return chain.update_targets("targets", self._clock(), replace)
 
     def director_version(self, device_id: str) -> int:
         """The device's current director targets version (NotFoundError if it has none)."""
@@ -86,17 +110,20 @@ class DirectorRepository:
                 refreshed[device_id] = roles
         return refreshed
 
-    def _chain(self, device_id: str, *, create: bool) -> MetadataChain:
+    def _chain(
+        self, device_id: str, *, create: bool, sink: BatchWriter | None = None
+    ) -> MetadataChain:
         chain = self._chains.get(device_id)
         if chain is not None:
             chain.refresh_from_disk()  # another controller process may have assigned since
             return chain
         folder = self.metadata_dir(device_id)
-        chain = MetadataChain(folder, self._signers, ONLINE)
+        chain = MetadataChain(folder, self._signers, ONLINE, prune=True)
         if (folder / "timestamp.json").exists():
             chain.load()
         elif create:
             folder.mkdir(parents=True, exist_ok=True)
+            chain.sink = sink
             chain.create(self._clock(), {})
         else:
             raise NotFoundError(f"no director metadata for device {device_id}", device_id=device_id)

@@ -9,7 +9,7 @@ Layout (served by the controller under ``/tuf/``)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,10 +42,20 @@ class TufRepositories:
 
     def assign(self, device_id: str, targets: Sequence[TargetInfo]) -> int:
         """Director assignment, refused unless the image repo signed exactly these targets."""
-        for t in targets:
-            if self.image.target(t.target_path) != t:
-                raise TrustError(f"{t.target_path} differs from the image repository's target")
-        return self.director.assign(device_id, targets)
+        return self.assign_many({device_id: targets})[device_id]
+
+    def assign_many(self, assignments: Mapping[str, Sequence[TargetInfo]]) -> dict[str, int]:
+        """:meth:`assign` for many devices in one batch (one lock hold, two flushes)."""
+        checked: set[str] = set()  # a stage assigns one or two targets to every device
+        for targets in assignments.values():
+            for t in targets:
+                key = repr(t)
+                if key in checked:
+                    continue
+                if self.image.target(t.target_path) != t:
+                    raise TrustError(f"{t.target_path} differs from the image repository's target")
+                checked.add(key)
+        return self.director.assign_many(assignments)
 
     def refresh_online_roles(self, now: datetime | None = None) -> None:
         """Re-sign image snapshot/timestamp and every director chain that nears expiry."""

@@ -372,3 +372,32 @@ def test_a_worse_card_stops_the_rollout_before_any_device_is_touched(
         assert r["stages"][0]["outcome"] == "failed"
     with Session(services.engine) as s:
         assert all(d.desired_version != "v2" for d in s.exec(select(Device)).all())
+
+
+def test_a_large_stage_is_signed_in_batches_off_the_request(
+    setup: tuple[Services, Clock, Fleet], serve: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[type-arg]
+    from edgefleet.controller.rollouts import service
+
+    services, clock, fleet = setup
+    monkeypatch.setattr(service, "FIRST_BATCH", 2)
+    monkeypatch.setattr(service, "SIGN_BATCH", 3)
+    monkeypatch.setattr(service, "TICK_BUDGET_S", 0.0)  # one batch per tick
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    service.WAKE.clear()
+    with serve(services) as client:
+        r = _create(client, stages="100%")
+        assert (r["total"], r["stages"][0]["devices"]) == (2, 10)  # the rest in the background
+        assert service.WAKE.is_set()  # the scheduler is woken, not left to its interval
+        totals = []
+        for _ in range(5):
+            sched.round()
+            totals.append(client.get(f"/v1/rollouts/{r['id']}").json()["total"])
+        assert totals[:3] == [5, 8, 10]  # progress shows batch by batch
+        fleet.follow_director()
+        sched.round()
+        body = client.get(f"/v1/rollouts/{r['id']}").json()
+        assert body["state"] == "succeeded" and body["done"] == 10
+    with Session(services.engine) as s:
+        versions = {d.device_id: d.director_version for d in s.exec(select(Device)).all()}
+    assert all(v == 2 for v in versions.values()), versions  # one signed version per device

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from edgefleet.controller.signing import TargetInfo, TufRepositories
+from edgefleet.controller.signing._chain import pruning_done
 from edgefleet.shared.errors import (
     ArtifactError,
     ConfigError,
@@ -274,3 +275,67 @@ def test_lost_keys_refused_at_start(repos: TufRepositories, clock: Clock) -> Non
         key.unlink()
     with pytest.raises(ConfigError, match="snapshot"):
         TufRepositories(repos.data_dir, clock=clock)
+
+
+def test_assign_many_signs_a_batch_that_clients_verify(
+    repos: TufRepositories, artifact: Path, tmp_path: Path
+) -> None:
+    v1 = repos.image.add_model_target("yolo", "v1", 1, artifact)
+    v2 = repos.image.add_model_target("yolo", "v2", 2, artifact)
+    devices = [f"cam-{i}" for i in range(20)]
+    repos.director.ensure_device("cam-0")  # one chain exists already, the rest are new
+    clients = {}
+    assert repos.assign_many({d: [v1] for d in devices}) == dict.fromkeys(devices, 2)
+    for d in devices:
+        clients[d] = updater(repos.director_metadata_dir(d), tmp_path / d)
+        clients[d].refresh()
+        assert clients[d].get_targetinfo(v1.target_path) is not None
+    # A second assignment: versions grow, a client with the old chain cached moves on.
+    assert repos.assign_many({d: [v2] for d in devices}) == dict.fromkeys(devices, 3)
+    assert repos.assign_many({"cam-0": [v2]}) == {"cam-0": 3}  # unchanged: not re-signed
+    for d in devices:
+        fresh = updater(repos.director_metadata_dir(d), tmp_path / d)
+        fresh.refresh()
+        assert fresh.get_targetinfo(v2.target_path) is not None
+        assert fresh.get_targetinfo(v1.target_path) is None
+
+
+def test_old_director_versions_are_pruned_but_root_and_previous_stay(
+    repos: TufRepositories, artifact: Path, tmp_path: Path
+) -> None:
+    v1 = repos.image.add_model_target("yolo", "v1", 1, artifact)
+    v2 = repos.image.add_model_target("yolo", "v2", 2, artifact)
+    folder = repos.director_metadata_dir("cam-1")
+    repos.director.ensure_device("cam-1")
+    client = updater(folder, tmp_path / "c")
+    client.refresh()  # version 1 cached
+    for i in range(6):
+        repos.assign_many({"cam-1": [v1 if i % 2 else v2]})
+    pruning_done(timeout=30)  # batches prune in the background
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    # targets and snapshot: current (7) and previous (6) only; root never goes
+    assert names == [
+        "1.root.json", "6.snapshot.json", "6.targets.json", "7.snapshot.json",
+        "7.targets.json", "timestamp.json",
+    ]  # fmt: skip
+    client = updater(folder, tmp_path / "c")  # same cache: it holds version 1
+    client.refresh()  # a client far behind still updates: it only needs the newest chain
+    assert client.get_targetinfo(v1.target_path) is not None
+    # The single-device path prunes too.
+    repos.assign("cam-1", [v2])
+    pruning_done(timeout=30)
+    assert not (folder / "6.targets.json").exists() and (folder / "7.targets.json").exists()
+
+
+def test_a_failed_batch_leaves_the_chains_as_on_disk(
+    repos: TufRepositories, artifact: Path, tmp_path: Path
+) -> None:
+    v1 = repos.image.add_model_target("yolo", "v1", 1, artifact)
+    repos.assign("cam-1", [v1])
+    with pytest.raises(ProtocolError):  # the second device id is refused mid-batch
+        repos.assign_many({"cam-1": [], "bad/id": [v1]})
+    assert repos.director.director_version("cam-1") == 2
+    assert repos.director.assigned("cam-1") == [v1]
+    client = updater(repos.director_metadata_dir("cam-1"), tmp_path / "c")
+    client.refresh()
+    assert client.get_targetinfo(v1.target_path) is not None
