@@ -205,12 +205,7 @@ class Registrar:
         stopping = False
         while not stopping:
             batch, stopping = _take(self._queue, REGISTER_BATCH)
-            signed: dict[str, int] = {}
-            for device_id in batch:
-                try:
-                    signed[device_id] = self.signing.ensure_device(device_id)
-                except Exception:  # the device's next message queues it again
-                    log.exception("signing the director chain of %s failed", device_id)
+            signed = self._sign(batch)
             try:
                 self._record(signed)
             except Exception:  # the devices' next messages queue them again
@@ -219,6 +214,21 @@ class Registrar:
                 self._pending.difference_update(batch)
                 if not self._pending:
                     self._idle.set()
+
+    def _sign(self, batch: list[str]) -> dict[str, int]:
+        """The batch's chains in one signing batch (one flush); one by one if that fails,
+        so one bad device does not hold up the others."""
+        try:
+            return self.signing.ensure_devices(batch)
+        except Exception:  # noqa: BLE001 - retried device by device just below
+            log.warning("signing %d director chains together failed; one by one", len(batch))
+        signed: dict[str, int] = {}
+        for device_id in batch:
+            try:
+                signed[device_id] = self.signing.ensure_device(device_id)
+            except Exception:  # the device's next message queues it again
+                log.exception("signing the director chain of %s failed", device_id)
+        return signed
 
     def _record(self, signed: dict[str, int]) -> None:
         """One transaction for the batch; hints only for rows nothing else set meanwhile."""

@@ -24,6 +24,8 @@ class Signing(Protocol):
 
     def ensure_device(self, device_id: str) -> int: ...
 
+    def ensure_devices(self, device_ids: list[str]) -> dict[str, int]: ...
+
     def assign(self, device_id: str, targets: list[TargetInfo]) -> int: ...
 
     def assign_many(self, assignments: dict[str, list[TargetInfo]]) -> dict[str, int]: ...
@@ -65,6 +67,9 @@ class TufSigning:
 
     def ensure_device(self, device_id: str) -> int:
         return self.repos.director.ensure_device(device_id)
+
+    def ensure_devices(self, device_ids: list[str]) -> dict[str, int]:
+        return self.repos.director.ensure_devices(device_ids)
 
     def assign(self, device_id: str, targets: list[TargetInfo]) -> int:
         return self.repos.assign(device_id, targets)

@@ -42,6 +42,28 @@ class DirectorRepository:
         with self._lock:
             return self._chain(device_id, create=True).version("targets")
 
+    def ensure_devices(self, device_ids: Sequence[str]) -> dict[str, int]:
+        """:meth:`ensure_device` for many devices under one lock hold, their new chains'
+        files written and flushed together (``BatchWriter``); device -> targets version."""
+        out: dict[str, int] = {}
+        sink = BatchWriter()
+        with self._lock:
+            touched = []
+            try:
+                for device_id in device_ids:
+                    chain = self._chain(device_id, create=True, sink=sink)
+                    touched.append(chain)
+                    out[device_id] = chain.version("targets")
+                sink.flush()
+            except BaseException:
+                for chain in touched:  # signed in memory, maybe never written: read again
+                    self._chains.pop(chain.folder.parent.name, None)
+                raise
+            finally:
+                for chain in touched:
+                    chain.sink = None
+        return out
+
     def assign(self, device_id: str, targets: Sequence[TargetInfo]) -> int:
         """List exactly ``targets`` for the device; returns the director targets version.
 

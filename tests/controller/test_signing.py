@@ -339,3 +339,20 @@ def test_a_failed_batch_leaves_the_chains_as_on_disk(
     client = updater(repos.director_metadata_dir("cam-1"), tmp_path / "c")
     client.refresh()
     assert client.get_targetinfo(v1.target_path) is not None
+
+
+def test_ensure_devices_creates_chains_in_one_batch_that_clients_verify(
+    repos: TufRepositories, artifact: Path, tmp_path: Path
+) -> None:
+    v1 = repos.image.add_model_target("yolo", "v1", 1, artifact)
+    repos.director.ensure_device("cam-0")  # exists already: left as it is
+    before = (repos.director_metadata_dir("cam-0") / "timestamp.json").read_bytes()
+    devices = [f"cam-{i}" for i in range(30)]
+    versions = repos.director.ensure_devices(devices)
+    assert versions == dict.fromkeys(devices, 1)
+    assert (repos.director_metadata_dir("cam-0") / "timestamp.json").read_bytes() == before
+    for d in devices:
+        client = updater(repos.director_metadata_dir(d), tmp_path / d)
+        client.refresh()  # a python-tuf client verifies each new chain from its root
+        assert client.get_targetinfo(v1.target_path) is None  # nothing assigned yet
+    assert repos.assign_many({d: [v1] for d in devices[:3]}) == dict.fromkeys(devices[:3], 2)
