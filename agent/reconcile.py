@@ -332,7 +332,11 @@ class Reconciler:
         while not self.stop.is_set():
             # A failed install (interrupted download, full disk) is retried at the short
             # interval even while connected: no hint will come for it.
-            settled = self.phase in (Phase.IDLE, Phase.COMMITTED)
+            settled = (
+                self.phase in (Phase.IDLE, Phase.COMMITTED)
+                and not self._quiet_transport  # the last refresh reached the controller
+                and self._last_trust_error is None  # ... and trusted what it found
+            )
             slow = connected_poll_s is not None and settled and link_up is not None and link_up()
             left = (connected_poll_s if slow else poll_interval_s) - waited  # type: ignore[operator]
             if left <= 0:

@@ -234,6 +234,10 @@ def _assert_one_verified_model(agent: Agent, signed_sha: str) -> None:
 
 def _install_v1(env: System, watcher: Watcher, agent: Agent) -> str:
     t0 = agent.start()
+    # The rollout targets the devices the controller knows when it is created: wait until
+    # the agent's first state has been ingested, or a single-stage rollout ends with none.
+    known = lambda: env.http.get(f"/v1/devices/{DEVICE}").status_code == 200  # noqa: E731
+    wait_for("the agent known to the controller", known, timeout=120)
     sha1 = _push_and_roll_out(env, V1, "v1")
     wait_for("v1 committed", lambda: watcher.event(t0, Phase.COMMITTED, "v1"), timeout=120)
     return sha1
