@@ -8,7 +8,8 @@ are re-signed by :meth:`DirectorRepository.refresh_online_roles` as they near ex
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -46,22 +47,11 @@ class DirectorRepository:
         """:meth:`ensure_device` for many devices under one lock hold, their new chains'
         files written and flushed together (``BatchWriter``); device -> targets version."""
         out: dict[str, int] = {}
-        sink = BatchWriter()
-        with self._lock:
-            touched = []
-            try:
-                for device_id in device_ids:
-                    chain = self._chain(device_id, create=True, sink=sink)
-                    touched.append(chain)
-                    out[device_id] = chain.version("targets")
-                sink.flush()
-            except BaseException:
-                for chain in touched:  # signed in memory, maybe never written: read again
-                    self._chains.pop(chain.folder.parent.name, None)
-                raise
-            finally:
-                for chain in touched:
-                    chain.sink = None
+        with self._batch() as (sink, touched):
+            for device_id in device_ids:
+                chain = self._chain(device_id, create=True, sink=sink)
+                touched.append(chain)
+                out[device_id] = chain.version("targets")
         return out
 
     def assign(self, device_id: str, targets: Sequence[TargetInfo]) -> int:
@@ -75,24 +65,31 @@ class DirectorRepository:
         """:meth:`assign` for many devices under one lock hold, with the files of all of
         them written and flushed together (see ``BatchWriter``); device -> version."""
         out: dict[str, int] = {}
+        with self._batch() as (sink, touched):
+            for device_id, targets in assignments.items():
+                chain = self._chain(device_id, create=True, sink=sink)
+                chain.sink = sink
+                touched.append(chain)
+                out[device_id] = self._replace(chain, targets)
+        return out
+
+    @contextmanager
+    def _batch(self) -> Iterator[tuple[BatchWriter, list[MetadataChain]]]:
+        """One lock hold and one flush for every chain the block touches; on an error the
+        touched chains are dropped from memory (signed, maybe never written) and re-read."""
         sink = BatchWriter()
+        touched: list[MetadataChain] = []
         with self._lock:
-            touched = []
             try:
-                for device_id, targets in assignments.items():
-                    chain = self._chain(device_id, create=True, sink=sink)
-                    chain.sink = sink
-                    touched.append(chain)
-                    out[device_id] = self._replace(chain, targets)
+                yield sink, touched
                 sink.flush()
             except BaseException:
-                for chain in touched:  # signed in memory, never written: read the disk again
+                for chain in touched:
                     self._chains.pop(chain.folder.parent.name, None)
                 raise
             finally:
                 for chain in touched:
                     chain.sink = None
-        return out
 
     def _replace(self, chain: MetadataChain, targets: Sequence[TargetInfo]) -> int:
         wanted = {t.target_path: t.director_target_file() for t in targets}
