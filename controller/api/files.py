@@ -174,8 +174,10 @@ class StaticFile(Response):
             now = os.fstat(fd)
             if (now.st_ino, now.st_size) != (self.st.st_ino, self.st.st_size):
                 # Replaced (re-signed metadata) since the headers were made: cut the response
-                # rather than send bytes that do not match them; the client retries.
-                raise OSError(f"{self.path} changed while being sent")
+                # rather than send bytes that do not match them; the client retries. One log
+                # line, not an exception: another replica re-signing is routine.
+                log.info("%s was replaced while being sent: response cut", self.path.name)
+                return
             while start < end:
                 n = min(CHUNK, end - start)
                 chunk = await anyio.to_thread.run_sync(os.pread, fd, n, start, limiter=limiter)
