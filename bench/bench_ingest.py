@@ -4,8 +4,11 @@ The same burst of telemetry windows (built by the project's own ``TelemetryWindo
 published with QoS 1 through a private Mosquitto running the shipped queue settings
 (``edgefleet/mosquitto-queues.conf``, which deploy/mosquitto/mosquitto.conf repeats):
 first to a plain paho subscriber (the broker's raw rate), then to ``edgefleet controller
-serve`` (windows stored per second, read from its database). Then N devices publish their
-retained state at once and the bench times until every one has a row, and until every
+serve`` (windows stored per second, read from its database). The burst's devices are
+known to the controller before it starts (they publish their retained state first, as a
+fleet does when it comes online), so the burst is what a reconnect after an outage sends:
+spooled windows of registered devices. Then N new devices publish their retained state at
+once and the bench times until every one has a row, and until every
 one has its director chain and retained hint.
 
 The publisher runs in its own process (``python bench_ingest.py publish ...``) and so
@@ -66,7 +69,7 @@ def device_id(k: int, prefix: str = "cam") -> str:
 # --- the publisher (its own process) ----------------------------------------------------
 
 
-def publish(port: int, windows: int, devices: int, register: int) -> None:
+def publish(port: int, windows: int, devices: int, register: int, prefix: str = "reg") -> None:
     """Publish the burst (or ``register`` retained states) as fast as QoS 1 allows."""
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"burst-{os.getpid()}",
                     protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
@@ -75,7 +78,7 @@ def publish(port: int, windows: int, devices: int, register: int) -> None:
     c.connect("127.0.0.1", port)
     c.loop_start()
     if register:
-        ids = [device_id(k, "reg") for k in range(register)]
+        ids = [device_id(k, prefix) for k in range(register)]
         messages = [(str(device_topic(d, Channel.STATE)), DeviceState(
             device_id=d, model="shapes", version="v1", phase=Phase.COMMITTED).to_bytes(), True)
             for d in ids]  # fmt: skip
@@ -91,9 +94,11 @@ def publish(port: int, windows: int, devices: int, register: int) -> None:
     c.loop_stop()
 
 
-def _publisher(port: int, windows: int = 0, devices: int = 1, register: int = 0) -> Any:
+def _publisher(
+    port: int, windows: int = 0, devices: int = 1, register: int = 0, prefix: str = "reg"
+) -> Any:
     argv = [sys.executable, __file__, "publish", str(port), str(windows), str(devices),
-            str(register)]  # fmt: skip
+            str(register), prefix]  # fmt: skip
     pub = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     if pub.stdout is None or pub.stdout.readline().strip() != "start":
         raise TransportError("the burst publisher did not start")
@@ -240,11 +245,13 @@ def run_controller(ctl: Controller, port: int, windows: int, devices: int) -> di
             "seconds": end - start, "cpu_s": ctl.cpu_s() - cpu0}  # fmt: skip
 
 
-def run_register(ctl: Controller, port: int, n: int, timeout: float) -> dict[str, Any]:
-    pub = _publisher(port, register=n)
+def run_register(
+    ctl: Controller, port: int, n: int, timeout: float, prefix: str = "reg"
+) -> dict[str, Any]:
+    pub = _publisher(port, register=n, prefix=prefix)
     cpu0, start = ctl.cpu_s(), time.monotonic()
     rows_s = signed_s = None
-    rows_sql = "select count(*) from device where device_id like 'reg-%'"
+    rows_sql = f"select count(*) from device where device_id like '{prefix}-%'"
     signed_sql = rows_sql + " and director_version is not null"
     while time.monotonic() - start < timeout:
         if rows_s is None and ctl.count(rows_sql) >= n:
@@ -272,6 +279,9 @@ def bench(
             ctl = Controller(folder / "ctl", broker.url)
             try:
                 _wait_ready(ctl, broker.port)
+                fleet = run_register(ctl, broker.port, devices, sign_timeout, prefix="cam")
+                if fleet["signed_s"] is None:
+                    raise TransportError(f"the burst's {devices} devices were not registered")
                 stored = run_controller(ctl, broker.port, windows, devices)
                 reg = run_register(ctl, broker.port, register, sign_timeout) if register else None
             finally:
@@ -311,7 +321,7 @@ def print_table(r: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "publish":
         port, windows, devices, register = (int(a) for a in argv[1:5])
-        publish(port, windows, devices, register)
+        publish(port, windows, devices, register, argv[5])
         return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("--windows", type=int, default=20000)

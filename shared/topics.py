@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from enum import Enum
 
 from edgefleet.shared.errors import ProtocolError
@@ -57,6 +58,12 @@ def fleet_filter(channel: Channel, *, shared: bool = False) -> str:
     return f"$share/{SHARE_GROUP}/{base}" if shared else base
 
 
+# A fleet's topics repeat: the controller parses every message's topic, so the parsed
+# (immutable) topics are kept. Refused topics raise and are never kept.
+_PARSED_TOPICS = 65536
+
+
+@lru_cache(maxsize=_PARSED_TOPICS)
 def parse_device_topic(topic: str) -> DeviceTopic:
     parts = topic.split("/")
     if len(parts) != 5 or "/".join(parts[:3]) != PREFIX:
