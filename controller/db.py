@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pydantic_core
-
 from edgefleet.controller import models  # noqa: F401  (registers the tables)
 from edgefleet.shared.errors import ConfigError, TransportError
 from sqlalchemy import event
