@@ -16,7 +16,9 @@ from fastapi import Depends, HTTPException, Request
 from sqlmodel import Session
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: an attribute read; a plain def would cost every request a trip to the
+    # threadpool (FastAPI runs sync dependencies there).
     services: Services = request.app.state.services
     return services
 

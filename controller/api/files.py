@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # bytes per read and per send
+INLINE_READ = 64 * 1024  # bytes read on the event loop itself (TUF metadata is smaller)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -58,7 +59,7 @@ class FileServing:
         return self._limiter
 
 
-def file_serving(request: Request) -> FileServing:
+async def file_serving(request: Request) -> FileServing:  # async: no threadpool trip
     serving: FileServing = request.app.state.files
     return serving
 
@@ -180,7 +181,13 @@ class StaticFile(Response):
                 return
             while start < end:
                 n = min(CHUNK, end - start)
-                chunk = await anyio.to_thread.run_sync(os.pread, fd, n, start, limiter=limiter)
+                if end - start <= INLINE_READ:
+                    # Metadata and the tail of a file: one read of a few pages that the
+                    # route's stat just touched, cheaper here than a trip to a thread.
+                    chunk = os.pread(fd, n, start)
+                else:
+                    chunk = await anyio.to_thread.run_sync(os.pread, fd, n, start,
+                                                           limiter=limiter)  # fmt: skip
                 if not chunk:
                     raise OSError(f"{self.path} is shorter than its size")
                 start += len(chunk)

@@ -49,15 +49,17 @@ def _metadata_file(folder: Path, filename: str, files: FileServing) -> Response:
 
 @router.get("/image/metadata/{filename}")
 @router.head("/image/metadata/{filename}", include_in_schema=False)
-def image_metadata(filename: str, services: ServicesDep, files: FilesDep) -> Response:
+async def image_metadata(filename: str, services: ServicesDep, files: FilesDep) -> Response:
     return _metadata_file(services.signing.image_metadata_dir(), filename, files)
 
 
 @router.get("/director/{device_id}/metadata/{filename}")
 @router.head("/director/{device_id}/metadata/{filename}", include_in_schema=False)
-def director_metadata(
+async def director_metadata(
     device_id: str, filename: str, services: ServicesDep, files: FilesDep
 ) -> Response:
+    # async: every idle device polls this; its work (an in-memory revocation set, one
+    # stat of a local file) does not block, and a threadpool trip cost more than it.
     try:
         validate_device_id(device_id)
     except ProtocolError as e:
