@@ -103,6 +103,7 @@ class AlertWatcher:
                     if _owns(rule, a) and a.model is not None and a.version is not None:
                         key = (i, a.scope, a.model, a.version)
                         self.tracks[key], self.seen[key] = Track(firing=True), now
+                        self.running[(i, a.scope, a.model)] = a.version
             for b in s.exec(select(DriftBaselineRow)).all():
                 look = Look(b.frames, b.detections, b.empty_frames, list(b.confidence_counts),
                             b.windows)  # fmt: skip
@@ -307,11 +308,12 @@ class AlertWatcher:
         self, s: Session, rule: Rule, key: TrackKey, reason: str, value: float | None = None
     ) -> dict[str, Any]:
         _, scope, model, version = key
+        same_baseline = AlertRow.baseline == rule.baseline
+        if rule.baseline == "card":  # rows from before baselines were chosen have none
+            same_baseline = or_(same_baseline, col(AlertRow.baseline).is_(None))
         firing = select(AlertRow).where(
             AlertRow.scope == scope, AlertRow.model == model, AlertRow.version == version,
-            AlertRow.metric == rule.metric, AlertRow.state == "firing",
-            or_(AlertRow.baseline == rule.baseline,
-                col(AlertRow.baseline).is_(None) & (rule.baseline == "card")),
+            AlertRow.metric == rule.metric, AlertRow.state == "firing", same_baseline,
         )  # fmt: skip
         alert = s.exec(firing).first() or AlertRow(
             scope=scope, model=model, version=version, metric=rule.metric,

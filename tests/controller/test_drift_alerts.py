@@ -165,19 +165,24 @@ def test_alerts_of_one_version_do_not_carry_over(services: Services) -> None:
     rules = (Rule(metric="detection_rate", baseline="captured", baseline_windows=3,
                   fire_above=0.5, clear_below=0.3, fire_after=2, quiet_after_s=300),)  # fmt: skip
     t0, now = start(), [start()]
-    watcher = watcher_for(services, rules, now)
+    watcher = [watcher_for(services, rules, now)]
 
-    def send(k: int, rate: float, version: str, w: AlertWatcher | None = None) -> None:
+    def send(k: int, rate: float, version: str) -> None:
         at = t0 + timedelta(seconds=60 * k + 10)
         scene.window("cam-n1", at, rate, BASE, version=version)
         now[0] = at + timedelta(seconds=5)
-        (w or watcher).poll()
+        watcher[0].poll()
+
+    def restart() -> AlertWatcher:
+        watcher[0] = watcher_for(services, rules, now)
+        return watcher[0]
 
     for k in range(3):
         send(k, NORMAL, "v1")  # v1's reference
     for k in range(3, 5):
         send(k, FALLEN, "v1")
     assert [(a.version, a.state) for a in alerts(services)] == [("v1", "firing")]
+    restart()  # the firing v1 alert is still known to belong to the device's v1
     for k in range(5, 12):
         send(k, FALLEN, "v2")  # v2 runs at the new rate from its start: its own reference
     got = alerts(services)
@@ -186,18 +191,17 @@ def test_alerts_of_one_version_do_not_carry_over(services: Services) -> None:
     # A restart keeps v2's captured reference: the old rate now reads as drift. At v2's
     # 0.22 a frame a look needs 91 frames (20 detections expected): 3 windows of 40 are
     # summed into each look, and fire_after 2 looks fire at the sixth window.
-    again = watcher_for(services, rules, now)
-    assert again.baselines[("device:cam-n1", "shapes", "v2", 3)].look.windows == 3
+    assert restart().baselines[("device:cam-n1", "shapes", "v2", 3)].look.windows == 3
     for k in range(12, 17):
-        send(k, NORMAL, "v2", again)
+        send(k, NORMAL, "v2")
     assert [a.version for a in alerts(services)] == ["v1"]
-    send(17, NORMAL, "v2", again)
+    send(17, NORMAL, "v2")
     assert [(a.version, a.state) for a in alerts(services)] == [
         ("v1", "resolved"), ("v2", "firing"),
     ]  # fmt: skip
     # The device goes quiet: the alert resolves on its own after quiet_after_s.
     now[0] += timedelta(seconds=301)
-    again.poll()
+    watcher[0].poll()
     assert [(a.version, a.state, a.reason) for a in alerts(services)][-1] == (
         "v2", "resolved", "quiet",
     )  # fmt: skip
