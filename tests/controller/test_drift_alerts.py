@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgefleet.controller.alerts.config import AlertConfig
+from edgefleet.controller.alerts.config import AlertConfig, load_alert_config
 from edgefleet.controller.alerts.notify import WebhookNotifier
-from edgefleet.controller.alerts.rules import Look, Rule, enough, measure, rate_change
+from edgefleet.controller.alerts.rules import Look, Rule, enough, measure, rate_change, scope_of
 from edgefleet.controller.alerts.watch import AlertWatcher
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.models import AlertRow
 from edgefleet.controller.services import Services
+from edgefleet.shared.errors import ConfigError
 from edgefleet.shared.histogram import CONFIDENCE_EDGES
 from sqlmodel import Session, select
 
@@ -256,3 +257,23 @@ def test_a_database_of_the_last_release_gets_the_new_columns(tmp_path: Path) -> 
     with Session(engine) as s:
         (old,) = s.exec(select(AlertRow)).all()
     assert (old.scope, old.baseline, old.reason) == ("device:cam-1", None, None)
+
+
+def test_scopes_and_rules_in_the_config_file(tmp_path: Path) -> None:
+    labels = {"store": "12", "site": "north"}
+    assert scope_of(Rule(scope="site", site_label="store"), "cam-1", labels) == "site:12"
+    assert scope_of(Rule(scope="site"), "cam-1", labels) == "site:north"
+    assert scope_of(Rule(scope="label:store"), "cam-1", labels) == "label:store=12"
+    assert scope_of(Rule(scope="site", site_label="hall"), "cam-1", labels) is None
+    assert scope_of(Rule(), "cam-1", labels) == "device:cam-1"
+    (tmp_path / "alerts.yaml").write_text(
+        "rules:\n  - {metric: detection_rate, scope: site, site_label: store,"
+        " baseline: captured, baseline_windows: 4, min_frames: 60}\n"
+    )
+    (rule,) = load_alert_config(tmp_path).rules
+    assert (rule.site_label, rule.baseline, rule.baseline_windows) == ("store", "captured", 4)
+    (tmp_path / "alerts.yaml").write_text(
+        "rules:\n  - {metric: psi, scope: site}\n  - {metric: psi, scope: site, fire_above: 1}\n"
+    )
+    with pytest.raises(ConfigError, match="two rules for scope site, metric psi"):
+        load_alert_config(tmp_path)
