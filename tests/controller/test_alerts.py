@@ -129,6 +129,7 @@ def test_watcher_fires_resolves_and_calls_webhooks(
         out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "device:cam-1" in out.stdout and "resolved" in out.stdout
+        assert "psi vs card" in out.stdout and "(clear)" in out.stdout
 
 
 def test_unreachable_webhook_is_retried_then_counted(services: Services) -> None:
