@@ -73,7 +73,10 @@ def _add_new_columns(engine: Engine) -> None:
                 if column.name in known or not column.nullable:
                     continue
                 kind = column.type.compile(dialect=engine.dialect)
-                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+                # Two controllers starting at once on one Postgres must not both fail.
+                guard = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
+                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN {guard}'
+                                  f'"{column.name}" {kind}'))  # fmt: skip
 
 
 @contextmanager
