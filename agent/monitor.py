@@ -37,6 +37,7 @@ class WindowAccumulator:
         self._confidences: list[float] = []
         self._per_class: dict[str, list[float]] = {}
         self._low = 0
+        self._empty = 0
         self._model: str | None = None
         self._version: str | None = None
 
@@ -51,6 +52,7 @@ class WindowAccumulator:
         dets = list(detections)
         with self._lock:
             self._frames += 1
+            self._empty += not dets
             self._latencies.append(latency_ms)
             for d in dets:
                 self._confidences.append(d.confidence)
@@ -84,6 +86,7 @@ class WindowAccumulator:
                 },
                 detections=len(self._confidences),
                 low_confidence=self._low,
+                empty_frames=self._empty,
             )
             self._reset(now)
         return window

@@ -74,8 +74,10 @@ def alerts_list(args: argparse.Namespace) -> int:
         _print_json(answer["data"])
         return 0
     rows = [
-        [str(a["id"]), a["state"], a["scope"], f"{a['model']}:{a['version']}", a["metric"],
-         f"{a['value']:.3f}", f"{a['threshold']:.3f}", a["fired_at"], a["resolved_at"] or "-"]
+        [str(a["id"]), a["state"], a["scope"], f"{a['model']}:{a['version']}",
+         f"{a['metric']} vs {a.get('baseline') or 'card'}", f"{a['value']:.3f}",
+         f"{a['threshold']:.3f}", a["fired_at"],
+         f"{a['resolved_at']} ({a['reason']})" if a.get("reason") else a["resolved_at"] or "-"]
         for a in answer["data"]
     ]  # fmt: skip
     _table(["ID", "STATE", "SCOPE", "MODEL", "METRIC", "VALUE", "FIRE AT", "FIRED", "RESOLVED"],

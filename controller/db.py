@@ -9,7 +9,7 @@ from typing import Any
 import pydantic_core
 from edgefleet.controller import models  # noqa: F401  (registers the tables)
 from edgefleet.shared.errors import ConfigError, TransportError
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
@@ -54,9 +54,29 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
         raise ConfigError(f"bad database URL: {e}") from e
     try:
         SQLModel.metadata.create_all(engine)
+        _add_new_columns(engine)
     except OperationalError as e:
         raise TransportError(f"cannot open the database: {str(e.orig).strip()}") from e
     return engine
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Add the nullable columns a newer release put on an existing table (``create_all``
+    makes missing tables only). Until Alembic arrives, a new column must be nullable."""
+    have = inspect(engine)
+    with engine.begin() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            if not have.has_table(table.name):
+                continue
+            known = {c["name"] for c in have.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in known or not column.nullable:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                # Two controllers starting at once on one Postgres must not both fail.
+                guard = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
+                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN {guard}'
+                                  f'"{column.name}" {kind}'))  # fmt: skip
 
 
 @contextmanager

@@ -404,6 +404,7 @@ class TelemetryBase(SQLModel):
     per_class_confidence: dict[str, list[int]] = _json()
     detections: int = 0
     low_confidence: int = 0
+    empty_frames: int | None = None  # frames with no detection (None: an older agent)
 
 
 class TelemetryWindowRow(TelemetryBase, table=True):
@@ -426,6 +427,7 @@ class TelemetryWindowPublic(_UtcPublic):
     per_class_confidence: dict[str, list[int]]
     detections: int
     low_confidence: int
+    empty_frames: int | None = None
 
 
 class TelemetryWindowsPublic(SQLModel):
@@ -478,7 +480,7 @@ class AlertRow(SQLModel, table=True):
 
     __tablename__ = "alert"
     id: int | None = Field(default=None, primary_key=True)
-    scope: str = Field(index=True, max_length=128)  # "device:<id>"
+    scope: str = Field(index=True, max_length=128)  # device:<id> | site:<v> | label:<k>=<v> | fleet
     device_id: str | None = Field(default=None, max_length=64)
     model: str | None = None
     version: str | None = None
@@ -489,6 +491,30 @@ class AlertRow(SQLModel, table=True):
     fired_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     resolved_at: datetime | None = _when()
     labels: dict[str, str] = _json()
+    baseline: str | None = Field(default=None, max_length=16)  # card | captured
+    reason: str | None = Field(default=None, max_length=32)  # resolved: clear | version | quiet
+
+
+class DriftBaselineRow(SQLModel, table=True):
+    """A captured drift baseline: the first ``size`` windows a model version sent in one
+    alert scope, summed. Kept so that a restart judges against the same reference."""
+
+    __tablename__ = "drift_baseline"
+    __table_args__ = (UniqueConstraint("scope", "model", "version", "size", name="uq_baseline"),)
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=128)
+    model: str = Field(max_length=128)
+    version: str = Field(max_length=128)
+    size: int  # windows wanted
+    windows: int = 0  # windows summed so far (complete at size)
+    frames: int = 0
+    detections: int = 0
+    empty_frames: int | None = None
+    confidence_edges: list[float] = _json(list)
+    confidence_counts: list[int] = _json(list)
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
 
 
 # --- trust: operator API tokens, enrollment tokens, device certificates ------------------

@@ -137,6 +137,7 @@ class TelemetryWindow(_Wire):
     per_class_confidence: dict[str, list[int]] = Field(default_factory=dict)
     detections: int = 0
     low_confidence: int = 0  # detections below the low-confidence cut
+    empty_frames: int | None = Field(default=None, ge=0)  # frames without a detection
     # Drift of confidence_counts against the running model's card (None: no baseline yet).
     drift_psi: float | None = None  # population stability index
     drift_js: float | None = None  # Jensen-Shannon distance, base 2 (scipy's jensenshannon)

@@ -2,6 +2,7 @@
 
 rules:
   - {metric: psi, fire_above: 0.25, clear_below: 0.1, fire_after: 2, clear_after: 2}
+  - {metric: detection_rate, scope: site, baseline: captured, fire_above: 0.5, clear_below: 0.3}
 webhooks:
   - https://hooks.example.com/edgefleet
 interval_s: 5
@@ -57,6 +58,10 @@ def load_alert_config(data_dir: Path) -> AlertConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping")
     rules = tuple(_rule(r, str(path)) for r in raw.get("rules") or [{}])
+    keys = [(r.scope, r.metric, r.baseline) for r in rules]
+    for key in {k for k in keys if keys.count(k) > 1}:
+        raise ConfigError(f"{path}: two rules for scope {key[0]}, metric {key[1]}, "
+                          f"baseline {key[2]}: their alerts would be one")  # fmt: skip
     hooks = tuple(_webhook(u, str(path)) for u in raw.get("webhooks") or [])
     interval = float(raw.get("interval_s", 5.0))
     if interval <= 0:

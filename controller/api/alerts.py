@@ -27,6 +27,8 @@ class AlertPublic(_UtcPublic):
     fired_at: datetime
     resolved_at: datetime | None
     labels: dict[str, str]
+    baseline: str | None
+    reason: str | None
 
     @field_validator("fired_at", "resolved_at", mode="after")
     @classmethod
@@ -46,9 +48,15 @@ def list_alerts(
     session: SessionDep,
     state: Annotated[str | None, Query(pattern="^(firing|resolved)$")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 200,
+    scope: Annotated[str | None, Query(max_length=128)] = None,
+    version: Annotated[str | None, Query(max_length=128)] = None,
 ) -> AlertsPublic:
     stmt = select(AlertRow).order_by(col(AlertRow.id).desc()).limit(limit)
     if state:
         stmt = stmt.where(AlertRow.state == state)
+    if scope:
+        stmt = stmt.where(AlertRow.scope == scope)
+    if version:
+        stmt = stmt.where(AlertRow.version == version)
     rows = session.exec(stmt).all()
     return AlertsPublic(data=[AlertPublic.model_validate(r) for r in rows], count=len(rows))

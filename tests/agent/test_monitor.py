@@ -27,6 +27,7 @@ def test_window_counts_frames_drops_latency_and_confidence() -> None:
     assert (w.device_id, w.model, w.version) == ("cam-1", "shapes", "v1")
     assert (w.window_start, w.window_end) == (T0, T0 + timedelta(seconds=60))
     assert (w.frames, w.drops, w.detections, w.low_confidence) == (3, 2, 3, 2)
+    assert w.empty_frames == 1  # the third frame found nothing (drift alerts' empty share)
     assert w.detections_per_frame == 1.0
     assert w.latency_edges_ms == list(LATENCY_EDGES_MS)
     assert sum(w.latency_counts) == 3

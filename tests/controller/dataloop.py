@@ -43,12 +43,13 @@ class Feeder:
 
     def window(
         self, device_id: str, counts: list[int], *, at: datetime | None = None,
-        version: str = "v1",
+        version: str = "v1", frames: int = 100, empty_frames: int | None = None,
     ) -> None:  # fmt: skip
         end = at or utcnow()
         w = TelemetryWindow(
             device_id=device_id, model="shapes", version=version,
-            window_start=end - timedelta(seconds=60), window_end=end, frames=100,
+            window_start=end - timedelta(seconds=60), window_end=end, frames=frames,
+            empty_frames=empty_frames,
             latency_edges_ms=list(LATENCY_EDGES_MS),
             latency_counts=[0] * (len(LATENCY_EDGES_MS) - 1),
             confidence_edges=list(CONFIDENCE_EDGES), confidence_counts=counts,

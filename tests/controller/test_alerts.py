@@ -16,20 +16,21 @@ from typing import Any
 import pytest
 from edgefleet.controller.alerts.config import load_alert_config
 from edgefleet.controller.alerts.notify import WebhookNotifier
-from edgefleet.controller.alerts.rules import Rule, Track, Transition, step
+from edgefleet.controller.alerts.rules import Look, Rule, Track, Transition, measure, step
 from edgefleet.controller.alerts.watch import AlertWatcher
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.services import Services
 from edgefleet.shared.errors import ConfigError
+from edgefleet.shared.histogram import CONFIDENCE_EDGES
 
 from tests.controller.conftest import serving
 from tests.controller.dataloop import BASE, DARK, Feeder, version_with_card
 
 
-def run(rule: Rule, values: list[float | None], detections: int = 100) -> list[str]:
+def run(rule: Rule, values: list[float | None]) -> list[str]:
     track, out = Track(), []
     for v in values:
-        track, what = step(rule, track, v, detections)
+        track, what = step(rule, track, v)
         out.append(what.value[0] if what is not Transition.NONE else ".")
     return out
 
@@ -44,7 +45,9 @@ def test_hysteresis() -> None:
 
 def test_thin_windows_and_missing_scores_leave_the_track_alone() -> None:
     rule = Rule(fire_after=1, min_detections=20)
-    assert run(rule, [0.9], detections=5) == ["."]
+    base = Look(frames=50, detections=340, counts=BASE)
+    thin = Look(frames=100, detections=5, counts=[0] * 15 + [5] * 1 + [0] * 4)
+    assert measure(rule, thin, base, list(CONFIDENCE_EDGES)) is None  # 5 detections: no PSI
     assert run(rule, [None, 0.9]) == [".", "f"]
 
 
@@ -126,6 +129,7 @@ def test_watcher_fires_resolves_and_calls_webhooks(
         out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "device:cam-1" in out.stdout and "resolved" in out.stdout
+        assert "psi vs card" in out.stdout and "(clear)" in out.stdout
 
 
 def test_unreachable_webhook_is_retried_then_counted(services: Services) -> None:
