@@ -257,7 +257,10 @@ class Sampler:
         frame = getattr(result, "frame", None)
         if frame is None or result.error:
             return
-        cands = list(getattr(result, "candidates", None) or [])
+        # The decoder may go lower than this sampler's floor (the telemetry window's
+        # measurement needs candidates down to MEASURE_CONF): below the floor is noise.
+        floor = self.config.candidate_floor
+        cands = [c for c in getattr(result, "candidates", None) or [] if c.confidence > floor]
         now = self.clock()
         with self._lock:
             choice = self.policy.choose(result.detections, cands, now)

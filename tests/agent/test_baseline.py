@@ -17,7 +17,7 @@ from edgefleet.controller.services import NoLink, Services
 from edgefleet.controller.settings import Settings
 from edgefleet.controller.trust import TufSigning
 from edgefleet.shared.card import ModelCard
-from edgefleet.shared.drift import js_distance, psi, wasserstein1
+from edgefleet.shared.drift import DRIFT_PSEUDOCOUNT, js_distance, psi, wasserstein1
 from edgefleet.shared.histogram import CONFIDENCE_EDGES, LATENCY_EDGES_MS
 from edgefleet.shared.protocol import TelemetryWindow, utcnow
 from sqlmodel import Session
@@ -50,7 +50,8 @@ def test_window_scored_against_the_card() -> None:
     assert same.drift_js == pytest.approx(0.0, abs=1e-6)
     darker = [0] * 5 + [20, 40, 60, 40, 20] + [5] * 10  # confidence fell
     out = with_drift(window(darker), card())
-    assert out.drift_psi == pytest.approx(psi(BASE, darker)) and out.drift_psi > 1.0
+    assert out.drift_psi == pytest.approx(psi(BASE, darker, pseudocount=DRIFT_PSEUDOCOUNT))
+    assert out.drift_psi > 1.0
     assert out.drift_js == pytest.approx(js_distance(BASE, darker))
     assert out.drift_wasserstein == pytest.approx(wasserstein1(BASE, darker, CONFIDENCE_EDGES))
     # No card, or an empty window: no scores, never an exception.
