@@ -190,6 +190,8 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     tls = TlsSettings(config.tls.ca, config.tls.cert, config.tls.key) if config.tls else None
     link = MqttLink(config.device_id, config.mqtt_host, config.mqtt_port, hints, tls=tls)
     data = DataLoop.build(config, link)  # drift scores, store-and-forward, sampler
+    if data.sampler is not None:
+        link.on_drift = data.sampler.drift_alert  # a drift alert opens the drift budget
     monitor = WindowAccumulator(config.device_id, utcnow(), low_confidence=config.low_confidence)
     health = HealthCheck(config.health_check_frames, config.latency_budget_ms)
     registry = CollectorRegistry()  # this agent's own: no process-wide default registry

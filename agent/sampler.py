@@ -425,6 +425,12 @@ class Sampler:
 
     # -- drift ------------------------------------------------------------------------
 
+    def drift_alert(self, hold_s: float | None = None) -> None:
+        """The controller pushed a drift alert for a scope holding this device."""
+        with self._lock:
+            self.drift.sign(self.clock(), "drift alert from the controller", hold_s)
+        log.info("drift alert from the controller: drift budget open")
+
     def note_window(self, window: TelemetryWindow, card_dpf: float | None) -> str | None:
         """A telemetry window scored against its card (``with_drift``): a sign of drift
         starts or extends the drift budget. Returns the sign, if any."""
