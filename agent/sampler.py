@@ -200,6 +200,23 @@ class Budget:
             self._refill(now)
             self._tokens = max(0.0, self._tokens - 1.0)
 
+    def take_burst(self, now: float, nbytes: int) -> bool:
+        """A drift burst frame: past the count limits on purpose, never past the bytes.
+        It counts in the windows like any other (so the hour after a drift is quieter)."""
+        self._trim(now)
+        if self.bytes_per_day is not None and (
+            sum(b for _, b in self._taken) + nbytes > self.bytes_per_day
+        ):
+            return False
+        self._taken.append((now, nbytes))
+        return True
+
+    def carry(self, old: Budget) -> None:
+        """Keep what ``old`` (the same strategy before new settings) took and saved up."""
+        self._taken = old._taken
+        self._tokens = min(self._capacity, old._tokens)
+        self._refilled_at = old._refilled_at
+
 
 class DriftState:
     """Whether this device's scene has changed: its own windows against its model card
@@ -320,12 +337,9 @@ class SamplingPolicy:
         """Charge the JPEG's bytes; False (and nothing charged) when over the byte budget."""
         budget = self.budgets[choice.strategy]
         if choice.burst:
-            if budget.bytes_per_day is not None and (
-                sum(b for _, b in budget._taken) + nbytes > budget.bytes_per_day
-            ):
+            if not budget.take_burst(now, nbytes):
                 return False
             self.bursts.append(now)
-            budget._taken.append((now, nbytes))  # bytes count; limits were passed on purpose
             return True
         if not budget.allows(now, nbytes, drifting=choice.drifting):
             return False
@@ -383,7 +397,7 @@ class Sampler:
             policy = _policy(config, old.rng)
             for name, budget in policy.budgets.items():
                 if name in old.budgets:
-                    budget._taken = old.budgets[name]._taken
+                    budget.carry(old.budgets[name])
             policy.bursts = old.bursts
             self.policy, self.config = policy, config
             self.drift.hold_s = config.drift.hold_s
