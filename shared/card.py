@@ -25,7 +25,7 @@ class ModelCard(BaseModel):
     version: str
     created_at: datetime = Field(default_factory=utcnow)
     images: int  # validation images the model ran on
-    conf: float  # detections above this count in the histograms (the agent's default cut)
+    conf: float  # boxes scored above this are counted (shared/measure.py MEASURE_CONF)
     confidence_edges: list[float] = Field(default_factory=lambda: list(CONFIDENCE_EDGES))
     confidence_counts: list[int]  # every class
     per_class_confidence: dict[str, list[int]] = Field(default_factory=dict)
