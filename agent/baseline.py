@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgefleet.agent.controller_http import ControllerHttp
-from edgefleet.shared.card import ModelCard, drift_scores
+from edgefleet.shared.card import ModelCard, comparable, drift_scores
 from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import TransportError
 from edgefleet.shared.protocol import TelemetryWindow
@@ -89,8 +89,8 @@ class BaselineCache:
 
 def with_drift(window: TelemetryWindow, card: ModelCard | None) -> TelemetryWindow:
     """The window with PSI, Jensen-Shannon and Wasserstein-1 against ``card`` filled in."""
-    if card is None or card.confidence_edges != window.confidence_edges:
-        return window
+    if card is None or not comparable(card, window.confidence_edges):
+        return window  # a card counted another way: no drift rather than a false one
     scores = drift_scores(card.confidence_counts, window.confidence_counts, card.confidence_edges)
     if not scores:
         return window

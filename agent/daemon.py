@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from edgefleet.agent.candidates import NO_CANDIDATES, with_candidates
+from edgefleet.agent.candidates import with_candidates
 from edgefleet.agent.config import AgentConfig, load_config, prepare_data_dir
 from edgefleet.agent.dataloop import DataLoop, controller_http
 from edgefleet.agent.enroll import read_upload_token
@@ -45,6 +45,7 @@ from edgefleet.agent.store import CacheQuota, DeviceStore
 from edgefleet.agent.tls import TlsSettings
 from edgefleet.agent.watchdog import SystemdNotifier, ping_interval_s
 from edgefleet.shared.errors import ArtifactError, ConfigError, RuntimeBackendError
+from edgefleet.shared.measure import MEASURE_CONF
 from edgefleet.shared.profiles import FirmwareProfile
 from edgefleet.shared.protocol import Fingerprint, utcnow
 from edgefleet.shared.supervise import Supervisor
@@ -82,8 +83,8 @@ def _on_signals(stop: threading.Event) -> None:
 def device_loader(
     config: AgentConfig, fp: Fingerprint, profile: FirmwareProfile | None
 ) -> tuple[Loader, str]:
-    """The loader for this device's profile (providers, native TensorRT) and its /metrics
-    backend label."""
+    """The loader for this device's profile (providers, native TensorRT), its detectors
+    also giving candidates (:func:`candidate_floor`), and its /metrics backend label."""
     import onnxruntime as ort
     from edgefleet.agent.runtime.engine_cache import GpuFacts
     from edgefleet.agent.runtime.loader import LoaderSettings, backend_label, make_loader
@@ -97,7 +98,17 @@ def device_loader(
     )
     sharer = plan_sharer(config)
     on_built = sharer.offer if sharer is not None else None
-    return make_loader(settings, on_built), backend_label(settings, ort.get_available_providers())
+    loader = with_candidates(make_loader(settings, on_built), candidate_floor(config))
+    return loader, backend_label(settings, ort.get_available_providers())
+
+
+def candidate_floor(config: AgentConfig) -> float:
+    """How low the detector decodes. One decode gives the detections, the raw output's
+    summary (the health check's NaN and collapse checks) and the candidates below the cut:
+    for the sampler, and down to MEASURE_CONF for the telemetry window, which measures what
+    the model card measured whatever this device's own ``conf``."""
+    floor = config.sampling.candidate_floor if config.sampling.enabled else MEASURE_CONF
+    return float(min(floor, MEASURE_CONF))
 
 
 def device_class(config: AgentConfig) -> tuple[Fingerprint, FirmwareProfile | None]:
@@ -170,10 +181,6 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     fingerprint, profile = device_class(config)
     log.info("firmware profile: %s", profile.name if profile else "none fits; CPU defaults")
     loader, backend = device_loader(config, fingerprint, profile)
-    # One decode gives the detections, the raw output's summary (the health check's NaN and
-    # collapse checks) and, when sampling, the candidates below the cut.
-    floor = config.sampling.candidate_floor if config.sampling.enabled else NO_CANDIDATES
-    loader = with_candidates(loader, floor)
     quota = CacheQuota(config.cache.max_artifacts, config.cache.max_bytes)
     store = DeviceStore(config.data_dir, quota)
     slots = ModelSlots()
@@ -183,6 +190,8 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     tls = TlsSettings(config.tls.ca, config.tls.cert, config.tls.key) if config.tls else None
     link = MqttLink(config.device_id, config.mqtt_host, config.mqtt_port, hints, tls=tls)
     data = DataLoop.build(config, link)  # drift scores, store-and-forward, sampler
+    if data.sampler is not None:
+        link.on_drift = data.sampler.drift_alert  # a drift alert opens the drift budget
     monitor = WindowAccumulator(config.device_id, utcnow(), low_confidence=config.low_confidence)
     health = HealthCheck(config.health_check_frames, config.latency_budget_ms)
     registry = CollectorRegistry()  # this agent's own: no process-wide default registry

@@ -16,6 +16,7 @@ from edgefleet.agent.enroll import read_upload_token
 from edgefleet.agent.forward import TelemetryForwarder
 from edgefleet.agent.sampler import ControllerSettings, Sampler
 from edgefleet.agent.spool import DiskSpool
+from edgefleet.shared.card import comparable
 from edgefleet.shared.protocol import TelemetryWindow
 from edgefleet.shared.topics import Channel
 
@@ -87,7 +88,14 @@ class DataLoop:
     def publish_telemetry(self, window: TelemetryWindow) -> None:
         """Score the window against its model's card, then spool it for sending."""
         card = self.baselines.get(window.model, window.version)
-        self.forwarder.submit(with_drift(window, card))
+        scored = with_drift(window, card)
+        if (
+            self.sampler is not None
+            and card is not None
+            and comparable(card, window.confidence_edges)
+        ):
+            self.sampler.note_window(scored, card.detections_per_frame)  # a changed scene
+        self.forwarder.submit(scored)
 
     def close(self) -> None:
         self.forwarder.ack_timeout_s = FINAL_FLUSH_S

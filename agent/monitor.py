@@ -1,5 +1,11 @@
 """Telemetry windows: frames, drops, latency and confidence histograms, low-confidence share.
 
+The confidence histograms, detections and empty frames are the model card's measurement
+(:class:`~edgefleet.shared.measure.ConfidenceTally`): the detections and the candidates
+below the device's own cut go in together and the tally keeps those above
+``MEASURE_CONF``, so a device whose ``conf`` differs from the card's still measures what
+the card measured.
+
 Pure: no clock, no I/O. The caller passes the times in (:meth:`WindowAccumulator.roll`)
 and publishes what comes out. A lock makes it safe to record from the frame loop while
 another thread rolls the window.
@@ -13,7 +19,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from edgefleet.agent.runtime.backend import Detection
-from edgefleet.shared.histogram import CONFIDENCE_EDGES, LATENCY_EDGES_MS, bin_counts
+from edgefleet.shared.histogram import LATENCY_EDGES_MS, bin_counts
+from edgefleet.shared.measure import ConfidenceTally
 from edgefleet.shared.protocol import TelemetryWindow
 
 if TYPE_CHECKING:
@@ -34,8 +41,7 @@ class WindowAccumulator:
         self._frames = 0
         self._drops = 0
         self._latencies: list[float] = []
-        self._confidences: list[float] = []
-        self._per_class: dict[str, list[float]] = {}
+        self._tally = ConfidenceTally()
         self._low = 0
         self._empty = 0
         self._model: str | None = None
@@ -46,18 +52,17 @@ class WindowAccumulator:
         latency_ms: float,
         detections: Iterable[Detection],
         *,
+        candidates: Iterable[Detection] = (),  # scored below the device's cut
         model: str | None = None,
         version: str | None = None,
     ) -> None:
-        dets = list(detections)
+        boxes = [*detections, *candidates]
         with self._lock:
             self._frames += 1
             self._empty += not dets
             self._latencies.append(latency_ms)
-            for d in dets:
-                self._confidences.append(d.confidence)
-                self._per_class.setdefault(d.class_name, []).append(d.confidence)
-                self._low += d.confidence < self.low_confidence
+            counted = self._tally.add_frame(boxes)
+            self._low += sum(c < self.low_confidence for c in counted)
             # A window is attributed to the model that served its latest frame.
             self._model, self._version = model, version
 
@@ -78,13 +83,10 @@ class WindowAccumulator:
                 drops=self._drops,
                 latency_edges_ms=list(LATENCY_EDGES_MS),
                 latency_counts=bin_counts(self._latencies, LATENCY_EDGES_MS),
-                confidence_edges=list(CONFIDENCE_EDGES),
-                confidence_counts=bin_counts(self._confidences, CONFIDENCE_EDGES),
-                per_class_confidence={
-                    name: bin_counts(vals, CONFIDENCE_EDGES)
-                    for name, vals in sorted(self._per_class.items())
-                },
-                detections=len(self._confidences),
+                confidence_edges=list(self._tally.edges),
+                confidence_counts=self._tally.counts(),
+                per_class_confidence=self._tally.per_class(),
+                detections=self._tally.detections,
                 low_confidence=self._low,
                 empty_frames=self._empty,
             )
@@ -97,6 +99,7 @@ class WindowAccumulator:
         self.record_frame(
             result.latency_ms,
             result.detections,
+            candidates=result.candidates or (),
             model=result.meta.model,
             version=result.meta.version,
         )

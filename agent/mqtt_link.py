@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,8 @@ class MqttLink:
     ) -> None:
         self.device_id, self.host, self.port = device_id, host, port
         self.hints = hints
+        # a drift alert pushed on ``commands`` (hold seconds or None); set before start()
+        self.on_drift: Callable[[float | None], None] | None = None
         self.keepalive = keepalive
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker acknowledged desired + commands
@@ -213,16 +216,23 @@ class MqttLink:
         if not msg.payload:
             return  # a retained message being cleared
         try:
-            self._hint(self._parse(msg.topic, bytes(msg.payload)))
+            hint = self._parse(msg.topic, bytes(msg.payload))
         except ProtocolError as e:
             self._reject(msg.topic, e.reason)
+            return
+        if hint is not None:
+            self._hint(hint)
 
-    def _parse(self, topic: str, payload: bytes) -> Hint:
+    def _parse(self, topic: str, payload: bytes) -> Hint | None:
         channel = parse_device_topic(topic).channel
         if channel is Channel.DESIRED:
             return Hint("desired", decode(DesiredHint, payload).director_version)
         if channel is Channel.COMMANDS:
-            decode(Command, payload)
+            command = decode(Command, payload)
+            if command.command == "drift":
+                if self.on_drift is not None:
+                    self.on_drift(command.hold_s)
+                return None
             return Hint("command")
         raise ProtocolError(f"unexpected message on {topic}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import random
 import threading
@@ -32,7 +33,7 @@ from edgefleet.agent.controller_http import ControllerHttp
 from edgefleet.agent.runtime.backend import Detection
 from edgefleet.agent.spool import DiskSpool, Entry
 from edgefleet.shared.errors import TransportError
-from edgefleet.shared.protocol import utcnow
+from edgefleet.shared.protocol import TelemetryWindow, utcnow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
@@ -94,11 +95,34 @@ def _default_strategies() -> list[StrategyConfig]:
     ]
 
 
+class DriftSamplingConfig(BaseModel):
+    """Budget kept for a changed scene, and how the device knows its scene changed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # share of each strategy's hourly and daily frames held back while the scene is as
+    # the card describes it; released while drifting
+    reserve: float = Field(default=0.5, ge=0, le=1)
+    # extra near_threshold frames per hour while drifting, past the strategies' own limits
+    burst_per_hour: int = Field(default=30, ge=0)
+    burst_spacing_s: float = Field(default=5.0, ge=0)  # seconds between two burst frames
+    # the device's own drift score: a window at or above this PSI against its card ...
+    psi_above: float = Field(default=0.25, gt=0)
+    # ... or with detections per frame below this share of the card's (the scene lost them)
+    dpf_ratio_below: float = Field(default=0.5, ge=0, le=1)
+    min_frames: int = Field(default=5, ge=1)  # frames a window needs to count either way
+    hold_s: float = Field(default=900.0, ge=0)  # seconds drifting lasts after the last sign
+
+
 class SamplingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     strategies: list[StrategyConfig] = Field(default_factory=_default_strategies)
+    # spread each strategy's hourly frames over the hour (a token bucket) rather than
+    # taking them as fast as per_minute allows
+    pace: bool = True
+    drift: DriftSamplingConfig = Field(default_factory=DriftSamplingConfig)
     candidate_floor: float = Field(default=0.05, ge=0, le=1)  # candidates below this: noise
     jpeg_quality: int = Field(default=85, ge=10, le=100)
     spool_max_items: int = Field(default=500, ge=1)  # samples kept while not uploaded
@@ -114,34 +138,127 @@ class SamplingConfig(BaseModel):
 
 
 class Budget:
-    """Counts and bytes of captures in sliding windows (times in seconds, from the caller)."""
+    """Counts and bytes of captures in sliding windows (times in seconds, from the caller).
 
-    def __init__(self, s: StrategyConfig) -> None:
+    ``reserve``: the share of the hourly and daily limits held back unless ``drifting``.
+    ``pace``: outside drift, captures come from a token bucket refilled at the (reserved)
+    hourly limit spread over the hour, holding at most a sixth of it, so a steady stream of
+    matching frames does not spend the hour in its first minutes. Drift frames beyond the
+    limits are the policy's burst (:class:`SamplingPolicy`), not this budget's.
+    """
+
+    def __init__(self, s: StrategyConfig, *, reserve: float = 0.0, pace: bool = False) -> None:
         self.limits = ((MINUTE, s.per_minute), (HOUR, s.per_hour), (DAY, s.per_day))
         self.bytes_per_day = s.bytes_per_day
+        self.reserve, self.pace = reserve, pace
         self._taken: deque[tuple[float, int]] = deque()
+        span = HOUR if s.per_hour else DAY  # pace over the hour, else over the day
+        normal = self._normal(s.per_hour or s.per_day or 0)
+        self._rate = normal / span if normal else None  # tokens per second
+        self._capacity = max(1.0, normal / 6)
+        self._tokens = self._capacity
+        self._refilled_at: float | None = None
+
+    def _normal(self, limit: int) -> int:
+        """What a limit leaves outside drift: at least one frame when it allows any."""
+        if limit <= 0 or self.reserve <= 0:
+            return limit
+        return max(1, math.floor(limit * (1 - self.reserve)))
 
     def _trim(self, now: float) -> None:
         while self._taken and self._taken[0][0] <= now - DAY:
             self._taken.popleft()
 
-    def allows(self, now: float, nbytes: int = 0) -> bool:
+    def _refill(self, now: float) -> None:
+        if self._rate is None:
+            return
+        if self._refilled_at is not None and now > self._refilled_at:
+            self._tokens = min(self._capacity,
+                               self._tokens + (now - self._refilled_at) * self._rate)  # fmt: skip
+        self._refilled_at = now if self._refilled_at is None else max(now, self._refilled_at)
+
+    def allows(self, now: float, nbytes: int = 0, *, drifting: bool = False) -> bool:
         self._trim(now)
         for span, limit in self.limits:
-            if limit is not None and sum(1 for t, _ in self._taken if t > now - span) >= limit:
+            if limit is None:
+                continue
+            cap = limit if drifting or span == MINUTE else self._normal(limit)
+            if sum(1 for t, _ in self._taken if t > now - span) >= cap:
                 return False
-        if self.bytes_per_day is not None:
-            return sum(b for _, b in self._taken) + nbytes <= self.bytes_per_day
+        if self.bytes_per_day is not None and (
+            sum(b for _, b in self._taken) + nbytes > self.bytes_per_day
+        ):
+            return False
+        if self.pace and not drifting and self._rate is not None:
+            self._refill(now)
+            return self._tokens >= 1.0
         return True
 
-    def take(self, now: float, nbytes: int) -> None:
+    def take(self, now: float, nbytes: int, *, drifting: bool = False) -> None:
         self._taken.append((now, nbytes))
+        if self.pace and not drifting and self._rate is not None:
+            self._refill(now)
+            self._tokens = max(0.0, self._tokens - 1.0)
+
+    def take_burst(self, now: float, nbytes: int) -> bool:
+        """A drift burst frame: past the count limits on purpose, never past the bytes.
+        It counts in the windows like any other (so the hour after a drift is quieter)."""
+        self._trim(now)
+        if self.bytes_per_day is not None and (
+            sum(b for _, b in self._taken) + nbytes > self.bytes_per_day
+        ):
+            return False
+        self._taken.append((now, nbytes))
+        return True
+
+    def carry(self, old: Budget) -> None:
+        """Keep what ``old`` (the same strategy before new settings) took and saved up."""
+        self._taken = old._taken
+        self._tokens = min(self._capacity, old._tokens)
+        self._refilled_at = old._refilled_at
+
+
+class DriftState:
+    """Whether this device's scene has changed: its own windows against its model card
+    (:func:`drift_sign`), or an alert the controller pushed. Times from the caller."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+        self.until = float("-inf")
+        self.reason: str | None = None
+
+    def sign(self, now: float, reason: str, hold_s: float | None = None) -> None:
+        self.until = max(self.until, now + (self.hold_s if hold_s is None else hold_s))
+        self.reason = reason
+
+    def drifting(self, now: float) -> bool:
+        return now < self.until
+
+
+def drift_sign(
+    cfg: DriftSamplingConfig,
+    *,
+    frames: int,
+    psi: float | None,
+    dpf: float,
+    card_dpf: float | None,
+) -> str | None:
+    """Why a window says the scene changed, or None (also when it has too few frames)."""
+    if frames < cfg.min_frames:
+        return None
+    if psi is not None and psi >= cfg.psi_above:
+        return f"psi {psi:.2f}"
+    if card_dpf and dpf < cfg.dpf_ratio_below * card_dpf:
+        return f"detections/frame {dpf:.2f} vs {card_dpf:.2f}"
+    return None
 
 
 @dataclass(frozen=True)
 class Choice:
     strategy: str
     reason: str
+    drifting: bool = False  # charged to the released reserve
+    burst: bool = False  # charged to the drift burst, past the strategy's limits
 
 
 def match(
@@ -166,27 +283,67 @@ def match(
 
 
 class SamplingPolicy:
-    def __init__(self, strategies: Sequence[StrategyConfig], rng: random.Random) -> None:
+    """Which strategy takes a frame. While ``drifting``, near_threshold strategies go first
+    and may use their reserve, then a burst of ``burst_per_hour`` frames past their limits
+    (spaced ``burst_spacing_s`` apart; the byte budget still holds)."""
+
+    def __init__(
+        self,
+        strategies: Sequence[StrategyConfig],
+        rng: random.Random,
+        *,
+        pace: bool = False,
+        drift: DriftSamplingConfig | None = None,
+    ) -> None:
         self.strategies = list(strategies)
-        self.budgets = {s.name: Budget(s) for s in strategies}
+        self.drift = drift or DriftSamplingConfig(reserve=0.0, burst_per_hour=0)
+        self.budgets = {s.name: Budget(s, reserve=self.drift.reserve, pace=pace)
+                        for s in strategies}  # fmt: skip
         self.rng = rng
+        self.bursts: deque[float] = deque()  # times of burst captures, last hour
+
+    def _order(self, drifting: bool) -> list[StrategyConfig]:
+        if not drifting:
+            return self.strategies
+        return sorted(self.strategies, key=lambda s: s.kind != "near_threshold")  # stable
 
     def choose(
-        self, dets: Sequence[Detection], cands: Sequence[Detection], now: float
+        self,
+        dets: Sequence[Detection],
+        cands: Sequence[Detection],
+        now: float,
+        *,
+        drifting: bool = False,
     ) -> Choice | None:
         """The first strategy that wants the frame and still has a frame in its budget."""
-        for s in self.strategies:
+        for s in self._order(drifting):
             reason = match(s, dets, cands, self.rng)
-            if reason is not None and self.budgets[s.name].allows(now):
-                return Choice(s.name, reason)
+            if reason is None:
+                continue
+            if self.budgets[s.name].allows(now, drifting=drifting):
+                return Choice(s.name, reason, drifting=drifting)
+            if drifting and s.kind == "near_threshold" and self._burst_allows(now):
+                return Choice(s.name, f"{reason}; drift burst", drifting=True, burst=True)
         return None
+
+    def _burst_allows(self, now: float) -> bool:
+        while self.bursts and self.bursts[0] <= now - HOUR:
+            self.bursts.popleft()
+        if len(self.bursts) >= self.drift.burst_per_hour:
+            return False
+        return not self.bursts or now - self.bursts[-1] >= self.drift.burst_spacing_s
 
     def commit(self, choice: Choice, now: float, nbytes: int) -> bool:
         """Charge the JPEG's bytes; False (and nothing charged) when over the byte budget."""
         budget = self.budgets[choice.strategy]
-        if not budget.allows(now, nbytes):
+        if choice.burst:
+            if not budget.take_burst(now, nbytes):
+                return False
+            self.bursts.append(now)
+            return True
+        if not budget.allows(now, nbytes, drifting=choice.drifting):
             return False
-        budget.take(now, nbytes)
+        budget.take(now, nbytes, drifting=choice.drifting)
         return True
 
 
@@ -224,7 +381,8 @@ class Sampler:
         self.device_id, self.config, self.spool, self.http = device_id, config, spool, http
         self.upload_token = upload_token
         self.settings, self.refresh_s = settings, refresh_s
-        self.policy = SamplingPolicy(config.strategies, rng or random.Random())
+        self.policy = _policy(config, rng or random.Random())
+        self.drift = DriftState(config.drift.hold_s)
         self.clock = clock
         self.captured = self.uploaded = self.over_budget = self.queue_full = 0
         self._queue: queue.Queue[Pending] = queue.Queue(maxsize=config.queue_size)
@@ -235,12 +393,14 @@ class Sampler:
         if config == self.config:
             return False
         with self._lock:
-            old = self.policy.budgets
-            policy = SamplingPolicy(config.strategies if config.enabled else [], self.policy.rng)
+            old = self.policy
+            policy = _policy(config, old.rng)
             for name, budget in policy.budgets.items():
-                if name in old:
-                    budget._taken = old[name]._taken
+                if name in old.budgets:
+                    budget.carry(old.budgets[name])
+            policy.bursts = old.bursts
             self.policy, self.config = policy, config
+            self.drift.hold_s = config.drift.hold_s
         log.info("sampling settings changed: %s", [st.name for st in policy.strategies])
         return True
 
@@ -257,10 +417,14 @@ class Sampler:
         frame = getattr(result, "frame", None)
         if frame is None or result.error:
             return
-        cands = list(getattr(result, "candidates", None) or [])
+        # The decoder may go lower than this sampler's floor (the telemetry window's
+        # measurement needs candidates down to MEASURE_CONF): below the floor is noise.
+        floor = self.config.candidate_floor
+        cands = [c for c in getattr(result, "candidates", None) or [] if c.confidence > floor]
         now = self.clock()
         with self._lock:
-            choice = self.policy.choose(result.detections, cands, now)
+            drifting = self.drift.drifting(now)
+            choice = self.policy.choose(result.detections, cands, now, drifting=drifting)
         if choice is None:
             return
         item = Pending(frame, choice, now, utcnow(), result.meta.model, result.meta.version,
@@ -272,6 +436,27 @@ class Sampler:
 
     def on_drop(self, n: int) -> None:
         pass
+
+    # -- drift ------------------------------------------------------------------------
+
+    def drift_alert(self, hold_s: float | None = None) -> None:
+        """The controller pushed a drift alert for a scope holding this device."""
+        with self._lock:
+            self.drift.sign(self.clock(), "drift alert from the controller", hold_s)
+        log.info("drift alert from the controller: drift budget open")
+
+    def note_window(self, window: TelemetryWindow, card_dpf: float | None) -> str | None:
+        """A telemetry window scored against its card (``with_drift``): a sign of drift
+        starts or extends the drift budget. Returns the sign, if any."""
+        sign = drift_sign(self.config.drift, frames=window.frames, psi=window.drift_psi,
+                          dpf=window.detections_per_frame, card_dpf=card_dpf)  # fmt: skip
+        if sign is not None:
+            with self._lock:
+                was = self.drift.drifting(self.clock())
+                self.drift.sign(self.clock(), sign)
+            if not was:
+                log.info("scene drifting (%s): uncertain frames first, drift budget open", sign)
+        return sign
 
     # -- background -------------------------------------------------------------------
 
@@ -354,6 +539,11 @@ class Sampler:
                     self.upload()
                 except OSError as e:
                     log.warning("sample spool unreadable: %s", e)
+
+
+def _policy(config: SamplingConfig, rng: random.Random) -> SamplingPolicy:
+    strategies = config.strategies if config.enabled else []
+    return SamplingPolicy(strategies, rng, pace=config.pace, drift=config.drift)
 
 
 # Bound at start from the local config: the controller's settings do not change these.

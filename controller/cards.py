@@ -1,8 +1,10 @@
 """Model cards: run a model over validation images, keep what drift will be measured against.
 
 :func:`build_card` runs the agent's own :class:`Detector` (ONNX Runtime, the same
-letterbox and decoding as on the device) so the baseline and the device's windows agree on
-what a detection is. :class:`CardStore` keeps one JSON file per version in the data folder.
+letterbox and decoding as on the device) and counts with the telemetry window's own
+measurement (:class:`~edgefleet.shared.measure.ConfidenceTally`: same candidates,
+threshold and bins, overall and per class), so a device looking at these images reads no
+drift. :class:`CardStore` keeps one JSON file per version in the data folder.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from edgefleet.controller.map50 import Box, map50
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import ArtifactError, ConfigError, NotFoundError
-from edgefleet.shared.histogram import CONFIDENCE_EDGES, bin_counts
+from edgefleet.shared.measure import MEASURE_CONF, ConfidenceTally
 from pydantic import ValidationError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 VAL_CONF = 0.001  # as Ultralytics val: mAP needs the whole precision-recall curve
-DEFAULT_CONF = 0.25  # the agent's default cut: the histograms count what a device counts
 
 
 def validation_images(folder: Path) -> list[Path]:
@@ -69,59 +70,46 @@ def _frames(files: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
             yield path, np.asarray(img, dtype=np.uint8)
 
 
-def build_card(
-    onnx_path: Path, folder: Path, name: str, version: str, *, conf: float = DEFAULT_CONF
-) -> ModelCard:
+def build_card(onnx_path: Path, folder: Path, name: str, version: str) -> ModelCard:
     """Run ``onnx_path`` over every image under ``folder`` and summarise it."""
     from edgefleet.agent.runtime.detector import Detector
 
     files = validation_images(folder)
-    confidences: dict[str, list[float]] = {}
+    tally = ConfidenceTally(MEASURE_CONF)
     pairs: list[tuple[list[Box], list[Box]]] = []
-    frames = 0
     with Detector.from_onnx(onnx_path, conf=VAL_CONF) as detector:
         for path, img in _frames(files):
-            frames += 1
             dets = detector.detect(img)
-            for d in dets:
-                if d.confidence > conf:
-                    confidences.setdefault(d.class_name, []).append(d.confidence)
+            tally.add_frame(dets)
             labels = label_path(path)
             if labels is not None:
                 preds = [Box(d.class_id, d.box_xyxy, d.confidence) for d in dets]
                 pairs.append((preds, read_labels(labels, img.shape[1], img.shape[0])))
         names = detector.info.names
-    if frames == 0:
+    if tally.frames == 0:
         raise ConfigError(f"no readable images in validation folder {folder}")
-    return _card(
-        name=name, version=version, conf=conf, frames=frames, confidences=confidences,
-        pairs=pairs, names=names,
-    )  # fmt: skip
+    return _card(name=name, version=version, tally=tally, pairs=pairs, names=names)
 
 
 def _card(
     *,
     name: str,
     version: str,
-    conf: float,
-    frames: int,
-    confidences: dict[str, list[float]],
+    tally: ConfidenceTally,
     pairs: list[tuple[list[Box], list[Box]]],
     names: dict[int, str],
 ) -> ModelCard:
-    every = [c for values in confidences.values() for c in values]
     m, per_class = map50(pairs) if pairs else (None, {})
     return ModelCard(
         model=name,
         version=version,
-        images=frames,
-        conf=conf,
-        confidence_counts=bin_counts(every, CONFIDENCE_EDGES),
-        per_class_confidence={
-            k: bin_counts(v, CONFIDENCE_EDGES) for k, v in sorted(confidences.items())
-        },
-        detections=len(every),
-        detections_per_frame=len(every) / frames,
+        images=tally.frames,
+        conf=tally.conf,
+        confidence_edges=list(tally.edges),
+        confidence_counts=tally.counts(),
+        per_class_confidence=tally.per_class(),
+        detections=tally.detections,
+        detections_per_frame=tally.detections / tally.frames,
         labelled_images=len(pairs),
         map50=m,
         ap50_per_class={names.get(k, str(k)): round(v, 6) for k, v in per_class.items()},

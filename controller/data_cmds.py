@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,57 @@ def alerts_list(args: argparse.Namespace) -> int:
     return 0
 
 
-@_pipe_safe
-def samples_list(args: argparse.Namespace) -> int:
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}  # seconds
+
+
+def parse_when(text: str, now: datetime, flag: str) -> datetime:
+    """ISO 8601 (UTC when it has no offset), or a duration ago: ``90s``, ``30m``, ``2h``, ``1d``."""
+    text = text.strip()
+    unit = DURATION_UNITS.get(text[-1:].lower())
+    if unit is not None and text[:-1].replace(".", "", 1).isdigit():
+        return now - timedelta(seconds=float(text[:-1]) * unit)
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {text!r}: expected ISO 8601 or a duration like 30m, 2h, 1d"
+        ) from None
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
+
+
+def sample_params(args: argparse.Namespace, *, export: bool) -> dict[str, Any]:
+    """The query of ``GET /v1/samples`` for the filter flags (``_sample_filters``)."""
     params: dict[str, Any] = {"limit": args.limit}
     if args.device:
         params["device_id"] = args.device
+    labels = list(args.label)
+    if args.site:
+        labels.append(f"site={args.site}")
+    for item in labels:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--label {item!r}: expected KEY=VALUE")
+    if labels:
+        params["label"] = labels
+    if args.version:
+        model, sep, version = args.version.rpartition(":")
+        if not version or (sep and not model):
+            raise ConfigError(f"--version {args.version!r}: expected VERSION or MODEL:VERSION")
+        params["version"] = version
+        if model:
+            params["model"] = model
+    now = datetime.now(timezone.utc)
+    for flag in ("since", "until"):
+        if getattr(args, flag):
+            params[flag] = parse_when(getattr(args, flag), now, f"--{flag}").isoformat()
+    if export and not args.include_rejected:
+        params["rejected"] = "exclude"
+    return params
+
+
+@_pipe_safe
+def samples_list(args: argparse.Namespace) -> int:
+    params = sample_params(args, export=False)
     answer = _request("GET", "/v1/samples", params=params)
     if args.json:
         _print_json(answer["data"])
@@ -110,9 +157,7 @@ def samples_export(args: argparse.Namespace) -> int:
 
     if args.format != "yolo":
         raise ConfigError(f"unknown export format {args.format!r} (only yolo)")
-    params: dict[str, Any] = {"limit": args.limit}
-    if args.device:
-        params["device_id"] = args.device
+    params = sample_params(args, export=True)
     answer = _request("GET", "/v1/samples", params=params)
     images = {s["id"]: _download(s["id"]) for s in answer["data"]}
     names = _model_names(answer["data"])

@@ -157,14 +157,19 @@ def register_data_loop(sub: Any) -> None:
     samples = sub.add_parser("samples", help="frames devices sent back for annotation")
     ssub = samples.add_subparsers(dest="samples_command", metavar="ACTION", required=True)
     slist = ssub.add_parser("list", help="received samples, newest first")
-    slist.add_argument("--device")
+    _sample_filters(slist, export=False)
     slist.add_argument("--limit", type=int, default=100)
     slist.add_argument("--json", action="store_true")
     slist.set_defaults(handler=f"{D}:samples_list")
-    export = ssub.add_parser("export", help="write samples as a dataset for annotation/training")
+    export = ssub.add_parser(
+        "export",
+        help="write samples as a dataset for annotation/training",
+        description="Samples of rejected canaries (versions whose latest rollout failed, "
+        "was rolled back or aborted) are left out unless --include-rejected.",
+    )
     export.add_argument("--format", default="yolo", choices=["yolo"])
     export.add_argument("--out", required=True, metavar="DIR")
-    export.add_argument("--device")
+    _sample_filters(export, export=True)
     export.add_argument("--limit", type=int, default=10000)
     export.add_argument("--val", type=float, default=0.2, help="share of images in val/")
     export.set_defaults(handler=f"{D}:samples_export")
@@ -201,3 +206,19 @@ def _register_plans(msub: Any) -> None:
     approve = psub.add_parser("approve", help="sign a plan a device shared")
     approve.add_argument("id")
     approve.set_defaults(handler=f"{p}:plan_approve")
+
+
+def _sample_filters(p: Any, *, export: bool) -> None:
+    """Scope, version and time filters shared by ``samples list`` and ``samples export``."""
+    p.add_argument("--device", help="one device")
+    p.add_argument("--site", help="devices labelled site=SITE")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="devices with this label (repeatable: all must match)")  # fmt: skip
+    p.add_argument("--version", metavar="[MODEL:]VERSION", help="samples of this model version")
+    p.add_argument(
+        "--since", metavar="TIME", help="captured at or after: ISO 8601, or 30m, 2h, 1d ago"
+    )
+    p.add_argument("--until", metavar="TIME", help="captured before: ISO 8601, or 30m, 2h, 1d ago")
+    if export:
+        p.add_argument("--include-rejected", action="store_true",
+                       help="also export samples of rejected canaries")  # fmt: skip

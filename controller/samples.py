@@ -8,15 +8,17 @@ import hashlib
 import json
 import random
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from edgefleet.controller.models import Device, SampleRow
+from edgefleet.controller.models import Device, Rollout, SampleRow
 from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import ArtifactError, NotFoundError
 from edgefleet.shared.topics import validate_device_id
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import and_, false, not_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -109,13 +111,80 @@ def get_sample(session: Session, sample_id: int) -> SampleRow:
     return row
 
 
+# A version whose latest rollout ended in one of these is a rejected canary: its frames
+# show a model that was stopped, and stay out of exports unless asked for.
+REJECTED_STATES = frozenset({"failed", "rolled_back", "aborted"})
+Rejected = Literal["include", "exclude", "only"]
+
+
+@dataclass(frozen=True)
+class SampleFilter:
+    """Which samples: by device and labels (scope), model version, and capture time."""
+
+    device_id: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)  # every one must match
+    model: str | None = None
+    version: str | None = None
+    since: datetime | None = None  # captured at or after
+    until: datetime | None = None  # captured before
+    rejected: Rejected = "include"
+
+
+def rejected_versions(session: Session) -> set[tuple[str, str]]:
+    """(model, version) pairs whose latest rollout was stopped (failed, rolled back, aborted)."""
+    latest: dict[tuple[str, str], tuple[int, str]] = {}
+    for rid, model, version, state in session.exec(
+        select(Rollout.id, Rollout.model, Rollout.version, Rollout.state)
+    ).all():
+        key = (model, version)
+        if rid is not None and (key not in latest or rid > latest[key][0]):
+            latest[key] = (rid, state)
+    return {key for key, (_, state) in latest.items() if state in REJECTED_STATES}
+
+
+def _where(session: Session, f: SampleFilter) -> list[Any]:
+    conds: list[Any] = []
+    if f.device_id:
+        conds.append(col(SampleRow.device_id) == f.device_id)
+    for key, value in sorted(f.labels.items()):
+        conds.append(col(SampleRow.labels)[key].as_string() == value)
+    if f.model:
+        conds.append(col(SampleRow.model) == f.model)
+    if f.version:
+        conds.append(col(SampleRow.version) == f.version)
+    if f.since is not None:
+        conds.append(col(SampleRow.captured_at) >= _utc(f.since))
+    if f.until is not None:
+        conds.append(col(SampleRow.captured_at) < _utc(f.until))
+    if f.rejected != "include":
+        bad = rejected_versions(session)
+        hit = or_(false(), *(and_(col(SampleRow.model) == m, col(SampleRow.version) == v)
+                             for m, v in sorted(bad)))  # fmt: skip
+        if f.rejected == "only":
+            conds.append(hit)
+        else:  # a sample with no model or version is nobody's rejected canary
+            conds.append(or_(col(SampleRow.model).is_(None), col(SampleRow.version).is_(None),
+                             not_(hit)))  # fmt: skip
+    return conds
+
+
+def _utc(t: datetime) -> datetime:
+    """A time without an offset is UTC (as every time the controller stores)."""
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
 def list_samples(
-    session: Session, *, device_id: str | None = None, limit: int = 100
+    session: Session,
+    *,
+    device_id: str | None = None,
+    limit: int = 100,
+    where: SampleFilter | None = None,
 ) -> list[SampleRow]:
-    stmt = select(SampleRow).order_by(col(SampleRow.id).desc()).limit(limit)
+    f = where or SampleFilter()
     if device_id:
-        stmt = stmt.where(SampleRow.device_id == device_id)
-    return list(session.exec(stmt).all())
+        f = replace(f, device_id=device_id)
+    stmt = select(SampleRow).where(*_where(session, f))
+    return list(session.exec(stmt.order_by(col(SampleRow.id).desc()).limit(limit)).all())
 
 
 # --- export ------------------------------------------------------------------------------

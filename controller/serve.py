@@ -111,11 +111,14 @@ def build_scheduler(services: Services) -> Scheduler:
 def build_alert_watcher(services: Services) -> Any:
     """Drift alerts (controller/alerts): rules and webhooks from DATA/alerts.yaml."""
     from edgefleet.controller.alerts.config import load_alert_config
+    from edgefleet.controller.alerts.push import DriftPush
     from edgefleet.controller.alerts.watch import AlertWatcher
     from edgefleet.controller.cards import CardStore
 
     data = services.settings.data_dir
-    return AlertWatcher(services.engine, CardStore(data / "cards"), load_alert_config(data))
+    push = DriftPush(services.engine, services.link)  # the alert's devices sample the scene
+    return AlertWatcher(services.engine, CardStore(data / "cards"), load_alert_config(data),
+                        push=push)  # fmt: skip
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -70,8 +70,13 @@ class DesiredHint(_Wire):
 
 
 class Command(_Wire):
-    command: Literal["refresh"]
+    """``refresh``: look at the director now. ``drift``: a drift alert fired on a scope
+    holding this device; its sampler treats the scene as changed for ``hold_s`` seconds
+    (None: its own ``sampling.drift.hold_s``). Agents before this field drop ``drift``."""
+
+    command: Literal["refresh", "drift"]
     issued_at: datetime = Field(default_factory=utcnow)
+    hold_s: float | None = Field(default=None, gt=0, le=86400)  # seconds
 
 
 class DeviceState(_Wire):

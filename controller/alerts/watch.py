@@ -69,8 +69,11 @@ class AlertWatcher:
         config: AlertConfig,
         notifier: WebhookNotifier | None = None,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        push: Callable[[dict[str, Any]], Any] | None = None,  # to the devices (alerts/push.py)
     ) -> None:
         self.engine, self.cards, self.config, self.clock = engine, cards, config, clock
+        self.push = push
         self.notifier = notifier or WebhookNotifier(
             config.webhooks, timeout_s=config.webhook_timeout_s, attempts=config.webhook_attempts
         )
@@ -134,6 +137,8 @@ class AlertWatcher:
             changes += self._expire(s)
         for change in changes:
             self.notifier.send(change)
+            if self.push is not None:
+                self.push(change)
         return len(rows)
 
     # -- one window --------------------------------------------------------------------

@@ -89,12 +89,29 @@ def upload(  # noqa: PLR0917 - FastAPI passes these by name
 
 
 @router.get("", response_model=SamplesPublic)
-def list_samples(
+def list_samples(  # noqa: PLR0917 - FastAPI passes these by name
     session: SessionDep,
     device_id: str | None = None,
+    label: Annotated[list[str] | None, Query(description="KEY=VALUE, repeatable")] = None,
+    model: str | None = None,
+    version: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    rejected: store_mod.Rejected = "include",
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> SamplesPublic:
-    rows = store_mod.list_samples(session, device_id=device_id, limit=limit)
+    """Newest first. ``rejected=exclude`` leaves out versions whose latest rollout failed,
+    was rolled back or aborted; ``only`` lists just those."""
+    labels = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HTTPException(400, f"label must be KEY=VALUE, got {item!r}")
+        labels[key] = value
+    where = store_mod.SampleFilter(device_id=device_id, labels=labels, model=model,
+                                   version=version, since=since, until=until,
+                                   rejected=rejected)  # fmt: skip
+    rows = store_mod.list_samples(session, limit=limit, where=where)
     return SamplesPublic(data=[SamplePublic.model_validate(r) for r in rows], count=len(rows))
 
 

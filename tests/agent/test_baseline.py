@@ -17,7 +17,7 @@ from edgefleet.controller.services import NoLink, Services
 from edgefleet.controller.settings import Settings
 from edgefleet.controller.trust import TufSigning
 from edgefleet.shared.card import ModelCard
-from edgefleet.shared.drift import js_distance, psi, wasserstein1
+from edgefleet.shared.drift import DRIFT_PSEUDOCOUNT, js_distance, psi, wasserstein1
 from edgefleet.shared.histogram import CONFIDENCE_EDGES, LATENCY_EDGES_MS
 from edgefleet.shared.protocol import TelemetryWindow, utcnow
 from sqlmodel import Session
@@ -50,7 +50,8 @@ def test_window_scored_against_the_card() -> None:
     assert same.drift_js == pytest.approx(0.0, abs=1e-6)
     darker = [0] * 5 + [20, 40, 60, 40, 20] + [5] * 10  # confidence fell
     out = with_drift(window(darker), card())
-    assert out.drift_psi == pytest.approx(psi(BASE, darker)) and out.drift_psi > 1.0
+    assert out.drift_psi == pytest.approx(psi(BASE, darker, pseudocount=DRIFT_PSEUDOCOUNT))
+    assert out.drift_psi > 1.0
     assert out.drift_js == pytest.approx(js_distance(BASE, darker))
     assert out.drift_wasserstein == pytest.approx(wasserstein1(BASE, darker, CONFIDENCE_EDGES))
     # No card, or an empty window: no scores, never an exception.
@@ -118,3 +119,28 @@ def test_a_missing_card_is_asked_with_growing_gaps_and_a_card_answers_304(
     assert (again.status_code, again.content) == (304, b"")
     assert again.headers["etag"] == first.headers["etag"]
     assert client.get(card_path, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+def test_a_drifting_window_opens_the_samplers_drift_budget(
+    controller: tuple[Services, httpx.Client], tmp_path: Path
+) -> None:
+    """DataLoop: the window scored against the card fetched from a real controller tells
+    the sampler (agent/sampler.py) that the scene changed; the window is still spooled."""
+    from edgefleet.agent.dataloop import DataLoop
+    from edgefleet.agent.forward import TelemetryForwarder
+    from edgefleet.agent.sampler import Sampler, SamplingConfig
+    from edgefleet.agent.spool import DiskSpool
+
+    _, client = controller
+    http = ControllerHttp(str(client.base_url), "cam-1")
+    spool = DiskSpool(tmp_path / "telemetry")
+    forwarder = TelemetryForwarder(spool, lambda payload, timeout: False, lambda: False)
+    sampler = Sampler("cam-1", SamplingConfig(), DiskSpool(tmp_path / "samples"), None)
+    loop = DataLoop(forwarder, BaselineCache(http, tmp_path / "b"), sampler, http)
+    loop.publish_telemetry(window(BASE))
+    assert not sampler.drift.drifting(sampler.clock())
+    loop.publish_telemetry(window([0] * 5 + [20, 40, 60, 40, 20] + [5] * 10))  # darker
+    assert sampler.drift.drifting(sampler.clock())
+    assert sampler.drift.reason is not None and sampler.drift.reason.startswith("psi")
+    assert len(list(spool.entries())) == 2
+    http.close()

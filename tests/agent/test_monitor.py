@@ -62,3 +62,16 @@ def test_window_serialises_to_the_wire() -> None:
     acc.record_frame(3.0, [det("a", 0.7)])
     payload = acc.roll(T0 + timedelta(seconds=1)).to_bytes()
     assert b'"frames":1' in payload
+
+
+def test_window_counts_candidates_above_the_measurement_threshold() -> None:
+    """A device with a high cut still measures what the model card measures."""
+    acc = WindowAccumulator("cam-1", T0, low_confidence=0.5)
+    acc.record_frame(1.0, [det("a", 0.9)], candidates=[det("a", 0.4), det("b", 0.1)])
+    acc.record_frame(1.0, [], candidates=[det("b", 0.2)])
+
+    w = acc.roll(T0)
+
+    assert (w.frames, w.detections, w.low_confidence) == (2, 2, 1)
+    assert w.confidence_counts == bin_counts([0.9, 0.4], CONFIDENCE_EDGES)
+    assert sorted(w.per_class_confidence) == ["a"]

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -158,6 +159,28 @@ def test_desired_and_command_arrive_as_hints(
     _, hints = link
     watcher.send(Channel.DESIRED, DesiredHint(director_version=7).to_bytes(), retain=True)
     assert next_hint(hints, "desired").director_version == 7
+    watcher.send(Channel.COMMANDS, Command(command="refresh").to_bytes())
+    assert next_hint(hints, "command").source == "command"
+
+
+def test_drift_alert_command_opens_the_samplers_drift_budget(
+    watcher: Watcher, link: tuple[MqttLink, queue.Queue[Hint]], tmp_path: Path
+) -> None:
+    """What controller/alerts/push.py sends: the sampler treats the scene as changed."""
+    from edgefleet.agent.sampler import Sampler, SamplingConfig
+    from edgefleet.agent.spool import DiskSpool
+
+    lk, hints = link
+    sampler = Sampler(DEVICE, SamplingConfig(), DiskSpool(tmp_path / "spool"), None)
+    lk.on_drift = sampler.drift_alert
+    assert not sampler.drift.drifting(time.monotonic())
+    watcher.send(Channel.COMMANDS, Command(command="drift", hold_s=60).to_bytes())
+    wait_for("the sampler drifting", lambda: sampler.drift.drifting(time.monotonic()))
+    assert sampler.drift.until - time.monotonic() <= 60
+    got = []
+    while not hints.empty():
+        got.append(hints.get_nowait().source)
+    assert "command" not in got and lk.malformed == 0  # not a refresh, not malformed
     watcher.send(Channel.COMMANDS, Command(command="refresh").to_bytes())
     assert next_hint(hints, "command").source == "command"
 

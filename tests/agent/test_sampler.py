@@ -3,6 +3,7 @@ and capture -> disk spool -> upload to a real controller, surviving an outage an
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,12 @@ from edgefleet.agent.runtime.backend import Detection
 from edgefleet.agent.runtime.detector import Detector
 from edgefleet.agent.sampler import (
     Budget,
+    Choice,
     Sampler,
     SamplingConfig,
     SamplingPolicy,
     StrategyConfig,
+    drift_sign,
     match,
 )
 from edgefleet.agent.spool import DiskSpool
@@ -31,6 +34,7 @@ from edgefleet.controller.db import make_engine
 from edgefleet.controller.services import NoLink, Services
 from edgefleet.controller.settings import Settings
 from edgefleet.controller.trust import TufSigning
+from edgefleet.shared.protocol import TelemetryWindow, utcnow
 
 from edgefleet.devbroker import free_port
 from tests.controller.conftest import serving
@@ -187,3 +191,96 @@ def test_controller_checks_identity_and_stores_a_retry_once(controller: httpx.Cl
     assert post("cam-1").status_code == 200  # the same uid again: stored once
     assert post("cam-2").status_code == 400  # not its own sample
     assert controller.get("/v1/samples").json()["count"] == 1
+
+
+# --- drift budget and pacing (issue 10 item 6): pure, a fake clock ------------------------
+
+
+def run_policy(
+    policy: SamplingPolicy,
+    start: float,
+    end: float,
+    *,
+    drifting: bool = False,
+    every: float = 1.0,
+) -> list[tuple[float, Choice]]:
+    """A matching frame (uncertain and random both want it) every ``every`` seconds."""
+    taken = []
+    t = start
+    while t < end:
+        choice = policy.choose([det(0.9)], [det(0.2)], t, drifting=drifting)
+        if choice is not None and policy.commit(choice, t, 1000):
+            taken.append((t, choice))
+        t += every
+    return taken
+
+
+def default_policy() -> SamplingPolicy:
+    cfg = SamplingConfig()
+    always = [st.model_copy(update={"share": 1.0}) for st in cfg.strategies]  # random: always
+    return SamplingPolicy(always, random.Random(0), pace=cfg.pace, drift=cfg.drift)
+
+
+def test_normal_running_spreads_the_hour_and_keeps_the_reserve() -> None:
+    """The issue: 30 uncertain + 5 random went in the first 18 minutes of a steady scene."""
+    policy = default_policy()
+    hour = run_policy(policy, 0, 3600)
+    early = [c for t, c in hour if t < 18 * 60]
+    by = {name: sum(c.strategy == name for _, c in hour) for name in ("uncertain", "random")}
+    # Half of 30 and of 5 are held for drift: at most 15 (+ the bucket's start) and 2.
+    assert 14 <= by["uncertain"] <= 18 and by["random"] <= 2
+    assert len(early) <= 8  # paced: about a quarter-hour's worth, not the whole hour
+    assert any(t >= 45 * 60 for t, _ in hour)  # still sampling late in the hour
+
+
+def test_drift_releases_the_reserve_then_a_burst_of_uncertain_frames() -> None:
+    policy = default_policy()
+    run_policy(policy, 0, 3600)  # a normal hour: the normal share is spent
+    changed = run_policy(policy, 3600, 3600 + 240, drifting=True)  # 4 minutes of drift
+    assert all(c.drifting for _, c in changed)
+    uncertain = [c for _, c in changed if c.strategy == "uncertain"]
+    burst = [t for t, c in changed if c.burst]
+    assert len(uncertain) >= 30  # the reserve (per_minute still holds) plus the burst
+    assert len(changed) - len(uncertain) <= 5  # random: within its own per_hour
+    assert burst and min(b - a for a, b in itertools.pairwise(burst)) >= 5.0
+    assert len(burst) <= 30  # burst_per_hour
+    # Without drift the same 4 minutes bring home the pacing's trickle: the bucket's 2.5
+    # saved while the hour was full, then one frame per 4 minutes.
+    calm = default_policy()
+    run_policy(calm, 0, 3600)
+    assert len(run_policy(calm, 3600, 3600 + 240)) <= 4
+
+
+def test_burst_still_keeps_the_byte_budget() -> None:
+    s = StrategyConfig(name="u", kind="near_threshold", per_hour=1, bytes_per_day=2500)
+    policy = SamplingPolicy([s], random.Random(0), drift=SamplingConfig().drift)
+    taken = run_policy(policy, 0, 600, drifting=True, every=10)
+    assert len(taken) == 2  # 1000 bytes each: the third would pass 2500
+
+
+def test_drift_sign_from_the_devices_own_windows() -> None:
+    cfg = SamplingConfig().drift
+    assert drift_sign(cfg, frames=20, psi=0.6, dpf=2.0, card_dpf=2.3) == "psi 0.60"
+    assert drift_sign(cfg, frames=20, psi=0.05, dpf=2.2, card_dpf=2.3) is None
+    # The noisy site: PSI says little, but detections per frame fell from 2.29 to 0.22.
+    assert drift_sign(cfg, frames=20, psi=None, dpf=0.22, card_dpf=2.29) is not None
+    assert drift_sign(cfg, frames=2, psi=3.0, dpf=0.0, card_dpf=2.29) is None  # too few
+
+
+def test_sampler_opens_the_drift_budget_on_its_own_window(tmp_path: Path) -> None:
+    now = [0.0]
+    sampler = Sampler("cam-1", SamplingConfig(), DiskSpool(tmp_path / "spool"), None,
+                      rng=random.Random(0), clock=lambda: now[0])  # fmt: skip
+    t = utcnow()
+    window = TelemetryWindow(
+        device_id="cam-1", window_start=t, window_end=t, frames=30, latency_edges_ms=[0, 1],
+        latency_counts=[30], confidence_edges=[0, 1], confidence_counts=[60], detections=60,
+        drift_psi=0.1,
+    )  # fmt: skip
+    assert sampler.note_window(window, card_dpf=2.0) is None
+    assert not sampler.drift.drifting(now[0])
+    assert sampler.note_window(window.model_copy(update={"drift_psi": 0.7}), 2.0) == "psi 0.70"
+    now[0] = 899.0
+    assert sampler.drift.drifting(now[0])  # held for hold_s after the last sign
+    now[0] = 901.0
+    assert not sampler.drift.drifting(now[0])

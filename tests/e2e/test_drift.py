@@ -31,9 +31,11 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 V2 = REPO / "models" / "shapes" / "v2" / "model.onnx"
 DEVICE = "cam-drift"
 ALERTS = {
-    # The shipped samples darkened to 35 % score PSI ~5 against their own card; the
-    # same light scores < 0.2 (a window covers a partial cycle of the images).
-    "rules": [{"metric": "psi", "fire_above": 1.0, "clear_below": 0.5, "fire_after": 2,
+    # The shipped samples darkened to 35 % score PSI 0.9-1.7 against their own card in
+    # windows of 10 to 25 frames (smoothed PSI, shared/drift.py); the same light < 0.05.
+    # Windows of 4 s at 5 fps: a window of 3 frames (2 s on a loaded machine) reads 0.2-0.9
+    # dark and up to 0.27 in the same light, too little evidence either way.
+    "rules": [{"metric": "psi", "fire_above": 0.5, "clear_below": 0.25, "fire_after": 2,
                "clear_after": 2, "min_detections": 5}],
     "interval_s": 1,
 }  # fmt: skip
@@ -77,7 +79,7 @@ def start_agent(system: System, frames: Path) -> None:
         "controller_url": system.url, "mqtt_url": system.broker.url,
         "data_dir": str(system.procs.folder / DEVICE),
         "source": {"kind": "folder", "path": str(frames), "fps": 5},
-        "poll_interval_s": 5, "telemetry_window_s": 2,
+        "poll_interval_s": 5, "telemetry_window_s": 4,
         "sampling": {"upload_interval_s": 1, "strategies": [
             {"name": "uncertain", "kind": "near_threshold", "band": [0.1, 0.45],
              "per_minute": 30},
@@ -145,13 +147,13 @@ def test_drift_alert_samples_export(
 
     # Same light as the card: the agent's own scores stay low, no alert. The first window
     # on v2 may straddle the swap (a few frames: PSI 0.7 was seen on a loaded machine).
-    assert max(next_scored(windows, 4)[1:]) < 0.5
+    assert max(next_scored(windows, 4)[1:]) < 0.3
     assert system.http.get("/v1/alerts").json()["count"] == 0
 
     set_light(frames, 0.35)
     while windows.qsize():  # what was measured before the change
         windows.get_nowait()
-    assert min(next_scored(windows, 3)[1:]) > 1.0  # the first may straddle the change
+    assert min(next_scored(windows, 3)[1:]) > 0.5  # the first may straddle the change
     fired = webhook[1].get(timeout=60)
     assert fired["event"] == "alert.fired"
     assert fired["alert"]["device_id"] == DEVICE and fired["alert"]["labels"]["site"] == "store-9"
