@@ -7,13 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgefleet.controller.rollouts.lifecycle import SETTLED
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-FINAL = {"succeeded", "failed", "aborted", "rolled_back"}
+FINAL = {s.value for s in SETTLED}  # the rollout will not move without a person
 _STYLE = {"PASS": "green", "FAIL": "bold red", "NODATA": "yellow", "WARN": "magenta"}
 _OUTCOME = {"successful": "green", "failed": "bold red", "inconclusive": "yellow",
             "promoted": "cyan", "pending": "dim"}  # fmt: skip
