@@ -1,7 +1,7 @@
 """A rollout's lifecycle through the real API, scheduler, signing and ingest: one table of
 transitions, reads that never write, older versions re-signed for devices that installed
-newer ones, refusals shown with their reason, and silent devices making a stage
-Inconclusive."""
+newer ones, refusals shown with their reason, silent devices making a stage Inconclusive,
+and re-signed copies keeping their source's model card."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
+from edgefleet.controller.cards import CardStore
 from edgefleet.controller.operator_cmds import _print_rollout
 from edgefleet.controller.registry import push_version
 from edgefleet.controller.rollouts import service
@@ -28,7 +29,9 @@ from edgefleet.controller.rollouts.lifecycle import (
 )
 from edgefleet.controller.rollouts.scheduler import Scheduler
 from edgefleet.controller.services import Services
+from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import TrustError
+from edgefleet.shared.histogram import CONFIDENCE_EDGES, bin_counts
 from edgefleet.shared.protocol import Phase, RejectedEvent
 from edgefleet.shared.topics import Channel, device_topic
 from sqlalchemy import event
@@ -288,3 +291,32 @@ def test_devices_that_neither_commit_nor_refuse_make_the_stage_inconclusive(
             sched.round()
         body = client.get(f"/v1/rollouts/{r['id']}").json()
         assert body["stage"] == 1 and body["stages"][0]["outcome"] == "successful", body
+
+
+# --- a re-signed copy keeps its source's model card --------------------------------------
+
+
+def test_rolled_back_devices_keep_the_card_of_the_version_they_run(
+    setup: Setup, serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    cards = CardStore(services.settings.data_dir / "cards")
+    counts = bin_counts([0.8] * 100, CONFIDENCE_EDGES)
+    cards.put(ModelCard(model="shapes", version="v1", images=50, conf=0.25,
+                        confidence_counts=counts))  # fmt: skip
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        rid = _create(client, stages="1,100%", soak_s=3600)["id"]
+        fleet.follow_director()
+        assert _act(client, rid, "rollback").json()["rollback_version"] == "shapes:v1-rb3"
+        fleet.follow_director()
+        sched.round()
+        # The agent's drift baseline comes from this answer (agent/baseline.py).
+        r = client.get("/v1/models/shapes/versions/v1-rb3/card")
+        assert r.status_code == 200, r.text
+        assert r.json()["confidence_counts"] == counts
+        assert client.get("/v1/models/shapes/versions/v2/card").status_code == 404
+    # ... and the controller's drift report and alerts look it up the same way.
+    card = cards.find("shapes", "v1-rb3")
+    assert card is not None and card.version == "v1"
+    assert cards.find("shapes", "v2-rb3") is None  # a copy of a version without a card
