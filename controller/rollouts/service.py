@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -258,11 +258,15 @@ def _refusals(
     ]  # fmt: skip
     if not waiting:
         return {}
-    rows = session.exec(
-        select(EventRow.device_id, EventRow.reason, EventRow.at)
-        .where(col(EventRow.device_id).in_(waiting), EventRow.kind == "rejected")
-        .order_by(col(EventRow.at))
-    ).all()
+    rows = []
+    for start in range(0, len(waiting), _IDS_PER_QUERY):  # bound parameters per statement
+        rows += session.exec(
+            select(EventRow.device_id, EventRow.reason, EventRow.at).where(
+                col(EventRow.device_id).in_(waiting[start : start + _IDS_PER_QUERY]),
+                EventRow.kind == "rejected",
+            )
+        ).all()
+    rows.sort(key=lambda r: _utc(r[2]) or datetime.min.replace(tzinfo=timezone.utc))
     out = {}
     for device_id, reason, at in rows:
         since = assigned.get(device_id)
@@ -275,6 +279,7 @@ def _refusals(
 
 # Refusals that say nothing about an assignment: a malformed MQTT message.
 _NOT_ABOUT_ASSIGNMENTS = "message on "
+_IDS_PER_QUERY = 900  # device ids per IN (...): SQLite and PostgreSQL limit bound parameters
 
 
 def _members(
