@@ -380,7 +380,7 @@ def rollout_body(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"stages": args.stages, "soak_s": args.soak, "on_failure": args.on_failure,
              "max_concurrent": args.max_concurrent, "stratify_by": args.stratify_by,
              "priority": args.priority,
-             "install_timeout_s": getattr(args, "install_timeout", None)}  # fmt: skip
+             "install_timeout_s": args.install_timeout}  # fmt: skip
     body.update({k: v for k, v in flags.items() if v is not None})
     if args.gate:
         body["gates"] = _expand_gates([parse_gate(g) for g in args.gate])

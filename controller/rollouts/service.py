@@ -251,7 +251,7 @@ def _refusals(
     versions: frozenset[str],
 ) -> dict[str, str]:
     """Why each assigned device that does not run the version yet refused something since
-    its assignment (the agent's ``rejected`` events), newest refusal first."""
+    its assignment (the agent's ``rejected`` events); the newest one when several."""
     waiting = [
         d for d in assigned
         if d in devices and not (devices[d].model == model and devices[d].version in versions)
