@@ -47,6 +47,9 @@ def render(r: dict[str, Any]) -> Group:
         stages.add_row(f"{st['index'] + 1} ({st['stage']})", str(st["devices"]), bar, outcome,
                        gates)  # fmt: skip
     parts.append(stages)
+    for d in r["devices"]:
+        if d.get("refused"):
+            parts.append(Text(f"{d['device_id']} refused its assignment: {d['refused']}", "red"))
     return Group(*parts)
 
 

@@ -28,12 +28,14 @@ from edgefleet.controller.rollouts.lifecycle import (
     transition,
 )
 from edgefleet.controller.rollouts.scheduler import Scheduler
+from edgefleet.controller.rollouts.watch import render
 from edgefleet.controller.services import Services
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import TrustError
 from edgefleet.shared.histogram import CONFIDENCE_EDGES, bin_counts
 from edgefleet.shared.protocol import Phase, RejectedEvent
 from edgefleet.shared.topics import Channel, device_topic
+from rich.console import Console
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -261,6 +263,9 @@ def test_a_refusal_is_shown_with_its_reason_and_stops_the_stage(
     table = [line.split() for line in out.splitlines() if line.startswith((a, b))]
     result = {cells[0]: cells[-1] for cells in table if "assignment:" not in cells}
     assert result == {a: "refused", b: "pending"}
+    console = Console(record=True, width=200)
+    console.print(render(body))  # `rollout status --watch`
+    assert f"{a} refused its assignment: {why}" in console.export_text()
 
 
 def test_devices_that_neither_commit_nor_refuse_make_the_stage_inconclusive(
