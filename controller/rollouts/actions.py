@@ -18,7 +18,6 @@ from edgefleet.controller.models import Device, ModelVersion, Rollout, RolloutDe
 from edgefleet.controller.rollouts import releases
 from edgefleet.controller.rollouts.lifecycle import (
     RolloutEvent,
-    TransitionRefusedError,
     transition,
 )
 from edgefleet.controller.rollouts.service import (
@@ -31,10 +30,6 @@ from edgefleet.controller.rollouts.service import (
 from sqlmodel import Session, select
 
 log = logging.getLogger(__name__)
-
-
-# The 409 of an operator action: the lifecycle table's refusal.
-ActionRefusedError = TransitionRefusedError
 
 
 def _move(rollout: Rollout, event: RolloutEvent) -> None:
