@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 from edgefleet.shared.protocol import Phase
 
-_FAILED_PHASES = frozenset({Phase.REVERTED.value, Phase.FAILED.value})
-
 
 @dataclass(frozen=True)
 class DeviceReport:
@@ -76,11 +74,11 @@ def device_progress(
     reported after it was assigned."""
     runs_it = report.model == model and report.version in versions
     done = runs_it and report.phase == Phase.COMMITTED.value
+    # Failed only by a FAILED / REVERTED event naming this version (the shell clears it on
+    # assignment): a FAILED or REVERTED phase in the device's state may be left over from
+    # an older attempt, and a rollout that read it failed the moment it was created.
     failed_event = report.failed_model == model and report.failed_version in versions
-    # A revert reported while still aiming at this version counts against it too.
-    aiming = report.desired_model == model and report.desired_version in versions
-    failed_phase = report.phase in _FAILED_PHASES and (runs_it or aiming)
-    failed = not done and (failed_event or failed_phase or refused is not None)
+    failed = not done and (failed_event or refused is not None)
     return DeviceProgress(report, done, failed, None if done else refused)
 
 

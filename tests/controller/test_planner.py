@@ -52,13 +52,15 @@ def test_a_refusal_after_the_assignment_fails_the_device_with_its_reason() -> No
     assert [(d.failed, d.refused) for d in p.devices] == [(True, why["a"]), (False, None)]
 
 
-def test_revert_while_aiming_at_version_fails_rollout() -> None:
+def test_a_failed_event_fails_the_device_a_stale_failed_phase_does_not() -> None:
     reports = [
         _r("a", model="m", version="v2", phase="COMMITTED"),
-        _r("b", model="m", version="v1", phase="REVERTED"),
+        _r("b", model="m", version="v1", phase="REVERTED", failed_model="m", failed_version="v2"),
+        _r("c", model="m", version="v1", phase="FAILED"),  # from an attempt before this one
+        _r("d", model="m", version="v2", phase="FAILED"),  # runs v2; failed something else
     ]
     p = rollout_progress("m", {"v2"}, reports)
-    assert [d.failed for d in p.devices] == [False, True]
+    assert [d.failed for d in p.devices] == [False, True, False, False]
 
 
 def test_failed_event_for_version_counts_even_after_retargeting() -> None:

@@ -33,7 +33,7 @@ from edgefleet.controller.services import Services
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import TrustError
 from edgefleet.shared.histogram import CONFIDENCE_EDGES, bin_counts
-from edgefleet.shared.protocol import Phase, RejectedEvent
+from edgefleet.shared.protocol import Phase, PhaseEvent, RejectedEvent
 from edgefleet.shared.topics import Channel, device_topic
 from rich.console import Console
 from sqlalchemy import event
@@ -106,7 +106,7 @@ def _into(state: RolloutState, client: httpx.Client, sched: Scheduler, fleet: Fl
         fleet.follow_director()
         sched.round()
     elif state is S.FAILED:
-        fleet.report(device, "v1", Phase.REVERTED)  # a revert while aiming at v2
+        _reverted(fleet, device, "v2")
         sched.round()
     elif state is not S.RUNNING:
         event_for = {S.PAUSED: "pause", S.ABORTED: "abort", S.ROLLED_BACK: "rollback"}
@@ -228,6 +228,37 @@ def test_an_older_version_is_resigned_where_a_newer_release_was_installed(
 
 
 # --- refusals and silent devices ---------------------------------------------------------
+
+
+def _reverted(fleet: Fleet, device_id: str, version: str) -> None:
+    """The agent's revert of ``version``: its event, then its state back on v1."""
+    ev = PhaseEvent(device_id=device_id, phase=Phase.REVERTED, model="shapes", version=version,
+                    reason="health check failed")  # fmt: skip
+    fleet.ingest.handle(device_topic(device_id, Channel.EVENTS), ev.to_bytes())
+    fleet.report(device_id, "v1", Phase.REVERTED)
+
+
+def test_a_failed_phase_left_from_an_older_attempt_does_not_fail_a_new_rollout(
+    setup: Setup, serve: Callable
+) -> None:  # type: ignore[type-arg]
+    """Issue 16: rollouts "showed failed right after create because a device still carried
+    a FAILED phase from an older version"; now only a failure event after the assignment
+    counts, and the state is a record, so it would have stayed failed."""
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    for i in range(10):
+        fleet.report(f"cam-{i}", "v1", Phase.FAILED)  # v1 runs; some older attempt failed
+    with serve(services) as client:
+        r = _create(client)
+        assert (r["state"], r["failed"]) == ("running", 0), r
+        sched.round()
+        assert client.get(f"/v1/rollouts/{r['id']}").json()["state"] == "running"
+        _reverted(fleet, "cam-3", "v2")  # a real failure of this version still counts
+        for i in (0, 1, 2, 4, 5, 6, 7, 8, 9):
+            fleet.report(f"cam-{i}", "v2")
+        sched.round()
+        body = client.get(f"/v1/rollouts/{r['id']}").json()
+    assert (body["state"], body["done"], body["failed"]) == ("failed", 9, 1), body
 
 
 def _refuse(fleet: Fleet, device_id: str, reason: str, at: Any = None) -> None:
