@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from edgefleet.controller.map50 import Box, map50
+from edgefleet.controller.rollouts.releases import source_label
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import ArtifactError, ConfigError, NotFoundError
@@ -118,7 +119,11 @@ def _card(
 
 
 class CardStore:
-    """One JSON card per model version under ``DATA/cards/<name>/<version>.json``."""
+    """One JSON card per model version under ``DATA/cards/<name>/<version>.json``.
+
+    A re-signed copy of a version (``v1-rb9``: a rollback, or an older version rolled out
+    again, ``rollouts/releases.py``) runs the same bytes, so without a card of its own it
+    has its source's: devices that run it keep their drift baseline."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -131,6 +136,9 @@ class CardStore:
 
     def get(self, name: str, version: str) -> ModelCard:
         path = self._path(name, version)
+        source = source_label(version)
+        if source != version and not path.exists():
+            path = self._path(name, source)
         try:
             return ModelCard.model_validate_json(path.read_bytes())
         except FileNotFoundError as e:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from edgefleet.controller.api.cards import card_store
 from edgefleet.controller.drift_report import drift_report
 from edgefleet.controller.models import Device, Rollout
+from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.controller.services import Services
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -19,7 +20,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 DRIFT_SPAN = timedelta(minutes=15)  # drift gauges cover the windows of the last 15 minutes
-ROLLOUT_STATES = ("running", "paused", "failed", "succeeded", "aborted", "rolled_back")
+ROLLOUT_STATES = tuple(s.value for s in RolloutState)
 
 router = APIRouter(tags=["metrics"])
 

@@ -330,6 +330,7 @@ class RolloutDevicePublic(SQLModel):
     version: str | None
     done: bool
     failed: bool = False
+    refused: str | None = None  # why it refused its assignment ("what: reason"), if it did
 
 
 class StagePublic(_UtcPublic):

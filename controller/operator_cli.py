@@ -71,6 +71,11 @@ def _register_fleet(sub: Any) -> None:
     create.add_argument("--file", help="rollout spec (YAML); flags given here override it")
     create.add_argument("--stages", help='counts or percents, e.g. "1,10%%,50%%,100%%"')
     create.add_argument("--soak", help="soak per stage after its devices committed: 30s, 5m")
+    create.add_argument(
+        "--install-timeout", metavar="DURATION",
+        help="time an assigned device has to commit or refuse before the stage is "
+        "Inconclusive (default 30m)",
+    )  # fmt: skip
     create.add_argument("--on-failure", choices=["pause", "rollback"])
     create.add_argument(
         "--gate", action="append", default=[], metavar="METRIC:THRESHOLD[:MIN_SAMPLES]",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
+from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.shared.errors import ArtifactError, ConfigError, EdgefleetError, TransportError
 from edgefleet.shared.topics import validate_device_id
 
@@ -378,7 +379,8 @@ def rollout_body(args: argparse.Namespace) -> dict[str, Any]:
         body["selector"] = {**body.get("selector", {}), **parse_selector(args.selector)}
     flags = {"stages": args.stages, "soak_s": args.soak, "on_failure": args.on_failure,
              "max_concurrent": args.max_concurrent, "stratify_by": args.stratify_by,
-             "priority": args.priority}  # fmt: skip
+             "priority": args.priority,
+             "install_timeout_s": args.install_timeout}  # fmt: skip
     body.update({k: v for k, v in flags.items() if v is not None})
     if args.gate:
         body["gates"] = _expand_gates([parse_gate(g) for g in args.gate])
@@ -411,7 +413,7 @@ def _print_rollout(r: dict[str, Any]) -> None:
     if r.get("rollback_version"):
         print(f"rolled back to {r['rollback_version']}")
     for st in r.get("stages", []):
-        current = st["index"] == r.get("stage") and r["state"] == "running"
+        current = st["index"] == r.get("stage") and r["state"] == RolloutState.RUNNING.value
         # Director metadata is signed in batches in the background: show how far it got.
         signing = f", signed {r['total']}/{st['devices']}" if current and (
             r["total"] < st["devices"]) else ""  # fmt: skip
@@ -424,12 +426,20 @@ def _print_rollout(r: dict[str, Any]) -> None:
                   + (f"  {g['detail']}" if g.get("detail") else ""))  # fmt: skip
     rows = [
         [d["device_id"], str(d.get("stage", 0) + 1), d["phase"] or "-",
-         f"{d['model'] or '-'}:{d['version'] or '-'}",
-         "failed" if d.get("failed") else ("done" if d["done"] else "pending")]
+         f"{d['model'] or '-'}:{d['version'] or '-'}", _result(d)]
         for d in r["devices"]
     ]  # fmt: skip
     if rows:
         _table(["DEVICE", "STAGE", "PHASE", "RUNNING", "RESULT"], rows)
+    for d in r["devices"]:
+        if d.get("refused"):
+            print(f"{d['device_id']} refused its assignment: {d['refused']}")
+
+
+def _result(d: dict[str, Any]) -> str:
+    if d.get("refused"):
+        return "refused"
+    return "failed" if d.get("failed") else ("done" if d["done"] else "pending")
 
 
 @_pipe_safe

@@ -17,6 +17,7 @@ from edgefleet.controller.api.deps import (
 )
 from edgefleet.controller.models import Rollout, RolloutPublic, RolloutsPublic
 from edgefleet.controller.rollouts import actions, service
+from edgefleet.controller.rollouts.lifecycle import TransitionRefusedError
 from edgefleet.controller.rollouts.spec import RolloutSpec
 from edgefleet.controller.services import Services
 from fastapi import APIRouter, HTTPException
@@ -78,6 +79,6 @@ def act(
             session.refresh(rollout)
             return service.rollout_public(session, rollout)
     except HTTPException as e:
-        if isinstance(e.__cause__, actions.ActionRefusedError):
+        if isinstance(e.__cause__, TransitionRefusedError):  # the lifecycle table said no
             raise HTTPException(409, one_line(e.__cause__.reason)) from e
         raise

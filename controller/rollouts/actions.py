@@ -1,11 +1,11 @@
 """Operator actions on a rollout: pause, resume, abort, rollback, promote.
 
-Each checks the state it may act from (a one-line error otherwise), changes the row,
+Each moves the rollout through the lifecycle table (``lifecycle.py``; a one-line error
+when the table has no such transition from its state), changes the row,
 writes an audit entry with who did it, and commits. Rollback goes through the signed
 path: the agent refuses a lower release counter for the same model, so the previous
-version's bytes are signed again as a new entry with a higher release (Trust issue:
-"a deliberate downgrade is a newly signed entry with a higher counter pointing at the
-old bytes") and each device's director metadata lists that entry.
+version's bytes are signed again as a new entry with a higher release
+(``releases.resign``) and each device's director metadata lists that entry.
 """
 
 from __future__ import annotations
@@ -15,60 +15,51 @@ from datetime import datetime
 
 from edgefleet.controller import plans, registry
 from edgefleet.controller.models import Device, ModelVersion, Rollout, RolloutDevice
+from edgefleet.controller.rollouts import releases
+from edgefleet.controller.rollouts.lifecycle import (
+    RolloutEvent,
+    transition,
+)
 from edgefleet.controller.rollouts.service import (
     Deps,
     audit,
     spec_of,
+    stage_row,
     start_stage,
 )
-from edgefleet.shared.errors import EdgefleetError
 from sqlmodel import Session, select
 
 log = logging.getLogger(__name__)
 
 
-class ActionRefusedError(EdgefleetError):
-    """The action does not apply to the rollout's state (HTTP 409)."""
-
-
-_FROM = {
-    "pause": {"running"},
-    "resume": {"paused", "failed"},
-    "abort": {"running", "paused", "failed"},
-    "rollback": {"running", "paused", "failed", "succeeded", "aborted"},
-    "promote": {"running", "paused"},
-}
-
-
-def _check(rollout: Rollout, action: str) -> None:
-    if rollout.state not in _FROM[action]:
-        allowed = ", ".join(sorted(_FROM[action]))
-        raise ActionRefusedError(
-            f"cannot {action} rollout {rollout.id}: it is {rollout.state} (needs {allowed})"
-        )
+def _move(rollout: Rollout, event: RolloutEvent) -> None:
+    """Apply ``event`` through the lifecycle table, or refuse with a one-line error."""
+    rollout.state = transition(rollout.state, event, rollout.id).value
 
 
 def pause(session: Session, rollout: Rollout, actor: str, now: datetime) -> None:
-    _check(rollout, "pause")
-    rollout.state, rollout.reason = "paused", f"paused by {actor}"
+    _move(rollout, RolloutEvent.PAUSE)
+    rollout.reason = f"paused by {actor}"
     _done(session, rollout, actor, "pause")
 
 
 def resume(session: Session, rollout: Rollout, actor: str, now: datetime) -> None:
     """Continue; a failed or inconclusive stage is judged again on fresh windows."""
-    _check(rollout, "resume")
-    if rollout.state == "failed" or rollout.ready_at is not None:
+    _move(rollout, RolloutEvent.RESUME)
+    # A stage that ended (failed, inconclusive, timed out) or was soaking starts over.
+    ended = stage_row(session, rollout, rollout.stage).outcome != "pending"
+    if ended or rollout.ready_at is not None:
         start_stage(session, rollout, rollout.stage, now)
-    rollout.state, rollout.reason = "running", None
+    rollout.reason = None
     _done(session, rollout, actor, "resume")
 
 
 def abort(session: Session, deps: Deps, rollout: Rollout, actor: str, now: datetime) -> None:
     """Stop; devices keep what they run. Those assigned that have not switched yet get
     their current version listed again, so they do not install the new one later."""
-    _check(rollout, "abort")
+    _move(rollout, RolloutEvent.ABORT)
     held = _hold_pending(session, deps, rollout)
-    rollout.state, rollout.reason = "aborted", f"aborted by {actor}"
+    rollout.reason = f"aborted by {actor}"
     _done(session, rollout, actor, "abort", held=held)
 
 
@@ -95,30 +86,28 @@ def _hold_pending(session: Session, deps: Deps, rollout: Rollout) -> list[str]:
 
 def promote(session: Session, rollout: Rollout, actor: str, now: datetime) -> None:
     """Skip the rest of this stage's soak and its gates: the next stage starts now."""
-    _check(rollout, "promote")
+    _move(rollout, RolloutEvent.PROMOTE)
     spec = spec_of(rollout)
-    from edgefleet.controller.rollouts.service import _stage_row
-
-    stage = _stage_row(session, rollout, rollout.stage)
+    stage = stage_row(session, rollout, rollout.stage)
     stage.ended_at, stage.outcome = now, "promoted"
     session.add(stage)
     if rollout.stage + 1 < len(spec.stages):
         start_stage(session, rollout, rollout.stage + 1, now)
-        rollout.state, rollout.reason = "running", f"promoted by {actor}"
+        rollout.reason = f"promoted by {actor}"
     else:
-        rollout.state, rollout.reason = "running", f"last stage promoted by {actor}"
+        rollout.reason = f"last stage promoted by {actor}"
         rollout.ready_at = rollout.ready_at or now
     _done(session, rollout, actor, "promote", stage=rollout.stage + 1)
 
 
 def rollback(session: Session, deps: Deps, rollout: Rollout, actor: str, now: datetime) -> None:
-    _check(rollout, "rollback")
     roll_back(session, deps, rollout, actor, now)
     session.commit()
 
 
 def roll_back(session: Session, deps: Deps, rollout: Rollout, actor: str, now: datetime) -> None:
     """Every device this rollout assigned goes back to what it ran before (no commit)."""
+    _move(rollout, RolloutEvent.ROLLBACK)  # refused before anything is signed
     rows = session.exec(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout.id)).all()
     resigned: dict[tuple[str, str], ModelVersion] = {}
     sent: list[tuple[str, int]] = []
@@ -138,7 +127,6 @@ def roll_back(session: Session, deps: Deps, rollout: Rollout, actor: str, now: d
         sent.append((row.device_id, director_version))
     labels = sorted(f"{v.name}:{v.version}" for v in resigned.values())
     rollout.rollback_version = ", ".join(labels) or None
-    rollout.state = "rolled_back"
     rollout.reason = rollout.reason or f"rolled back by {actor}"
     session.add(rollout)
     audit(session, actor, "rollback", f"rollout/{rollout.id}", to=labels, devices=len(sent))
@@ -157,19 +145,7 @@ def _resign(
     old = registry.get_version(session, model, version)
     if model != rollout.model:
         return old
-    path = deps.artifact_path(old.sha256)
-    with registry._PUSH_LOCK:  # the release counter is "max + 1", as in a push
-        release = registry._next_release(session, model)
-        label = f"{old.version}-rb{release}"[:64]
-        info = deps.signing.add_model_target(model, label, release, path, format=old.format)
-        session.add(ModelVersion(
-            name=model, version=label, release=release, sha256=info.sha256,
-            length=info.length, target=info.target_path, format=old.format,
-        ))  # fmt: skip
-        session.flush()
-        new = registry.get_version(session, model, label)
-        plans.carry_plans(session, deps.artifact_path, deps.signing, old, new)
-    return new
+    return releases.resign(session, deps.signing, deps.artifact_path, old)
 
 
 def _done(session: Session, rollout: Rollout, actor: str, action: str, **detail: object) -> None:

@@ -34,7 +34,8 @@ class Member:
     labels: Mapping[str, str]
     assigned: bool = False
     done: bool = False  # runs the rollout's version, committed
-    failed: bool = False  # reverted / failed this version
+    failed: bool = False  # reverted / failed / refused this version
+    assigned_at: datetime | None = None  # when this rollout assigned it
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Snapshot:
     ready_at: datetime | None  # when every device of the stage had committed
     members: Mapping[str, Member]
     results: Sequence[GateResult] = ()  # gates of the current stage, evaluated by the shell
+    stage_started_at: datetime | None = None  # (re)started: a resume restarts the clocks
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,12 @@ def plan(snap: Snapshot, now: datetime) -> Plan:
     if outcome is Outcome.FAILED:
         why = ", ".join(failing(snap.results))
         return _with(base, Next.FAIL, f"{label} failed: {why}", assign=[])
+    silent = _silent(snap, now)
+    if silent:
+        shown = ", ".join(silent[:5]) + (f" and {len(silent) - 5} more" if len(silent) > 5 else "")
+        why = (f"{label} inconclusive: {len(silent)} device(s) neither committed nor refused "
+               f"within {spec.install_timeout_s:g} s: {shown}")  # fmt: skip
+        return _with(base, Next.PAUSE, why, assign=[], outcome=Outcome.INCONCLUSIVE)
     if outcome is Outcome.INCONCLUSIVE:
         nodata = ", ".join(r.metric for r in snap.results if r.verdict.value == "NODATA")
         return _with(base, Next.PAUSE, f"{label} inconclusive: no data for {nodata}", assign=[])
@@ -97,11 +105,30 @@ def plan(snap: Snapshot, now: datetime) -> Plan:
     return base
 
 
-def _with(p: Plan, nxt: Next, reason: str, assign: list[str] | None = None) -> Plan:
+def _silent(snap: Snapshot, now: datetime) -> list[str]:
+    """Assigned devices that neither committed nor failed/refused within the install
+    timeout, counted from their assignment or the stage's (re)start, whichever is later."""
+    out = []
+    for device_id, m in sorted(snap.members.items()):
+        if not m.assigned or m.done or m.failed or m.assigned_at is None:
+            continue
+        since = max(m.assigned_at, snap.stage_started_at or m.assigned_at)
+        if (now - since).total_seconds() >= snap.spec.install_timeout_s:
+            out.append(device_id)
+    return out
+
+
+def _with(
+    p: Plan,
+    nxt: Next,
+    reason: str,
+    assign: list[str] | None = None,
+    outcome: Outcome | None = None,
+) -> Plan:
     return Plan(
         assign=p.assign if assign is None else assign,
         ready_at=p.ready_at,
-        outcome=p.outcome,
+        outcome=p.outcome if outcome is None else outcome,
         next=nxt,
         reason=reason,
         wanted=p.wanted,

@@ -16,6 +16,7 @@ from edgefleet.controller import pins as pinlib
 from edgefleet.controller import plans
 from edgefleet.controller.models import Channel, Device, ModelVersion, Pin, Rollout, RolloutDevice
 from edgefleet.controller.registry import get_version
+from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.shared.errors import EdgefleetError
 from sqlmodel import Session, col, select
 
@@ -122,7 +123,7 @@ def _leave_rollouts(session: Session, device_id: str, target: pinlib.Target) -> 
         select(RolloutDevice, Rollout)
         .join(Rollout, col(Rollout.id) == col(RolloutDevice.rollout_id))
         .where(RolloutDevice.device_id == device_id)
-        .where(col(Rollout.state).in_(("running", "paused")))
+        .where(col(Rollout.state).in_((RolloutState.RUNNING.value, RolloutState.PAUSED.value)))
     )
     for row, rollout in session.exec(stmt).all():
         if pinlib.Target(rollout.model, rollout.version) != target:

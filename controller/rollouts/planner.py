@@ -6,19 +6,10 @@ answers themselves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
 
 from edgefleet.shared.protocol import Phase
-
-_FAILED_PHASES = frozenset({Phase.REVERTED.value, Phase.FAILED.value})
-
-
-class RolloutState(str, Enum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -40,11 +31,14 @@ class DeviceProgress:
     report: DeviceReport
     done: bool
     failed: bool
+    refused: str | None = None  # why the device refused its assignment (then failed)
 
 
 @dataclass(frozen=True)
 class RolloutProgress:
-    state: RolloutState
+    """How far a rollout's devices got. Its state is not derived from this: it is a record
+    that only the lifecycle table changes (``lifecycle.py``)."""
+
     devices: tuple[DeviceProgress, ...]
 
     @property
@@ -72,27 +66,31 @@ def select_devices(
     return sorted(device_id for device_id, labels in devices if matches(selector, labels))
 
 
-def device_progress(model: str, version: str, report: DeviceReport) -> DeviceProgress:
-    runs_it = report.model == model and report.version == version
+def device_progress(
+    model: str, versions: Collection[str], report: DeviceReport, refused: str | None = None
+) -> DeviceProgress:
+    """``versions``: the rollout's version and its re-signed copies (``releases.aliases``),
+    any of which the device may run. ``refused``: the reason of a refusal the device
+    reported after it was assigned."""
+    runs_it = report.model == model and report.version in versions
     done = runs_it and report.phase == Phase.COMMITTED.value
-    failed_event = report.failed_model == model and report.failed_version == version
-    # A revert reported while still aiming at this version counts against it too.
-    aiming = report.desired_model == model and report.desired_version == version
-    failed = not done and (failed_event or (report.phase in _FAILED_PHASES and (runs_it or aiming)))
-    return DeviceProgress(report, done, failed)
+    # Failed only by a FAILED / REVERTED event naming this version (the shell clears it on
+    # assignment): a FAILED or REVERTED phase in the device's state may be left over from
+    # an older attempt, and a rollout that read it failed the moment it was created.
+    failed_event = report.failed_model == model and report.failed_version in versions
+    failed = not done and (failed_event or refused is not None)
+    return DeviceProgress(report, done, failed, None if done else refused)
 
 
-def rollout_progress(model: str, version: str, reports: Iterable[DeviceReport]) -> RolloutProgress:
-    """Per-device outcome and the rollout's state.
-
-    failed as soon as one device failed this version; succeeded when every device runs it
-    committed (vacuously for a rollout that matched no device); running otherwise.
-    """
-    devices = tuple(device_progress(model, version, r) for r in reports)
-    if any(d.failed for d in devices):
-        state = RolloutState.FAILED
-    elif all(d.done for d in devices):
-        state = RolloutState.SUCCEEDED
-    else:
-        state = RolloutState.RUNNING
-    return RolloutProgress(state, devices)
+def rollout_progress(
+    model: str,
+    versions: Collection[str],
+    reports: Iterable[DeviceReport],
+    refusals: Mapping[str, str] | None = None,
+) -> RolloutProgress:
+    """Per-device outcome: done (runs one of ``versions``, committed), failed (reverted,
+    failed or refused it) or neither yet."""
+    why = refusals or {}
+    return RolloutProgress(
+        tuple(device_progress(model, versions, r, why.get(r.device_id)) for r in reports)
+    )

@@ -19,6 +19,7 @@ from datetime import datetime
 
 from edgefleet.controller.models import Rollout
 from edgefleet.controller.rollouts import lease, pinning
+from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.controller.rollouts.service import SCHEDULER, WAKE, Deps, advance
 from edgefleet.shared.protocol import utcnow
 from sqlalchemy.engine import Engine
@@ -97,7 +98,7 @@ class Scheduler:
                 log.exception("applying pins failed")
             running = session.exec(
                 select(Rollout)
-                .where(Rollout.state == "running")
+                .where(Rollout.state == RolloutState.RUNNING.value)
                 .order_by(col(Rollout.priority).desc(), col(Rollout.id))
             ).all()
             for rollout in running:

@@ -2,8 +2,9 @@
 parts (``advance.plan``, ``gates.evaluate``, ``cohorts``).
 
 ``create_rollout`` records a spec and runs its first tick; ``advance`` is one tick of one
-rollout (the scheduler calls it for every running rollout); ``rollout_public`` is what the
-API shows.
+rollout (the scheduler calls it for every running rollout) and the only place the
+scheduler changes a state, through the lifecycle table (``lifecycle.py``);
+``rollout_public`` is what the API shows, and it only reads.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ from edgefleet.controller import plans
 from edgefleet.controller.models import (
     AuditEntry,
     Device,
+    EventRow,
+    ModelVersion,
     Rollout,
     RolloutDevice,
     RolloutDevicePublic,
@@ -33,7 +36,7 @@ from edgefleet.controller.models import (
 from edgefleet.controller.pins import Target
 from edgefleet.controller.registry import get_version
 from edgefleet.controller.rollouts import advance as adv
-from edgefleet.controller.rollouts import pinning
+from edgefleet.controller.rollouts import pinning, releases
 from edgefleet.controller.rollouts.cohorts import control_group
 from edgefleet.controller.rollouts.gates import (
     Aggregate,
@@ -42,9 +45,9 @@ from edgefleet.controller.rollouts.gates import (
     card_pair,
     evaluate,
 )
+from edgefleet.controller.rollouts.lifecycle import RolloutEvent, RolloutState, transition
 from edgefleet.controller.rollouts.planner import (
     DeviceReport,
-    RolloutState,
     device_progress,
     matches,
     rollout_progress,
@@ -161,18 +164,21 @@ def advance(
     """
     with TICK_LOCK:
         session.refresh(rollout)
-        if rollout.state != "running":
+        if rollout.state != RolloutState.RUNNING.value:
             return None
         spec = spec_of(rollout)
         devices = _device_views(session)
-        rows = set(session.exec(
-            select(RolloutDevice.device_id).where(RolloutDevice.rollout_id == rollout.id)
-        ).all())  # fmt: skip
-        members = _members(rollout, spec, devices, rows, pinning.load(session))
-        results = _gate_results(session, rollout, spec, devices, members, cards=deps.cards)
+        rows = _assigned(session, rollout)
+        versions = _versions(session, rollout)
+        refusals = _refusals(session, rows, devices, rollout.model, versions)
+        members = _members(rollout, spec, devices, rows, pinning.load(session),
+                           versions=versions, refusals=refusals)  # fmt: skip
+        results = _gate_results(session, rollout, spec, devices, members, versions=versions,
+                                cards=deps.cards)  # fmt: skip
         snap = adv.Snapshot(
-            rollout.id or 0, spec, rollout.stage, _utc(rollout.ready_at), members, results
-        )
+            rollout.id or 0, spec, rollout.stage, _utc(rollout.ready_at), members, results,
+            stage_started_at=_utc(rollout.stage_started_at),
+        )  # fmt: skip
         plan = adv.plan(snap, now)
         chosen = plan.assign if max_assign is None else plan.assign[:max_assign]
         deadline = time.monotonic() + (TICK_BUDGET_S if budget_s is None else budget_s)
@@ -184,7 +190,7 @@ def advance(
                 session.commit()
                 _hint(deps, last)
             batch = chosen[start : start + SIGN_BATCH]
-            last = _assign(session, deps.signing, rollout=rollout, chosen=batch, now=now)
+            last = _assign(session, deps, rollout=rollout, chosen=batch, now=now)
             signed = start + len(batch)
         if signed < len(plan.assign):
             # Part of the stage is signed: stay, and decide again once the rest is.
@@ -215,12 +221,76 @@ def _device_views(session: Session) -> dict[str, Any]:
     return {r.device_id: r for r in session.execute(sa_select(*_VIEW)).all()}
 
 
+def _assigned(session: Session, rollout: Rollout) -> dict[str, datetime | None]:
+    """The rollout's devices and when each was assigned."""
+    rows = session.exec(
+        select(RolloutDevice.device_id, RolloutDevice.assigned_at).where(
+            RolloutDevice.rollout_id == rollout.id
+        )
+    ).all()
+    return {device_id: _utc(at) for device_id, at in rows}
+
+
+def _versions(session: Session, rollout: Rollout) -> frozenset[str]:
+    """The rollout's version and its re-signed copies: a device may run any of them."""
+    row = session.exec(
+        select(ModelVersion).where(
+            ModelVersion.name == rollout.model, ModelVersion.version == rollout.version
+        )
+    ).first()
+    if row is None:
+        return frozenset({rollout.version})
+    return frozenset(v.version for v in releases.aliases(session, row)) | {rollout.version}
+
+
+def _refusals(
+    session: Session,
+    assigned: dict[str, datetime | None],
+    devices: dict[str, Any],
+    model: str,
+    versions: frozenset[str],
+) -> dict[str, str]:
+    """Why each assigned device that does not run the version yet refused something since
+    its assignment (the agent's ``rejected`` events); the newest one when several."""
+    waiting = [
+        d for d in assigned
+        if d in devices and not (devices[d].model == model and devices[d].version in versions)
+    ]  # fmt: skip
+    if not waiting:
+        return {}
+    rows = []
+    for start in range(0, len(waiting), _IDS_PER_QUERY):  # bound parameters per statement
+        rows += session.exec(
+            select(EventRow.device_id, EventRow.reason, EventRow.at).where(
+                col(EventRow.device_id).in_(waiting[start : start + _IDS_PER_QUERY]),
+                EventRow.kind == "rejected",
+            )
+        ).all()
+    rows.sort(key=lambda r: _utc(r[2]) or datetime.min.replace(tzinfo=timezone.utc))
+    out = {}
+    for device_id, reason, at in rows:
+        since = assigned.get(device_id)
+        if since is not None and (_utc(at) or since) < since:
+            continue  # refused something before this assignment
+        if reason and not reason.startswith(_NOT_ABOUT_ASSIGNMENTS):
+            out[device_id] = reason
+    return out
+
+
+# Refusals that say nothing about an assignment: a malformed MQTT message.
+_NOT_ABOUT_ASSIGNMENTS = "message on "
+_IDS_PER_QUERY = 900  # device ids per IN (...): SQLite and PostgreSQL limit bound parameters
+
+
 def _members(
     rollout: Rollout,
     spec: RolloutSpec,
     devices: dict[str, Any],
-    rows: set[str],
+    rows: dict[str, datetime | None],
     rules: pinning.Rules,
+    *,
+    versions: frozenset[str],
+    refusals: dict[str, str],
 ) -> dict[str, adv.Member]:
     out = {}
     target = Target(rollout.model, rollout.version)
@@ -228,8 +298,10 @@ def _members(
         assigned = device_id in rows
         if not assigned and (not matches(spec.selector, d.labels) or rules.excluded(d, target)):
             continue  # not selected, or a pin holds it on another version
-        p = device_progress(rollout.model, rollout.version, _report(d))
-        out[device_id] = adv.Member(d.labels, assigned, p.done, assigned and p.failed)
+        p = device_progress(rollout.model, versions, _report(d), refusals.get(device_id))
+        out[device_id] = adv.Member(
+            d.labels, assigned, p.done, assigned and p.failed, rows.get(device_id)
+        )
     return out
 
 
@@ -240,6 +312,7 @@ def _gate_results(
     devices: dict[str, Any],
     members: dict[str, adv.Member],
     *,
+    versions: frozenset[str],
     cards: CardLookup | None = None,
 ) -> list[GateResult]:
     canaries = [d for d, m in members.items() if m.assigned]
@@ -255,16 +328,16 @@ def _gate_results(
     control = control_group(labels, canaries, spec.control_labels)
     windows = _windows(session, [*canaries, *control], since)
     canary_agg = Aggregate.of(
-        w for w in windows if w.device_id in set(canaries) and w.version == rollout.version
+        w for w in windows if w.device_id in set(canaries) and w.version in versions
     )
     control_agg = Aggregate.of(
-        w for w in windows if w.device_id in set(control) and w.version != rollout.version
+        w for w in windows if w.device_id in set(control) and w.version not in versions
     )
     if not control_agg.windows:
         # No control left (the last stage covers every device): compare with what the
         # same devices reported on the old version since the rollout began.
         history = _windows(session, list(members), _utc(rollout.created_at))
-        control_agg = Aggregate.of(w for w in history if w.version != rollout.version)
+        control_agg = Aggregate.of(w for w in history if w.version not in versions)
     baseline = _baseline(cards, rollout, canary_agg)
     running = [(devices[d].model, devices[d].version) for d in members]
     pair = card_pair(cards.find if cards else None, rollout.model, rollout.version, running)
@@ -300,7 +373,7 @@ def _windows(
 
 def _assign(
     session: Session,
-    signing: Signing,
+    deps: Deps,
     *,
     rollout: Rollout,
     chosen: list[str],
@@ -311,15 +384,21 @@ def _assign(
     version = get_version(session, rollout.model, rollout.version)
     loaded = session.exec(select(Device).where(col(Device.device_id).in_(chosen))).all()
     devices = {d.device_id: d for d in loaded}  # the batch's rows, to write
-    targets = {}
-    by_fingerprint: dict[str, TargetInfo] = {}  # the choice depends on the fingerprint only
+    installed = releases.installed_releases(session, rollout.model, chosen)
+    targets, entries = {}, {}
+    # The choice depends on the entry (a re-signed copy for a device that installed a
+    # higher release) and the fingerprint only.
+    chosen_target: dict[tuple[str, str], TargetInfo] = {}
     for device_id in chosen:
         device = devices[device_id]
-        key = repr(sorted((device.fingerprint or {}).items()))
-        if key not in by_fingerprint:
-            by_fingerprint[key] = plans.target_for(session, signing, version, device)
-        targets[device_id] = [by_fingerprint[key]]
-    versions = signing.assign_many(targets)  # one lock hold, two flushes for the batch
+        entry = releases.entry_for(
+            session, deps.signing, deps.artifact_path, version, installed.get(device_id)
+        )
+        key = (entry.version, repr(sorted((device.fingerprint or {}).items())))
+        if key not in chosen_target:
+            chosen_target[key] = plans.target_for(session, deps.signing, entry, device)
+        targets[device_id], entries[device_id] = [chosen_target[key]], entry
+    versions = deps.signing.assign_many(targets)  # one lock hold, two flushes for the batch
     sent = []
     for device_id in chosen:
         device = devices[device_id]
@@ -329,18 +408,20 @@ def _assign(
             stage=rollout.stage, previous_model=device.model, previous_version=device.version,
             assigned_at=now,
         ))  # fmt: skip
-        device.desired_model, device.desired_version = rollout.model, rollout.version
+        device.desired_model, device.desired_version = rollout.model, entries[device_id].version
         device.director_version = director_version
         device.failed_model = device.failed_version = None  # a fresh attempt
         session.add(device)
         sent.append((device_id, director_version))
     shown = ", ".join(chosen[:10]) + (f" and {len(chosen) - 10} more" if len(chosen) > 10 else "")
-    log.info("rollout %s stage %d: %s:%s to %s", rollout.id, rollout.stage + 1, rollout.model,
-             rollout.version, shown)  # fmt: skip
+    resigned = sorted({e.version for e in entries.values()} - {version.version})
+    log.info("rollout %s stage %d: %s:%s to %s%s", rollout.id, rollout.stage + 1, rollout.model,
+             rollout.version, shown,
+             f" (re-signed as {', '.join(resigned)})" if resigned else "")  # fmt: skip
     return sent
 
 
-def _stage_row(session: Session, rollout: Rollout, index: int) -> RolloutStage:
+def stage_row(session: Session, rollout: Rollout, index: int) -> RolloutStage:
     row = session.get(RolloutStage, (rollout.id, index))
     if row is None:
         row = RolloutStage(rollout_id=rollout.id or 0, index=index)
@@ -357,7 +438,7 @@ def _record(
     results: list[GateResult],
     now: datetime,
 ) -> None:
-    stage = _stage_row(session, rollout, rollout.stage)
+    stage = stage_row(session, rollout, rollout.stage)
     stage.gates = [r.to_dict() for r in results]
     stage.started_at = stage.started_at or rollout.stage_started_at
     rollout.ready_at = plan.ready_at
@@ -369,25 +450,31 @@ def _record(
               gates=stage.gates)  # fmt: skip
         log.info("rollout %s: %s", rollout.id, plan.reason)
     session.add(stage)
+    event = _EVENTS.get(plan.next)
+    if event is not None:
+        rollout.state = transition(rollout.state, event, rollout.id).value
     if plan.next is adv.Next.NEXT_STAGE:
         start_stage(session, rollout, rollout.stage + 1, now)
-    elif plan.next is adv.Next.SUCCEED:
-        rollout.state = "succeeded"
-    elif plan.next is adv.Next.PAUSE:
-        rollout.state = "paused"
-    elif plan.next is adv.Next.FAIL:
-        rollout.state = "failed"
-        if spec.on_failure == "rollback":
-            from edgefleet.controller.rollouts.actions import roll_back
+    elif plan.next is adv.Next.FAIL and spec.on_failure == "rollback":
+        from edgefleet.controller.rollouts.actions import roll_back
 
-            roll_back(session, deps, rollout, SCHEDULER, now)
+        roll_back(session, deps, rollout, SCHEDULER, now)
     session.add(rollout)
+
+
+# What the scheduler's decisions are in the lifecycle table (STAY changes nothing).
+_EVENTS = {
+    adv.Next.NEXT_STAGE: RolloutEvent.NEXT_STAGE,
+    adv.Next.SUCCEED: RolloutEvent.SUCCEED,
+    adv.Next.FAIL: RolloutEvent.FAIL,
+    adv.Next.PAUSE: RolloutEvent.INCONCLUSIVE,
+}
 
 
 def start_stage(session: Session, rollout: Rollout, index: int, now: datetime) -> None:
     """Start (or, after a resume, restart on fresh windows) stage ``index`` at ``now``."""
     rollout.stage, rollout.stage_started_at, rollout.ready_at = index, now, None
-    row = _stage_row(session, rollout, index)
+    row = stage_row(session, rollout, index)
     row.started_at, row.ended_at, row.outcome, row.gates = now, None, "pending", []
     session.add(row)
     session.add(rollout)
@@ -397,6 +484,7 @@ def start_stage(session: Session, rollout: Rollout, index: int, now: datetime) -
 
 
 def rollout_public(session: Session, rollout: Rollout) -> RolloutPublic:
+    """The rollout as recorded, with its devices' progress; writes nothing."""
     spec = spec_of(rollout)
     stmt = (
         select(Device, RolloutDevice)
@@ -405,15 +493,19 @@ def rollout_public(session: Session, rollout: Rollout) -> RolloutPublic:
         .order_by(col(Device.device_id))
     )
     pairs = session.exec(stmt).all()
-    progress = rollout_progress(rollout.model, rollout.version, [_report(d) for d, _ in pairs])
-    _follow_devices(session, rollout, spec, progress.state)
+    versions = _versions(session, rollout)
+    assigned = {row.device_id: _utc(row.assigned_at) for _, row in pairs}
+    views = {d.device_id: d for d, _ in pairs}
+    refusals = _refusals(session, assigned, views, rollout.model, versions)
+    reports = [_report(d) for d, _ in pairs]
+    progress = rollout_progress(rollout.model, versions, reports, refusals)
     all_devices = session.exec(select(Device)).all()
     matching = sum(1 for d in all_devices if matches(spec.selector, d.labels))
     devices = [
         RolloutDevicePublic(
             device_id=p.report.device_id, stage=row.stage, online=d.online,
             phase=p.report.phase, model=p.report.model, version=p.report.version,
-            done=p.done, failed=p.failed,
+            done=p.done, failed=p.failed, refused=p.refused,
         )
         for p, (d, row) in zip(progress.devices, pairs, strict=True)
     ]  # fmt: skip
@@ -425,22 +517,6 @@ def rollout_public(session: Session, rollout: Rollout) -> RolloutPublic:
         reason=rollout.reason, priority=rollout.priority, matching=matching,
         rollback_version=rollout.rollback_version, spec=spec.model_dump(mode="json"),
     )  # fmt: skip
-
-
-def _follow_devices(
-    session: Session, rollout: Rollout, spec: RolloutSpec, derived: RolloutState
-) -> None:
-    """The skeleton's rollouts (one stage, no gates, no soak, pause on failure) show what
-    their devices report, even with no scheduler running, as they always did."""
-    simple = len(spec.stages) == 1 and not spec.gates and not spec.soak_s
-    simple = simple and spec.on_failure == "pause"
-    if not simple or rollout.state not in ("running", "succeeded", "failed"):
-        return
-    if rollout.state != derived.value:
-        rollout.state = derived.value
-        session.add(rollout)
-        session.commit()
-        session.refresh(rollout)
 
 
 def _stages(

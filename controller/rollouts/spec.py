@@ -194,6 +194,9 @@ class RolloutSpec(BaseModel):
     # Control devices must share these labels with a canary (default: stratify_by).
     match_labels: list[str] | None = None
     nodata_grace_s: float | None = None  # seconds past the soak before NODATA pauses
+    # Seconds an assigned device has to commit or refuse (from its assignment or the stage's
+    # restart); past that the stage is Inconclusive and pauses for a person.
+    install_timeout_s: float = Field(default=1800.0, gt=0)
     # Chance that a harmless canary fails a stage, over all statistical gates and all
     # looks (mSPRT per gate at false_alarm_rate / gates; docs/CANARY.md).
     false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
@@ -207,7 +210,7 @@ class RolloutSpec(BaseModel):
             return [Stage.parse(str(s)) if isinstance(s, (str, int)) else s for s in v]
         return v
 
-    @field_validator("soak_s", "nodata_grace_s", mode="before")
+    @field_validator("soak_s", "nodata_grace_s", "install_timeout_s", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return None if v is None else parse_duration(v)

@@ -7,13 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgefleet.controller.rollouts.lifecycle import SETTLED
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-FINAL = {"succeeded", "failed", "aborted", "rolled_back"}
+FINAL = {s.value for s in SETTLED}  # the rollout will not move without a person
 _STYLE = {"PASS": "green", "FAIL": "bold red", "NODATA": "yellow", "WARN": "magenta"}
 _OUTCOME = {"successful": "green", "failed": "bold red", "inconclusive": "yellow",
             "promoted": "cyan", "pending": "dim"}  # fmt: skip
@@ -46,6 +47,9 @@ def render(r: dict[str, Any]) -> Group:
         stages.add_row(f"{st['index'] + 1} ({st['stage']})", str(st["devices"]), bar, outcome,
                        gates)  # fmt: skip
     parts.append(stages)
+    for d in r["devices"]:
+        if d.get("refused"):
+            parts.append(Text(f"{d['device_id']} refused its assignment: {d['refused']}", "red"))
     return Group(*parts)
 
 

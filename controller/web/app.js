@@ -95,7 +95,7 @@ async function renderRollouts(selected) {
     el("table", {}, el("tbody", {}, ...r.devices.map((d) => el("tr", {},
       el("td", {}, d.device_id), el("td", {}, `stage ${d.stage + 1}`), el("td", {}, d.phase || "-"),
       el("td", {}, d.version || "-"), el("td", { class: d.failed ? "bad" : d.done ? "ok" : "" },
-        d.failed ? "failed" : d.done ? "done" : "pending"))))),
+        d.refused ? `refused: ${d.refused}` : d.failed ? "failed" : d.done ? "done" : "pending"))))),
   );
   detail.dataset.rollout = String(r.id);
   return r.stages.length;

@@ -142,15 +142,21 @@ def test_rollout_assigns_matching_devices_and_hints(
     assert client.get("/tuf/director/cam-3/metadata/2.targets.json").status_code == 404
 
 
-def test_rollout_state_follows_device_reports(
+def test_rollout_state_follows_device_reports_in_the_scheduler_round(
     client: httpx.Client, services: Services, onnx_model: Path
 ) -> None:
+    """A one-stage rollout succeeds when the scheduler sees every device committed; a GET
+    only shows the record, and a later revert does not reopen a succeeded rollout."""
+    from edgefleet.controller.rollouts.scheduler import Scheduler
+    from edgefleet.controller.rollouts.service import Deps
     from sqlmodel import Session
 
     _push(client, "shapes", onnx_model)
     _add_device(services, "cam-1")
     _add_device(services, "cam-2")
     rid = client.post("/v1/rollouts", json={"model": "shapes", "version": "v1"}).json()["id"]
+    sched = Scheduler(services.engine, Deps(services.signing, services.link,
+                                            services.store.path_for), holder="t")  # fmt: skip
 
     def report(device_id: str, phase: Phase, version: str | None) -> None:
         with Session(services.engine) as s:
@@ -161,13 +167,18 @@ def test_rollout_state_follows_device_reports(
             s.commit()
 
     report("cam-1", Phase.COMMITTED, "v1")
+    sched.round()
     body = client.get(f"/v1/rollouts/{rid}").json()
     assert (body["state"], body["done"]) == ("running", 1)
     report("cam-2", Phase.COMMITTED, "v1")
+    assert client.get(f"/v1/rollouts/{rid}").json()["state"] == "running"  # a read decides nothing
+    sched.round()
     assert client.get(f"/v1/rollouts/{rid}").json()["state"] == "succeeded"
     report("cam-2", Phase.REVERTED, None)
+    sched.round()
     body = client.get("/v1/rollouts").json()
-    assert body["count"] == 1 and body["data"][0]["state"] == "failed"
+    assert body["count"] == 1 and body["data"][0]["state"] == "succeeded"
+    assert body["data"][0]["done"] == 1  # the devices' progress is still shown as it is
 
 
 def test_tuf_image_metadata_and_target_bytes(client: httpx.Client, onnx_model: Path) -> None:

@@ -131,7 +131,7 @@ def test_cli_builds_the_same_spec_from_a_file_and_flags(tmp_path) -> None:  # ty
     def ns(**kw: object) -> argparse.Namespace:
         base = {"file": None, "target": None, "selector": [], "stages": None, "soak": None,
                 "on_failure": None, "gate": [], "max_concurrent": None, "stratify_by": None,
-                "priority": None}  # fmt: skip
+                "priority": None, "install_timeout": None}  # fmt: skip
         return argparse.Namespace(**{**base, **kw})
 
     from_file = rollout_body(ns(file=str(path)))
@@ -144,6 +144,8 @@ def test_cli_builds_the_same_spec_from_a_file_and_flags(tmp_path) -> None:  # ty
     plain = rollout_body(ns(target="shapes:v2", gate=["ml"]))
     assert plain["stages"] == [{"count": None, "percent": 100.0}]
     assert len(plain["gates"]) == len(ML_GATES)
+    assert plain["install_timeout_s"] == 1800.0  # 30 min unless given
+    assert rollout_body(ns(target="shapes:v2", install_timeout="5m"))["install_timeout_s"] == 300
     for bad, msg in ((ns(), "NAME:VERSION"), (ns(target="m:v", stages="1,x%"), "stages"),
                      (ns(target="m:v", gate=["psi"]), "bad gate"),
                      (ns(file=str(tmp_path / "nope.yaml")), "cannot read")):  # fmt: skip

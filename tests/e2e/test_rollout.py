@@ -65,9 +65,14 @@ def test_push_roll_out_and_every_agent_reports_the_new_version(system: System) -
                 )
         except AssertionError:
             pytest.fail(f"rollout to {version} did not converge\n{_diagnose(system)}")
-        status = system.run_cli("rollout", "status", rid, "--json")
-        assert status.returncode == 0, status.stderr
-        assert json.loads(status.stdout)["state"] == "succeeded"
+
+        def state(rid: str = rid) -> str:
+            status = system.run_cli("rollout", "status", rid, "--json")
+            assert status.returncode == 0, status.stderr
+            return str(json.loads(status.stdout)["state"])
+
+        # The scheduler's next round (every second) records it; a read only shows it.
+        wait_for(f"rollout {rid} succeeded", lambda: state() == "succeeded", timeout=30)
 
     # What runs is the signed artifact, byte for byte, and it really runs on frames.
     registered = {

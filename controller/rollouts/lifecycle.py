@@ -1,0 +1,101 @@
+"""A rollout's lifecycle: one enum of states, one table of transitions.
+
+The scheduler (``service._record``), the operator actions (``actions``) and what the API
+and the CLI show all go through :func:`transition`; a change the table does not list
+cannot be made, only added here. Reads never change a state.
+
+::
+
+    running --next_stage / promote--> running
+    running --succeed--> succeeded          (terminal)
+    running --fail--> failed                (a person resumes, aborts or rolls back)
+    running --inconclusive / pause--> paused
+    paused, failed --resume--> running
+    running, paused, failed --abort--> aborted   (terminal)
+    any but rolled_back --rollback--> rolled_back (final)
+
+Terminal states (succeeded, aborted, rolled_back) are never ticked by the scheduler and
+never go back to running; the one way out of succeeded or aborted is an operator's
+rollback. Pure: no database, clock or I/O.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from edgefleet.shared.errors import EdgefleetError
+
+
+class RolloutState(str, Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
+    ABORTED = "aborted"
+    ROLLED_BACK = "rolled_back"
+
+
+class RolloutEvent(str, Enum):
+    # The scheduler's (advance.Next) ...
+    NEXT_STAGE = "next_stage"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    # ... and an operator's (POST /v1/rollouts/{id}/{action}, `edgefleet rollout ACTION`).
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+    ROLLBACK = "rollback"
+    PROMOTE = "promote"
+
+
+S, E = RolloutState, RolloutEvent
+
+TRANSITIONS: dict[tuple[RolloutState, RolloutEvent], RolloutState] = {
+    (S.RUNNING, E.NEXT_STAGE): S.RUNNING,
+    (S.RUNNING, E.SUCCEED): S.SUCCEEDED,
+    (S.RUNNING, E.FAIL): S.FAILED,
+    (S.RUNNING, E.INCONCLUSIVE): S.PAUSED,
+    (S.RUNNING, E.PAUSE): S.PAUSED,
+    (S.RUNNING, E.PROMOTE): S.RUNNING,
+    (S.PAUSED, E.PROMOTE): S.RUNNING,
+    (S.PAUSED, E.RESUME): S.RUNNING,
+    (S.FAILED, E.RESUME): S.RUNNING,
+    (S.RUNNING, E.ABORT): S.ABORTED,
+    (S.PAUSED, E.ABORT): S.ABORTED,
+    (S.FAILED, E.ABORT): S.ABORTED,
+    (S.RUNNING, E.ROLLBACK): S.ROLLED_BACK,
+    (S.PAUSED, E.ROLLBACK): S.ROLLED_BACK,
+    (S.FAILED, E.ROLLBACK): S.ROLLED_BACK,
+    (S.SUCCEEDED, E.ROLLBACK): S.ROLLED_BACK,
+    (S.ABORTED, E.ROLLBACK): S.ROLLED_BACK,
+}
+
+TERMINAL = frozenset({S.SUCCEEDED, S.ABORTED, S.ROLLED_BACK})
+# Where the rollout will not move without a person (what `rollout status --watch` waits for).
+SETTLED = TERMINAL | {S.FAILED}
+OPERATOR_EVENTS = (E.PAUSE, E.RESUME, E.ABORT, E.ROLLBACK, E.PROMOTE)
+
+
+class TransitionRefusedError(EdgefleetError):
+    """The event does not apply to the rollout's state (HTTP 409)."""
+
+
+def sources(event: RolloutEvent) -> list[RolloutState]:
+    """The states ``event`` may happen in, in the enum's order."""
+    return [s for s in RolloutState if (s, event) in TRANSITIONS]
+
+
+def transition(
+    state: RolloutState | str, event: RolloutEvent, rollout_id: int | None = None
+) -> RolloutState:
+    """The state after ``event``, or :class:`TransitionRefusedError` (one line)."""
+    current = RolloutState(state)
+    after = TRANSITIONS.get((current, event))
+    if after is None:
+        allowed = ", ".join(s.value for s in sources(event)) or "nothing"
+        name = "rollout" if rollout_id is None else f"rollout {rollout_id}"
+        raise TransitionRefusedError(
+            f"cannot {event.value} {name}: it is {current.value} (needs {allowed})"
+        )
+    return after
