@@ -43,7 +43,6 @@ class WindowAccumulator:
         self._latencies: list[float] = []
         self._tally = ConfidenceTally()
         self._low = 0
-        self._empty = 0
         self._model: str | None = None
         self._version: str | None = None
 
@@ -59,7 +58,6 @@ class WindowAccumulator:
         boxes = [*detections, *candidates]
         with self._lock:
             self._frames += 1
-            self._empty += not dets
             self._latencies.append(latency_ms)
             counted = self._tally.add_frame(boxes)
             self._low += sum(c < self.low_confidence for c in counted)
@@ -88,7 +86,7 @@ class WindowAccumulator:
                 per_class_confidence=self._tally.per_class(),
                 detections=self._tally.detections,
                 low_confidence=self._low,
-                empty_frames=self._empty,
+                empty_frames=self._tally.empty_frames,  # no detection by the card's measure
             )
             self._reset(now)
         return window
