@@ -4,9 +4,12 @@ runs, fetched once from the controller, cached on disk, and scored against each 
 Fetching happens on the telemetry thread, never the frame loop. A missing card (404) or
 an unreachable controller is asked again after ``retry_s``, then after twice as long each
 time up to ``retry_max_s``: a version pushed without a card costs a handful of requests a
-day, not one a minute. Until then windows carry no drift scores (``None``), which the
-controller reads as "no baseline", not "no drift". A card once fetched is kept on disk
-and never asked for again (a card describes one immutable version).
+day, not one a minute. When the controller announces the card (``card`` on ``commands``,
+sent when it is uploaded), the next lookup (the next telemetry window, the first time the
+card is used) asks at once instead of waiting out its gap. Until then windows carry no
+drift scores (``None``), which the controller reads as "no baseline", not "no drift". A
+card once fetched is kept on disk and never asked for again (a card describes one
+immutable version).
 """
 
 from __future__ import annotations
@@ -41,6 +44,15 @@ class BaselineCache:
         self._cards: dict[tuple[str, str], ModelCard] = {}
         self._next_try: dict[tuple[str, str], float] = {}
         self._misses: dict[tuple[str, str], int] = {}
+        # cards the controller announced: asked at the next lookup whatever the gap. Added
+        # on paho's thread, taken on the telemetry thread before it asks, so one that
+        # arrives during an ask brings another ask.
+        self._announced: set[tuple[str, str]] = set()
+
+    def announced(self, model: str, version: str) -> None:
+        """The controller has the card of ``model`` ``version`` now. Safe from paho's thread."""
+        if (model, version) not in self._cards:  # a card never changes: one is enough
+            self._announced.add((model, version))
 
     def _path(self, model: str, version: str) -> Path:
         return self.folder / model / f"{version}.json"
@@ -52,7 +64,7 @@ class BaselineCache:
         if key in self._cards:
             return self._cards[key]
         card = self._from_disk(model, version)
-        if card is None and self.clock() >= self._next_try.get(key, float("-inf")):
+        if card is None and self._due(key):
             card = self._fetch(model, version)
             if card is None:
                 misses = self._misses[key] = self._misses.get(key, 0) + 1
@@ -61,6 +73,12 @@ class BaselineCache:
         if card is not None:
             self._cards[key] = card
         return card
+
+    def _due(self, key: tuple[str, str]) -> bool:
+        if key in self._announced:
+            self._announced.discard(key)
+            return True
+        return self.clock() >= self._next_try.get(key, float("-inf"))
 
     def _from_disk(self, model: str, version: str) -> ModelCard | None:
         try:

@@ -174,6 +174,15 @@ def telemetry_loop(
             out.publish_telemetry(window)  # drift scored, spooled, sent when the broker acks
 
 
+def listen(link: MqttLink, data: DataLoop) -> None:
+    """What the controller pushes on ``commands`` for the data loop (flags only: paho's
+    thread calls these)."""
+    link.on_card = data.baselines.announced  # a card arrived: the next window asks for it
+    if data.sampler is not None:
+        link.on_drift = data.sampler.drift_alert  # a drift alert opens the drift budget
+        link.on_settings = data.sampler.settings_announced  # new settings: ask now
+
+
 def run(config: AgentConfig, stop: threading.Event) -> int:
     if config.source.kind in ("folder", "video") and not Path(config.source.path).exists():
         raise ConfigError(f"frame source {config.source.path} does not exist")
@@ -190,8 +199,7 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     tls = TlsSettings(config.tls.ca, config.tls.cert, config.tls.key) if config.tls else None
     link = MqttLink(config.device_id, config.mqtt_host, config.mqtt_port, hints, tls=tls)
     data = DataLoop.build(config, link)  # drift scores, store-and-forward, sampler
-    if data.sampler is not None:
-        link.on_drift = data.sampler.drift_alert  # a drift alert opens the drift budget
+    listen(link, data)
     monitor = WindowAccumulator(config.device_id, utcnow(), low_confidence=config.low_confidence)
     health = HealthCheck(config.health_check_frames, config.latency_budget_ms)
     registry = CollectorRegistry()  # this agent's own: no process-wide default registry

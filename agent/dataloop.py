@@ -70,7 +70,9 @@ class DataLoop:
             settings = ControllerSettings(http, config.device_id, config.labels, s)
             sampler = Sampler(config.device_id, s, spool, http, rng=random.Random(),
                               upload_token=read_upload_token(config.data_dir),
-                              settings=settings, refresh_s=s.settings_refresh_s)  # fmt: skip
+                              settings=settings, refresh_s=s.settings_refresh_s,
+                              refresh_connected_s=s.settings_refresh_connected_s,
+                              link_up=link.connected.is_set)  # fmt: skip
         return cls(forwarder, baselines, sampler, http)
 
     def sinks(self) -> list[FrameSink]:

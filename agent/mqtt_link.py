@@ -3,9 +3,11 @@
 paho runs its own network thread (``loop_start``) and reconnects by itself, including the
 first connection, so an agent started while the broker is down keeps serving its current
 model and logs one line. paho's callbacks do no work: an incoming ``desired`` or
-``commands`` message becomes a :class:`Hint` on a bounded queue that the reconcile loop
-waits on. A hint carries no trust; it only says "refresh now". Malformed payloads are
-counted, reported as a :class:`RejectedEvent` (rate limited) and dropped.
+``refresh`` command becomes a :class:`Hint` on a bounded queue that the reconcile loop
+waits on; ``drift``, ``settings`` and ``card`` commands call the ``on_*`` hooks, which
+only set flags for the threads that act. A hint carries no trust; it only says "refresh
+now". Malformed payloads (a command this agent does not know among them) are counted,
+reported as a :class:`RejectedEvent` (rate limited) and dropped.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class MqttLink:
         self.hints = hints
         # a drift alert pushed on ``commands`` (hold seconds or None); set before start()
         self.on_drift: Callable[[float | None], None] | None = None
+        # announcements on ``commands``, set before start(): the sampling settings changed
+        # (also called on every connect: one sent while the link was down may be lost) ...
+        self.on_settings: Callable[[], None] | None = None
+        # ... and the card of a model version (model, version) arrived
+        self.on_card: Callable[[str, str], None] | None = None
         self.keepalive = keepalive
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker acknowledged desired + commands
@@ -197,6 +204,8 @@ class MqttLink:
             client.publish(self._topic(Channel.STATE), state.to_bytes(), qos=QOS, retain=True)
         self.connected.set()
         self._hint(Hint("reconnect"))
+        if self.on_settings is not None:
+            self.on_settings()
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
         if not self._failed_once:
@@ -228,13 +237,19 @@ class MqttLink:
         if channel is Channel.DESIRED:
             return Hint("desired", decode(DesiredHint, payload).director_version)
         if channel is Channel.COMMANDS:
-            command = decode(Command, payload)
-            if command.command == "drift":
-                if self.on_drift is not None:
-                    self.on_drift(command.hold_s)
-                return None
-            return Hint("command")
+            return self._command(decode(Command, payload))
         raise ProtocolError(f"unexpected message on {topic}")
+
+    def _command(self, command: Command) -> Hint | None:
+        if command.command == "refresh":
+            return Hint("command")
+        if command.command == "drift" and self.on_drift is not None:
+            self.on_drift(command.hold_s)
+        elif command.command == "settings" and self.on_settings is not None:
+            self.on_settings()
+        elif command.command == "card" and self.on_card and command.model and command.version:
+            self.on_card(command.model, command.version)  # a decoded card names both
+        return None
 
     def _hint(self, hint: Hint) -> None:
         # When full, a refresh is already pending; one is as good as many.

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 from edgefleet.agent.controller_http import ControllerHttp
+from edgefleet.agent.refresh_schedule import RefreshSchedule
 from edgefleet.agent.runtime.backend import Detection
 from edgefleet.agent.spool import DiskSpool, Entry
 from edgefleet.shared.errors import TransportError
@@ -129,9 +130,13 @@ class SamplingConfig(BaseModel):
     spool_max_bytes: int = Field(default=200_000_000, ge=1)  # bytes on disk for them
     upload_interval_s: float = Field(default=5.0, gt=0)  # seconds between upload rounds
     queue_size: int = Field(default=8, ge=1)  # frames waiting for the JPEG encoder
-    # seconds between (conditional, mostly 304) asks for the controller's settings: how
-    # late a changed rule may reach the device, against one request per device per period
+    # seconds between (conditional, mostly 304) asks for the controller's settings while
+    # the MQTT link is down: how late a changed rule may reach the device, against one
+    # request per device per period
     settings_refresh_s: float = Field(default=300.0, gt=0)
+    # ... and while it is up: the controller announces a change (``settings`` command) and
+    # the agent asks on each reconnect, so this ask is only a safety net
+    settings_refresh_connected_s: float = Field(default=3600.0, ge=60, le=86400)
 
 
 # --- the pure part -----------------------------------------------------------------------
@@ -376,11 +381,14 @@ class Sampler:
         clock: Callable[[], float] = time.monotonic,
         upload_token: str | None = None,  # the device's credential from enrollment
         settings: Callable[[], SamplingConfig | None] | None = None,  # the controller's
-        refresh_s: float = 30.0,  # seconds between asking ``settings``
+        refresh_s: float = 30.0,  # seconds between asking ``settings``, MQTT link down
+        refresh_connected_s: float | None = None,  # ... link up (None: refresh_s)
+        link_up: Callable[[], bool] = lambda: False,  # the MQTT link is connected
     ) -> None:
         self.device_id, self.config, self.spool, self.http = device_id, config, spool, http
         self.upload_token = upload_token
-        self.settings, self.refresh_s = settings, refresh_s
+        self.settings, self.link_up = settings, link_up
+        self.schedule = RefreshSchedule(refresh_s, refresh_connected_s or refresh_s)
         self.policy = _policy(config, rng or random.Random())
         self.drift = DriftState(config.drift.hold_s)
         self.clock = clock
@@ -410,6 +418,20 @@ class Sampler:
             return False
         config = self.settings()
         return config is not None and self.reconfigure(config)
+
+    def settings_announced(self) -> None:
+        """The controller announced new settings, or the MQTT link came back: ask soon
+        (the sampler thread asks within half a second). Safe from paho's thread."""
+        self.schedule.announce()
+
+    def _refresh_when_due(self) -> None:
+        if self.settings is None or not self.schedule.take(self.clock(), self.link_up()):
+            return
+        asked_at = self.clock()
+        self.refresh()
+        # ControllerSettings says whether it got an answer (a 304 is one); a plain callable
+        # that returned nothing is taken as answered
+        self.schedule.done(asked_at, getattr(self.settings, "answered", True))
 
     # -- FrameSink --------------------------------------------------------------------
 
@@ -522,11 +544,9 @@ class Sampler:
         return {"Authorization": f"Bearer {self.upload_token}"} if self.upload_token else {}
 
     def run(self, stop: threading.Event) -> None:
-        next_upload = next_refresh = 0.0
+        next_upload = 0.0
         while not stop.is_set():
-            if self.settings is not None and self.clock() >= next_refresh:
-                next_refresh = self.clock() + self.refresh_s
-                self.refresh()
+            self._refresh_when_due()
             try:
                 self.capture(self._queue.get(timeout=0.5))
             except queue.Empty:
@@ -553,6 +573,7 @@ LOCAL_ONLY = (
     "spool_max_bytes",
     "queue_size",
     "settings_refresh_s",
+    "settings_refresh_connected_s",
 )
 
 
@@ -580,20 +601,24 @@ class ControllerSettings:
         query = "&".join(f"label={quote(f'{k}={v}', safe='')}" for k, v in sorted(labels.items()))
         self.path = f"/v1/devices/{quote(device_id)}/sampling?{query}"
         self.etag: str | None = None
+        self.answered = False  # the last ask got a usable answer (a 304 is one)
 
     def __call__(self) -> SamplingConfig | None:
         headers = {"If-None-Match": self.etag} if self.etag else {}
+        self.answered = False
         try:
             answer = self.http.request("GET", self.path, headers=headers)
         except TransportError as e:
             log.info("sampling settings not fetched: %s", e.reason)
             return None
         if answer.status == 304:
+            self.answered = True
             return None
         if answer.status != 200:
             log.info("sampling settings not fetched: HTTP %d", answer.status)
             return None
         config = self._parse(answer.body)
+        self.answered = config is not None
         self.etag = answer.headers.get("etag") if config is not None else None
         return config
 

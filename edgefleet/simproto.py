@@ -407,8 +407,8 @@ class ProtoDevice:
             channel = parse_device_topic(msg.topic).channel
             if channel is Channel.DESIRED:
                 decode(DesiredHint, bytes(msg.payload))
-            else:
-                decode(Command, bytes(msg.payload))
+            elif decode(Command, bytes(msg.payload)).command in ("settings", "card"):
+                return  # announcements of what it never fetches: no director refresh
         except ProtocolError as e:  # a malformed hint is reported and dropped, as the agent does
             self.fleet.counters.rejected += 1
             event = RejectedEvent(device_id=self.device_id, what=f"message on {msg.topic}",

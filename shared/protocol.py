@@ -13,7 +13,14 @@ from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
 
 from edgefleet.shared.errors import ProtocolError
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024  # bytes; telemetry windows are a few KiB
@@ -72,11 +79,24 @@ class DesiredHint(_Wire):
 class Command(_Wire):
     """``refresh``: look at the director now. ``drift``: a drift alert fired on a scope
     holding this device; its sampler treats the scene as changed for ``hold_s`` seconds
-    (None: its own ``sampling.drift.hold_s``). Agents before this field drop ``drift``."""
+    (None: its own ``sampling.drift.hold_s``). ``settings``: the sampling settings that
+    may apply to this device changed, ask for them now. ``card``: the model card of
+    ``model`` ``version`` arrived, ask for it now if it was missing. Announcements carry
+    no trust: the device fetches over HTTP as always. An agent that predates a command
+    counts and drops it as malformed (``drift``, ``settings`` and ``card`` were added
+    after ``refresh``)."""
 
-    command: Literal["refresh", "drift"]
+    command: Literal["refresh", "drift", "settings", "card"]
     issued_at: datetime = Field(default_factory=utcnow)
     hold_s: float | None = Field(default=None, gt=0, le=86400)  # seconds
+    model: str | None = Field(default=None, min_length=1, max_length=128)  # ``card`` only
+    version: str | None = Field(default=None, min_length=1, max_length=128)  # ``card`` only
+
+    @model_validator(mode="after")
+    def _card_names_its_version(self) -> Command:
+        if self.command == "card" and (self.model is None or self.version is None):
+            raise ValueError("a card command names its model and version")
+        return self
 
 
 class DeviceState(_Wire):

@@ -1,6 +1,8 @@
 """/v1/models/{name}/versions/{version}/card: the model card (validation baseline).
 
-``GET`` answers with an ``ETag``; ``If-None-Match`` with it gets a bodiless 304.
+``GET`` answers with an ``ETag``; ``If-None-Match`` with it gets a bodiless 304. A card
+stored by ``PUT`` is announced (``card`` on ``commands``) to the devices running its
+version, so one that was missing it asks at once (controller/announce.py).
 """
 
 from __future__ import annotations
@@ -8,12 +10,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from edgefleet.controller import registry
+from edgefleet.controller.announce import announce, card_audience
 from edgefleet.controller.api.conditional import etag_of, not_modified
 from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.services import Services
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import ArtifactError
+from edgefleet.shared.protocol import Command
 from fastapi import APIRouter, Header, Response
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -35,6 +39,9 @@ def put_card(
                 f"the card is for {card.model}:{card.version}, not {name}:{version}"
             )
         card_store(services).put(card)
+    devices = card_audience(session, name, version)
+    session.close()  # the pooled connection goes back before the broker is talked to
+    announce(services.link, devices, Command(command="card", model=name, version=version))
     return card.model_dump(mode="json", by_alias=True)
 
 

@@ -1,7 +1,9 @@
 """/v1/sampling: sampler settings per device group; a device asks for its own.
 
 A device's answer carries an ``ETag`` (a hash of the answer); a device that sends it back
-in ``If-None-Match`` gets a bodiless 304 while its settings are unchanged.
+in ``If-None-Match`` gets a bodiless 304 while its settings are unchanged. A rule set or
+deleted is announced (``settings`` on ``commands``) to the devices its selector matches,
+so they ask at once and otherwise only on a long safety interval (controller/announce.py).
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from edgefleet.controller import sampling
+from edgefleet.controller.announce import announce, settings_audience
 from edgefleet.controller.api.conditional import etag_of, not_modified
-from edgefleet.controller.api.deps import SessionDep, http_errors
+from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors
 from edgefleet.controller.models import SamplingRule
+from edgefleet.controller.services import Services
+from edgefleet.shared.protocol import Command
 from edgefleet.shared.topics import validate_device_id
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 router = APIRouter(prefix="/v1", tags=["sampling"])
 
@@ -54,16 +60,26 @@ def list_rules(session: SessionDep) -> RulesOut:
 
 
 @router.put("/sampling", response_model=RuleOut)
-def set_rule(body: RuleIn, session: SessionDep) -> RuleOut:
+def set_rule(body: RuleIn, session: SessionDep, services: ServicesDep) -> RuleOut:
     with http_errors():
-        return _out(sampling.set_rule(session, body.selector, body.settings))
+        out = _out(sampling.set_rule(session, body.selector, body.settings))
+    _announce(session, services, body.selector)
+    return out
 
 
 @router.delete("/sampling")
-def delete_rule(session: SessionDep, selector: str = "") -> dict[str, str]:
+def delete_rule(session: SessionDep, services: ServicesDep, selector: str = "") -> dict[str, str]:
     with http_errors():
-        sampling.delete_rule(session, sampling.parse_selector(selector))
+        parsed = sampling.parse_selector(selector)
+        sampling.delete_rule(session, parsed)
+    _announce(session, services, parsed)
     return {"deleted": selector}
+
+
+def _announce(session: Session, services: Services, selector: dict[str, str]) -> None:
+    devices = settings_audience(session, selector)
+    session.close()  # the pooled connection goes back before the broker is talked to
+    announce(services.link, devices, Command(command="settings"))
 
 
 @router.get("/devices/{device_id}/sampling", response_model=DeviceSampling)

@@ -287,3 +287,44 @@ def test_deep_invalid_utf8_and_oversize_payloads_dropped_agent_keeps_serving(
     watcher.send(Channel.COMMANDS, Command(command="refresh").to_bytes())
     assert next_hint(hints, "command").source == "command"
     assert lk.malformed == 4 and lk.wait_connected(WAIT_S)
+
+
+def test_settings_and_card_announcements_call_their_hooks(
+    broker: DevBroker, watcher: Watcher
+) -> None:
+    """What controller/announce.py sends: flags for the sampler and the card cache, no
+    director refresh; and the settings hook fires on every connect."""
+    hints: queue.Queue[Hint] = queue.Queue(maxsize=16)
+    lk = MqttLink(DEVICE, "127.0.0.1", broker.port, hints)
+    settings, cards = [], []
+    lk.on_settings = lambda: settings.append(True)
+    lk.on_card = lambda model, version: cards.append((model, version))
+    lk.start()
+    try:
+        assert lk.wait_subscribed(WAIT_S)
+        assert settings == [True]  # connecting counts as an announcement
+        watcher.send(Channel.COMMANDS, Command(command="settings").to_bytes())
+        wait_for("the settings hook", lambda: len(settings) == 2)
+        card = Command(command="card", model="shapes", version="v2")
+        watcher.send(Channel.COMMANDS, card.to_bytes())
+        wait_for("the card hook", lambda: cards == [("shapes", "v2")])
+        watcher.send(Channel.COMMANDS, Command(command="refresh").to_bytes())
+        assert next_hint(hints, "reconnect").source == "reconnect"
+        assert next_hint(hints, "command").source == "command"  # the refresh, nothing before
+        assert hints.empty() and lk.malformed == 0
+    finally:
+        lk.stop()
+
+
+def test_an_unknown_command_is_counted_and_dropped_without_a_traceback(
+    watcher: Watcher, link: tuple[MqttLink, queue.Queue[Hint]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """What an agent that predates a command does with it (as this one with a newer one)."""
+    lk, hints = link
+    watcher.send(Channel.COMMANDS, b'{"schema": 1, "command": "reboot-the-world"}')
+    watcher.send(Channel.COMMANDS, b'{"schema": 1, "command": "card"}')  # names no version
+    wait_for("two malformed", lambda: lk.malformed == 2)
+    assert not [r for r in caplog.records if r.exc_info]
+    assert any(isinstance(decode_event(p), RejectedEvent) for p in watcher.on(Channel.EVENTS))
+    watcher.send(Channel.COMMANDS, Command(command="refresh").to_bytes())
+    assert next_hint(hints, "command").source == "command"
