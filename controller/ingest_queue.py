@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from edgefleet.controller.ingest import Ingest
+from edgefleet.controller.ingest_pressure import PressureWatch
 from edgefleet.controller.models import Device
 from edgefleet.controller.retention import DEFAULT_RETENTION, Retention, RetentionConfig
 from edgefleet.controller.rollouts.service import HintSender
@@ -76,14 +77,15 @@ class IngestQueue:
             queue.Queue(per_writer) for _ in range(config.writers)
         ]
         self._threads: list[threading.Thread] = []
+        self._writing = [0] * config.writers  # deliveries each writer holds unacked (its own slot)
         self._warned = False
         stats.set_gauge("queue_capacity", config.capacity)
 
     def start(self) -> None:
         if self._threads:
             return
-        for i, q in enumerate(self._queues):
-            t = threading.Thread(target=self._run, args=(q,), name=f"ingest-{i}", daemon=True)
+        for i in range(len(self._queues)):
+            t = threading.Thread(target=self._run, args=(i,), name=f"ingest-{i}", daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -100,6 +102,12 @@ class IngestQueue:
         # The deques' lengths, read without each queue's lock: this runs on every put, and
         # an estimate is all a gauge and a warning need.
         return sum(len(q.queue) for q in self._queues)
+
+    @property
+    def outstanding(self) -> int:
+        """Deliveries received and not yet acknowledged: queued plus being written (what
+        the broker's Receive Maximum counts; ingest_pressure.py watches it)."""
+        return self.depth + sum(self._writing)
 
     def put(self, delivery: Delivery) -> None:
         """On paho's thread: queue ``delivery``; blocks when full (the socket waits)."""
@@ -122,13 +130,15 @@ class IngestQueue:
             )  # fmt: skip
         self._warned = full
 
-    def _run(self, q: queue.Queue[Delivery | None]) -> None:
+    def _run(self, i: int) -> None:
         while True:
-            batch, last = _take(q, self.config.batch_max)
+            batch, last = _take(self._queues[i], self.config.batch_max)
             if batch:
+                self._writing[i] = len(batch)
                 self.ingest.handle_batch([(d.topic, d.payload) for d in batch])
                 for d in batch:
                     d.ack()
+                self._writing[i] = 0
                 self.stats.set_gauge("queue_depth", self.depth)
             if last:
                 return
@@ -263,6 +273,7 @@ class IngestPipeline:
     queue: IngestQueue
     registrar: Registrar
     retention: Retention
+    pressure: PressureWatch | None = None  # tells agents to hold telemetry while behind
 
     @classmethod
     def build(
@@ -285,8 +296,12 @@ class IngestPipeline:
         self.registrar.start()
         self.queue.start()
         self.retention.start()
+        if self.pressure is not None:
+            self.pressure.start()
 
     def stop(self) -> None:
+        if self.pressure is not None:
+            self.pressure.stop()
         self.queue.stop()
         self.registrar.stop()
         self.retention.stop()

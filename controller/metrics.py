@@ -66,6 +66,7 @@ class FleetCollector(Collector):
         for name, help_text in (
             ("queue_depth", "Messages received and not yet stored"),
             ("queue_capacity", "Bound of the ingest queue"),
+            ("hold", "1 while agents are told to hold telemetry in their spools (backpressure)"),
         ):
             if name in gauges:
                 yield GaugeMetricFamily(f"edgefleet_ingest_{name}", help_text, gauges[name])

@@ -32,8 +32,8 @@ import paho.mqtt.client as mqtt
 from edgefleet.controller.ingest_queue import Delivery
 from edgefleet.controller.settings import BrokerAddress
 from edgefleet.controller.stats import IngestStats
-from edgefleet.shared.protocol import Command, DesiredHint
-from edgefleet.shared.topics import Channel, device_topic, fleet_filter
+from edgefleet.shared.protocol import Command, DesiredHint, IngestPressure
+from edgefleet.shared.topics import FLEET_INGEST, Channel, device_topic, fleet_filter
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -161,6 +161,20 @@ class MqttLink:
 
     def send_command(self, device_id: str, command: Command) -> bool:
         return self.publish(device_topic(device_id, Channel.COMMANDS), command.to_bytes())
+
+    def send_pressure(self, pressure: IngestPressure) -> bool:
+        """Retained on the fleet topic; a hold also expires in the broker after its
+        ``seconds`` (MQTT 5 Message Expiry), so a controller that dies mid-hold leaves
+        nothing that stops agents for longer. True when handed to paho while connected."""
+        if not self.connected:
+            return False
+        props = Properties(PacketTypes.PUBLISH)
+        if pressure.hold:
+            props.MessageExpiryInterval = max(1, int(pressure.seconds))
+        info = self._client.publish(
+            FLEET_INGEST, pressure.to_bytes(), qos=1, retain=True, properties=props
+        )
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     # --- paho callbacks (paho's thread) --------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
+from edgefleet.controller.ingest_pressure import PressureWatch
 from edgefleet.controller.ingest_queue import IngestPipeline
 from edgefleet.controller.mqtt_link import MqttLink
 from edgefleet.controller.pki import CrlRenewer, DevicePki
@@ -96,6 +97,11 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
         engine, signing, link, services.stats, revoked=revoked, retention=retention
     )
     link.sink = link.pipeline.queue.put
+    queue = link.pipeline.queue
+    bound = min(queue.config.capacity, link.receive_maximum)  # what "behind" saturates
+    link.pipeline.pressure = PressureWatch(
+        lambda: queue.outstanding, bound, link.send_pressure, services.stats
+    )
     return services, link
 
 

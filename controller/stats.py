@@ -9,7 +9,7 @@ from collections import Counter
 
 class IngestStats:
     """Thread-safe counters (received / stored / malformed / failed per channel) and
-    gauges (``queue_depth``, ``queue_capacity``, ``broker_dropped``)."""
+    gauges (``queue_depth``, ``queue_capacity``, ``broker_dropped``, ``hold``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -99,6 +99,20 @@ class Command(_Wire):
         return self
 
 
+class IngestPressure(_Wire):
+    """Retained on ``FLEET_INGEST`` (shared/topics.py): ``hold=True`` while the controller's
+    ingest is behind; agents then keep new telemetry windows in their disk spool instead
+    of sending them. A hold is bounded twice so a stale one can never stop telemetry for
+    good: it ends ``seconds`` after the agent receives it (the controller renews it while
+    still behind, and publishes it with the same MQTT message expiry) and at ``until``.
+    ``hold=False`` lifts it at once."""
+
+    hold: bool
+    until: datetime | None = None  # wall clock; an agent past it sends again
+    seconds: float = Field(default=0.0, ge=0, le=3600)  # the hold's length from receipt
+    issued_at: datetime = Field(default_factory=utcnow)
+
+
 class DeviceState(_Wire):
     """Retained on ``state``: the device's own account of what it runs."""
 

@@ -13,6 +13,8 @@ from functools import lru_cache
 from edgefleet.shared.errors import ProtocolError
 
 PREFIX = "edgefleet/v1/devices"
+# Fleet-wide, retained, controller -> every agent: the ingest is behind, hold telemetry.
+FLEET_INGEST = "edgefleet/v1/fleet/ingest"
 SHARE_GROUP = "edgefleet"
 # Device ids become topic levels and certificate CNs: keep them boring.
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -45,8 +45,10 @@ def test_ingest_backlog_metrics(services: Services) -> None:
     services.stats.set_gauge("queue_depth", 12)
     services.stats.set_gauge("queue_capacity", 2000)
     services.stats.set_gauge("broker_dropped", 5)
+    services.stats.set_gauge("hold", 1)
     with serving(services) as client:
         m = samples_of(client.get("/metrics").text)
     assert m[("edgefleet_ingest_queue_depth", ())] == 12
     assert m[("edgefleet_ingest_queue_capacity", ())] == 2000
     assert m[("edgefleet_broker_dropped_messages_total", ())] == 5
+    assert m[("edgefleet_ingest_hold", ())] == 1  # agents told to keep telemetry spooled
