@@ -204,6 +204,7 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     health = HealthCheck(config.health_check_frames, config.latency_budget_ms)
     registry = CollectorRegistry()  # this agent's own: no process-wide default registry
     metrics = AgentMetrics(registry, backend)
+    metrics.track_telemetry(data.forwarder)  # windows held back by the controller's hold
     source = open_source(
         config.source.kind,
         config.source.path,

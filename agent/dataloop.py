@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from edgefleet.agent.baseline import BaselineCache, with_drift
 from edgefleet.agent.controller_http import ControllerHttp
 from edgefleet.agent.enroll import read_upload_token
-from edgefleet.agent.forward import TelemetryForwarder
+from edgefleet.agent.forward import IngestHold, TelemetryForwarder
 from edgefleet.agent.sampler import ControllerSettings, Sampler
 from edgefleet.agent.spool import DiskSpool
 from edgefleet.shared.card import comparable
@@ -60,7 +60,9 @@ class DataLoop:
         def publish(payload: bytes, timeout: float) -> bool:
             return bool(link.publish_confirmed(Channel.TELEMETRY, payload, timeout))
 
-        forwarder = TelemetryForwarder(telemetry, publish, link.connected.is_set)
+        hold = IngestHold()  # the controller's backpressure (agent/forward.py)
+        link.on_pressure = hold.apply
+        forwarder = TelemetryForwarder(telemetry, publish, link.connected.is_set, hold=hold)
         baselines = BaselineCache(http, config.data_dir / "baselines")
         sampler = None
         s = config.sampling

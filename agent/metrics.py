@@ -8,11 +8,15 @@ too), and ``edgefleet_agent_model_info`` always names the model serving now.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from edgefleet.agent.forward import TelemetryForwarder
     from edgefleet.agent.pipeline import FrameResult
 
 # seconds; a CPU box at 160 px runs in milliseconds, a big model on a Jetson in tens of them
@@ -73,6 +77,27 @@ class AgentMetrics:
 
     def on_drop(self, n: int) -> None:
         self.dropped.inc(n)
+
+    def track_telemetry(self, forwarder: TelemetryForwarder) -> None:
+        """Export the telemetry sender's counts, read at scrape time."""
+        self.registry.register(_TelemetryCollector(forwarder))
+
+
+class _TelemetryCollector(Collector):
+    def __init__(self, forwarder: TelemetryForwarder) -> None:
+        self.forwarder = forwarder
+
+    def collect(self) -> Iterator[Metric]:
+        f = self.forwarder
+        yield CounterMetricFamily(
+            "edgefleet_agent_telemetry_held_windows",
+            "Telemetry windows spooled while the controller asked agents to hold (backpressure)",
+            f.held,
+        )
+        yield GaugeMetricFamily(
+            "edgefleet_agent_telemetry_hold", "1 while the controller's hold is in force",
+            1 if f.hold.active() else 0,
+        )  # fmt: skip
 
 
 class MetricsServer:

@@ -28,13 +28,14 @@ from edgefleet.shared.protocol import (
     Command,
     DesiredHint,
     DeviceState,
+    IngestPressure,
     PhaseEvent,
     RejectedEvent,
     Status,
     TelemetryWindow,
     decode,
 )
-from edgefleet.shared.topics import Channel, device_topic, parse_device_topic
+from edgefleet.shared.topics import FLEET_INGEST, Channel, device_topic, parse_device_topic
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -76,6 +77,9 @@ class MqttLink:
         self.on_settings: Callable[[], None] | None = None
         # ... and the card of a model version (model, version) arrived
         self.on_card: Callable[[str, str], None] | None = None
+        # the controller's ingest backpressure on the fleet topic, with the broker's
+        # remaining message expiry in seconds (None: none); set before start()
+        self.on_pressure: Callable[[IngestPressure, float | None], None] | None = None
         self.keepalive = keepalive
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker acknowledged desired + commands
@@ -190,7 +194,11 @@ class MqttLink:
         )  # fmt: skip
         self._failed_once = False
         client.subscribe(
-            [(self._topic(Channel.DESIRED), QOS), (self._topic(Channel.COMMANDS), QOS)]
+            [
+                (self._topic(Channel.DESIRED), QOS),
+                (self._topic(Channel.COMMANDS), QOS),
+                (FLEET_INGEST, QOS),  # retained: a hold in force arrives at once
+            ]
         )
         online = Status(device_id=self.device_id, online=True)
         client.publish(self._topic(Channel.STATUS), online.to_bytes(), qos=QOS, retain=True)
@@ -224,6 +232,9 @@ class MqttLink:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if not msg.payload:
             return  # a retained message being cleared
+        if msg.topic == FLEET_INGEST:
+            self._pressure(msg)
+            return
         try:
             hint = self._parse(msg.topic, bytes(msg.payload))
         except ProtocolError as e:
@@ -250,6 +261,16 @@ class MqttLink:
         elif command.command == "card" and self.on_card and command.model and command.version:
             self.on_card(command.model, command.version)  # a decoded card names both
         return None
+
+    def _pressure(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            pressure = decode(IngestPressure, bytes(msg.payload))
+        except ProtocolError as e:
+            self._reject(msg.topic, e.reason)
+            return
+        expiry = getattr(msg.properties, "MessageExpiryInterval", None)
+        if self.on_pressure is not None:
+            self.on_pressure(pressure, float(expiry) if expiry is not None else None)
 
     def _hint(self, hint: Hint) -> None:
         # When full, a refresh is already pending; one is as good as many.
