@@ -101,6 +101,7 @@ pattern write edgefleet/v1/devices/%u/state
 pattern write edgefleet/v1/devices/%u/events
 pattern write edgefleet/v1/devices/%u/telemetry
 pattern write edgefleet/v1/devices/%u/status
+pattern read  edgefleet/v1/fleet/ingest
 
 user edgefleet-controller
 topic read  edgefleet/v1/devices/+/state
@@ -109,6 +110,7 @@ topic read  edgefleet/v1/devices/+/telemetry
 topic read  edgefleet/v1/devices/+/status
 topic write edgefleet/v1/devices/+/desired
 topic write edgefleet/v1/devices/+/commands
+topic write edgefleet/v1/fleet/ingest
 topic read  $SYS/broker/publish/messages/dropped
 """
 

@@ -48,6 +48,18 @@ def test_the_controller_unit_is_secure_and_finds_the_shipped_broker(tmp_path: Pa
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_test_brokers_acl_is_the_shipped_one() -> None:
+    from edgefleet.devbroker import ACL
+
+    def rules(text: str) -> list[str]:
+        return [" ".join(ln.split()) for ln in text.splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")]  # fmt: skip
+
+    shipped = rules((MOSQUITTO.parent / "edgefleet.acl").read_text())
+    assert rules(ACL) == shipped
+    assert "pattern read edgefleet/v1/fleet/ingest" in shipped  # devices read the hold
+
+
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     edgefleet = Path(sys.executable).parent / "edgefleet"
     for unit in SYSTEMD.iterdir():

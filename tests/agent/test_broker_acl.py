@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ import pytest
 from edgefleet.agent.mqtt_link import Hint, MqttLink
 from edgefleet.agent.tls import TlsSettings
 from edgefleet.controller.pki import CONTROLLER_CN, DevicePki, cert_pem, key_pem, make_ca, new_key
-from edgefleet.shared.protocol import DesiredHint
-from edgefleet.shared.topics import Channel, device_topic
+from edgefleet.shared.protocol import DesiredHint, IngestPressure
+from edgefleet.shared.topics import FLEET_INGEST, Channel, device_topic
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgefleet.devbroker import BrokerTls, DevBroker
@@ -140,6 +140,34 @@ def test_device_b_gets_nothing_of_device_a(
     assert [p for _, p in a.messages] == [hint]
     assert b.messages == []
     assert ctl.messages == [(str(device_topic("cam-b", Channel.STATE)), b'{"own": true}')]
+
+
+def test_every_device_reads_the_fleet_topic_and_only_the_controller_writes_it(
+    broker: DevBroker, pki: DevicePki, clients: list[Client]
+) -> None:
+    a = connect(clients, broker, creds(pki, "cam-a"), "cam-a")
+    b = connect(clients, broker, creds(pki, "cam-b"), "cam-b")
+    ctl = connect(clients, broker, creds(pki, "controller"), CONTROLLER_CN)
+    assert a.ok() and b.ok() and ctl.ok()
+    a.subscribe(FLEET_INGEST)
+    b.subscribe(FLEET_INGEST)
+
+    forged = IngestPressure(hold=True, seconds=3600).to_bytes()  # would stop the fleet
+    b.publish(FLEET_INGEST, forged)
+    hold = IngestPressure(hold=True, seconds=60).to_bytes()
+    ctl.publish(FLEET_INGEST, hold)
+    wait_until(lambda: len(a.messages) >= 1 and len(b.messages) >= 1)
+    time.sleep(0.5)  # room for the forged one to arrive, were it let through
+
+    assert a.messages == [(FLEET_INGEST, hold)]
+    assert b.messages == [(FLEET_INGEST, hold)]
+
+
+def wait_until(check: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def test_device_b_cannot_take_over_a_s_client_id(
