@@ -18,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from edgefleet.agent.forward import IngestHold, TelemetryForwarder
+from edgefleet.agent.metrics import AgentMetrics
 from edgefleet.agent.mqtt_link import Hint, MqttLink
 from edgefleet.agent.spool import DiskSpool
 from edgefleet.controller.ingest_pressure import PressureConfig, PressureWatch
@@ -27,6 +28,7 @@ from edgefleet.controller.stats import IngestStats
 from edgefleet.shared.protocol import IngestPressure, TelemetryWindow, decode
 from edgefleet.shared.topics import Channel, fleet_filter
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from prometheus_client import CollectorRegistry
 
 from edgefleet.devbroker import DevBroker
 from tests.agent.test_mqtt_link import wait_for
@@ -170,9 +172,7 @@ def counter(broker: DevBroker) -> Iterator[Counter]:
         c.close()
 
 
-pytestmark = pytest.mark.broker
-
-
+@pytest.mark.broker
 def test_under_a_hold_windows_stay_spooled_and_all_arrive_after_release(
     agent: Agent, controller: ControllerLink, counter: Counter
 ) -> None:
@@ -190,6 +190,11 @@ def test_under_a_hold_windows_stay_spooled_and_all_arrive_after_release(
         wait_for("the sender to look at the spool while held", agent.rounds_held(5), WAIT_S)
         assert counter.count() == 0
         assert len(agent.spool) == 20 and agent.forwarder.held == 20
+        registry = CollectorRegistry()
+        AgentMetrics(registry, "cpu").track_telemetry(agent.forwarder)
+        sample = registry.get_sample_value
+        assert sample("edgefleet_agent_telemetry_held_windows_total") == 20
+        assert sample("edgefleet_agent_telemetry_hold") == 1
 
         backlog[0] = 0  # caught up
         wait_for("all 20 windows", lambda: counter.count() == 20, WAIT_S)
@@ -199,6 +204,7 @@ def test_under_a_hold_windows_stay_spooled_and_all_arrive_after_release(
         watch.stop()
 
 
+@pytest.mark.broker
 def test_an_expired_hold_does_not_stop_sending(
     agent: Agent, controller: ControllerLink, counter: Counter
 ) -> None:
@@ -213,6 +219,7 @@ def test_an_expired_hold_does_not_stop_sending(
     assert agent.forwarder.held == 5
 
 
+@pytest.mark.broker
 def test_a_stale_retained_hold_is_ignored_by_an_agent_that_connects_later(
     broker: DevBroker, controller: ControllerLink, counter: Counter, tmp_path: Path
 ) -> None:
