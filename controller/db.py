@@ -63,8 +63,8 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
 def _add_new_columns(engine: Engine) -> None:
     """Add the nullable columns a newer release put on an existing table (``create_all``
     makes missing tables only). Until Alembic arrives, a new column must be nullable."""
-    have = inspect(engine)
     with engine.begin() as conn:
+        have = inspect(conn)  # on this connection: a pool of one must not need a second
         for table in SQLModel.metadata.sorted_tables:
             if not have.has_table(table.name):
                 continue

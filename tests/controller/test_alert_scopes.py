@@ -136,7 +136,9 @@ def test_a_fired_alert_is_pushed_to_the_devices_of_its_scope(services: Services)
         feed.window("cam-3", BASE, at=at)
         now[0] = at + timedelta(seconds=10)
         watcher.poll()
-    assert {(a.scope, a.state) for a in _alerts(services)} == {("site:north/shapes:v1", "resolved")}
+    assert {(a.scope, a.version, a.state) for a in _alerts(services)} == {
+        ("site:north", "v1", "resolved")
+    }
     assert sorted(d for d, _ in link.sent) == ["cam-1", "cam-2"]  # fired once, resolved quietly
     assert {(c.command, c.hold_s) for _, c in link.sent} == {("drift", 600)}
     # A device alert names its device; a controller without MQTT pushes nothing.
