@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol, runtime_checkable
+from typing import Annotated
 
+from edgefleet.controller.alerts.push import CommandSender
 from edgefleet.controller.api.deps import (
     ActorNameDep,
     ServicesDep,
@@ -26,11 +27,6 @@ from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
-
-
-@runtime_checkable
-class CommandSender(Protocol):
-    def send_command(self, device_id: str, command: Command) -> bool: ...
 
 
 def _get(session: SessionDep, device_id: str) -> Device:
