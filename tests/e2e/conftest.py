@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -13,9 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
+import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from edgefleet.shared.protocol import TelemetryWindow, decode
+from edgefleet.shared.topics import Channel, device_topic
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgefleet.devbroker import DevBroker, free_port
 
@@ -142,3 +149,41 @@ def running_system(tmp_path: Path, data: Path | None = None) -> Iterator[System]
 def system(tmp_path: Path) -> Iterator[System]:
     with running_system(tmp_path) as s:
         yield s
+
+
+def set_light(frames: Path, factor: float) -> None:
+    """The shipped samples at ``factor`` of their light, replaced atomically in ``frames``
+    (a folder source rereads them each loop)."""
+    for src in sorted(SAMPLES.glob("*.jpg")):
+        img = np.clip(cv2.imread(str(src)).astype(np.float32) * factor, 0, 255).astype(np.uint8)
+        tmp = frames / f".{src.name}.tmp.jpg"
+        cv2.imwrite(str(tmp), img)
+        tmp.replace(frames / src.name)
+
+
+@contextlib.contextmanager
+def telemetry_of(port: int, device_id: str) -> Iterator[queue.Queue[TelemetryWindow]]:
+    """A device's telemetry windows as the broker carries them (drift scores are on the wire)."""
+    got: queue.Queue[TelemetryWindow] = queue.Queue()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{device_id}",
+                    protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+    topic = str(device_topic(device_id, Channel.TELEMETRY))
+    c.on_connect = lambda cl, *_: cl.subscribe(topic, qos=1)
+    c.on_message = lambda _c, _u, m: got.put(decode(TelemetryWindow, m.payload))
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        yield got
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def scored_windows(windows: queue.Queue[TelemetryWindow], n: int) -> list[TelemetryWindow]:
+    """The next ``n`` windows on v2 that carry a drift score."""
+    out: list[TelemetryWindow] = []
+    while len(out) < n:
+        w = windows.get(timeout=60)
+        if w.version == "v2" and w.drift_psi is not None:
+            out.append(w)
+    return out

@@ -16,15 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from edgefleet.shared.protocol import TelemetryWindow, decode
-from edgefleet.shared.topics import Channel, device_topic
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from edgefleet.shared.protocol import TelemetryWindow
 
-from tests.e2e.conftest import REPO, SAMPLES, System, cli, running_system, wait_for
+from tests.e2e.conftest import (
+    REPO,
+    SAMPLES,
+    System,
+    cli,
+    running_system,
+    scored_windows,
+    set_light,
+    telemetry_of,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -90,41 +96,15 @@ def start_agent(system: System, frames: Path) -> None:
     system.procs.start(DEVICE, cli("agent", "run", "--config", str(path)))
 
 
-def set_light(frames: Path, factor: float) -> None:
-    """Replace every frame in place (atomically): the folder source rereads them each loop."""
-    for src in sorted(SAMPLES.glob("*.jpg")):
-        img = np.clip(cv2.imread(str(src)).astype(np.float32) * factor, 0, 255).astype(np.uint8)
-        tmp = frames / f".{src.name}.tmp.jpg"
-        cv2.imwrite(str(tmp), img)
-        tmp.replace(frames / src.name)
-
-
 @pytest.fixture
 def windows(drift_system: System) -> Iterator[queue.Queue[TelemetryWindow]]:
-    """The agent's telemetry as the broker carries it (drift scores are on the wire)."""
-    got: queue.Queue[TelemetryWindow] = queue.Queue()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="drift-watch",
-                    protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
-    topic = str(device_topic(DEVICE, Channel.TELEMETRY))
-    c.on_connect = lambda cl, *_: cl.subscribe(topic, qos=1)
-    c.on_message = lambda _c, _u, m: got.put(decode(TelemetryWindow, m.payload))
-    c.connect("127.0.0.1", drift_system.broker.port)
-    c.loop_start()
-    try:
+    with telemetry_of(drift_system.broker.port, DEVICE) as got:
         yield got
-    finally:
-        c.disconnect()
-        c.loop_stop()
 
 
 def next_scored(windows: queue.Queue[TelemetryWindow], n: int) -> list[float]:
     """PSI of the next ``n`` windows on v2 that carry a drift score."""
-    out: list[float] = []
-    while len(out) < n:
-        w = windows.get(timeout=60)
-        if w.version == "v2" and w.drift_psi is not None:
-            out.append(w.drift_psi)
-    return out
+    return [w.drift_psi or 0.0 for w in scored_windows(windows, n)]
 
 
 def test_drift_alert_samples_export(

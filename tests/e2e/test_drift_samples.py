@@ -15,15 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
-from edgefleet.shared.protocol import TelemetryWindow, decode
-from edgefleet.shared.topics import Channel, device_topic
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from edgefleet.shared.protocol import TelemetryWindow
 
-from tests.e2e.conftest import REPO, SAMPLES, System, wait_for
+from tests.e2e.conftest import REPO, System, scored_windows, set_light, telemetry_of, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -31,38 +26,10 @@ V2 = REPO / "models" / "shapes" / "v2" / "model.onnx"
 DEVICE = "cam-budget"
 
 
-def set_light(frames: Path, factor: float) -> None:
-    for src in sorted(SAMPLES.glob("*.jpg")):
-        img = np.clip(cv2.imread(str(src)).astype(np.float32) * factor, 0, 255).astype(np.uint8)
-        tmp = frames / f".{src.name}.tmp.jpg"
-        cv2.imwrite(str(tmp), img)
-        tmp.replace(frames / src.name)
-
-
 @pytest.fixture
 def windows(system: System) -> Iterator[queue.Queue[TelemetryWindow]]:
-    got: queue.Queue[TelemetryWindow] = queue.Queue()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="budget-watch",
-                    protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
-    topic = str(device_topic(DEVICE, Channel.TELEMETRY))
-    c.on_connect = lambda cl, *_: cl.subscribe(topic, qos=1)
-    c.on_message = lambda _c, _u, m: got.put(decode(TelemetryWindow, m.payload))
-    c.connect("127.0.0.1", system.broker.port)
-    c.loop_start()
-    try:
+    with telemetry_of(system.broker.port, DEVICE) as got:
         yield got
-    finally:
-        c.disconnect()
-        c.loop_stop()
-
-
-def scored(windows: queue.Queue[TelemetryWindow], n: int) -> list[TelemetryWindow]:
-    out: list[TelemetryWindow] = []
-    while len(out) < n:
-        w = windows.get(timeout=60)
-        if w.version == "v2" and w.drift_psi is not None:
-            out.append(w)
-    return out
 
 
 def test_a_changed_scene_gets_its_frames_home_within_a_minute(
@@ -88,7 +55,7 @@ def test_a_changed_scene_gets_its_frames_home_within_a_minute(
         r = system.http.get("/v1/samples", params={"device_id": DEVICE, **params})
         return list(r.json()["data"])
 
-    steady = scored(windows, 8)  # about 30 s of the card's own scene
+    steady = scored_windows(windows, 8)  # about 30 s of the card's own scene
     assert max(w.drift_psi or 0.0 for w in steady[1:]) < 0.25  # the first may straddle
     calm = samples()
     # Paced: 2 frames of the bucket's 2.5 (the old budget: 2 a minute until 30 an hour).
