@@ -348,10 +348,10 @@ class Reconciler:
                 and self._last_trust_error is None  # ... and trusted what it found
             )
             slow = connected_poll_s is not None and settled and link_up is not None and link_up()
-            interval = connected_poll_s if slow else poll_interval_s
+            interval = connected_poll_s if slow and connected_poll_s else poll_interval_s
             if self.backoff.delay_s is not None:  # a transient fault: try again sooner
-                interval = min(interval, self.backoff.delay_s)  # type: ignore[type-var]
-            left = interval - waited  # type: ignore[operator]
+                interval = min(interval, self.backoff.delay_s)
+            left = interval - waited
             if left <= 0:
                 return
             try:
