@@ -605,7 +605,7 @@ class Reconciler:
 
     def _reject(self, what: str, reason: str) -> None:
         log.error("refused %s: %s", what, reason)
-        self.error = reason
+        self.error, self.transient = reason, False  # a refusal is no transient fault
         self._send_event(RejectedEvent(device_id=self.identity.device_id, what=what, reason=reason))
         self.publish_state()
 

@@ -377,6 +377,18 @@ def test_transient_backoff_doubles_and_a_finished_fault_clears_the_report(rig: R
     assert not state.transient and state.phase is Phase.COMMITTED and state.error is None
 
 
+def test_a_refusal_after_a_transient_fault_is_reported_as_a_refusal(rig: Rig) -> None:
+    install_v1(rig)
+    rig.updater.assign("v2", tiny_model(conf=0.6), release=2)
+    rig.updater.download_error = TransportError("connection reset")
+    rig.rec.reconcile_once()
+    assert rig.reporter.states[-1].transient
+    rig.updater.refresh_error = TrustError("director targets signature invalid")
+    rig.rec.reconcile_once()
+    state = rig.reporter.states[-1]
+    assert not state.transient and state.error == "director targets signature invalid"
+
+
 def test_untrusted_metadata_is_reported_once_and_nothing_changes(rig: Rig) -> None:
     install_v1(rig)
     rig.updater.refresh_error = TrustError("director targets signature invalid")
