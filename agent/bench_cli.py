@@ -1,4 +1,4 @@
-"""``edgefleet bench infer|swap|rollout|idle|ingest|gates``: the benchmarks in bench/.
+"""``edgefleet bench infer|swap|rollout|idle|ingest|gates|faults``: the benchmarks in bench/.
 
 Only the standard library is imported here. The measuring code lives in the source
 checkout's ``bench/`` folder (it compares against Ultralytics, which never ships on a
@@ -100,6 +100,17 @@ def _register_fleet_benches(bench_sub: Any) -> None:
     )
     gates.add_argument("--json", action="store_true", help="one JSON document")
     gates.set_defaults(handler="edgefleet.agent.bench_cli:run_gates")
+
+    faults = bench_sub.add_parser(
+        "faults", help="controller/broker/agent kills and a full disk: a table of outcomes"
+    )
+    faults.add_argument(
+        "--scenarios", default=None, metavar="NAME,NAME,...",
+        help="controller-kill, broker-outage, agent-kill:PHASE, disk-full (default: all)",
+    )  # fmt: skip
+    faults.add_argument("--outage-s", type=float, default=5.0, help="broker outage seconds")
+    faults.add_argument("--json", action="store_true", help="one JSON document")
+    faults.set_defaults(handler="edgefleet.agent.bench_cli:run_faults")
 
 
 def _bench_module(name: str) -> ModuleType:
@@ -227,3 +238,15 @@ def _run_fleet(args: argparse.Namespace) -> int:
         sizes, procs=args.procs, workers=args.workers, timeout=args.timeout, db=args.database_url
     )
     return _emit(result, args.json, mod)
+
+
+def run_faults(args: argparse.Namespace) -> int:
+    from edgefleet.shared.errors import ConfigError
+
+    if not 0 < args.outage_s <= 600:
+        raise ConfigError("--outage-s must be above 0 and at most 600")
+    mod = _bench_module("bench_faults")
+    names = [n.strip() for n in args.scenarios.split(",") if n.strip()] if args.scenarios else None
+    result = mod.bench(mod.check_scenarios(names) if names else None, outage_s=args.outage_s)
+    _emit(result, args.json, mod)
+    return 0 if result["passed"] == result["total"] else 1

@@ -51,6 +51,9 @@ class DebugConfig(BaseModel):
     # the agent SIGKILLs itself after lingering in this install phase: a crash exactly there,
     # whatever the machine's load (tests/agent/test_crash.py)
     sigkill_in_phase: Phase | None = None
+    # bytes per second a model download is held to, so a test can kill the controller
+    # while downloads are under way (tests/e2e/test_transient_faults.py)
+    download_rate_bps: float | None = Field(default=None, gt=0)
     # fields that replace what the agent detects about itself, so a CPU machine can walk the
     # prebuilt-plan path up to the GPU (tests/e2e/test_plans.py): {"platform": "jetson", ...}
     fingerprint: dict[str, str] | None = None

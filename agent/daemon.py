@@ -136,6 +136,7 @@ def build_updater(config: AgentConfig) -> UpdaterLike[Any]:
             controller_url=config.controller_url,
             device_id=config.device_id,
             data_dir=config.data_dir,
+            download_rate_bps=config.debug.download_rate_bps,
         )
     )
 

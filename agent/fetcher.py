@@ -52,6 +52,7 @@ class FetcherConfig:
     backoff_base_s: float = 1.0  # seconds: the first backoff's upper bound
     backoff_cap_s: float = 60.0  # seconds: no single backoff draws above this
     retry_after_max_s: float = 300.0  # seconds: a larger Retry-After is read as this
+    rate_bps: float | None = None  # test-only: bytes per second a model download is held to
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,13 @@ class DeadlineFetcher(FetcherInterface):
             raise exceptions.DownloadError(f"{url}: the server sent another range than asked")
         if response.status != 206:
             have = 0  # the server ignored Range and sends the whole file
+        started, start_at = time.monotonic(), have
         with part.open("r+b" if have else "wb") as f:
             f.seek(have)
             f.truncate()
             try:
                 for chunk in self._chunks(response, url, deadline):
+                    self._throttle(have - start_at, started)
                     have += len(chunk)
                     if have > length:
                         raise exceptions.DownloadLengthMismatchError(
@@ -167,6 +170,14 @@ class DeadlineFetcher(FetcherInterface):
             finally:
                 f.flush()
                 os.fsync(f.fileno())
+
+    def _throttle(self, sent: int, started: float) -> None:
+        """Hold a download to ``rate_bps`` (tests kill a controller mid-download)."""
+        rate = self.config.rate_bps
+        if rate:
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                self._sleep(ahead)
 
     def _request(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
         """One GET, retried while the server says it is busy; errors as DownloadError."""

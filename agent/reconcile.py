@@ -6,13 +6,18 @@ updater for the verified target(s) and, when the target is not what runs already
     DOWNLOADING -> VERIFIED -> PREPARING -> WARMING -> SWAPPED -> HEALTH_CHECK
                                                                -> COMMITTED | REVERTED
                  \\-> FAILED (download, verification or load refused)
+                 \\-> DOWNLOADING, transient (controller or broker away, download cut
+                     off, timeout): retried with backoff, never a failure
 
 Each transition is a :class:`PhaseEvent` and the retained :class:`DeviceState` is
 republished, so the controller always sees the truth. The current model keeps serving
 through every failure. Errors are told apart: a :class:`TransportError` is retried
-quietly on the next hint or poll; a :class:`TrustError` / :class:`ArtifactError` /
-:class:`RuntimeBackendError` is reported (``RejectedEvent`` + state error) and that
-artifact is not tried again until an operator's ``refresh`` command. Whether a target may
+with backoff (``agent/backoff.py``) on the next hint or when the backoff ends, and one
+that cuts a download short is reported with ``transient=True`` in the phase it hit, so
+the controller's gates never count it as an install failure; a :class:`TrustError` /
+:class:`ArtifactError` / :class:`RuntimeBackendError` is reported (``RejectedEvent`` +
+state error) and that artifact is tried again only after the refusal backoff
+(``agent/refusals.py``). Whether a target may
 run here at all is decided by the updater and ``install_policy``, not here.
 """
 
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from edgefleet.agent.backoff import Backoff
 from edgefleet.agent.mqtt_link import Hint
 from edgefleet.agent.pipeline import FrameResult
 from edgefleet.agent.refusals import RefusalBook
@@ -251,9 +257,10 @@ class ShadowSettings:
 class InstallFailedError(Exception):
     """Internal: an install step failed; carries the phase to report."""
 
-    def __init__(self, phase: Phase, reason: str, *, refuse: bool) -> None:
+    def __init__(self, phase: Phase, reason: str, *, refuse: bool, transient: bool = False) -> None:
         super().__init__(reason)
         self.phase, self.reason, self.refuse = phase, reason, refuse
+        self.transient = transient  # retried with backoff; reported as no failure
 
 
 @dataclass
@@ -281,6 +288,7 @@ class Reconciler:
         sigkill_in_phase: Phase | None = None,  # test-only: crash there, after lingering
         shadow: ShadowSettings | None = None,  # None: no shadow phase
         refusals: RefusalBook | None = None,  # tests pass one with their own clock
+        backoff: Backoff | None = None,  # after transient faults; None: 1 s up to 30 s
     ) -> None:
         self.identity = identity
         self.updater, self.store, self.slots = updater, store, slots
@@ -294,6 +302,8 @@ class Reconciler:
         self._challenger: DetectorLike | None = None
         self.phase = Phase.COMMITTED if store.state.current else Phase.IDLE
         self.error: str | None = None
+        self.transient = False  # ``error`` is a transient fault, retried with backoff
+        self.backoff = backoff if backoff is not None else Backoff(1.0, 30.0)
         # Refused artifacts: tried again after a backoff, a new release or director version.
         self.refused = refusals if refusals is not None else RefusalBook()
         self._quiet_transport = False
@@ -338,7 +348,10 @@ class Reconciler:
                 and self._last_trust_error is None  # ... and trusted what it found
             )
             slow = connected_poll_s is not None and settled and link_up is not None and link_up()
-            left = (connected_poll_s if slow else poll_interval_s) - waited  # type: ignore[operator]
+            interval = connected_poll_s if slow and connected_poll_s else poll_interval_s
+            if self.backoff.delay_s is not None:  # a transient fault: try again sooner
+                interval = min(interval, self.backoff.delay_s)
+            left = interval - waited
             if left <= 0:
                 return
             try:
@@ -368,11 +381,13 @@ class Reconciler:
 
     def reconcile_once(self) -> None:
         target = self._refresh()
-        if target is None:
-            return
         current = self.store.state.current
-        if current is not None and current.sha256 == target.sha256:
+        if target is None or (current is not None and current.sha256 == target.sha256):
+            if target is not None or not self._quiet_transport:
+                self._settle()  # nothing (left) to install: a transient fault is over
             return
+        # A refresh that worked does not end the backoff: a download that keeps breaking
+        # off behind a working metadata endpoint still waits longer each time.
         if not self.refused.may_try(target.sha256, target.release):
             return
         self.install(target)
@@ -396,9 +411,19 @@ class Reconciler:
         return targets[0] if targets else None
 
     def _transport_down(self, e: TransportError) -> None:
+        wait = self.backoff.fault()
         if not self._quiet_transport:
-            log.warning("controller unreachable (%s); will retry", e.reason)
+            log.warning("controller unreachable (%s); retrying in %.1f s", e.reason, wait)
             self._quiet_transport = True
+
+    def _settle(self) -> None:
+        """Leave a transient report once nothing is left to install."""
+        self.backoff.ok()
+        if not self.transient:
+            return
+        self.transient, self.error = False, None
+        self.phase = Phase.COMMITTED if self.store.state.current else Phase.IDLE
+        self.publish_state()
 
     # -- one install -------------------------------------------------------------------
 
@@ -416,9 +441,10 @@ class Reconciler:
                 log.info("will try %s again in %.0f s or on a new release",
                          target.target_path, again.retry_at - self.refused.clock())  # fmt: skip
                 self._reject(target.target_path, f.reason)
-            self._transition(f.phase, target, f.reason)
+            self._transition(f.phase, target, f.reason, transient=f.transient)
             return f.phase
         self.refused.forget(target.sha256)
+        self.backoff.ok()
         return phase
 
     def _fetch(self, target: TargetLike) -> ModelPointer:
@@ -428,8 +454,12 @@ class Reconciler:
             path = self.updater.download(target, self.store.models_dir)
             name = self.store.adopt(path, target.sha256, plan_info=_plan_info(target))
         except TransportError as e:
+            wait = self.backoff.fault()
             raise InstallFailedError(
-                Phase.FAILED, f"download interrupted: {e.reason}", refuse=False
+                Phase.DOWNLOADING,
+                f"download interrupted: {e.reason}; retrying in {wait:.1f} s",
+                refuse=False,
+                transient=True,
             ) from e
         except (TrustError, ArtifactError, OSError) as e:
             full = no_room(e)
@@ -539,9 +569,16 @@ class Reconciler:
 
     # -- reporting ---------------------------------------------------------------------
 
-    def _transition(self, phase: Phase, target: TargetLike, reason: str | None = None) -> None:
-        self.phase = phase
-        self.error = reason if phase in (Phase.FAILED, Phase.REVERTED) else None
+    def _transition(
+        self,
+        phase: Phase,
+        target: TargetLike,
+        reason: str | None = None,
+        *,
+        transient: bool = False,
+    ) -> None:
+        self.phase, self.transient = phase, transient
+        self.error = reason if transient or phase in (Phase.FAILED, Phase.REVERTED) else None
         if reason:
             log.warning("%s %s: %s: %s", target.model, target.version, phase.value, reason)
         else:
@@ -554,9 +591,12 @@ class Reconciler:
                 model=target.model,
                 version=target.version,
                 reason=reason,
+                transient=transient,
             )
         )
         self.publish_state()
+        if transient:
+            return  # a report, not a step: no test-only lingering or crash here
         if self.phase_delay_s and phase in _IN_PROGRESS:
             self.stop.wait(self.phase_delay_s)
         if self.sigkill_in_phase is not None and phase == self.sigkill_in_phase:
@@ -565,7 +605,7 @@ class Reconciler:
 
     def _reject(self, what: str, reason: str) -> None:
         log.error("refused %s: %s", what, reason)
-        self.error = reason
+        self.error, self.transient = reason, False  # a refusal is no transient fault
         self._send_event(RejectedEvent(device_id=self.identity.device_id, what=what, reason=reason))
         self.publish_state()
 
@@ -579,6 +619,7 @@ class Reconciler:
             sha256=cur.sha256 if cur else None,
             phase=self.phase,
             error=self.error,
+            transient=self.transient,
             labels=ident.labels,
             fingerprint=ident.fingerprint,
             agent_version=ident.agent_version,

@@ -282,7 +282,10 @@ def _apply(
 
 def _event_row(device: Device, event: PhaseEvent | RejectedEvent) -> EventRow:
     if isinstance(event, PhaseEvent):
-        if event.phase in _FAILED and event.model and event.version:
+        # A transient fault (controller or broker away, a download cut off) is retried by
+        # the agent: the install is still in progress, and no gate may count it.
+        failed = event.phase in _FAILED and not event.transient
+        if failed and event.model and event.version:
             device.failed_model, device.failed_version = event.model, event.version
         return EventRow(
             device_id=device.device_id, kind=event.event, phase=event.phase.value,

@@ -123,6 +123,10 @@ class DeviceState(_Wire):
     sha256: str | None = None
     phase: Phase = Phase.IDLE
     error: str | None = None
+    # ``error`` is a transient fault (the controller or broker unreachable, a download cut
+    # off, a timeout) that the agent retries with backoff: the install is still in
+    # progress, not failed. Added after schema 1 shipped: older peers ignore the field.
+    transient: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
     fingerprint: Fingerprint | None = None
     agent_version: str | None = None
@@ -138,12 +142,18 @@ class Status(_Wire):
 
 
 class PhaseEvent(_Wire):
+    """One install step. ``transient=True``: ``phase`` was cut short by a fault the agent
+    retries with backoff (``reason`` says which); the install goes on and is no failure.
+    The agent then reports the phase it was in (never FAILED), so a controller that
+    predates the field sees an install still in progress."""
+
     event: Literal["phase"] = "phase"
     device_id: str
     phase: Phase
     model: str | None = None
     version: str | None = None
     reason: str | None = None
+    transient: bool = False
     at: datetime = Field(default_factory=utcnow)
 
 

@@ -342,12 +342,51 @@ def test_transport_errors_are_retried_quietly(rig: Rig) -> None:
     rig.updater.refresh_error = None
     rig.updater.download_error = TransportError("connection reset")
     rig.rec.reconcile_once()
-    assert rig.rec.phase is Phase.FAILED and rig.reporter.rejected() == []
+    # transient: reported in the phase it hit, flagged, never FAILED, never a refusal
+    assert rig.rec.phase is Phase.DOWNLOADING and rig.reporter.rejected() == []
+    assert Phase.FAILED not in rig.reporter.phases()
+    last = rig.reporter.events[-1]
+    assert isinstance(last, PhaseEvent) and last.transient
+    assert last.reason is not None and last.reason.startswith("download interrupted")
+    state = rig.reporter.states[-1]
+    assert state.transient and state.phase is Phase.DOWNLOADING and state.version == "v1"
     assert rig.serving() == "v1"
 
     rig.updater.download_error = None
     rig.rec.reconcile_once()  # retried, not refused
     assert rig.rec.phase is Phase.COMMITTED and rig.serving() == "v2"
+    assert not rig.reporter.states[-1].transient and rig.reporter.states[-1].error is None
+    assert rig.rec.backoff.delay_s is None  # a success resets the backoff
+
+
+def test_transient_backoff_doubles_and_a_finished_fault_clears_the_report(rig: Rig) -> None:
+    install_v1(rig)
+    rig.updater.assign("v2", tiny_model(conf=0.6), release=2)
+    rig.updater.download_error = TransportError("connection reset")
+    ceilings = []
+    for _ in range(4):
+        rig.rec.reconcile_once()
+        ceilings.append(rig.rec.backoff.delay_s)
+    base = rig.rec.backoff.base_s
+    for n, delay in enumerate(ceilings):
+        assert delay is not None and base * 2**n / 2 <= delay <= base * 2**n
+    # the controller takes the assignment back: nothing left to install, no stale report
+    rig.updater.targets = rig.updater.targets[:0]
+    rig.rec.reconcile_once()
+    state = rig.reporter.states[-1]
+    assert not state.transient and state.phase is Phase.COMMITTED and state.error is None
+
+
+def test_a_refusal_after_a_transient_fault_is_reported_as_a_refusal(rig: Rig) -> None:
+    install_v1(rig)
+    rig.updater.assign("v2", tiny_model(conf=0.6), release=2)
+    rig.updater.download_error = TransportError("connection reset")
+    rig.rec.reconcile_once()
+    assert rig.reporter.states[-1].transient
+    rig.updater.refresh_error = TrustError("director targets signature invalid")
+    rig.rec.reconcile_once()
+    state = rig.reporter.states[-1]
+    assert not state.transient and state.error == "director targets signature invalid"
 
 
 def test_untrusted_metadata_is_reported_once_and_nothing_changes(rig: Rig) -> None:
@@ -489,7 +528,7 @@ def test_a_failed_install_is_retried_at_the_short_interval_while_connected(rig: 
                          kwargs={"connected_poll_s": 3600, "link_up": lambda: True})  # fmt: skip
     t.start()
     try:
-        assert _wait_until(lambda: rig.rec.phase is Phase.FAILED)
+        assert _wait_until(lambda: rig.rec.transient and rig.rec.phase is Phase.DOWNLOADING)
         rig.updater.download_error = None  # the controller is back
         assert _wait_until(lambda: rig.rec.phase is Phase.COMMITTED, timeout=60)
     finally:

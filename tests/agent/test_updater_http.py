@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -196,6 +197,22 @@ def test_interrupted_download_resumes_with_range(
     asked = [s for s in server.seen if s.path == path]
     assert [(s.status, s.range) for s in asked] == [(200, None), (206, "bytes=40000-")]
     assert not part.exists()
+
+
+def test_a_rate_limited_download_takes_the_time_of_its_rate(
+    repos: TufRepositories, server: HttpServer, tmp_path: Path
+) -> None:
+    """debug.download_rate_bps (test-only) holds a model download to that rate."""
+    publish(repos, server, tmp_path, "v1")
+    rate = 400_000.0  # bytes per second: 100 KiB in about 0.26 s
+    config = UpdaterConfig(server.url, DEVICE, tmp_path / "agent", download_rate_bps=rate)
+    fetcher = DeadlineFetcher(FetcherConfig(rate_bps=rate, chunk_size=8192))
+    up = ModelUpdater(config, fetcher)
+    [target] = up.refresh({}, None)
+    started = time.monotonic()
+    assert up.download(target, tmp_path / "models").read_bytes() == MODEL + b"v1"
+    took = time.monotonic() - started
+    assert took >= 0.8 * (len(MODEL) - 8192) / rate, took  # no wait after the last chunk
 
 
 def test_server_ignoring_range_restarts_from_zero(

@@ -22,7 +22,7 @@ from edgefleet.controller.rollouts.service import Deps
 from edgefleet.controller.services import NoLink, Services
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.histogram import CONFIDENCE_EDGES, LATENCY_EDGES_MS, bin_counts
-from edgefleet.shared.protocol import DeviceState, Phase, Status, TelemetryWindow
+from edgefleet.shared.protocol import DeviceState, Phase, PhaseEvent, Status, TelemetryWindow
 from edgefleet.shared.topics import Channel, device_topic
 from sqlmodel import Session, select
 
@@ -207,6 +207,52 @@ def test_missing_telemetry_pauses_as_inconclusive(
         assert body["state"] == "paused"
         assert "inconclusive" in body["reason"] and "mean_confidence_ratio" in body["reason"]
         assert {g["verdict"] for g in body["stages"][0]["gates"]} == {"NODATA"}
+
+
+def _interrupted(fleet: Fleet, device_id: str, version: str, *, transient: bool) -> None:
+    """What an agent sends when a download of ``version`` breaks off (transient: the agent
+    retries it) or fails for good."""
+    phase = Phase.DOWNLOADING if transient else Phase.FAILED
+    reason = "download interrupted: connection reset"
+    event = PhaseEvent(device_id=device_id, phase=phase, model="shapes", version=version,
+                       reason=reason, transient=transient)  # fmt: skip
+    fleet.ingest.handle(device_topic(device_id, Channel.EVENTS), event.to_bytes())
+    state = DeviceState(device_id=device_id, model="shapes", version=fleet.running[device_id],
+                        phase=phase, error=event.reason, transient=transient,
+                        labels=fleet.labels[device_id])  # fmt: skip
+    fleet.ingest.handle(device_topic(device_id, Channel.STATE), state.to_bytes())
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_a_transient_download_fault_is_no_install_failure(
+    setup: tuple[Services, Clock, Fleet], serve: Callable, transient: bool
+) -> None:  # type: ignore[type-arg]
+    """The controller died while its canaries downloaded: they report transient faults and
+    retry; the stage waits for them and succeeds. The same fault reported as final fails."""
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    gates = [{"metric": "install_success_rate", "threshold": 1.0, "min_samples": 1}]
+    with serve(services) as client:
+        r = _create(client, stages="2,100%", soak_s=5, gates=gates, install_timeout_s=600)
+        sched.round()
+        with Session(services.engine) as s:
+            canaries = [d.device_id for d in s.exec(select(Device)).all() if d.desired_version]
+        assert len(canaries) == 2
+        for device_id in canaries:
+            _interrupted(fleet, device_id, "v2", transient=transient)
+        for _ in range(3):  # rounds while the devices retry with backoff
+            sched.round()
+            clock.tick(5)
+        body = client.get(f"/v1/rollouts/{r['id']}").json()
+        if not transient:
+            assert body["state"] == "failed", body["reason"]
+            assert "install_success_rate" in body["reason"]
+            return
+        assert body["state"] == "running" and body["stage"] == 0, body["reason"]
+        _drive(sched, fleet, {}, 8)  # the retries go through
+        body = client.get(f"/v1/rollouts/{r['id']}").json()
+        assert body["state"] == "succeeded", body["reason"]
+        assert set(fleet.running.values()) == {"v2"}
 
 
 def test_lease_one_scheduler_at_a_time_and_restart_continues(

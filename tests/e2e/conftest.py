@@ -81,6 +81,15 @@ class System:
     data: Path
     procs: Procs
     http: httpx.Client
+    database_url: str | None = None  # None: SQLite in the data dir
+
+    def controller_argv(self) -> list[str]:
+        port = self.url.rsplit(":", 1)[1]
+        db = ["--database-url", self.database_url] if self.database_url else []
+        return cli(
+            "controller", "serve", "--data", str(self.data), "--mqtt", self.broker.url,
+            "--listen", f"127.0.0.1:{port}", "--insecure-dev", *db,
+        )  # fmt: skip
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "EDGEFLEET_URL": self.url}
@@ -113,22 +122,21 @@ class System:
 
 
 @contextlib.contextmanager
-def running_system(tmp_path: Path, data: Path | None = None) -> Iterator[System]:
+def running_system(
+    tmp_path: Path, data: Path | None = None, database_url: str | None = None
+) -> Iterator[System]:
     """A private broker and a real controller process; everything stopped afterwards.
 
     ``data`` may be prepared beforehand (e.g. an alerts.yaml in it) and defaults to
-    ``tmp_path / "controller"``.
+    ``tmp_path / "controller"``; ``database_url`` None keeps SQLite in it.
     """
     broker = DevBroker(tmp_path / "mosquitto").start()
     procs = Procs(tmp_path)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{free_port()}"
     data = data or tmp_path / "controller"
-    procs.start("controller", cli(
-        "controller", "serve", "--data", str(data), "--mqtt", broker.url,
-        "--listen", f"127.0.0.1:{port}", "--insecure-dev",
-    ))  # fmt: skip
     http = httpx.Client(base_url=url, timeout=10)
+    system = System(broker, url, data, procs, http, database_url)
+    procs.start("controller", system.controller_argv())
 
     def healthy() -> bool:
         try:
@@ -138,7 +146,7 @@ def running_system(tmp_path: Path, data: Path | None = None) -> Iterator[System]
 
     try:
         wait_for("controller /healthz", healthy, timeout=60)
-        yield System(broker, url, data, procs, http)
+        yield system
     finally:
         http.close()
         procs.stop_all()

@@ -19,6 +19,7 @@ Small and fast on purpose (two CPU cores): 1 s telemetry windows, 5 fps, seconds
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +27,11 @@ from typing import Any
 
 import httpx
 import pytest
+from edgefleet.agent.config import DebugConfig
 from edgefleet.shared.hashing import sha256_file
 
 from edgefleet.sim import SimFleet, fleet_configs
-from tests.e2e.conftest import REPO, SAMPLES, System, cli, wait_for
+from tests.e2e.conftest import REPO, SAMPLES, System, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -82,12 +84,17 @@ class Canary:
         assert r.status_code == 200, r.text
         return r.json()  # type: ignore[no-any-return]
 
-    def start_fleet(self, n: int, **labels: list[str]) -> SimFleet:
+    def start_fleet(
+        self, n: int, debug: dict[str, Any] | None = None, **labels: list[str]
+    ) -> SimFleet:
+        """``debug``: the agents' test-only knobs (agent/config.py ``DebugConfig``)."""
         configs = fleet_configs(
             n, controller_url=self.system.url, mqtt_url=self.system.broker.url,
             data_dir=self.tmp / "sim", source=SAMPLES, labels=labels, prefix="cam",
             fps=5, window_s=1, poll_s=3,
         )  # fmt: skip
+        if debug:
+            configs = [c.model_copy(update={"debug": DebugConfig(**debug)}) for c in configs]
         self.fleet = SimFleet(configs)
         self.fleet.start()
         ids = list(self.fleet.devices)
@@ -131,14 +138,12 @@ class Canary:
         rid = self.create({"version": version})
         self.wait_state(rid, "succeeded", timeout=180)
 
-    def restart_controller(self) -> None:
+    def restart_controller(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the controller (SIGKILL: no goodbye) and start it again on the same
+        port, data and database."""
         s = self.system
-        s.procs.stop("controller")
-        port = s.url.rsplit(":", 1)[1]
-        s.procs.start("controller", cli(
-            "controller", "serve", "--data", str(s.data), "--mqtt", s.broker.url,
-            "--listen", f"127.0.0.1:{port}", "--insecure-dev",
-        ))  # fmt: skip
+        s.procs.stop("controller", sig)
+        s.procs.start("controller", s.controller_argv())
 
         def healthy() -> bool:
             try:
