@@ -28,6 +28,7 @@ from edgefleet.shared.topics import Channel, device_topic
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgefleet.devbroker import DevBroker, free_port
+from tests import waiting
 
 pytestmark = pytest.mark.broker
 
@@ -36,13 +37,7 @@ WAIT_S = 10.0
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_for(what, check, timeout)
 
 
 class Watcher:

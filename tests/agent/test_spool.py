@@ -21,17 +21,13 @@ from edgefleet.shared.topics import Channel, device_topic
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgefleet.devbroker import DevBroker
+from tests import waiting
 
 DEVICE = "cam-spool"
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_for(what, check, timeout)
 
 
 def window(n: int) -> TelemetryWindow:

@@ -15,12 +15,12 @@ import uvicorn
 from edgefleet.controller.app import create_app
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.db import make_engine
-from edgefleet.controller.serve import bind
+from edgefleet.controller.serve import bind, build_services
 from edgefleet.controller.services import NoLink, Services
 from edgefleet.controller.settings import Settings
 from edgefleet.controller.trust import TufSigning
 
-from edgefleet.devbroker import free_port
+from edgefleet.devbroker import DevBroker, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "shapes" / "v1" / "model.onnx"
@@ -115,3 +115,16 @@ def serve() -> Callable[[Services], AbstractContextManager[httpx.Client]]:
 def client(services: Services) -> Iterator[httpx.Client]:
     with serving(services) as c:
         yield c
+
+
+@pytest.fixture
+def linked(tmp_path: Path, broker: DevBroker) -> Iterator[Services]:
+    """Services on tmp_path with a real MQTT link to the test broker, connected."""
+    services, link = build_services(Settings(data_dir=tmp_path / "ctl", mqtt_url=broker.url))
+    link.start()
+    assert link.wait_connected(30.0), "controller did not connect to the broker"
+    try:
+        yield services
+    finally:
+        link.stop()
+        services.engine.dispose()

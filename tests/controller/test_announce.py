@@ -8,7 +8,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,12 @@ from edgefleet.agent.spool import DiskSpool
 from edgefleet.controller import registry
 from edgefleet.controller.announce import card_audience, settings_audience
 from edgefleet.controller.models import Device
-from edgefleet.controller.serve import build_services
 from edgefleet.controller.services import Services
-from edgefleet.controller.settings import Settings
 from edgefleet.shared.card import ModelCard
 from sqlmodel import Session
 
 from edgefleet.devbroker import DevBroker
+from tests import waiting
 from tests.controller.conftest import tiny_onnx
 
 pytestmark = pytest.mark.broker
@@ -44,13 +43,7 @@ RULE = {"strategies": [{"name": "r", "kind": "random", "share": 0.5}]}
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_for(what, check, timeout)
 
 
 class Asked:
@@ -89,18 +82,6 @@ class FakeClock:
         with self._cond:
             target = self.reads + n
             assert self._cond.wait_for(lambda: self.reads >= target, WAIT)
-
-
-@pytest.fixture
-def linked(tmp_path: Path, broker: DevBroker) -> Iterator[Services]:
-    services, link = build_services(Settings(data_dir=tmp_path / "ctl", mqtt_url=broker.url))
-    link.start()
-    assert link.wait_connected(WAIT), "controller did not connect to the broker"
-    try:
-        yield services
-    finally:
-        link.stop()
-        services.engine.dispose()
 
 
 def agent_link(broker: DevBroker, device_id: str) -> MqttLink:

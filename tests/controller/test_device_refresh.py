@@ -4,17 +4,14 @@ the real broker (the device then retries what it refused), and audits who asked.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from edgefleet.controller.models import AuditEntry, Device
-from edgefleet.controller.serve import build_services
 from edgefleet.controller.services import Services
-from edgefleet.controller.settings import Settings
 from edgefleet.shared.protocol import Command, decode
 from edgefleet.shared.topics import Channel, device_topic
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -51,18 +48,6 @@ class Listener:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def linked(tmp_path: Path, broker: DevBroker) -> Iterator[Services]:
-    services, link = build_services(Settings(data_dir=tmp_path / "ctl", mqtt_url=broker.url))
-    link.start()
-    assert link.wait_connected(WAIT), "controller did not connect to the broker"
-    try:
-        yield services
-    finally:
-        link.stop()
-        services.engine.dispose()
 
 
 @pytest.mark.broker

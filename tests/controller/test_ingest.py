@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlmodel import Session, select
 
 from edgefleet.devbroker import DevBroker, free_port
+from tests import waiting
 
 pytestmark = pytest.mark.broker
 
@@ -40,13 +41,7 @@ WAIT = 10.0  # seconds
 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_for(what, check, timeout)
 
 
 class FakeDevice:

@@ -8,7 +8,6 @@ import queue
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from edgefleet.shared.topics import Channel, device_topic
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgefleet.devbroker import DevBroker, free_port
+from tests import waiting
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "models" / "samples"
@@ -35,13 +35,7 @@ def cli(*args: str) -> list[str]:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_for(what, check, timeout)
 
 
 @dataclass
