@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,13 @@ from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Time
 from tuf.api.serialization.json import JSONSerializer
 
 from edgefleet.devbroker import DevBroker
-from tests.agent.tuf_paths import artifact_url_path, metadata_file
+from tests.agent.tuf_paths import LocalServer, artifact_url_path, metadata_file
 
 DEVICE = "cam-1"
 BODY = b"\x08\x07 signed model bytes " * 500
 
 
-class AttackServer:
+class AttackServer(LocalServer):
     """Serves DATA/tuf/ like the controller; ``override``, ``no_length``, ``drip`` attack."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -75,12 +74,7 @@ class AttackServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__(Handler)
 
     def lookup(self, path: str) -> bytes | None:
         if path in self.override:
@@ -91,13 +85,8 @@ class AttackServer:
         return artifact_url_path(info.target_path, info.sha256)
 
     def __enter__(self) -> AttackServer:
-        self._thread.start()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join()
 
 
 # -- repository surgery ---------------------------------------------------------------

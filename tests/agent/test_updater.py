@@ -22,13 +22,13 @@ from edgefleet.controller.signing import TargetInfo, TufRepositories
 from edgefleet.shared.errors import TransportError, TrustError
 from tuf.api import exceptions
 
-from tests.agent.tuf_paths import artifact_url_path, metadata_file
+from tests.agent.tuf_paths import LocalServer, artifact_url_path, metadata_file
 
 DEVICE = "cam-1"
 MODEL_BYTES = b"\x08\x07onnx-ish model bytes " * 1000
 
 
-class TufServer:
+class TufServer(LocalServer):
     """Serves DATA/tuf/ the way the controller does; artifacts by hash-prefixed name."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -52,11 +52,7 @@ class TufServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__(Handler)
 
     def lookup(self, path: str) -> bytes | None:
         if path in self.artifacts:
@@ -67,13 +63,8 @@ class TufServer:
         self.artifacts[artifact_url_path(info.target_path, info.sha256)] = body
 
     def __enter__(self) -> TufServer:
-        self._thread.start()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join()
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ from edgefleet.controller.signing import TargetInfo, TufRepositories
 from edgefleet.shared.errors import TransportError, TrustError
 from edgefleet.shared.protocol import utcnow
 
-from tests.agent.tuf_paths import artifact_url_path, metadata_file
+from tests.agent.tuf_paths import LocalServer, artifact_url_path, metadata_file
 
 DEVICE = "cam-1"
 MODEL = bytes(range(256)) * 400  # 100 KiB
@@ -45,7 +44,7 @@ class Seen:
     range: str | None
 
 
-class HttpServer:
+class HttpServer(LocalServer):
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.artifacts: dict[str, bytes] = {}
@@ -65,12 +64,7 @@ class HttpServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__(Handler)
 
     def answer(self, h: BaseHTTPRequestHandler) -> None:
         asked = h.headers.get("Range")
@@ -124,13 +118,8 @@ class HttpServer:
         return path
 
     def __enter__(self) -> HttpServer:
-        self._thread.start()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -21,3 +23,25 @@ def artifact_url_path(target_path: str, sha256: str) -> str:
     """Where the controller serves a target's bytes (hash-prefixed file name)."""
     dirname, _, basename = target_path.rpartition("/")
     return f"/tuf/image/targets/{dirname}/{sha256}.{basename}"
+
+
+class LocalServer:
+    """A threaded HTTP server on a free loopback port, for ``with``; subclasses give the
+    handler class. ``url`` is its base URL."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> LocalServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join()
