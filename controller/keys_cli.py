@@ -93,6 +93,10 @@ def register_trust(sub: Any) -> None:
         "--data", default=None, metavar="DIR",
         help="write into this controller data folder directly (the first admin token)",
     )  # fmt: skip
+    create.add_argument(
+        "--quiet", action="store_true",
+        help="print only the secret: export EDGEFLEET_TOKEN=$(edgefleet token create ...)",
+    )  # fmt: skip
     create.set_defaults(handler=f"{T}:token_create")
     tlist = tsub.add_parser("list", help="tokens, their roles and state (admin)")
     tlist.add_argument("--json", action="store_true")

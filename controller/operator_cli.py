@@ -57,6 +57,13 @@ def _register_fleet(sub: Any) -> None:
     )
     drefresh.add_argument("device_id")
     drefresh.set_defaults(handler=f"{H}:device_refresh")
+    dwait = dsub.add_parser(
+        "wait", help="wait until a device is online (and runs NAME:VERSION, committed)"
+    )
+    dwait.add_argument("device_id")
+    dwait.add_argument("--runs", metavar="NAME:VERSION", help="also wait for this version")
+    dwait.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    dwait.set_defaults(handler=f"{H}:device_wait")
     register_device_trust(dsub)
 
     rollout = sub.add_parser("rollout", help="roll a model version out to devices")

@@ -12,9 +12,11 @@ import functools
 import getpass
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -300,6 +302,46 @@ def device_refresh(args: argparse.Namespace) -> int:
     _request("POST", f"/v1/devices/{args.device_id}/refresh", headers=_actor_header())
     print(f"refresh sent to {args.device_id}: it polls now and retries what it refused")
     return 0
+
+
+def device_wait(args: argparse.Namespace) -> int:
+    """Poll ``/v1/devices`` until the device is online (and committed on ``--runs``)."""
+    validate_device_id(args.device_id)
+    want = parse_target(args.runs) if args.runs else None
+    if not 0 < args.timeout <= 86400:
+        raise ConfigError(f"bad --timeout {args.timeout}: expected 0 < seconds <= 86400")
+    deadline = time.monotonic() + args.timeout
+    seen: dict[str, Any] | None = None
+    while True:
+        found = [d for d in _request("GET", "/v1/devices")["data"]
+                 if d["device_id"] == args.device_id]  # fmt: skip
+        seen = found[0] if found else None
+        if seen is not None and _arrived(seen, want):
+            print(f"{args.device_id}: online, {seen['model'] or '-'}:{seen['version'] or '-'} "
+                  f"{seen['phase'] or '-'}")  # fmt: skip
+            return 0
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    now = "never seen" if seen is None else (
+        f"{'online' if seen['online'] else 'offline'}, {seen['model'] or '-'}:"
+        f"{seen['version'] or '-'} {seen['phase'] or '-'}"
+        + (f", error: {_short(seen.get('error'))}" if seen.get("error") else "")
+    )  # fmt: skip
+    raise TransportError(f"{args.device_id} did not arrive in {args.timeout:g} s: {now}")
+
+
+def _arrived(device: dict[str, Any], want: tuple[str, str] | None) -> bool:
+    if not device["online"]:
+        return False
+    if want is None:
+        return True
+    name, version = want
+    # A version rolled back to is re-signed as VERSION-rbN (controller/rollouts/releases.py).
+    same = device["version"] == version or re.fullmatch(
+        re.escape(version) + r"-rb\d+", device["version"] or ""
+    )
+    return device["model"] == name and bool(same) and device["phase"] == "COMMITTED"
 
 
 # --- rollouts --------------------------------------------------------------------------

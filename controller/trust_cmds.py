@@ -15,7 +15,10 @@ from edgefleet.controller.operator_cmds import _pipe_safe, _print_json, _request
 from edgefleet.shared.errors import ConfigError
 
 
-def _print_secret(answer: dict[str, Any]) -> None:
+def _print_secret(answer: dict[str, Any], quiet: bool = False) -> None:
+    if quiet:
+        print(answer["secret"])
+        return
     print(f"token {answer['name']} ({answer['role']}); shown once, keep it secret:")
     print(answer["secret"])
     print("use it with: export EDGEFLEET_TOKEN=<the line above>")
@@ -30,7 +33,7 @@ def token_create(args: argparse.Namespace) -> int:
         answer = _create_in_db(Path(args.data), args.name, args.role)
     else:
         answer = _request("POST", "/v1/tokens", json={"role": args.role, "name": args.name})
-    _print_secret(answer)
+    _print_secret(answer, args.quiet)
     return 0
 
 
