@@ -250,3 +250,12 @@ def test_serve_requires_tokens_by_default(tmp_path: Path) -> None:
         proc.wait(30)
         log.close()
     assert "INSECURE" not in (tmp_path / "serve.log").read_text()
+
+
+def test_push_of_a_classifier_fails_with_one_line(controller_url: str, tmp_path: Path) -> None:
+    """The controller runs the upload and refuses what the agent cannot decode (422)."""
+    from tests.controller.test_detector_check import make_bad_module
+
+    classifier = make_bad_module().make_classifier(tmp_path / "classifier.onnx")
+    proc = run_cli("model", "push", "m", str(classifier), url=controller_url)
+    assert_one_line_error(proc, "not a detector the agent can run", "task is 'classify'")
