@@ -146,3 +146,19 @@ def test_push_checks_names_before_uploading(
         _one_line_error(out, needle)
         with pytest.raises(TimeoutError):
             listener.accept()  # nobody connected: nothing was uploaded
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("model: m\nversion: v1\nstages: [1000000000000000000000000000000]\n", "stages"),
+        ('model: m\nversion: v1\nstages: "' + ",".join(["1"] * 5000) + '"\n', "stages"),
+        ("model: m\nversion: ''\n", "invalid version"),
+    ],
+    ids=["count-1e30", "5000-stages", "empty-version"],
+)
+def test_rollout_specs_past_the_limits(tmp_path: Path, spec: str, needle: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec)
+    out = run("rollout", "create", "--file", str(path))
+    _one_line_error(out, needle)

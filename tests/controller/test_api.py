@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from edgefleet.controller.models import Device
 from edgefleet.controller.services import NoLink, Services
 from edgefleet.shared.protocol import Phase
@@ -231,3 +232,19 @@ def test_devices_list_and_telemetry_empty(client: httpx.Client, services: Servic
                       "last_seen", "desired_model", "desired_version"}  # fmt: skip
     assert client.get("/v1/devices/cam-1/telemetry").json() == {"data": [], "count": 0}
     assert json.loads(client.get("/v1/stats").text)["mqtt"]["connected"] is False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"stages": [10**30]}, {"stages": ",".join(["1"] * 5000)}, {"version": ""},
+     {"priority": 10**30}],
+    ids=["count-1e30", "5000-stages", "empty-version", "priority-1e30"],
+)  # fmt: skip
+def test_rollout_specs_past_the_limits_are_400_one_line(
+    client: httpx.Client, onnx_model: Path, bad: dict[str, object]
+) -> None:
+    assert _push(client, "shapes", onnx_model, "v1").status_code == 200
+    r = client.post("/v1/rollouts", json={"model": "shapes", "version": "v1", **bad})
+    assert r.status_code == 400, r.text
+    assert "\n" not in r.json()["detail"], r.text
+    assert client.get("/v1/rollouts").json()["count"] == 0
