@@ -84,6 +84,7 @@ def probe_model(path: Path) -> ModelInfo:
     finally:
         backend.close()
     if problem is not None:
-        reason = problem.replace(path.name, "the upload").splitlines()[0]
+        reason = problem.replace(str(path), "the upload").replace(path.name, "the upload")
+        reason = reason.splitlines()[0]
         raise ArtifactError(f"not a detector the agent can run: {reason}")
     return info
