@@ -248,3 +248,20 @@ def test_rollout_specs_past_the_limits_are_400_one_line(
     assert r.status_code == 400, r.text
     assert "\n" not in r.json()["detail"], r.text
     assert client.get("/v1/rollouts").json()["count"] == 0
+
+
+def test_rollout_that_matches_no_device_is_refused_at_creation(
+    client: httpx.Client, services: Services, onnx_model: Path
+) -> None:
+    assert _push(client, "shapes", onnx_model, "v1").status_code == 200
+    body = {"model": "shapes", "version": "v1", "selector": {"site": "a"}}
+    r = client.post("/v1/rollouts", json=body)
+    assert r.status_code == 400 and "no device is registered yet" in r.json()["detail"], r.text
+    _add_device(services, "cam-b", site="b")
+    r = client.post("/v1/rollouts", json=body)
+    assert r.status_code == 400, r.text
+    assert "selector site=a matches none of the 1 registered devices" in r.json()["detail"]
+    assert client.get("/v1/rollouts").json()["count"] == 0
+    _add_device(services, "cam-a", site="a")
+    r = client.post("/v1/rollouts", json=body)
+    assert r.status_code == 200 and r.json()["matching"] == 1, r.text
