@@ -204,6 +204,16 @@ def _upload_signed(name: str, path: Path, version: str | None, key: Path) -> dic
         return _check(answer)  # type: ignore[no-any-return]
 
 
+def _check_push_labels(name: str, version: str | None) -> None:
+    """The controller's own name rules, checked here so a bad name costs no upload; an
+    empty ``--version`` is refused rather than read as "the next vN"."""
+    from edgefleet.controller.registry import check_label
+
+    check_label("model name", name)
+    if version is not None:
+        check_label("version", version)
+
+
 @_pipe_safe
 def model_push(args: argparse.Namespace) -> int:
     src = Path(args.file)
@@ -212,6 +222,7 @@ def model_push(args: argparse.Namespace) -> int:
     suffix = src.suffix.lower()
     if suffix not in (".onnx", ".pt"):
         raise ConfigError(f"cannot push {src.name}: expected a .onnx or .pt file")
+    _check_push_labels(args.name, args.version)
     if getattr(args, "validation", None) and not Path(args.validation).is_dir():
         raise ConfigError(f"validation folder {args.validation} does not exist")
     with tempfile.TemporaryDirectory(prefix="edgefleet-export-") as tmp:

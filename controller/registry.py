@@ -7,6 +7,7 @@ import threading
 from typing import TYPE_CHECKING, BinaryIO
 
 from edgefleet.controller.artifacts import ArtifactStore, validate_onnx
+from edgefleet.controller.detector_check import check_detector
 from edgefleet.controller.models import Model, ModelPublic, ModelVersion, VersionPublic
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import ArtifactError, EdgefleetError, NotFoundError
@@ -79,6 +80,7 @@ def push_version(
         check_label("version", version)
     with store.staged(source) as (tmp, digest, _length):
         validate_onnx(tmp)
+        check_detector(tmp)
         with _PUSH_LOCK:
             release = _next_release(session, name)
             version = version or f"v{release}"

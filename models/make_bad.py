@@ -7,6 +7,13 @@ validation, installs, passes the agent's health check and runs: only canary anal
 (confidence against the control group) can tell it is worse.
 
     python models/make_bad.py [--source models/shapes/v2/model.onnx] [--shift 1.0]
+
+Other kinds are models the controller must refuse at push (controller/detector_check.py),
+written to ``--out`` (required for them):
+
+    python models/make_bad.py --kind nan --out /tmp/nan.onnx         # v2 with a NaN head
+    python models/make_bad.py --kind classifier --out /tmp/cls.onnx  # a 10-class classifier
+    python models/make_bad.py --kind identity --out /tmp/id.onnx     # a 1x10 Identity
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "shapes" / "v2" / "model.onnx"
 OUT = HERE / "shapes" / "bad" / "model.onnx"
 HEAD_SIGMOID = "/model.23/Sigmoid"  # class scores of the YOLO26 end-to-end head
+KINDS = ("shift", "nan", "classifier", "identity")
 
 
 def make_bad(source: Path, out: Path, shift: float) -> Path:
@@ -47,13 +55,80 @@ def make_bad(source: Path, out: Path, shift: float) -> Path:
     return out
 
 
+def make_nan(source: Path, out: Path) -> Path:
+    """The detector with its first output multiplied by NaN: loads and runs, outputs NaN."""
+    model = onnx.load(str(source))
+    head = model.graph.output[0].name
+    raw = "edgefleet_bad/raw_head"
+    for node in model.graph.node:
+        node.output[:] = [raw if o == head else o for o in node.output]
+    nan = numpy_helper.from_array(np.array(np.nan, dtype=np.float32), "edgefleet_bad/nan")
+    model.graph.initializer.append(nan)
+    model.graph.node.append(
+        helper.make_node("Mul", [raw, nan.name], [head], name="edgefleet_bad/Mul")
+    )
+    return _save(model, out)
+
+
+def make_classifier(out: Path, classes: int = 10, imgsz: int = 224) -> Path:
+    """An image classifier (1, 3, H, W) -> (1, classes) softmax, as Ultralytics exports one."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((classes, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["output0"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "classifier",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, imgsz, imgsz])],
+        [helper.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, [1, classes])],
+        initializer=[w],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    names = {i: f"class{i}" for i in range(classes)}
+    helper.set_model_props(
+        model, {"task": "classify", "names": repr(names), "imgsz": f"[{imgsz}, {imgsz}]"}
+    )
+    return _save(model, out)
+
+
+def make_identity(out: Path, width: int = 10) -> Path:
+    """A 1 x ``width`` Identity: valid ONNX, nothing like an image model."""
+    x = helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, width])
+    y = helper.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, [1, width])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["output0"])], "id", [x], [y]
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), out)
+
+
+def _save(model: onnx.ModelProto, out: Path) -> Path:
+    onnx.checker.check_model(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=SOURCE)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--shift", type=float, default=1.0, help="logit shift (default 1.0)")
+    what = "shift (default): worse on purpose; the others must be refused at push"
+    parser.add_argument("--kind", choices=KINDS, default="shift", help=what)
     args = parser.parse_args()
-    print(make_bad(args.source, args.out, args.shift))
+    if args.kind != "shift" and args.out == OUT:
+        parser.error(f"--kind {args.kind} needs --out (models/shapes/bad is the shift model)")
+    if args.kind == "shift":
+        print(make_bad(args.source, args.out, args.shift))
+    elif args.kind == "nan":
+        print(make_nan(args.source, args.out))
+    elif args.kind == "classifier":
+        print(make_classifier(args.out))
+    else:
+        print(make_identity(args.out))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,52 @@ def test_absurd_numbers_are_refused_at_load(
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(text)
     _one_line_error(run("agent", "run", "--config", str(cfg)), field)
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "needle"),
+    [
+        ("bad/name", None, "invalid model name 'bad/name'"),
+        ("shapes", "../x", "invalid version '../x'"),
+        ("shapes", "", "invalid version ''"),
+        ("a" * 65, None, "max 64"),
+    ],
+    ids=["name", "version-dots", "version-empty", "name-long"],
+)
+def test_push_checks_names_before_uploading(
+    repo_root: Path, name: str, version: str | None, needle: str
+) -> None:
+    """A bad name or version is refused here; the controller never sees a connection."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.5)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        model = str(repo_root / "models" / "shapes" / "v2" / "model.onnx")
+        extra = [] if version is None else ["--version", version]
+        out = subprocess.run(
+            [sys.executable, "-m", "edgefleet", "model", "push", name, model, *extra],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "EDGEFLEET_URL": url},
+        )  # fmt: skip
+        _one_line_error(out, needle)
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nobody connected: nothing was uploaded
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("model: m\nversion: v1\nstages: [1000000000000000000000000000000]\n", "stages"),
+        ('model: m\nversion: v1\nstages: "' + ",".join(["1"] * 5000) + '"\n', "stages"),
+        ("model: m\nversion: ''\n", "invalid version"),
+    ],
+    ids=["count-1e30", "5000-stages", "empty-version"],
+)
+def test_rollout_specs_past_the_limits(tmp_path: Path, spec: str, needle: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec)
+    out = run("rollout", "create", "--file", str(path))
+    _one_line_error(out, needle)

@@ -24,6 +24,8 @@ def _literal(props: Mapping[str, str], key: str) -> object:
 
 
 def _imgsz(props: Mapping[str, str], input_shape: Sequence[object]) -> tuple[int, int]:
+    if len(input_shape) != 4:
+        raise ArtifactError(f"model input shape {list(input_shape)} is not an image (1, 3, H, W)")
     dims = list(input_shape[2:4])
     if all(isinstance(d, int) and d > 0 for d in dims):
         return int(dims[0]), int(dims[1])  # type: ignore[call-overload]

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from edgefleet.controller.detector_check import NotADetectorError
 from edgefleet.controller.plans import PlanExistsError
 from edgefleet.controller.registry import VersionExistsError
 from edgefleet.controller.services import Services
@@ -45,6 +46,8 @@ def status_for(error: EdgefleetError) -> int:
         return 409
     if isinstance(error, TransportError):
         return 503
+    if isinstance(error, NotADetectorError):
+        return 422
     return 400
 
 

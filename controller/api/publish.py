@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep, http_errors
 from edgefleet.controller.artifacts import validate_onnx
+from edgefleet.controller.detector_check import check_detector
 from edgefleet.controller.models import AuditEntry, VersionPublic
 from edgefleet.controller.registry import (
     _PUSH_LOCK,
@@ -70,6 +71,7 @@ def push_signed(
         image = _image(services)
         with services.store.staged(file.file) as (tmp, digest, length):
             validate_onnx(tmp)
+            check_detector(tmp)
             with _PUSH_LOCK:
                 release = _next_release(session, name)
                 version = version or f"v{release}"

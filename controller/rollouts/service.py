@@ -56,7 +56,7 @@ from edgefleet.controller.rollouts.spec import RolloutSpec
 from edgefleet.controller.signing.targets import TargetInfo
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.card import ModelCard
-from edgefleet.shared.errors import NotFoundError
+from edgefleet.shared.errors import EdgefleetError, NotFoundError
 from edgefleet.shared.protocol import utcnow
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
@@ -104,6 +104,7 @@ def create_rollout(
 ) -> Rollout:
     """Record the rollout and run its first tick at once (stage 1 is assigned now)."""
     get_version(session, spec.model, spec.version)  # 404 before anything is written
+    _require_a_matching_device(session, spec)
     now = now or utcnow()
     rollout = Rollout(
         model=spec.model,
@@ -127,6 +128,23 @@ def create_rollout(
     WAKE.set()
     session.refresh(rollout)
     return rollout
+
+
+class NoMatchingDeviceError(EdgefleetError):
+    """A rollout whose selector matches no registered device (HTTP 400)."""
+
+
+def _require_a_matching_device(session: Session, spec: RolloutSpec) -> None:
+    """A rollout to nobody would "succeed" at once and tell the operator nothing."""
+    labels = session.exec(select(Device.labels)).all()
+    if any(matches(spec.selector, lab or {}) for lab in labels):
+        return
+    if not labels:
+        raise NoMatchingDeviceError("no device is registered yet: a rollout needs one to go to")
+    selector = ",".join(f"{k}={v}" for k, v in sorted(spec.selector.items()))
+    raise NoMatchingDeviceError(
+        f"selector {selector} matches none of the {len(labels)} registered devices"
+    )
 
 
 def get_rollout(session: Session, rollout_id: int) -> Rollout:

@@ -16,6 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# Bounds of a spec: past them a number is a typo or an attack, never a plan a person made.
+MAX_STAGES = 100
+MAX_DEVICES = 1_000_000  # a stage's count, max_concurrent
+MAX_GATES = 64
+MAX_WINDOWS = 64
+MAX_SELECTOR_LABELS = 16
+MAX_LABEL_CHARS = 128  # a selector key or value
+MAX_DURATION_S = 366 * 86400.0  # soak, grace, install timeout
+MAX_PRIORITY = 1_000_000
+MAX_SAMPLES = 10**9  # a gate's min_samples / min_windows
+# Model names and versions: the registry's rule (controller/registry.py check_label).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def parse_duration(value: object) -> float:
@@ -36,7 +48,7 @@ class Stage(BaseModel):
     """``count`` devices, or ``percent`` of the matching devices (rounded up)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    count: int | None = Field(default=None, ge=1)
+    count: int | None = Field(default=None, ge=1, le=MAX_DEVICES)
     percent: float | None = Field(default=None, gt=0, le=100)
 
     @model_validator(mode="after")
@@ -48,12 +60,13 @@ class Stage(BaseModel):
     @classmethod
     def parse(cls, text: str) -> Stage:
         text = text.strip()
+        percent = text.endswith("%")
         try:
-            if text.endswith("%"):
-                return cls(percent=float(text[:-1]))
-            return cls(count=int(text))
+            number = float(text[:-1]) if percent else int(text)
         except ValueError as e:
             raise ValueError(f"bad stage {text!r}: expected a count (1) or a percent (10%)") from e
+        # Outside the try: a number past the bounds says so, not "expected a count".
+        return cls(percent=number) if percent else cls(count=int(number))
 
     def devices(self, matching: int) -> int:
         """How many of ``matching`` devices this stage covers."""
@@ -117,11 +130,11 @@ DESCRIPTIVE: frozenset[Metric] = frozenset({Metric.PSI, Metric.JS, Metric.CONFID
 class Gate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     metric: Metric
-    threshold: float
+    threshold: float = Field(allow_inf_nan=False)
     # Minimum evidence, in each arm: devices for install gates, frames for frame gates,
     # detections for confidence gates (per class for the class gates).
-    min_samples: int = Field(default=1, ge=0)
-    min_windows: int = Field(default=5, ge=1)  # telemetry windows in each arm
+    min_samples: int = Field(default=1, ge=0, le=MAX_SAMPLES)
+    min_windows: int = Field(default=5, ge=1, le=MAX_SAMPLES)  # telemetry windows in each arm
 
 
 # Thresholds a person would pick first; ``edgefleet rollout create --gates ml`` uses them.
@@ -183,13 +196,17 @@ class RolloutSpec(BaseModel):
     model: str
     version: str
     selector: dict[str, str] = Field(default_factory=dict)
-    stages: list[Stage] = Field(default_factory=lambda: [Stage(percent=100)], min_length=1)
+    stages: list[Stage] = Field(
+        default_factory=lambda: [Stage(percent=100)], min_length=1, max_length=MAX_STAGES
+    )
     soak_s: float = 0.0  # seconds each stage runs after its devices committed
-    gates: list[Gate] = Field(default_factory=list)
+    gates: list[Gate] = Field(default_factory=list, max_length=MAX_GATES)
     on_failure: Literal["pause", "rollback"] = "pause"
-    max_concurrent: int | None = Field(default=None, ge=1)  # downloads at once
-    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
-    priority: int = 0  # higher goes first when rollouts compete
+    max_concurrent: int | None = Field(default=None, ge=1, le=MAX_DEVICES)  # downloads at once
+    maintenance_windows: list[MaintenanceWindow] = Field(
+        default_factory=list, max_length=MAX_WINDOWS
+    )
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)  # higher goes first
     stratify_by: str | None = None  # label the first stages should span (e.g. site)
     # Control devices must share these labels with a canary (default: stratify_by).
     match_labels: list[str] | None = None
@@ -213,7 +230,30 @@ class RolloutSpec(BaseModel):
     @field_validator("soak_s", "nodata_grace_s", "install_timeout_s", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
-        return None if v is None else parse_duration(v)
+        if v is None:
+            return None
+        seconds = parse_duration(v)
+        if seconds > MAX_DURATION_S:
+            raise ValueError(f"duration {v!r} is longer than {MAX_DURATION_S / 86400:g} days")
+        return seconds
+
+    @field_validator("model", "version")
+    @classmethod
+    def _name(cls, v: str, info: Any) -> str:
+        if not _NAME.match(v) or ".." in v:
+            what = "model name" if info.field_name == "model" else "version"
+            raise ValueError(f"invalid {what} {v!r}: use letters, digits, . _ - (max 64)")
+        return v
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > MAX_SELECTOR_LABELS:
+            raise ValueError(f"a selector has at most {MAX_SELECTOR_LABELS} labels")
+        for key, value in v.items():
+            if not key or len(key) > MAX_LABEL_CHARS or len(value) > MAX_LABEL_CHARS:
+                raise ValueError(f"selector label {key[:40]!r}: 1 to {MAX_LABEL_CHARS} characters")
+        return v
 
     @field_validator("gates", mode="before")
     @classmethod

@@ -21,22 +21,15 @@ from edgefleet.controller.trust import TufSigning
 from fastapi import FastAPI
 
 from edgefleet.devbroker import free_port
+from tests.controller.conftest import tiny_onnx
 
 
 def big_onnx(path: Path, n_bytes: int) -> Path:
-    """A valid Identity model carrying ``n_bytes`` of weights (the size of a real detector)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    """A valid tiny detector carrying ``n_bytes`` of weights (the size of a real detector)."""
+    from onnx import numpy_helper
 
-    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4])
     weights = np.random.default_rng(0).random(n_bytes // 4, dtype=np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["images"], ["output0"])], "big", [x], [y],
-        initializer=[numpy_helper.from_array(weights, "weights")],
-    )  # fmt: skip
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+    return tiny_onnx(path, extra=[numpy_helper.from_array(weights, "weights")])
 
 
 def production_services(settings: Settings) -> Services:

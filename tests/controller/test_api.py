@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from edgefleet.controller.models import Device
 from edgefleet.controller.services import NoLink, Services
 from edgefleet.shared.protocol import Phase
@@ -231,3 +232,36 @@ def test_devices_list_and_telemetry_empty(client: httpx.Client, services: Servic
                       "last_seen", "desired_model", "desired_version"}  # fmt: skip
     assert client.get("/v1/devices/cam-1/telemetry").json() == {"data": [], "count": 0}
     assert json.loads(client.get("/v1/stats").text)["mqtt"]["connected"] is False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"stages": [10**30]}, {"stages": ",".join(["1"] * 5000)}, {"version": ""},
+     {"priority": 10**30}],
+    ids=["count-1e30", "5000-stages", "empty-version", "priority-1e30"],
+)  # fmt: skip
+def test_rollout_specs_past_the_limits_are_400_one_line(
+    client: httpx.Client, onnx_model: Path, bad: dict[str, object]
+) -> None:
+    assert _push(client, "shapes", onnx_model, "v1").status_code == 200
+    r = client.post("/v1/rollouts", json={"model": "shapes", "version": "v1", **bad})
+    assert r.status_code == 400, r.text
+    assert "\n" not in r.json()["detail"], r.text
+    assert client.get("/v1/rollouts").json()["count"] == 0
+
+
+def test_rollout_that_matches_no_device_is_refused_at_creation(
+    client: httpx.Client, services: Services, onnx_model: Path
+) -> None:
+    assert _push(client, "shapes", onnx_model, "v1").status_code == 200
+    body = {"model": "shapes", "version": "v1", "selector": {"site": "a"}}
+    r = client.post("/v1/rollouts", json=body)
+    assert r.status_code == 400 and "no device is registered yet" in r.json()["detail"], r.text
+    _add_device(services, "cam-b", site="b")
+    r = client.post("/v1/rollouts", json=body)
+    assert r.status_code == 400, r.text
+    assert "selector site=a matches none of the 1 registered devices" in r.json()["detail"]
+    assert client.get("/v1/rollouts").json()["count"] == 0
+    _add_device(services, "cam-a", site="a")
+    r = client.post("/v1/rollouts", json=body)
+    assert r.status_code == 200 and r.json()["matching"] == 1, r.text

@@ -82,7 +82,22 @@ def controller_url(tmp_path: Path) -> Iterator[str]:
         assert "Traceback" not in out
 
 
-def test_push_list_rollout_status(controller_url: str, onnx_model: Path) -> None:
+def _register_device(data: Path, device_id: str, **labels: str) -> None:
+    """Write a device row into the running controller's database, as its MQTT ingest would
+    on the device's first status message (there is no broker in these tests)."""
+    from edgefleet.controller.db import make_engine
+    from edgefleet.controller.models import Device
+    from edgefleet.controller.settings import Settings
+    from sqlmodel import Session
+
+    engine = make_engine(Settings(data_dir=data).db_url)
+    with Session(engine) as s:
+        s.add(Device(device_id=device_id, labels=labels))
+        s.commit()
+    engine.dispose()
+
+
+def test_push_list_rollout_status(controller_url: str, onnx_model: Path, tmp_path: Path) -> None:
     pushed = run_cli("model", "push", "shapes", str(onnx_model), url=controller_url)
     assert pushed.returncode == 0, pushed.stderr
     assert "pushed shapes:v1 (release 1" in pushed.stdout
@@ -99,12 +114,20 @@ def test_push_list_rollout_status(controller_url: str, onnx_model: Path) -> None
     headers = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS", "ERROR"]
     assert table.stdout.split()[:8] == headers
 
-    created = run_cli("rollout", "create", "shapes:v1", "--selector", "site=a",
-                      url=controller_url)  # fmt: skip
+    # A rollout to nobody is refused at creation, not reported as done.
+    create = ("rollout", "create", "shapes:v1", "--selector", "site=a")
+    assert_one_line_error(run_cli(*create, url=controller_url), "no device is registered yet")
+    _register_device(tmp_path / "data", "cam-b", site="b")
+    assert_one_line_error(
+        run_cli(*create, url=controller_url), "selector site=a matches none of the 1 registered"
+    )
+    _register_device(tmp_path / "data", "cam-a", site="a")
+
+    created = run_cli(*create, url=controller_url)
     assert created.returncode == 0, created.stderr
     assert created.stdout.startswith("rollout 1: shapes:v1 to site=a")
     status = json.loads(run_cli("rollout", "status", "1", "--json", url=controller_url).stdout)
-    assert (status["id"], status["selector"], status["total"]) == (1, {"site": "a"}, 0)
+    assert (status["id"], status["selector"], status["matching"]) == (1, {"site": "a"}, 1)
 
 
 def test_errors_are_one_line(controller_url: str, onnx_model: Path, tmp_path: Path) -> None:
@@ -250,3 +273,12 @@ def test_serve_requires_tokens_by_default(tmp_path: Path) -> None:
         proc.wait(30)
         log.close()
     assert "INSECURE" not in (tmp_path / "serve.log").read_text()
+
+
+def test_push_of_a_classifier_fails_with_one_line(controller_url: str, tmp_path: Path) -> None:
+    """The controller runs the upload and refuses what the agent cannot decode (422)."""
+    from tests.controller.test_detector_check import make_bad_module
+
+    classifier = make_bad_module().make_classifier(tmp_path / "classifier.onnx")
+    proc = run_cli("model", "push", "m", str(classifier), url=controller_url)
+    assert_one_line_error(proc, "not a detector the agent can run", "task is 'classify'")

@@ -174,3 +174,17 @@ def test_refusals_wrong_key_replay_changed_target_other_bytes(
     assert second.status_code == 200, second.text
     assert second.json()["release"] == 2
     assert services.signing.repos.image.version() == 3
+
+
+def test_signed_push_of_a_non_detector_is_422(
+    system: tuple[httpx.Client, Services, Path], tmp_path: Path
+) -> None:
+    """The publisher's signature does not make a 1x10 Identity a detector."""
+    from tests.controller.test_detector_check import make_bad_module
+
+    client, _services, key = system
+    identity = make_bad_module().make_identity(tmp_path / "identity.onnx")
+    answer = _post(client, "m", identity, _signed(client, _signer(key), "m", identity))
+    assert answer.status_code == 422, answer.text
+    assert "not a detector the agent can run" in answer.json()["detail"]
+    assert client.get("/v1/models").json()["count"] == 0

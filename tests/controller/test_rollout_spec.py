@@ -82,7 +82,15 @@ def test_durations(text: str, seconds: float) -> None:
      {"maintenance_windows": [{"cron": "* 25 * * *"}]},
      {"maintenance_windows": [{"cron": "* * * *"}]},
      {"maintenance_windows": [{"cron": "* * * * *", "timezone": "Mars/Olympus"}]},
-     {"surprise": 1}],
+     {"surprise": 1},
+     # limits: numbers no person plans with, sizes that only cost the controller
+     {"stages": [10**30]}, {"stages": ",".join(["1"] * 5000)}, {"priority": 10**30},
+     {"max_concurrent": 10**30}, {"soak": "400d"}, {"install_timeout_s": 1e300},
+     {"gates": [{"metric": "psi", "threshold": float("nan")}]},
+     {"gates": [{"metric": "psi", "threshold": 0.2, "min_samples": 10**30}]},
+     {"gates": [{"metric": "psi", "threshold": 0.2}] * 65},
+     {"selector": {f"k{i}": "v" for i in range(17)}}, {"selector": {"k": "v" * 129}},
+     {"model": "../etc"}, {"model": ""}, {"version": ""}, {"version": "v" * 65}],
 )  # fmt: skip
 def test_bad_specs_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

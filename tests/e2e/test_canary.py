@@ -59,7 +59,7 @@ def _retagged(src: Path, dest: Path, note: str) -> Path:
 
 
 def _unloadable(src: Path, dest: Path) -> Path:
-    """Valid ONNX (the controller accepts it) whose head op ONNX Runtime does not know."""
+    """Valid ONNX whose head op ONNX Runtime does not know (the push check refuses it)."""
     import onnx
     from onnx import helper
 
@@ -230,22 +230,17 @@ def test_bad_model_is_stopped_at_its_first_stage_and_rolled_back(canary: Canary)
     assert "rolled_back" in watched.stdout and "FAIL" not in watched.stderr
 
 
-def test_model_that_fails_to_load_is_refused_on_the_device_and_stops_the_rollout(
-    canary: Canary,
-) -> None:
-    canary.push(V2, "v2")
-    canary.push(_unloadable(V2, canary.tmp / "broken.onnx"), "broken")
-    canary.start_fleet(3)
-    canary.baseline("v2")
-    rid = canary.create({"version": "broken", "stages": "1,100%", "soak_s": 2, "gates": GATES})
-    body = canary.wait_state(rid, "failed", "succeeded", timeout=120)
-    assert body["state"] == "failed"
-    assert "errors" in body["reason"]
-    dev = body["devices"][0]
-    assert dev["failed"] and body["total"] == 1
-    d = canary.system.device(dev["device_id"])
-    assert d is not None and d["version"] == "v2" and d["phase"] == "FAILED"
-    assert "does not load" in (d["error"] or "")
+def test_model_that_fails_to_load_is_refused_at_push(canary: Canary) -> None:
+    """ONNX Runtime cannot load it, so the controller's detector check (the agent's own
+    loader) refuses the push: no device ever downloads it, no rollout can name it."""
+    path = _unloadable(V2, canary.tmp / "broken.onnx")
+    with path.open("rb") as f:
+        r = canary.system.http.post("/v1/models/shapes/versions", data={"version": "broken"},
+                                    files={"file": (path.name, f)}, timeout=120)  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert "not a detector the agent can run" in r.json()["detail"]
+    versions = canary.system.http.get("/v1/models/shapes/versions")
+    assert versions.status_code == 404 or not versions.json()["data"], versions.text
 
 
 def test_operator_actions_through_the_cli(canary: Canary) -> None:

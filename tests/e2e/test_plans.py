@@ -55,6 +55,9 @@ def test_the_jetson_gets_the_plan_and_the_cpu_box_the_onnx(system: System, tmp_p
     out = system.run_cli("model", "plan", "push", "shapes:v2", str(plan),
                          "--compute-capability", "8.7", "--tensorrt", "8.6.2")  # fmt: skip
     assert out.returncode == 0, out.stderr
+    # A rollout goes to the devices the controller knows when it is created (and is refused
+    # when it knows none): wait for both to register.
+    wait_for("both agents registered", lambda: system.device("orin-1") and system.device("cpu-1"))
     try:
         _roll_out(system, "v1")  # v1 has no plan: both run its ONNX
         for device_id in ("orin-1", "cpu-1"):
