@@ -62,6 +62,8 @@ def watch(fetch: Callable[[], dict[str, Any]], interval: float, as_json: bool) -
             time.sleep(interval)
             r = fetch()
             live.update(render(r))
+    if not console.is_terminal:
+        console.line()  # Live leaves a piped view without its last newline
     if as_json:
         print(json.dumps(r, indent=2, sort_keys=True))
     return 0 if r["state"] == "succeeded" else 1

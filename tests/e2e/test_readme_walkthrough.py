@@ -102,8 +102,9 @@ def fleet_vs_agent(stdout: str) -> list[tuple[tuple[str, str], tuple[str, str]]]
     pairs = []
     chunks = stdout.split(MARK)
     for before, after in itertools.pairwise(chunks):
-        table = [line for line in before.splitlines() if line.split()[:1] == ["DEVICE"]]
-        header = table[-1].split()
+        tables = [line for line in before.splitlines() if line.startswith("DEVICE ")]
+        assert tables, before[-2000:]
+        header = [h for h in tables if " MODEL " in h][-1].split()
         row = next(line.split() for line in before.splitlines()[::-1]
                    if line.startswith("store-north-cam-1 "))  # fmt: skip
         shown = (row[header.index("MODEL")], row[header.index("VERSION")])
@@ -126,6 +127,7 @@ def test_using_it_runs_as_written_and_the_fleet_table_tells_the_truth(
     finally:
         _stop_group(proc)
     stdout = out.decode(errors="replace")
+    (folder / "terminal-2.log").write_text(stdout)
     agent_log = folder / "agent.log"
     why = (
         stdout[-4000:]
