@@ -27,20 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
-
-def _onnx(path: Path, n_bytes: int) -> Path:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4])
-    w = numpy_helper.from_array(np.zeros(n_bytes // 4, np.float32) + 0.5, "weights")
-    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["output0"])],
-                              "bench", [x], [y], initializer=[w])  # fmt: skip
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+from edgefleet.tiny_models import big_onnx
 
 
 @contextmanager
@@ -161,7 +149,7 @@ def run(downloads: int, calls: int, mb: float, database_url: str | None) -> dict
 
 def _run(downloads: int, calls: int, mb: float, database_url: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-") as tmp:
-        model = _onnx(Path(tmp) / "m.onnx", int(mb * 1024 * 1024))
+        model = big_onnx(Path(tmp) / "m.onnx", int(mb * 1024 * 1024))
         with (
             _controller(Path(tmp) / "data", database_url, downloads) as port,
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,

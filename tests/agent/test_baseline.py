@@ -23,7 +23,8 @@ from edgefleet.shared.protocol import TelemetryWindow, utcnow
 from sqlmodel import Session
 
 from edgefleet.devbroker import free_port
-from tests.controller.conftest import serving, tiny_onnx
+from edgefleet.tiny_models import tiny_onnx
+from tests.controller.conftest import serving
 
 BINS = len(CONFIDENCE_EDGES) - 1
 BASE = [0] * 10 + [5, 10, 20, 40, 60, 80, 60, 40, 20, 5]  # confident model

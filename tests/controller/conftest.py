@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,34 +21,10 @@ from edgefleet.controller.settings import Settings
 from edgefleet.controller.trust import TufSigning
 
 from edgefleet.devbroker import DevBroker, free_port
+from edgefleet.tiny_models import tiny_onnx
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "shapes" / "v1" / "model.onnx"
-
-
-def tiny_onnx(path: Path, size: int = 32, extra: list[Any] | None = None) -> Path:
-    """A valid tiny end-to-end detector, ``(1, 3, size, size)`` -> ``(1, 300, 6)`` with no
-    box above any threshold, so a push passes the detector check; ``size`` changes the
-    bytes (and so the hash); ``extra`` initializers add weight (bytes) to the file."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 300, 6])
-    nodes = [  # output0 = zeros + 0 * sum(images): depends on the input, always zero
-        helper.make_node("ReduceSum", ["images"], ["s"], keepdims=0),
-        helper.make_node("Mul", ["s", "zero"], ["z"]),
-        helper.make_node("Add", ["rows", "z"], ["output0"]),
-    ]
-    consts = [
-        helper.make_tensor("rows", TensorProto.FLOAT, [1, 300, 6], [0.0] * 1800),
-        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
-    ]
-    graph = helper.make_graph(nodes, "t", [x], [y], initializer=consts + list(extra or []))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    helper.set_model_props(model, {"names": "{0: 'thing'}", "task": "detect"})
-    onnx.save(model, str(path))
-    return path
 
 
 @pytest.fixture

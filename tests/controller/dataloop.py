@@ -15,7 +15,7 @@ from edgefleet.shared.protocol import DeviceState, Status, TelemetryWindow, utcn
 from edgefleet.shared.topics import Channel, device_topic
 from sqlmodel import Session
 
-from tests.controller.conftest import tiny_onnx
+from edgefleet.tiny_models import tiny_onnx
 
 BASE = [0] * 10 + [5, 10, 20, 40, 60, 80, 60, 40, 20, 5]  # the card: a confident model
 DARK = [0] * 5 + [20, 40, 60, 40, 20] + [5] * 10  # confidence fell (darker light)

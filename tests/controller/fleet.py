@@ -8,9 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import numpy as np
 from edgefleet.controller.app import create_app
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.db import make_engine
@@ -21,15 +19,6 @@ from edgefleet.controller.trust import TufSigning
 from fastapi import FastAPI
 
 from edgefleet.devbroker import free_port
-from tests.controller.conftest import tiny_onnx
-
-
-def big_onnx(path: Path, n_bytes: int) -> Path:
-    """A valid tiny detector carrying ``n_bytes`` of weights (the size of a real detector)."""
-    from onnx import numpy_helper
-
-    weights = np.random.default_rng(0).random(n_bytes // 4, dtype=np.float32)
-    return tiny_onnx(path, extra=[numpy_helper.from_array(weights, "weights")])
 
 
 def production_services(settings: Settings) -> Services:

@@ -31,8 +31,8 @@ from edgefleet.shared.card import ModelCard
 from sqlmodel import Session
 
 from edgefleet.devbroker import DevBroker
+from edgefleet.tiny_models import tiny_onnx
 from tests import waiting
-from tests.controller.conftest import tiny_onnx
 
 pytestmark = pytest.mark.broker
 

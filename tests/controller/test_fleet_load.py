@@ -21,8 +21,8 @@ import pytest
 from edgefleet.controller.settings import Settings
 from edgefleet.shared.protocol import utcnow
 
+from edgefleet.tiny_models import big_onnx
 from tests.controller.fleet import (
-    big_onnx,
     production_server,
     production_services,
     read_head,

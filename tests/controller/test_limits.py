@@ -19,7 +19,7 @@ from edgefleet.controller.limits import (
 )
 from edgefleet.controller.services import Services
 
-from tests.controller.conftest import tiny_onnx
+from edgefleet.tiny_models import tiny_onnx
 
 Serve = Callable[[Services], AbstractContextManager[httpx.Client]]
 

@@ -119,7 +119,7 @@ def test_export_filters_by_version_time_and_scope_and_leaves_rejected_out(
     from edgefleet.controller.models import Device
     from sqlmodel import Session
 
-    from tests.controller.conftest import tiny_onnx
+    from edgefleet.tiny_models import tiny_onnx
 
     with Session(services.engine) as s:
         s.add(Device(device_id="cam-n", labels={"site": "north", "store": "12"}))

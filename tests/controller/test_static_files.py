@@ -18,8 +18,8 @@ from edgefleet.controller.models import DeviceRevocation
 from edgefleet.controller.settings import Settings
 from sqlmodel import Session
 
+from edgefleet.tiny_models import big_onnx
 from tests.controller.fleet import (
-    big_onnx,
     production_server,
     production_services,
     read_head,

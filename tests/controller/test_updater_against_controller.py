@@ -14,7 +14,8 @@ from edgefleet.controller.services import Services
 from edgefleet.shared.errors import TransportError
 from sqlmodel import Session
 
-from tests.controller.conftest import serving, tiny_onnx
+from edgefleet.tiny_models import tiny_onnx
+from tests.controller.conftest import serving
 
 DEVICE = "cam-idle"
 

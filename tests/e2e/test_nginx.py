@@ -17,8 +17,8 @@ import pytest
 from edgefleet.controller.settings import Settings
 
 from edgefleet.devbroker import free_port
+from edgefleet.tiny_models import big_onnx
 from tests.controller.fleet import (
-    big_onnx,
     production_server,
     production_services,
     read_head,

@@ -19,7 +19,8 @@ import httpx
 from edgefleet.shared.protocol import utcnow
 
 from edgefleet.devbroker import free_port
-from tests.controller.fleet import big_onnx, read_head, stalled_get, wait_until
+from edgefleet.tiny_models import big_onnx
+from tests.controller.fleet import read_head, stalled_get, wait_until
 
 SHUTDOWN_LIMIT = 10.0  # seconds from SIGTERM to the process gone (the bound)
 SLOW_CLIENTS = 50
