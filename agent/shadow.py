@@ -63,10 +63,16 @@ def _match(
     free = list(chall)
     pairs = []
     for d in sorted(champ, key=lambda d: -d.confidence):
-        scored = [(iou(d.box_xyxy, c.box_xyxy), i) for i, c in enumerate(free)]
-        best = max(scored, default=(0.0, -1))
-        if best[0] >= iou_min:
-            pairs.append((d, free.pop(best[1]), best[0]))
+        # Among boxes over the IoU threshold a same-class one wins: per-class NMS can leave
+        # one box under several classes, and pairing it with the wrong one is no disagreement.
+        scored = [
+            (v >= iou_min, c.class_id == d.class_id, v, i)
+            for i, c in enumerate(free)
+            for v in [iou(d.box_xyxy, c.box_xyxy)]
+        ]
+        best = max(scored, default=(False, False, 0.0, -1))
+        if best[0]:
+            pairs.append((d, free.pop(best[3]), best[2]))
     return pairs
 
 

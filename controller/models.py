@@ -323,7 +323,8 @@ class PinsPublic(SQLModel):
 
 class RolloutDevicePublic(SQLModel):
     device_id: str
-    stage: int = 0
+    stage: int = 0  # 0-based index into spec.stages
+    stage_number: int = 1  # 1-based, as text, JSON readers and the dashboard show it
     online: bool = False
     phase: str | None
     model: str | None
@@ -334,7 +335,8 @@ class RolloutDevicePublic(SQLModel):
 
 
 class StagePublic(_UtcPublic):
-    index: int
+    index: int  # 0-based index into spec.stages
+    number: int = 1  # 1-based, as text, JSON readers and the dashboard show it
     stage: str  # "1", "10%"
     devices: int  # devices the stage covers now
     started_at: datetime | None
@@ -359,7 +361,8 @@ class RolloutPublic(_UtcPublic):
     total: int
     done: int
     failed: int
-    stage: int = 0
+    stage: int = 0  # 0-based index of the current stage
+    stage_number: int = 1  # 1-based, as text, JSON readers and the dashboard show it
     stages: list[StagePublic] = []
     reason: str | None = None
     priority: int = 0

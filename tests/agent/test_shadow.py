@@ -27,6 +27,15 @@ def test_identical_outputs_agree_fully():
     assert (a.match_rate, a.mean_iou, a.class_agreement) == (1.0, 1.0, 1.0)
 
 
+def test_one_box_under_several_classes_pairs_by_class():
+    # Per-class NMS keeps one box under three classes: identical outputs of two models must
+    # agree fully (this read 33 % when the pairing took any box of IoU 1.0, whatever its class).
+    box = (0.0, 0.0, 10.0, 10.0)
+    champ = [det(0, box, 0.9), det(1, box, 0.8), det(2, box, 0.7)]
+    a = agreement([(champ, list(champ))])
+    assert (a.matched, a.class_agreement) == (3, 1.0)
+
+
 def test_shifted_box_other_class_and_a_missing_box():
     champ = [det(0, (0, 0, 10, 10)), det(1, (20, 20, 40, 40), 0.8)]
     chall = [det(2, (0, 0, 10, 12))]  # IoU 10/12 with the first, other class; second missed

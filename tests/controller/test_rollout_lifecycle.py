@@ -317,6 +317,9 @@ def test_devices_that_neither_commit_nor_refuse_make_the_stage_inconclusive(
         assert body["reason"] == (f"stage 1 (1) inconclusive: 1 device(s) neither committed "
                                   f"nor refused within 60 s: {canary}")  # fmt: skip
         assert body["stages"][0]["outcome"] == "inconclusive"
+        # The reason's "stage 1" is the JSON's 1-based number of the stage and of its device.
+        assert (body["stage_number"], body["stages"][0]["number"]) == (1, 1), body
+        assert [d["stage_number"] for d in body["devices"]] == [1]
         # A person resumes: the device gets a fresh minute, and it commits this time.
         assert _act(client, r["id"], "resume").json()["state"] == "running"
         clock.tick(30)
@@ -327,6 +330,7 @@ def test_devices_that_neither_commit_nor_refuse_make_the_stage_inconclusive(
             sched.round()
         body = client.get(f"/v1/rollouts/{r['id']}").json()
         assert body["stage"] == 1 and body["stages"][0]["outcome"] == "successful", body
+        assert body["stage_number"] == 2 and [s["number"] for s in body["stages"]] == [1, 2]
 
 
 # --- a re-signed copy keeps its source's model card --------------------------------------

@@ -12,7 +12,8 @@ def _rollout(total: int, state: str = "running") -> dict[str, Any]:
     return {
         "id": 1, "model": "shapes", "version": "v1", "selector": {}, "reason": None,
         "state": state, "done": 0, "total": total, "failed": 0, "matching": 1000, "stage": 0,
-        "stages": [{"index": 0, "stage": "100%", "devices": 1000, "outcome": "pending",
+        "stage_number": 1,
+        "stages": [{"index": 0, "number": 1, "stage": "100%", "devices": 1000, "outcome": "pending",
                     "gates": []}],
         "devices": [],
     }  # fmt: skip
