@@ -428,3 +428,26 @@ def test_a_revoked_device_back_before_the_crl_reload_is_kicked_on_its_first_mess
         assert b.connected.is_set() and not b.disconnected.wait(1.0)
     finally:
         link.stop()
+
+
+def test_a_device_cannot_kick_another_through_the_dynamic_security_plugin(
+    broker: DevBroker, pki: DevicePki, clients: list[Client]
+) -> None:
+    """Only the controller's (service-marked, reserved) user may write $CONTROL: a device
+    that sends the same disableClient gets nothing done; the controller's kick works."""
+    from edgefleet.controller.mqtt_link import DYNSEC_TOPIC, kick_payload
+
+    a = connect(clients, broker, creds(pki, "cam-a"), "cam-a")
+    b = connect(clients, broker, creds(pki, "cam-b"), "cam-b")
+    assert a.ok() and b.ok()
+    a.subscribe(f"{DYNSEC_TOPIC}/response")
+    info = a.client.publish(DYNSEC_TOPIC, kick_payload("cam-b"), qos=1)
+    info.wait_for_publish(WAIT_S)  # the broker's PUBACK: the ACL has decided by now
+    assert not b.disconnected.wait(1.0) and b.connected.is_set()
+    assert a.messages == []  # and no answer from the plugin either
+    link = _controller_link(broker, pki)
+    try:
+        assert link.kick("cam-b")
+        assert b.disconnected.wait(KICK_BOUND_S)
+    finally:
+        link.stop()
