@@ -17,14 +17,23 @@ are stored. The CONNECT's Receive Maximum bounds how many the broker sends befor
 so a controller slower than a burst leaves the backlog queued in the broker instead of
 in our memory. The broker's own count of dropped messages (``$SYS``) is watched: any
 increase is logged as a warning and exported as a metric.
+
+Revocation (:meth:`MqttLink.kick`): Mosquitto keeps a session open when its CRL changes,
+so the controller asks the broker's dynamic security plugin (deploy/mosquitto) to
+``disableClient`` the device, which closes its live connection at once. With
+``use_identity_as_username`` the plugin's password check is never consulted, so the kick
+does not refuse a reconnect: the CRL does, once the broker has reloaded it. Until then a
+revoked device that comes back is kicked again on its first message (``revoked``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +41,15 @@ import paho.mqtt.client as mqtt
 from edgefleet.controller.ingest_queue import Delivery
 from edgefleet.controller.settings import BrokerAddress
 from edgefleet.controller.stats import IngestStats
+from edgefleet.shared.errors import ProtocolError
 from edgefleet.shared.protocol import Command, DesiredHint, IngestPressure
-from edgefleet.shared.topics import FLEET_INGEST, Channel, device_topic, fleet_filter
+from edgefleet.shared.topics import (
+    FLEET_INGEST,
+    Channel,
+    device_topic,
+    fleet_filter,
+    parse_device_topic,
+)
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -49,6 +65,21 @@ RECONNECT_MIN, RECONNECT_MAX = 1, 30  # seconds between reconnect attempts
 RECEIVE_MAXIMUM = 1000  # messages the broker may send us before we acknowledge one
 # Mosquitto's count of messages dropped for full queues or inflight windows, all clients.
 BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
+# Mosquitto's dynamic security plugin: the controller's user may write here (edgefleet.acl).
+DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
+KICK_AGAIN_S = 1.0  # at most one repeated kick a second per revoked device
+
+
+def kick_payload(device_id: str) -> bytes:
+    """Dynsec commands that close the live session of the device's certificate user.
+
+    ``disableClient`` kicks every connection with that username; the plugin knows only
+    clients it holds, so it is created first (a second revoke's "already exists" is
+    harmless). It holds no password: nobody logs in as it.
+    """
+    commands = [{"command": "createClient", "username": device_id},
+                {"command": "disableClient", "username": device_id}]  # fmt: skip
+    return json.dumps({"commands": commands}).encode()
 
 
 def subscriptions() -> list[tuple[str, SubscribeOptions]]:
@@ -88,6 +119,10 @@ class MqttLink:
         self._warned = False
         self._pending: dict[str, int] = {}  # device -> director version not yet published
         self._lock = threading.Lock()
+        # Revoked devices (enrollment.RevokedDevices): a message from one is a session the
+        # broker let back in before it reloaded the CRL; it is dropped and kicked again.
+        self.revoked: Container[str] | None = None
+        self._kicked: dict[str, float] = {}  # device -> monotonic time of its last kick
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -176,6 +211,29 @@ class MqttLink:
         )
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
+    def kick(self, device_id: str) -> bool:
+        """Ask the broker to close the device's live session; True when handed to paho."""
+        self._kicked[device_id] = time.monotonic()
+        sent = self.publish(DYNSEC_TOPIC, kick_payload(device_id))
+        if sent:
+            log.info("asked the broker to close %s's session", device_id)
+        else:
+            log.warning("broker unreachable: %s's session was not kicked", device_id)
+        return sent
+
+    def _kick_again(self, device_id: str) -> None:
+        if time.monotonic() - self._kicked.get(device_id, -KICK_AGAIN_S) >= KICK_AGAIN_S:
+            self.kick(device_id)
+
+    def _revoked_sender(self, topic: str) -> str | None:
+        if self.revoked is None:
+            return None
+        try:
+            device_id = parse_device_topic(topic).device_id
+        except ProtocolError:
+            return None
+        return device_id if device_id in self.revoked else None
+
     # --- paho callbacks (paho's thread) --------------------------------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
@@ -216,6 +274,11 @@ class MqttLink:
         if not self._accepting:
             return
         ack = self._acker(message.mid, message.qos)
+        revoked = self._revoked_sender(message.topic)
+        if revoked is not None:
+            ack()  # dropped, not redelivered
+            self._kick_again(revoked)
+            return
         sink = self.sink
         if sink is None:
             ack()

@@ -40,6 +40,12 @@ CONTROLLER_CN = "edgefleet-controller"  # the user the broker ACL grants fleet t
 # Service identities (controller, replicas, broker, bridges) all start with this; no device
 # may be enrolled under such a name, or its certificate would get the service's broker rights.
 SERVICE_PREFIX = "edgefleet-"
+# The marker every service certificate carries (OU), and only they: :func:`issue` refuses a
+# reserved CN without it and the marker on any other CN, so for every certificate this CA
+# signs "CN starts with edgefleet-" and "is a service" are the same thing. Mosquitto 2.0's
+# acl_file can only key on the username (= CN, use_identity_as_username); that is why the
+# controller's ACL user is a reserved CN and the CA, not the broker, enforces the marker.
+SERVICE_OU = "edgefleet-service"
 
 
 def device_identity(device_id: str) -> str:
@@ -69,13 +75,26 @@ def new_key() -> Key:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgefleet"),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
+def _name(cn: str, service: bool = False) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgefleet")]
+    if service:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, SERVICE_OU))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def is_reserved(cn: str) -> bool:
+    """True for a service identity's name (controller, replicas, broker, bridges)."""
+    return cn.lower().startswith(SERVICE_PREFIX)
+
+
+def is_service_certificate(cert: x509.Certificate) -> bool:
+    """A reserved CN carrying the service marker: what the CA issues to services only."""
+    subject = cert.subject
+    cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ous = subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    return (len(cns) == 1 and is_reserved(str(cns[0].value))
+            and [str(o.value) for o in ous] == [SERVICE_OU])  # fmt: skip
 
 
 def make_ca(
@@ -110,15 +129,25 @@ def issue(
     client: bool = True,
     not_before: datetime | None = None,
     lifetime: timedelta = CERT_LIFETIME,
+    service: bool = False,
 ) -> x509.Certificate:
-    """A leaf certificate for ``cn``: a TLS client cert, or a server cert with SANs."""
+    """A leaf certificate for ``cn``: a TLS client cert, or a server cert with SANs.
+
+    ``service`` adds the service marker (OU); it is required for a reserved CN and refused
+    for any other, so no device certificate can carry a service's name or marker.
+    """
+    if is_reserved(cn) and not service:
+        raise TrustError(f"certificate CN {cn!r} is reserved: names starting "
+                         f"{SERVICE_PREFIX!r} are service identities")  # fmt: skip
+    if service and not is_reserved(cn):
+        raise TrustError(f"service certificate CN {cn!r} must start with {SERVICE_PREFIX!r}")
     start = not_before or datetime.now(timezone.utc) - timedelta(minutes=5)
     usage = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     if server_names:
         usage.append(ExtendedKeyUsageOID.SERVER_AUTH)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn))
+        .subject_name(_name(cn, service))
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
@@ -216,8 +245,9 @@ class DevicePki:
         ca = make_ca(ca_key)
         self._write_key("device-ca.key", ca_key)
         write_bytes(self.ca_path, cert_pem(ca))
-        self.issue_pair("broker", "edgefleet-broker", server_names=broker_names, client=False)
-        self.issue_pair("controller", CONTROLLER_CN)
+        self.issue_pair("broker", "edgefleet-broker", server_names=broker_names, client=False,
+                        service=True)  # fmt: skip
+        self.issue_pair("controller", CONTROLLER_CN, service=True)
         write_bytes(self.folder / "revoked.json", b"{}")
         self._write_crl({})
 
@@ -230,19 +260,24 @@ class DevicePki:
         client: bool = True,
         not_before: datetime | None = None,
         lifetime: timedelta = CERT_LIFETIME,
+        service: bool = False,
     ) -> Issued:
         """A new key and certificate ``<stem>.key`` / ``<stem>.pem`` signed by the CA."""
         ca, ca_key = self._ca()
         key = new_key()
         cert = issue(ca, ca_key, key.public_key(), cn, server_names=server_names,
-                     client=client, not_before=not_before, lifetime=lifetime)  # fmt: skip
+                     client=client, not_before=not_before, lifetime=lifetime,
+                     service=service)  # fmt: skip
         issued = Issued(self.folder / f"{stem}.pem", self.folder / f"{stem}.key")
         self._write_key(issued.key.name, key)
         write_bytes(issued.cert, cert_pem(cert))
         return issued
 
     def sign_csr(self, csr_pem: bytes, device_id: str) -> bytes:
-        """The device's certificate (PEM) for its CSR; CN is forced to ``device_id``."""
+        """The device's certificate (PEM) for its CSR; CN is forced to ``device_id``.
+
+        Nothing of the CSR's subject is copied (no OU, so never the service marker), and a
+        reserved ``device_id`` is refused."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as e:

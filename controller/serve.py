@@ -92,6 +92,7 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
     revoked = RevokedDevices(engine)
     revoked.load()
     services.revoked = revoked  # a revoked device's messages are dropped at once
+    link.revoked = revoked  # ... and its session kicked again while the CRL reloads
     retention = RetentionConfig(max_age=timedelta(days=settings.telemetry_max_age_days))
     link.pipeline = IngestPipeline.build(
         engine, signing, link, services.stats, revoked=revoked, retention=retention

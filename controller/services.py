@@ -23,9 +23,14 @@ class NoLink:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, int]] = []
+        self.kicked: list[str] = []
 
     def send_hint(self, device_id: str, director_version: int) -> None:
         self.sent.append((device_id, director_version))
+
+    def kick(self, device_id: str) -> bool:
+        self.kicked.append(device_id)
+        return False
 
 
 @dataclass

@@ -111,6 +111,12 @@ def device_token(args: argparse.Namespace) -> int:
 def device_revoke(args: argparse.Namespace) -> int:
     answer = _request("POST", f"/v1/devices/{args.device_id}/revoke")
     count = len(answer["serials"])
+    kicked = (
+        "the broker was asked to close its live session"
+        if answer.get("session_kicked")
+        else "its live session was NOT kicked (the controller is not on the broker)"
+    )
     print(f"revoked {answer['device_id']} ({count} certificate(s)); the controller refuses it "
-          "now. Restart or SIGHUP the broker so it reads the new CRL.")  # fmt: skip
+          f"now and {kicked}. The broker refuses reconnects once it reloads the CRL "
+          "(deploy/systemd/edgefleet-crl.path does that).")  # fmt: skip
     return 0

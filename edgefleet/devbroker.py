@@ -112,7 +112,13 @@ topic write edgefleet/v1/devices/+/desired
 topic write edgefleet/v1/devices/+/commands
 topic write edgefleet/v1/fleet/ingest
 topic read  $SYS/broker/publish/messages/dropped
+topic write $CONTROL/dynamic-security/v1
 """
+
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+# An empty dynamic security store: the controller only ever adds disabled clients to it
+# (a revoked device's kick); the ACL stays the acl_file above, which Mosquitto checks first.
+DYNSEC_EMPTY = '{"clients": [], "groups": [], "roles": []}\n'
 
 
 def render_tls_config(port: int, data_dir: Path, tls: BrokerTls) -> str:
@@ -134,6 +140,8 @@ use_identity_as_username true
 use_username_as_clientid true
 tls_version tlsv1.2
 acl_file {data_dir}/edgefleet.acl
+plugin {DYNSEC_PLUGIN}
+plugin_opt_config_file {data_dir}/dynamic-security.json
 persistence true
 persistence_location {data_dir}/
 autosave_interval 5
@@ -173,6 +181,9 @@ class DevBroker:
             conf.write_text(render_config(self.port, self.folder))
         else:
             (self.folder / "edgefleet.acl").write_text(ACL)
+            dynsec = self.folder / "dynamic-security.json"
+            if not dynsec.exists():  # the plugin keeps its clients here across restarts
+                dynsec.write_text(DYNSEC_EMPTY)
             conf.write_text(render_tls_config(self.port, self.folder, self.tls))
         log = self.folder / "mosquitto.log"
         with log.open("ab") as out:

@@ -51,6 +51,7 @@ class EnrollAnswer(BaseModel):
 class Revoked(BaseModel):
     device_id: str
     serials: list[str]
+    session_kicked: bool = False  # the broker was asked to close its live MQTT session
 
 
 def _pki(services: ServicesDep) -> DevicePki:
@@ -88,4 +89,6 @@ def revoke(
     with http_errors():
         serials = enrollment.revoke_device(session, _pki(services), device_id, actor)
     revoked_devices(services).add(device_id)
-    return Revoked(device_id=device_id, serials=serials)
+    kick = getattr(services.link, "kick", None)  # MqttLink: the broker drops its session now
+    kicked = bool(kick(device_id)) if kick is not None else False
+    return Revoked(device_id=device_id, serials=serials, session_kicked=kicked)

@@ -43,7 +43,8 @@ class Client:
                         protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
         c.tls_set_context(tls.context())
         c.on_connect = self._on_connect
-        c.on_disconnect = lambda *_a: self.disconnected.set()
+        self.disconnect_reasons: list[str] = []
+        c.on_disconnect = self._on_disconnect
         c.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client = c
         try:
@@ -55,6 +56,10 @@ class Client:
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         (self.refused if reason.is_failure else self.connected).set()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.disconnect_reasons.append(str(reason))
+        self.disconnected.set()
 
     def ok(self) -> bool:
         deadline = time.monotonic() + WAIT_S
@@ -252,9 +257,11 @@ def test_demo_tls_setup_connects_an_agent(tmp_path: Path) -> None:
         demo.broker.stop()
 
 
-def _refused_within(broker: DevBroker, tls: TlsSettings, cid: str, clients: list[Client]) -> bool:
+def _refused_within(
+    broker: DevBroker, tls: TlsSettings, cid: str, clients: list[Client], within: float = 15
+) -> bool:
     """The broker reloads the CRL on its own (DevBroker watches it): allow a few seconds."""
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if not connect(clients, broker, tls, cid).ok():
             return True
@@ -311,3 +318,136 @@ def test_enrolled_device_revoked_over_http_cannot_reconnect_to_running_broker(
     finally:
         broker.stop()
         engine.dispose()
+
+
+# Revocation closes the live session: the controller's link asks the dynamic security
+# plugin to disableClient the device (controller/mqtt_link.py). Bounds stated in
+# docs/TRUST.md: the kick lands within KICK_BOUND_S of the revoke answer; a reconnect is
+# refused once the broker reloads the CRL (here DevBroker's watcher, CRL_POLL_S).
+KICK_BOUND_S = 2.0
+REFUSE_BOUND_S = 5.0
+
+
+def _controller_link(broker: DevBroker, pki: DevicePki) -> Any:
+    from edgefleet.controller.mqtt_link import MqttLink
+    from edgefleet.controller.settings import BrokerAddress
+
+    f = pki.folder
+    identity = (f / "device-ca.pem", f / "controller.pem", f / "controller.key")
+    link = MqttLink(BrokerAddress("localhost", broker.port, tls=True), CONTROLLER_CN,
+                    tls_files=identity)  # fmt: skip
+    link.start()
+    assert link.wait_connected(WAIT_S)
+    return link
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_revoke_closes_the_live_session_and_cuts_http_at_once(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    from edgefleet.agent.enroll import enroll
+    from edgefleet.controller.artifacts import ArtifactStore
+    from edgefleet.controller.db import make_engine
+    from edgefleet.controller.enrollment import upload_device
+    from edgefleet.controller.services import Services
+    from edgefleet.controller.settings import Settings
+    from edgefleet.controller.tokens import create_token
+    from edgefleet.controller.trust import TufSigning
+    from sqlmodel import Session
+
+    from tests.controller.conftest import serving
+
+    settings = Settings(data_dir=tmp_path / "data", auth=True)
+    settings.data_dir.mkdir(parents=True)
+    pki = DevicePki(settings.data_dir / "pki")
+    pki.init(broker_names=("localhost",))
+    f = pki.folder
+    broker = DevBroker(tmp_path / "mosq", tls=BrokerTls(
+        f / "device-ca.pem", f / "broker.pem", f / "broker.key", pki.crl_path)).start()  # fmt: skip
+    engine = make_engine(settings.db_url)
+    link = _controller_link(broker, pki)
+    services = Services(settings, engine, ArtifactStore(settings.artifacts_dir),
+                        TufSigning.open(settings.data_dir), link)  # fmt: skip
+    with Session(engine) as session:
+        admin = {"Authorization": f"Bearer {create_token(session, 'root', 'admin', 't')[1]}"}
+    try:
+        with serving(services) as http:
+            idents, uploads = {}, {}
+            for device in ("cam-1", "cam-2"):
+                answer = http.post("/v1/enroll-tokens", json={"device_id": device}, headers=admin)
+                token = answer.json()["token"]
+                ident = enroll(str(http.base_url), device, tmp_path / device, token)
+                idents[device] = TlsSettings(ident.ca, ident.cert, ident.key)
+                assert ident.upload_token is not None
+                uploads[device] = ident.upload_token.read_text().strip()
+            live = connect(clients, broker, idents["cam-1"], "cam-1")
+            other = connect(clients, broker, idents["cam-2"], "cam-2")
+            assert live.ok() and other.ok()
+            director = "/tuf/director/cam-1/metadata/timestamp.json"
+            assert http.get(director).status_code == 200
+
+            answer = http.post("/v1/devices/cam-1/revoke", headers=admin)
+            revoked_at = time.monotonic()
+            assert answer.status_code == 200 and answer.json()["session_kicked"] is True
+            # HTTP: director metadata and the device credential refused at once.
+            assert http.get(director).status_code == 403
+            with Session(engine) as session:
+                assert upload_device(session, uploads["cam-1"]) is None
+                assert upload_device(session, uploads["cam-2"]) == "cam-2"
+            # MQTT: the live session is closed, not left until it reconnects...
+            assert live.disconnected.wait(KICK_BOUND_S)
+            assert live.disconnect_reasons[0] == "Administrative action"  # the broker's kick
+            kicked_after = time.monotonic() - revoked_at
+            assert kicked_after < KICK_BOUND_S
+            # ... and a new connection is refused once the broker reloaded the CRL.
+            assert _refused_within(broker, idents["cam-1"], "cam-1", clients, REFUSE_BOUND_S)
+            assert time.monotonic() - revoked_at < REFUSE_BOUND_S + WAIT_S
+            # Only that device: its neighbour's session stays up.
+            assert not other.disconnected.is_set()
+    finally:
+        link.stop()
+        broker.stop()
+        engine.dispose()
+
+
+def test_a_revoked_device_back_before_the_crl_reload_is_kicked_on_its_first_message(
+    broker: DevBroker, pki: DevicePki, clients: list[Client]
+) -> None:
+    """The window between the kick and the broker's CRL reload: the device gets back in,
+    and the controller kicks it again as soon as it speaks (rate-limited per device)."""
+    link = _controller_link(broker, pki)
+    try:
+        link.revoked = {"cam-a"}  # revoked in the controller; this broker's CRL is old
+        a = connect(clients, broker, creds(pki, "cam-a"), "cam-a")
+        b = connect(clients, broker, creds(pki, "cam-b"), "cam-b")
+        assert a.ok() and b.ok()
+        a.publish(device_topic("cam-a", Channel.STATUS), b'{"online": true}')
+        assert a.disconnected.wait(KICK_BOUND_S + 1)
+        assert a.disconnect_reasons[0] == "Administrative action"
+        b.publish(device_topic("cam-b", Channel.STATUS), b'{"online": true}')
+        assert b.connected.is_set() and not b.disconnected.wait(1.0)
+    finally:
+        link.stop()
+
+
+def test_a_device_cannot_kick_another_through_the_dynamic_security_plugin(
+    broker: DevBroker, pki: DevicePki, clients: list[Client]
+) -> None:
+    """Only the controller's (service-marked, reserved) user may write $CONTROL: a device
+    that sends the same disableClient gets nothing done; the controller's kick works."""
+    from edgefleet.controller.mqtt_link import DYNSEC_TOPIC, kick_payload
+
+    a = connect(clients, broker, creds(pki, "cam-a"), "cam-a")
+    b = connect(clients, broker, creds(pki, "cam-b"), "cam-b")
+    assert a.ok() and b.ok()
+    a.subscribe(f"{DYNSEC_TOPIC}/response")
+    info = a.client.publish(DYNSEC_TOPIC, kick_payload("cam-b"), qos=1)
+    info.wait_for_publish(WAIT_S)  # the broker's PUBACK: the ACL has decided by now
+    assert not b.disconnected.wait(1.0) and b.connected.is_set()
+    assert a.messages == []  # and no answer from the plugin either
+    link = _controller_link(broker, pki)
+    try:
+        assert link.kick("cam-b")
+        assert b.disconnected.wait(KICK_BOUND_S)
+    finally:
+        link.stop()
