@@ -21,6 +21,17 @@ def register(sub: Any) -> None:
         default=None,
         help="host name or IP the broker certificate names (repeat; default localhost)",
     )
+    init.add_argument(
+        "--broker-user",
+        metavar="USER[:GROUP]",
+        help="also write the broker's files (CA, server cert and key, CRL) to --broker-dir, "
+        "owned by USER (Mosquitto: mosquitto), key 0440, folder 0750",
+    )
+    init.add_argument(
+        "--broker-dir",
+        default="/etc/edgefleet/pki",
+        help="where --broker-user's files go (deploy/mosquitto/mosquitto.conf reads them)",
+    )
     init.set_defaults(handler=f"{H}:cmd_init")
     issue = psub.add_parser("issue", help="issue a device key + certificate (dev only)")
     issue.add_argument("--data", required=True)

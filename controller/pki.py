@@ -368,13 +368,63 @@ class DevicePki:
         path.chmod(0o600)
 
 
+# What Mosquitto reads (deploy/mosquitto/mosquitto.conf), and the mode each gets in the
+# broker's folder: Mosquitto 2.0 drops to its own user before it reads them, so they must be
+# readable by that user, and the key by nobody else.
+BROKER_FILES = {"device-ca.pem": 0o644, "broker.pem": 0o644, "broker.key": 0o440,
+                "device-ca.crl": 0o644}  # fmt: skip
+BROKER_DIR_MODE = 0o750
+
+
+def owner_ids(spec: str) -> tuple[int, int]:
+    """``USER[:GROUP]`` -> (uid, gid); the group defaults to the user's own. ConfigError
+    for an unknown name."""
+    import grp
+    import pwd
+
+    user, _, group = spec.partition(":")
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError(f"--broker-user: no user {user!r} on this machine") from None
+    if not group:
+        return entry.pw_uid, entry.pw_gid
+    try:
+        return entry.pw_uid, grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"--broker-user: no group {group!r} on this machine") from None
+
+
+def export_broker_files(pki: DevicePki, dest: Path, owner: tuple[int, int]) -> list[Path]:
+    """Copy the broker's CA, certificate, key and CRL to ``dest``, owned by ``owner``
+    (uid, gid), the folder 0750 and the key 0440 (BROKER_FILES)."""
+    import os
+
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, mode in BROKER_FILES.items():
+        target = dest / name
+        write_bytes(target, (pki.folder / name).read_bytes())
+        os.chown(target, *owner)
+        target.chmod(mode)
+        written.append(target)
+    os.chown(dest, *owner)
+    dest.chmod(BROKER_DIR_MODE)
+    return written
+
+
 # -- `edgefleet pki` handlers (controller/keys_cli.py registers them) -------------------
 
 
 def cmd_init(args: Any) -> int:
     pki = DevicePki(Path(args.data) / "pki")
+    owner = owner_ids(args.broker_user) if args.broker_user else None  # before writing
     pki.init(tuple(args.broker_name or ("localhost", "127.0.0.1")))
     print(f"device CA, broker and controller certificates in {pki.folder}")
+    if owner is not None:
+        dest = Path(args.broker_dir)
+        export_broker_files(pki, dest, owner)
+        print(f"the broker's CA, certificate, key and CRL in {dest} for {args.broker_user}")
     return 0
 
 
