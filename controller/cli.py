@@ -12,6 +12,11 @@ def register(sub: Any) -> None:
     serve.add_argument("--data", required=True, help="data folder (SQLite, artifacts, TUF)")
     serve.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL")
     serve.add_argument("--listen", default="127.0.0.1:8600", help="HOST:PORT")
+    serve.add_argument(
+        "--replica", default=None, metavar="NAME",
+        help="connect to an mqtts:// broker as replica NAME (DATA/pki/controller-NAME.pem, "
+        "from `edgefleet pki replica`); each replica needs its own",
+    )  # fmt: skip
     serve.add_argument("--database-url", default=None, help="SQLAlchemy URL (default SQLite)")
     serve.add_argument(
         "--auth", action="store_true", help="API tokens required (the default; kept for scripts)"

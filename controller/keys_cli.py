@@ -33,6 +33,10 @@ def register(sub: Any) -> None:
         help="where --broker-user's files go (deploy/mosquitto/mosquitto.conf reads them)",
     )
     init.set_defaults(handler=f"{H}:cmd_init")
+    replica = psub.add_parser("replica", help="a controller replica's own broker certificate")
+    replica.add_argument("--data", required=True)
+    replica.add_argument("name", help="replica name: CN edgefleet-controller-NAME")
+    replica.set_defaults(handler=f"{H}:cmd_replica")
     issue = psub.add_parser("issue", help="issue a device key + certificate (dev only)")
     issue.add_argument("--data", required=True)
     issue.add_argument("device_id")

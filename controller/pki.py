@@ -48,6 +48,11 @@ SERVICE_PREFIX = "edgefleet-"
 SERVICE_OU = "edgefleet-service"
 
 
+def replica_cn(name: str) -> str:
+    """The broker identity (CN, hence username and client id) of controller replica ``name``."""
+    return f"{CONTROLLER_CN}-{validate_device_id(name)}"
+
+
 def device_identity(device_id: str) -> str:
     """``device_id`` when it may name a device certificate; TrustError for a service name."""
     validate_device_id(device_id)
@@ -273,6 +278,11 @@ class DevicePki:
         write_bytes(issued.cert, cert_pem(cert))
         return issued
 
+    def issue_replica(self, name: str) -> Issued:
+        """``controller-<name>.pem`` / ``.key``: a controller replica's own broker identity,
+        so replicas never take each other's session (``controller serve --replica NAME``)."""
+        return self.issue_pair(f"controller-{name}", replica_cn(name), service=True)
+
     def sign_csr(self, csr_pem: bytes, device_id: str) -> bytes:
         """The device's certificate (PEM) for its CSR; CN is forced to ``device_id``.
 
@@ -425,6 +435,14 @@ def cmd_init(args: Any) -> int:
         dest = Path(args.broker_dir)
         export_broker_files(pki, dest, owner)
         print(f"the broker's CA, certificate, key and CRL in {dest} for {args.broker_user}")
+    return 0
+
+
+def cmd_replica(args: Any) -> int:
+    pki = DevicePki(Path(args.data) / "pki")
+    issued = pki.issue_replica(args.name)
+    print(f"{issued.cert}\n{issued.key}\nbroker user {replica_cn(args.name)}: give it the "
+          "controller's block in the broker ACL (deploy/mosquitto/edgefleet.acl)")  # fmt: skip
     return 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgefleet.shared.errors import ConfigError
+from edgefleet.shared.errors import ConfigError, EdgefleetError
 
 DEFAULT_MQTT_PORT = 1883
 
@@ -36,6 +36,18 @@ class BrokerAddress:
             raise ConfigError(f"bad MQTT URL {url!r}: expected mqtt://HOST:PORT")
         tls = parts.scheme == "mqtts"
         return cls(parts.hostname, port or (8883 if tls else DEFAULT_MQTT_PORT), tls)
+
+
+def _replica(name: str | None) -> str | None:
+    """``--replica NAME``: a plain name (it names a certificate file and a broker user)."""
+    if name is None:
+        return None
+    from edgefleet.shared.topics import validate_device_id
+
+    try:
+        return validate_device_id(name)
+    except EdgefleetError as e:
+        raise ConfigError(f"--replica {name!r}: {e.reason}") from e
 
 
 def is_loopback(host: str) -> bool:
@@ -78,6 +90,7 @@ class Settings:
     listen_port: int = 8600
     database_url: str | None = None  # SQLAlchemy URL; None -> SQLite in data_dir
     mqtt_client_id: str | None = None  # None -> stable id derived from data_dir
+    replica: str | None = None  # broker identity edgefleet-controller-<replica> (mqtts://)
     mqtt_keepalive: int = 30  # seconds
     # seconds the broker keeps our session and its queue while we are away: a week, like
     # deploy/mosquitto's persistent_client_expiration, so an outage of the controller
@@ -111,6 +124,7 @@ class Settings:
         return cls(
             data_dir=Path(args.data).expanduser().resolve(),
             mqtt_url=args.mqtt,
+            replica=_replica(getattr(args, "replica", None)),
             listen_host=host,
             listen_port=port,
             database_url=args.database_url,
@@ -143,6 +157,8 @@ class Settings:
         # address) do not take each other's session over.
         if self.mqtt_client_id:
             return self.mqtt_client_id
+        if self.replica:  # over mTLS the broker forces the client id to the CN anyway
+            return f"edgefleet-controller-{self.replica}"
         where = f"{self.data_dir}|{self.listen_host}:{self.listen_port}"
         digest = hashlib.sha256(where.encode()).hexdigest()[:10]
         return f"edgefleet-controller-{digest}"
@@ -153,12 +169,14 @@ class Settings:
         if not self.broker.tls:
             return None
         pki = self.data_dir / "pki"
-        files = (pki / "device-ca.pem", pki / "controller.pem", pki / "controller.key")
+        stem = f"controller-{self.replica}" if self.replica else "controller"
+        files = (pki / "device-ca.pem", pki / f"{stem}.pem", pki / f"{stem}.key")
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise ConfigError(
-                f"mqtts:// needs the controller's certificate: run `edgefleet pki init "
-                f"--data {self.data_dir}` (missing {missing[0]})"
+                f"mqtts:// needs the controller's certificate: run `edgefleet pki "
+                f"{'replica' if self.replica else 'init'} --data {self.data_dir}"
+                f"{' ' + self.replica if self.replica else ''}` (missing {missing[0]})"
             )
         return files
 

@@ -113,6 +113,17 @@ topic write edgefleet/v1/devices/+/commands
 topic write edgefleet/v1/fleet/ingest
 topic read  $SYS/broker/publish/messages/dropped
 topic write $CONTROL/dynamic-security/v1
+
+user edgefleet-controller-2
+topic read  edgefleet/v1/devices/+/state
+topic read  edgefleet/v1/devices/+/events
+topic read  edgefleet/v1/devices/+/telemetry
+topic read  edgefleet/v1/devices/+/status
+topic write edgefleet/v1/devices/+/desired
+topic write edgefleet/v1/devices/+/commands
+topic write edgefleet/v1/fleet/ingest
+topic read  $SYS/broker/publish/messages/dropped
+topic write $CONTROL/dynamic-security/v1
 """
 
 DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
