@@ -94,27 +94,7 @@ class BrokerTls:
 
 
 # The production ACL (deploy/mosquitto/edgefleet.acl): %u is the certificate CN.
-ACL = """\
-pattern read  edgefleet/v1/devices/%u/desired
-pattern read  edgefleet/v1/devices/%u/commands
-pattern write edgefleet/v1/devices/%u/state
-pattern write edgefleet/v1/devices/%u/events
-pattern write edgefleet/v1/devices/%u/telemetry
-pattern write edgefleet/v1/devices/%u/status
-pattern read  edgefleet/v1/fleet/ingest
-
-user edgefleet-controller
-topic read  edgefleet/v1/devices/+/state
-topic read  edgefleet/v1/devices/+/events
-topic read  edgefleet/v1/devices/+/telemetry
-topic read  edgefleet/v1/devices/+/status
-topic write edgefleet/v1/devices/+/desired
-topic write edgefleet/v1/devices/+/commands
-topic write edgefleet/v1/fleet/ingest
-topic read  $SYS/broker/publish/messages/dropped
-topic write $CONTROL/dynamic-security/v1
-
-user edgefleet-controller-2
+_CONTROLLER_RIGHTS = """\
 topic read  edgefleet/v1/devices/+/state
 topic read  edgefleet/v1/devices/+/events
 topic read  edgefleet/v1/devices/+/telemetry
@@ -125,6 +105,18 @@ topic write edgefleet/v1/fleet/ingest
 topic read  $SYS/broker/publish/messages/dropped
 topic write $CONTROL/dynamic-security/v1
 """
+ACL = """\
+pattern read  edgefleet/v1/devices/%u/desired
+pattern read  edgefleet/v1/devices/%u/commands
+pattern write edgefleet/v1/devices/%u/state
+pattern write edgefleet/v1/devices/%u/events
+pattern write edgefleet/v1/devices/%u/telemetry
+pattern write edgefleet/v1/devices/%u/status
+pattern read  edgefleet/v1/fleet/ingest
+""" + "".join(
+    f"\nuser {user}\n{_CONTROLLER_RIGHTS}"
+    for user in ("edgefleet-controller", "edgefleet-controller-2")
+)
 
 DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 # An empty dynamic security store: the controller only ever adds disabled clients to it
