@@ -77,6 +77,13 @@ class Canary:
         self.system, self.tmp = system, tmp
         self.fleet: SimFleet | None = None
 
+    def __enter__(self) -> Canary:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fleet is not None:
+            self.fleet.stop()
+
     def push(self, path: Path, version: str) -> dict[str, Any]:
         with path.open("rb") as f:
             r = self.system.http.post("/v1/models/shapes/versions", files={"file": (path.name, f)},
@@ -156,12 +163,8 @@ class Canary:
 
 @pytest.fixture
 def canary(system: System, tmp_path: Path) -> Iterator[Canary]:
-    c = Canary(system, tmp_path)
-    try:
+    with Canary(system, tmp_path) as c:
         yield c
-    finally:
-        if c.fleet is not None:
-            c.fleet.stop()
 
 
 def test_good_model_walks_every_stage_through_a_controller_restart(canary: Canary) -> None:

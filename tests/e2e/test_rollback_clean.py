@@ -21,12 +21,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 @pytest.fixture
 def fleet_of_two(system: System, tmp_path: Path) -> Iterator[Canary]:
-    c = Canary(system, tmp_path)
-    try:
+    with Canary(system, tmp_path) as c:
         yield c
-    finally:
-        if c.fleet is not None:
-            c.fleet.stop()
 
 
 def test_a_version_older_than_a_rollback_still_reaches_the_rolled_back_devices(

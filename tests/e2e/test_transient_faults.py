@@ -33,13 +33,11 @@ RATE = 800_000  # bytes per second: a 9.6 MB model downloads in about 12 s
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def canary_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Canary]:
     database_url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    with running_system(tmp_path, database_url=database_url) as system:
-        c = Canary(system, tmp_path)
-        try:
-            yield c
-        finally:
-            if c.fleet is not None:
-                c.fleet.stop()
+    with (
+        running_system(tmp_path, database_url=database_url) as system,
+        Canary(system, tmp_path) as c,
+    ):
+        yield c
 
 
 def _partial(tmp: Path, device_id: str, sha256: str, length: int) -> bool:
