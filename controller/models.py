@@ -348,6 +348,11 @@ class StagePublic(_UtcPublic):
         return _utc(value)
 
 
+class SkippedDevicePublic(SQLModel):
+    device_id: str
+    reason: str  # "pin 3 holds it to shapes:v1"
+
+
 class RolloutPublic(_UtcPublic):
     id: int
     model: str
@@ -366,6 +371,8 @@ class RolloutPublic(_UtcPublic):
     matching: int = 0  # devices the selector matches now (canaries + control)
     rollback_version: str | None = None
     spec: dict[str, Any] = {}
+    skipped: list[SkippedDevicePublic] = []  # matching devices a pin holds elsewhere
+    waiting_for_window: datetime | None = None  # a closed window holds a device until then
 
 
 class AuditPublic(_UtcPublic):

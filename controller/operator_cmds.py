@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -465,6 +466,8 @@ def _print_rollout(r: dict[str, Any]) -> None:
           f" of {r.get('matching', r['total'])} matching")  # fmt: skip
     if r.get("rollback_version"):
         print(f"rolled back to {r['rollback_version']}")
+    if r.get("waiting_for_window"):
+        print(f"waiting for window (opens {_hhmm(r['waiting_for_window'])})")
     for st in r.get("stages", []):
         current = st["index"] == r.get("stage") and r["state"] == RolloutState.RUNNING.value
         # Director metadata is signed in batches in the background: show how far it got.
@@ -487,6 +490,15 @@ def _print_rollout(r: dict[str, Any]) -> None:
     for d in r["devices"]:
         if d.get("refused"):
             print(f"{d['device_id']} refused its assignment: {d['refused']}")
+    for d in r.get("skipped", []):
+        print(f"{d['device_id']} skipped: {d['reason']}")
+
+
+def _hhmm(iso: str) -> str:
+    """``2026-11-23T13:00:00Z`` -> ``13:00 UTC`` (another day: ``11-24 13:00 UTC``)."""
+    at = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
+    day = "" if at.date() == datetime.now(timezone.utc).date() else at.strftime("%m-%d ")
+    return f"{day}{at:%H:%M} UTC"
 
 
 def _result(d: dict[str, Any]) -> str:

@@ -66,4 +66,4 @@ def watch(fetch: Callable[[], dict[str, Any]], interval: float, as_json: bool) -
         console.line()  # Live leaves a piped view without its last newline
     if as_json:
         print(json.dumps(r, indent=2, sort_keys=True))
-    return 0 if r["state"] == "succeeded" else 1
+    return 0 if r["state"] in ("succeeded", "nothing_to_do") else 1
