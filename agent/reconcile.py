@@ -23,6 +23,7 @@ run here at all is decided by the updater and ``install_policy``, not here.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import math
@@ -382,6 +383,9 @@ class Reconciler:
     def reconcile_once(self) -> None:
         target = self._refresh()
         current = self.store.state.current
+        if target is not None and current is not None and _renamed(current, target):
+            self._adopt_name(current, target)
+            return
         if target is None or (current is not None and current.sha256 == target.sha256):
             if target is not None or not self._quiet_transport:
                 self._settle()  # nothing (left) to install: a transient fault is over
@@ -409,6 +413,27 @@ class Reconciler:
         if len(targets) > 1:
             log.warning("director lists %d targets; this agent runs the first", len(targets))
         return targets[0] if targets else None
+
+    def _adopt_name(self, current: ModelPointer, target: TargetLike) -> None:
+        """The bytes it runs, signed under another name (a re-signed copy, or a version
+        pushed with the same bytes): record and report the new name, no reinstall."""
+        pointer = dataclasses.replace(
+            current,
+            model=target.model,
+            version=target.version,
+            release=target.release,
+            target=target.target_path,
+        )
+        try:
+            self.store.commit(pointer)
+        except OSError as e:
+            log.warning("cannot record %s %s durably: %s", target.model, target.version, e)
+            return
+        self.slots.rename(pointer)
+        self.refused.forget(target.sha256)
+        log.info("%s %s has the bytes already running: now reported under that name",
+                 target.model, target.version)  # fmt: skip
+        self._transition(Phase.COMMITTED, target)
 
     def _transport_down(self, e: TransportError) -> None:
         wait = self.backoff.fault()
@@ -647,3 +672,11 @@ def _plan_info(target: TargetLike) -> Mapping[str, Any] | None:
     if not isinstance(info, Mapping):
         raise ArtifactError("a tensorrt-plan target without model_info cannot run")
     return info
+
+
+def _renamed(current: ModelPointer, target: TargetLike) -> bool:
+    """Same bytes as the model running, under another name or release."""
+    return current.sha256 == target.sha256 and (
+        (current.model, current.version, current.release)
+        != (target.model, target.version, target.release)
+    )

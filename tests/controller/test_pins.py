@@ -186,3 +186,42 @@ def test_pin_ids_are_never_reused_after_a_delete(tmp_path: Path) -> None:
         s.commit()
         assert second.id != first_id
     engine.dispose()
+
+
+def test_a_channel_moved_back_to_a_lower_release_is_re_signed_once(
+    services: Services,
+    client: httpx.Client,
+    onnx_model: Path,
+    tmp_path: Path,
+    make_onnx: Callable[[Path, int], Path],
+) -> None:
+    with Session(services.engine) as s:
+        for version, path in (("v1", onnx_model), ("v2", make_onnx(tmp_path / "b.onnx", 40))):
+            with path.open("rb") as f:
+                push_version(s, services.store, services.signing, "shapes", f, version=version)
+    ingest = Ingest(services.engine, services.signing, services.link, services.stats)
+    _report(ingest, "cam-a", "v2", site="a")  # committed release 2
+    director = services.signing.repos.director  # type: ignore[attr-defined]
+    assert client.put("/v1/channels/stable", json={"model": "shapes", "version": "v1"}).is_success
+    assert client.post("/v1/pins", json={"selector": {"site": "a"}, "channel": "stable"}).is_success
+
+    desired = _devices(client)["cam-a"]["desired_version"]
+    assert desired.startswith("v1-rb"), desired  # release 1 < 2: the agent would refuse v1
+    listed = director.assigned("cam-a")
+    assert [t.version for t in listed] == [desired]
+    versions = {v["version"]: v for v in client.get("/v1/models/shapes/versions").json()["data"]}
+    assert versions[desired]["release"] > versions["v2"]["release"]
+    assert versions[desired]["sha256"] == versions["v1"]["sha256"]  # the same bytes
+
+    # The scheduler's rounds see the copy as the channel's version: nothing signed again.
+    sched = Scheduler(services.engine, Deps(services.signing, services.link,
+                                            services.store.path_for))  # fmt: skip
+    assert sched.round() == 0 and sched.leading
+    sched.round()
+    assert _devices(client)["cam-a"]["desired_version"] == desired
+    assert len(client.get("/v1/models/shapes/versions").json()["data"]) == 3
+
+    # A device that never ran a higher release gets v1 itself.
+    _report(ingest, "cam-b", "v1", site="a")
+    sched.round()
+    assert _devices(client)["cam-b"]["desired_version"] == "v1"
