@@ -323,7 +323,8 @@ class PinsPublic(SQLModel):
 
 class RolloutDevicePublic(SQLModel):
     device_id: str
-    stage: int = 0
+    stage: int = 0  # 0-based index into stages[] (shown as stage_number)
+    stage_number: int = 1  # 1-based, as text and dashboard say "stage 1"
     online: bool = False
     phase: str | None
     model: str | None
@@ -334,7 +335,8 @@ class RolloutDevicePublic(SQLModel):
 
 
 class StagePublic(_UtcPublic):
-    index: int
+    index: int  # 0-based position in stages[]
+    number: int  # 1-based: what `rollout status` and the dashboard call "stage N"
     stage: str  # "1", "10%"
     devices: int  # devices the stage covers now
     started_at: datetime | None
@@ -364,7 +366,8 @@ class RolloutPublic(_UtcPublic):
     total: int
     done: int
     failed: int
-    stage: int = 0
+    stage: int = 0  # 0-based index of the current stage into stages[]
+    stage_number: int = 1  # the same, 1-based: "stage 1" in text, JSON and dashboard
     stages: list[StagePublic] = []
     reason: str | None = None
     priority: int = 0

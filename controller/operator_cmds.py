@@ -473,7 +473,7 @@ def _print_rollout(r: dict[str, Any]) -> None:
         # Director metadata is signed in batches in the background: show how far it got.
         signing = f", signed {r['total']}/{st['devices']}" if current and (
             r["total"] < st["devices"]) else ""  # fmt: skip
-        print(f"{'>' if current else ' '} stage {st['index'] + 1} ({st['stage']}, "
+        print(f"{'>' if current else ' '} stage {st['number']} ({st['stage']}, "
               f"{st['devices']} device(s)): {st['outcome']}{signing}")  # fmt: skip
         for g in st["gates"]:
             value = "-" if g["value"] is None else f"{g['value']:.3g}"
@@ -481,7 +481,7 @@ def _print_rollout(r: dict[str, Any]) -> None:
                   f"{g['threshold']:<6g} samples {g['samples']}/{g['min_samples']}"
                   + (f"  {g['detail']}" if g.get("detail") else ""))  # fmt: skip
     rows = [
-        [d["device_id"], str(d.get("stage", 0) + 1), d["phase"] or "-",
+        [d["device_id"], str(d["stage_number"]), d["phase"] or "-",
          f"{d['model'] or '-'}:{d['version'] or '-'}", _result(d)]
         for d in r["devices"]
     ]  # fmt: skip
@@ -537,7 +537,7 @@ def rollout_list(args: argparse.Namespace) -> int:
         return 0
     rows = [
         [str(r["id"]), f"{r['model']}:{r['version']}", r["state"],
-         f"{r['stage'] + 1}/{len(r['stages']) or 1}", f"{r['done']}/{r['total']}",
+         f"{r['stage_number']}/{len(r['stages']) or 1}", f"{r['done']}/{r['total']}",
          _labels(r["selector"]), r.get("reason") or ""]
         for r in answer["data"]
     ]  # fmt: skip

@@ -529,7 +529,8 @@ def rollout_public(
     skipped, held = _skipped_and_held(session, rollout, spec, all_devices, set(assigned))
     devices = [
         RolloutDevicePublic(
-            device_id=p.report.device_id, stage=row.stage, online=d.online,
+            device_id=p.report.device_id, stage=row.stage, stage_number=row.stage + 1,
+            online=d.online,
             phase=p.report.phase, model=p.report.model, version=p.report.version,
             done=p.done, failed=p.failed, refused=p.refused,
         )
@@ -539,7 +540,8 @@ def rollout_public(
         id=rollout.id or 0, model=rollout.model, version=rollout.version,
         selector=rollout.selector, state=rollout.state, created_at=rollout.created_at,
         devices=devices, total=progress.total, done=progress.done, failed=progress.failed,
-        stage=rollout.stage, stages=_stages(session, rollout, spec, matching),
+        stage=rollout.stage, stage_number=rollout.stage + 1,
+        stages=_stages(session, rollout, spec, matching),
         reason=rollout.reason, priority=rollout.priority, matching=matching,
         rollback_version=rollout.rollback_version, spec=spec.model_dump(mode="json"),
         skipped=skipped, waiting_for_window=_window_wait(rollout, spec, held, now or utcnow()),
@@ -599,7 +601,7 @@ def _stages(
     for i, stage in enumerate(spec.stages):
         row = rows.get(i)
         out.append(StagePublic(
-            index=i, stage=str(stage), devices=counts[i],
+            index=i, number=i + 1, stage=str(stage), devices=counts[i],
             started_at=row.started_at if row else None, ended_at=row.ended_at if row else None,
             outcome=row.outcome if row else "pending", gates=row.gates if row else [],
         ))  # fmt: skip

@@ -44,7 +44,7 @@ def render(r: dict[str, Any]) -> Group:
             value = "-" if g["value"] is None else f"{g['value']:.3g}"
             gates.append(f"{g['metric']}={value} ({g['samples']}) ", _STYLE.get(g["verdict"], ""))
         outcome = Text(st["outcome"], _OUTCOME.get(st["outcome"], ""))
-        stages.add_row(f"{st['index'] + 1} ({st['stage']})", str(st["devices"]), bar, outcome,
+        stages.add_row(f"{st['number']} ({st['stage']})", str(st["devices"]), bar, outcome,
                        gates)  # fmt: skip
     parts.append(stages)
     for d in r["devices"]:

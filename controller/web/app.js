@@ -72,7 +72,7 @@ async function renderRollouts(selected) {
     class: "link", "data-rollout": r.id, onclick: () => { location.hash = `#rollout=${r.id}`; },
   },
     el("td", {}, r.id), el("td", {}, `${r.model}:${r.version}`), el("td", {}, r.state),
-    el("td", {}, `${r.stage + 1} / ${r.stages.length || 1}`), el("td", {}, `${r.done}/${r.total}`),
+    el("td", {}, `${r.stage_number} / ${r.stages.length || 1}`), el("td", {}, `${r.done}/${r.total}`),
     el("td", {}, when(r.created_at)),
   )));
   const detail = document.getElementById("rollout-detail");
@@ -81,9 +81,9 @@ async function renderRollouts(selected) {
     return data.length;
   }
   const r = await api(`/v1/rollouts/${encodeURIComponent(selected)}`);
-  const stages = r.stages.map((s) => el("div", { class: `stage ${s.outcome}`, "data-stage": s.index },
-    el("h4", {}, `stage ${s.index + 1}: ${s.stage} (${s.devices} devices) - ${s.outcome}`,
-      s.index === r.stage && r.state === "running" ? " - current" : ""),
+  const stages = r.stages.map((s) => el("div", { class: `stage ${s.outcome}`, "data-stage": s.number },
+    el("h4", {}, `stage ${s.number}: ${s.stage} (${s.devices} devices) - ${s.outcome}`,
+      s.number === r.stage_number && r.state === "running" ? " - current" : ""),
     el("div", {}, `started ${when(s.started_at)}, ended ${when(s.ended_at)}`),
     gateTable(s.gates),
   ));
@@ -93,7 +93,7 @@ async function renderRollouts(selected) {
     ...stages,
     el("h4", {}, "devices"),
     el("table", {}, el("tbody", {}, ...r.devices.map((d) => el("tr", {},
-      el("td", {}, d.device_id), el("td", {}, `stage ${d.stage + 1}`), el("td", {}, d.phase || "-"),
+      el("td", {}, d.device_id), el("td", {}, `stage ${d.stage_number}`), el("td", {}, d.phase || "-"),
       el("td", {}, d.version || "-"), el("td", { class: d.failed ? "bad" : d.done ? "ok" : "" },
         d.refused ? `refused: ${d.refused}` : d.failed ? "failed" : d.done ? "done" : "pending"))))),
   );

@@ -108,6 +108,10 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
         assert f'data-rollout="{rollout}"' in detail
         assert len(re.findall(r'class="stage [a-z]+" data-stage="\d"', detail)) == 3
         assert "stage 1: 1 (" in detail and "stage 3: 100%" in detail
+        # One numbering: the dashboard's "stage N" is the API's stage_number / number.
+        body = client.get(f"/v1/rollouts/{rollout}").json()
+        assert [s["number"] for s in body["stages"]] == [1, 2, 3]
+        assert 'data-stage="1"' in detail and f"stage {body['stage_number']}: " in detail
 
         gallery = section(chromium(tmp_path, f"{base}/ui/#samples", "--dump-dom"), "samples")
         assert 'data-boxes="2"' in gallery  # the image loaded and both boxes were drawn
