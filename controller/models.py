@@ -167,6 +167,13 @@ class DevicePublic(DeviceBase, _UtcPublic):
     last_seen: datetime | None
     fingerprint: dict[str, Any] | None = None  # what it reported: platform, GPU, TensorRT
     agent_version: str | None = None
+    # Reported: the release of the version it runs, and when it last reported a phase.
+    release: int | None = None
+    since: datetime | None = None
+    # Desired: which rule won ("pin/3", "pin/3:stable", "rollout/5"), and why the device
+    # does not run it ("offline", "refused: ...", "older release: ...", "window closed ...").
+    desired_by: str | None = None
+    waiting: str | None = None
 
 
 class DevicesPublic(SQLModel):

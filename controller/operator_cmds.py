@@ -279,7 +279,8 @@ def _desired(d: dict[str, Any]) -> str:
     return f"{d['desired_model']}:{d.get('desired_version') or '-'}"
 
 
-DEVICE_HEADERS = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS", "ERROR"]
+DEVICE_HEADERS = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "BY", "RELEASE", "PHASE",
+                  "SINCE", "LABELS", "WAITING", "ERROR"]  # fmt: skip
 ERROR_WIDTH = 60  # characters of a device's last error shown in the table; --json has it all
 
 
@@ -287,9 +288,26 @@ def device_rows(devices: list[dict[str, Any]]) -> list[list[str]]:
     """The ``device list`` table: a device's last error is shown, not hidden behind --json."""
     return [
         [d["device_id"], "yes" if d["online"] else "no", d["model"] or "-", d["version"] or "-",
-         _desired(d), d["phase"] or "-", _labels(d["labels"]), _short(d.get("error"))]
+         _desired(d), d.get("desired_by") or "-", _or_dash(d.get("release")),
+         d["phase"] or "-", _since(d.get("since")), _labels(d["labels"]),
+         _short(d.get("waiting")), _short(d.get("error"))]
         for d in devices
     ]  # fmt: skip
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _since(iso: str | None) -> str:
+    """When the device last reported its phase, without spaces: ``13:05:09`` today,
+    ``11-23T13:05`` another day."""
+    if not iso:
+        return "-"
+    at = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
+    if at.date() == datetime.now(timezone.utc).date():
+        return f"{at:%H:%M:%S}"
+    return f"{at:%m-%dT%H:%M}"
 
 
 def _short(error: str | None) -> str:

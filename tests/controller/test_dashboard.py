@@ -97,6 +97,8 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
         fleet = section(chromium(tmp_path, f"{base}/ui/#fleet", "--dump-dom"), "fleet")
         assert 'data-ready="1"' in fleet and 'data-count="3"' in fleet
         assert "cam-2" in fleet and "site=south" in fleet
+        # Desired beside reported: the canary's desired version and the rule that set it.
+        assert f">rollout/{rollout}<" in fleet and "data-waiting=" in fleet
 
         drift = section(chromium(tmp_path, f"{base}/ui/#drift", "--dump-dom"), "drift")
         assert 'data-ready="1"' in drift
