@@ -3,8 +3,9 @@ the swap, and the two are compared. The champion keeps serving; the challenger's
 only measured.
 
 :func:`agreement` is pure: greedy one-to-one matching of boxes by IoU (most confident
-champion detection first), then the share of detections matched, their mean IoU and the
-share of matched pairs whose classes agree. :class:`ShadowTap` is a pipeline sink that
+champion detection first; among boxes overlapping enough, the same class first), then the
+share of detections matched, their mean IoU and the share of matched pairs whose classes
+agree. :class:`ShadowTap` is a pipeline sink that
 copies every ``every``-th frame with the champion's detections; the reconcile thread runs
 the challenger on those copies, never the frame loop.
 """
@@ -63,17 +64,26 @@ def _match(
     free = list(chall)
     pairs = []
     for d in sorted(champ, key=lambda d: -d.confidence):
-        scored = [(iou(d.box_xyxy, c.box_xyxy), i) for i, c in enumerate(free)]
-        best = max(scored, default=(0.0, -1))
-        if best[0] >= iou_min:
-            pairs.append((d, free.pop(best[1]), best[0]))
+        # Among the boxes that overlap enough, the same class first: a model that puts two
+        # classes on one box (cross 0.45, star 0.31) must not have its cross paired with
+        # its own star. Then the highest IoU, then the earliest (most confident) box.
+        scored = [
+            (c.class_id == d.class_id, overlap, -i)
+            for i, c in enumerate(free)
+            if (overlap := iou(d.box_xyxy, c.box_xyxy)) >= iou_min
+        ]
+        if scored:
+            _, overlap, neg_i = max(scored)
+            pairs.append((d, free.pop(-neg_i), overlap))
     return pairs
 
 
 def agreement(
     frames: Sequence[tuple[Sequence[Detection], Sequence[Detection]]], iou_min: float = 0.5
 ) -> Agreement:
-    """``frames``: (champion detections, challenger detections) per frame."""
+    """``frames``: (champion detections, challenger detections) per frame. Class
+    agreement is over the matched pairs only: boxes one model missed count against the
+    match rate, not against class agreement."""
     champion = challenger = 0
     pairs: list[tuple[Detection, Detection, float]] = []
     for champ, chall in frames:
