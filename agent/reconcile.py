@@ -287,7 +287,8 @@ class Reconciler:
         health_timeout_s: float = 30.0,  # seconds to wait for the health-check frames
         phase_delay_s: float = 0.0,  # test-only: seconds to linger in each install phase
         sigkill_in_phase: Phase | None = None,  # test-only: crash there, after lingering
-        shadow: ShadowSettings | None = None,  # None: no shadow phase
+        shadow: ShadowSettings | None = None,  # None: no shadow phase unless a target asks
+        shadow_tap: ShadowTap | None = None,  # for a rollout stage's shadow (the target's)
         refusals: RefusalBook | None = None,  # tests pass one with their own clock
         backoff: Backoff | None = None,  # after transient faults; None: 1 s up to 30 s
     ) -> None:
@@ -299,6 +300,7 @@ class Reconciler:
         self.phase_delay_s = phase_delay_s
         self.sigkill_in_phase = sigkill_in_phase
         self.shadow = shadow
+        self.shadow_tap = shadow.tap if shadow is not None else shadow_tap
         self.last_agreement: Agreement | None = None
         self._challenger: DetectorLike | None = None
         self.phase = Phase.COMMITTED if store.state.current else Phase.IDLE
@@ -547,7 +549,7 @@ class Reconciler:
     def _shadow(self, target: TargetLike) -> None:
         """Challenger beside champion on sampled live frames; reported, and a gate when
         ``min_match_rate`` is set. Skipped on a first install (no champion to compare)."""
-        cfg, challenger = self.shadow, self._challenger
+        cfg, challenger = self._shadow_settings(target), self._challenger
         if cfg is None or challenger is None or self.slots.active is None:
             return
         self._transition(Phase.SHADOW, target)
@@ -570,6 +572,24 @@ class Reconciler:
                 f"{result.summary()}; below the required {cfg.min_match_rate:.0%}",
                 refuse=True,
             )
+
+    def _shadow_settings(self, target: TargetLike) -> ShadowSettings | None:
+        """The rollout stage's shadow (signed into the director target) over the agent
+        config's; the config's alone when the target says nothing."""
+        wire = getattr(target, "shadow", None)
+        if not wire or self.shadow_tap is None:
+            return self.shadow
+        try:
+            permille = wire.get("min_match_permille")  # canonical JSON: integers only
+            return ShadowSettings(
+                self.shadow_tap,
+                frames=max(1, int(wire.get("frames", 20))),
+                timeout_s=max(1, int(wire.get("timeout_s", 60))),
+                min_match_rate=None if permille is None else int(permille) / 1000,
+            )
+        except (TypeError, ValueError):
+            log.warning("ignoring a malformed shadow request in %s: %r", target.target_path, wire)
+            return self.shadow
 
     def _swap_and_check(self, target: TargetLike, pointer: ModelPointer, slot_id: int) -> Phase:
         self.health.arm(slot_id)

@@ -9,6 +9,7 @@ scheduler changes a state, through the lifecycle table (``lifecycle.py``);
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -419,6 +420,11 @@ def _assign(
         if key not in chosen_target:
             chosen_target[key] = plans.target_for(session, deps.signing, entry, device)
         targets[device_id], entries[device_id] = [chosen_target[key]], entry
+    spec = spec_of(rollout)
+    if spec.shadow is not None and spec.shadow.in_stage(rollout.stage + 1):
+        shadow = spec.shadow.wire()  # the agent shadows this stage's install
+        targets = {d: [dataclasses.replace(t, shadow=shadow) for t in ts]
+                   for d, ts in targets.items()}  # fmt: skip
     versions = deps.signing.assign_many(targets)  # one lock hold, two flushes for the batch
     sent = []
     for device_id in chosen:

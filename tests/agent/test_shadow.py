@@ -102,7 +102,7 @@ def test_live_shadow_tells_a_retrained_model_from_a_broken_one():
     assert bad < same
 
 
-def _reconciler(tmp_path: Path, min_match_rate: float | None):
+def _reconciler(tmp_path: Path, min_match_rate: float | None, *, configured: bool = True):
     from edgefleet.agent.reconcile import HealthCheck, Identity, Reconciler, ShadowSettings
     from edgefleet.agent.store import DeviceStore
     from edgefleet.shared.protocol import Fingerprint
@@ -120,7 +120,8 @@ def _reconciler(tmp_path: Path, min_match_rate: float | None):
         Identity("cam-1", {}, Fingerprint(arch="x86_64"), "0.1.0"),
         updater=updater, store=store, slots=slots, health=health, reporter=reporter,
         loader=Detector.from_onnx, stop=stop, health_timeout_s=30,
-        shadow=ShadowSettings(tap, frames=5, timeout_s=30, min_match_rate=min_match_rate),
+        shadow=ShadowSettings(tap, frames=5, timeout_s=30, min_match_rate=min_match_rate)
+        if configured else None, shadow_tap=tap,
     )  # fmt: skip
     return updater, reporter, slots, pipeline, rec, stop
 
@@ -157,3 +158,34 @@ def test_reconciler_reports_shadow_agreement_before_the_swap(tmp_path, challenge
     else:
         assert Phase.SWAPPED not in phases[phases.index(Phase.SHADOW, 4) :]  # never served
         assert serving == "v1"
+
+
+@pytest.mark.parametrize(("asked", "final"), [
+    (None, "COMMITTED"),  # no agent config, no request: no shadow phase
+    ({"frames": 5, "timeout_s": 30, "min_match_permille": None}, "COMMITTED"),  # report only
+    ({"frames": 5, "timeout_s": 30, "min_match_permille": 990}, "FAILED"),  # the stage's gate
+])  # fmt: skip
+def test_a_rollout_stage_asks_for_a_shadow_phase_through_its_target(tmp_path, asked, final):
+    from dataclasses import asdict, dataclass
+
+    from edgefleet.shared.protocol import Phase
+
+    from tests.agent.test_reconcile import Target
+
+    @dataclass(frozen=True)
+    class StageTarget(Target):
+        shadow: dict | None = None  # what the director's custom carries (install_policy)
+
+    updater, reporter, slots, pipeline, rec, stop = _reconciler(tmp_path, None, configured=False)
+    pipeline.start()
+    try:
+        updater.assign("v1", (SHAPES / "v2/model.onnx").read_bytes(), release=1)
+        assert rec.install(updater.targets[0]) is Phase.COMMITTED
+        updater.assign("v2", (SHAPES / "bad/model.onnx").read_bytes(), release=2)
+        target = StageTarget(**asdict(updater.targets[0]), shadow=asked)
+        assert rec.install(target).value == final
+    finally:
+        stop.set()
+        pipeline.stop()
+        slots.close()
+    assert (Phase.SHADOW in reporter.phases()) == (asked is not None)

@@ -514,3 +514,27 @@ def test_a_large_stage_is_signed_in_batches_off_the_request(
     with Session(services.engine) as s:
         versions = {d.device_id: d.director_version for d in s.exec(select(Device)).all()}
     assert all(v == 2 for v in versions.values()), versions  # one signed version per device
+
+
+def test_shadow_in_the_spec_is_signed_for_the_devices_of_its_stages(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    director = services.signing.repos.director  # type: ignore[attr-defined]
+    with serve(services) as client:
+        bad = {"model": "shapes", "version": "v2", "stages": "1,100%", "shadow": {"stages": [3]}}
+        r = client.post("/v1/rollouts", json=bad)
+        assert r.status_code in (400, 422) and "numbered 1 to 2" in r.text
+        shadow = {"frames": 7, "min_match_rate": 0.9, "stages": [1]}
+        rid = _create(client, stages="1,100%", shadow=shadow)["id"]
+        _drive(sched, fleet, {}, 6)
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        by_stage = {d["device_id"]: d["stage_number"] for d in body["devices"]}
+        assert sorted(by_stage.values()).count(1) == 1 and len(by_stage) == 10
+        for device_id, number in by_stage.items():
+            (signed,) = director.assigned(device_id)
+            if number == 1:
+                assert signed.shadow == {"frames": 7, "timeout_s": 60, "min_match_permille": 900}
+            else:
+                assert signed.shadow is None
