@@ -25,6 +25,7 @@ from edgefleet.controller.rollouts import pinning, releases
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.controller.rollouts.planner import matches
 from edgefleet.controller.rollouts.service import spec_of
+from edgefleet.controller.rollouts.spec import RolloutSpec
 from edgefleet.controller.rollouts.windows import next_open
 from edgefleet.shared.protocol import Phase
 from sqlalchemy import func
@@ -165,27 +166,31 @@ def _source(
     return None
 
 
-def _windows(session: Session) -> list[tuple[Rollout, set[str]]]:
-    """Running rollouts with maintenance windows, and the devices each assigned."""
+def _windows(session: Session) -> list[tuple[Rollout, RolloutSpec, set[str]]]:
+    """Running rollouts with maintenance windows, their specs (parsed once), and the
+    devices each assigned."""
     running = session.exec(select(Rollout).where(Rollout.state == RolloutState.RUNNING.value)).all()
     out = []
     for r in running:
-        if spec_of(r).maintenance_windows:
+        spec = spec_of(r)
+        if spec.maintenance_windows:
             ids = session.exec(
                 select(RolloutDevice.device_id).where(RolloutDevice.rollout_id == r.id)
             ).all()
-            out.append((r, set(ids)))
+            out.append((r, spec, set(ids)))
     return out
 
 
 def _window_wait(
-    d: Device, rules: pinning.Rules, windows: list[tuple[Rollout, set[str]]], now: datetime
+    d: Device,
+    rules: pinning.Rules,
+    windows: list[tuple[Rollout, RolloutSpec, set[str]]],
+    now: datetime,
 ) -> datetime | None:
     """When the window opens for a running rollout that selects this device but has not
     assigned it because the window is closed."""
     opens = []
-    for rollout, assigned in windows:
-        spec = spec_of(rollout)
+    for rollout, spec, assigned in windows:
         if d.device_id in assigned or not matches(spec.selector, d.labels):
             continue
         if rules.excluded(d, pinlib.Target(rollout.model, rollout.version)):
