@@ -214,9 +214,9 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     )
     sinks = [build_sink(spec, config.device_id) for spec in config.sinks]
     shadow = _shadow_settings(config)
-    frame_sinks = [monitor, health, metrics, *(sink for sink, _ in sinks), *data.sinks()]
-    if shadow is not None:
-        frame_sinks.append(shadow.tap)
+    # Always tapped (idle until armed): a rollout stage may ask for a shadow phase.
+    tap = shadow.tap if shadow is not None else ShadowTap()
+    frame_sinks = [monitor, health, metrics, *(sink for sink, _ in sinks), *data.sinks(), tap]
     pipeline = Pipeline(source, slots, frame_sinks, fps=config.source.fps)
     identity = Identity(config.device_id, config.labels, fingerprint, __version__)
     reconciler = Reconciler(
@@ -232,6 +232,7 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
         phase_delay_s=config.debug.phase_delay_s,
         sigkill_in_phase=config.debug.sigkill_in_phase,
         shadow=shadow,
+        shadow_tap=tap,
     )
 
     link.start()

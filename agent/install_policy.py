@@ -35,6 +35,9 @@ class VerifiedTarget:
     sha256: str  # hex
     format: str  # onnx | tensorrt-plan
     custom: Mapping[str, Any] = field(default_factory=dict)  # the image repo's custom
+    # The rollout stage's shadow phase (frames, timeout_s, min_match_permille), signed by the
+    # director for this device; None: the agent config decides.
+    shadow: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,13 @@ def decide(
         sha256=image.hashes["sha256"],
         format=custom["format"],
         custom=dict(custom),
+        shadow=_shadow(director.custom.get("shadow")),
     )
     return Decision(target)
+
+
+def _shadow(value: object) -> Mapping[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) else None
 
 
 def _refuse(reason: str) -> Decision:

@@ -23,6 +23,7 @@ run here at all is decided by the updater and ``install_policy``, not here.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import math
@@ -286,7 +287,8 @@ class Reconciler:
         health_timeout_s: float = 30.0,  # seconds to wait for the health-check frames
         phase_delay_s: float = 0.0,  # test-only: seconds to linger in each install phase
         sigkill_in_phase: Phase | None = None,  # test-only: crash there, after lingering
-        shadow: ShadowSettings | None = None,  # None: no shadow phase
+        shadow: ShadowSettings | None = None,  # None: no shadow phase unless a target asks
+        shadow_tap: ShadowTap | None = None,  # for a rollout stage's shadow (the target's)
         refusals: RefusalBook | None = None,  # tests pass one with their own clock
         backoff: Backoff | None = None,  # after transient faults; None: 1 s up to 30 s
     ) -> None:
@@ -298,6 +300,7 @@ class Reconciler:
         self.phase_delay_s = phase_delay_s
         self.sigkill_in_phase = sigkill_in_phase
         self.shadow = shadow
+        self.shadow_tap = shadow.tap if shadow is not None else shadow_tap
         self.last_agreement: Agreement | None = None
         self._challenger: DetectorLike | None = None
         self.phase = Phase.COMMITTED if store.state.current else Phase.IDLE
@@ -382,6 +385,9 @@ class Reconciler:
     def reconcile_once(self) -> None:
         target = self._refresh()
         current = self.store.state.current
+        if target is not None and current is not None and _renamed(current, target):
+            self._adopt_name(current, target)
+            return
         if target is None or (current is not None and current.sha256 == target.sha256):
             if target is not None or not self._quiet_transport:
                 self._settle()  # nothing (left) to install: a transient fault is over
@@ -409,6 +415,27 @@ class Reconciler:
         if len(targets) > 1:
             log.warning("director lists %d targets; this agent runs the first", len(targets))
         return targets[0] if targets else None
+
+    def _adopt_name(self, current: ModelPointer, target: TargetLike) -> None:
+        """The bytes it runs, signed under another name (a re-signed copy, or a version
+        pushed with the same bytes): record and report the new name, no reinstall."""
+        pointer = dataclasses.replace(
+            current,
+            model=target.model,
+            version=target.version,
+            release=target.release,
+            target=target.target_path,
+        )
+        try:
+            self.store.commit(pointer)
+        except OSError as e:
+            log.warning("cannot record %s %s durably: %s", target.model, target.version, e)
+            return
+        self.slots.rename(pointer)
+        self.refused.forget(target.sha256)
+        log.info("%s %s has the bytes already running: now reported under that name",
+                 target.model, target.version)  # fmt: skip
+        self._transition(Phase.COMMITTED, target)
 
     def _transport_down(self, e: TransportError) -> None:
         wait = self.backoff.fault()
@@ -522,7 +549,7 @@ class Reconciler:
     def _shadow(self, target: TargetLike) -> None:
         """Challenger beside champion on sampled live frames; reported, and a gate when
         ``min_match_rate`` is set. Skipped on a first install (no champion to compare)."""
-        cfg, challenger = self.shadow, self._challenger
+        cfg, challenger = self._shadow_settings(target), self._challenger
         if cfg is None or challenger is None or self.slots.active is None:
             return
         self._transition(Phase.SHADOW, target)
@@ -545,6 +572,24 @@ class Reconciler:
                 f"{result.summary()}; below the required {cfg.min_match_rate:.0%}",
                 refuse=True,
             )
+
+    def _shadow_settings(self, target: TargetLike) -> ShadowSettings | None:
+        """The rollout stage's shadow (signed into the director target) over the agent
+        config's; the config's alone when the target says nothing."""
+        wire = getattr(target, "shadow", None)
+        if not wire or self.shadow_tap is None:
+            return self.shadow
+        try:
+            permille = wire.get("min_match_permille")  # canonical JSON: integers only
+            return ShadowSettings(
+                self.shadow_tap,
+                frames=max(1, int(wire.get("frames", 20))),
+                timeout_s=max(1, int(wire.get("timeout_s", 60))),
+                min_match_rate=None if permille is None else int(permille) / 1000,
+            )
+        except (TypeError, ValueError):
+            log.warning("ignoring a malformed shadow request in %s: %r", target.target_path, wire)
+            return self.shadow
 
     def _swap_and_check(self, target: TargetLike, pointer: ModelPointer, slot_id: int) -> Phase:
         self.health.arm(slot_id)
@@ -647,3 +692,11 @@ def _plan_info(target: TargetLike) -> Mapping[str, Any] | None:
     if not isinstance(info, Mapping):
         raise ArtifactError("a tensorrt-plan target without model_info cannot run")
     return info
+
+
+def _renamed(current: ModelPointer, target: TargetLike) -> bool:
+    """Same bytes as the model running, under another name or release."""
+    return current.sha256 == target.sha256 and (
+        (current.model, current.version, current.release)
+        != (target.model, target.version, target.release)
+    )

@@ -3,8 +3,9 @@ the swap, and the two are compared. The champion keeps serving; the challenger's
 only measured.
 
 :func:`agreement` is pure: greedy one-to-one matching of boxes by IoU (most confident
-champion detection first), then the share of detections matched, their mean IoU and the
-share of matched pairs whose classes agree. :class:`ShadowTap` is a pipeline sink that
+champion detection first; among boxes overlapping enough, the same class first), then the
+share of detections matched, their mean IoU and the share of matched pairs whose classes
+agree. :class:`ShadowTap` is a pipeline sink that
 copies every ``every``-th frame with the champion's detections; the reconcile thread runs
 the challenger on those copies, never the frame loop.
 """
@@ -63,23 +64,26 @@ def _match(
     free = list(chall)
     pairs = []
     for d in sorted(champ, key=lambda d: -d.confidence):
-        # Among boxes over the IoU threshold a same-class one wins: per-class NMS can leave
-        # one box under several classes, and pairing it with the wrong one is no disagreement.
+        # Among the boxes that overlap enough, the same class first: a model that puts two
+        # classes on one box (cross 0.45, star 0.31) must not have its cross paired with
+        # its own star. Then the highest IoU, then the earliest (most confident) box.
         scored = [
-            (v >= iou_min, c.class_id == d.class_id, v, i)
+            (c.class_id == d.class_id, overlap, -i)
             for i, c in enumerate(free)
-            for v in [iou(d.box_xyxy, c.box_xyxy)]
+            if (overlap := iou(d.box_xyxy, c.box_xyxy)) >= iou_min
         ]
-        best = max(scored, default=(False, False, 0.0, -1))
-        if best[0]:
-            pairs.append((d, free.pop(best[3]), best[2]))
+        if scored:
+            _, overlap, neg_i = max(scored)
+            pairs.append((d, free.pop(-neg_i), overlap))
     return pairs
 
 
 def agreement(
     frames: Sequence[tuple[Sequence[Detection], Sequence[Detection]]], iou_min: float = 0.5
 ) -> Agreement:
-    """``frames``: (champion detections, challenger detections) per frame."""
+    """``frames``: (champion detections, challenger detections) per frame. Class
+    agreement is over the matched pairs only: boxes one model missed count against the
+    match rate, not against class agreement."""
     champion = challenger = 0
     pairs: list[tuple[Detection, Detection, float]] = []
     for champ, chall in frames:

@@ -111,6 +111,13 @@ class ModelSlots:
             raise RuntimeError("no active slot after swap")
         return slot
 
+    def rename(self, meta: ModelPointer) -> None:
+        """The active model's same bytes now go by ``meta``'s name: frames from now on are
+        reported under it (no reload)."""
+        with self._cond:
+            if self._active is not None and self._active.meta.sha256 == meta.sha256:
+                self._active.meta = meta
+
     def commit(self) -> None:
         """The new model stays: release the old one once its last frame is done."""
         with self._cond:

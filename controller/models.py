@@ -167,6 +167,13 @@ class DevicePublic(DeviceBase, _UtcPublic):
     last_seen: datetime | None
     fingerprint: dict[str, Any] | None = None  # what it reported: platform, GPU, TensorRT
     agent_version: str | None = None
+    # Reported: the release of the version it runs, and when it last reported a phase.
+    release: int | None = None
+    since: datetime | None = None
+    # Desired: which rule won ("pin/3", "pin/3:stable", "rollout/5"), and why the device
+    # does not run it ("offline", "refused: ...", "older release: ...", "window closed ...").
+    desired_by: str | None = None
+    waiting: str | None = None
 
 
 class DevicesPublic(SQLModel):
@@ -323,8 +330,8 @@ class PinsPublic(SQLModel):
 
 class RolloutDevicePublic(SQLModel):
     device_id: str
-    stage: int = 0  # 0-based index into spec.stages
-    stage_number: int = 1  # 1-based, as text, JSON readers and the dashboard show it
+    stage: int = 0  # 0-based index into stages[] (shown as stage_number)
+    stage_number: int = 1  # 1-based, as text and dashboard say "stage 1"
     online: bool = False
     phase: str | None
     model: str | None
@@ -335,8 +342,8 @@ class RolloutDevicePublic(SQLModel):
 
 
 class StagePublic(_UtcPublic):
-    index: int  # 0-based index into spec.stages
-    number: int = 1  # 1-based, as text, JSON readers and the dashboard show it
+    index: int  # 0-based position in stages[]
+    number: int  # 1-based: what `rollout status` and the dashboard call "stage N"
     stage: str  # "1", "10%"
     devices: int  # devices the stage covers now
     started_at: datetime | None
@@ -350,6 +357,11 @@ class StagePublic(_UtcPublic):
         return _utc(value)
 
 
+class SkippedDevicePublic(SQLModel):
+    device_id: str
+    reason: str  # "pin 3 holds it to shapes:v1"
+
+
 class RolloutPublic(_UtcPublic):
     id: int
     model: str
@@ -361,14 +373,16 @@ class RolloutPublic(_UtcPublic):
     total: int
     done: int
     failed: int
-    stage: int = 0  # 0-based index of the current stage
-    stage_number: int = 1  # 1-based, as text, JSON readers and the dashboard show it
+    stage: int = 0  # 0-based index of the current stage into stages[]
+    stage_number: int = 1  # the same, 1-based: "stage 1" in text, JSON and dashboard
     stages: list[StagePublic] = []
     reason: str | None = None
     priority: int = 0
     matching: int = 0  # devices the selector matches now (canaries + control)
     rollback_version: str | None = None
     spec: dict[str, Any] = {}
+    skipped: list[SkippedDevicePublic] = []  # matching devices a pin holds elsewhere
+    waiting_for_window: datetime | None = None  # a closed window holds a device until then
 
 
 class AuditPublic(_UtcPublic):

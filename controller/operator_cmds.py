@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -278,7 +279,8 @@ def _desired(d: dict[str, Any]) -> str:
     return f"{d['desired_model']}:{d.get('desired_version') or '-'}"
 
 
-DEVICE_HEADERS = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS", "ERROR"]
+DEVICE_HEADERS = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "BY", "RELEASE", "PHASE",
+                  "SINCE", "LABELS", "WAITING", "ERROR"]  # fmt: skip
 ERROR_WIDTH = 60  # characters of a device's last error shown in the table; --json has it all
 
 
@@ -286,9 +288,26 @@ def device_rows(devices: list[dict[str, Any]]) -> list[list[str]]:
     """The ``device list`` table: a device's last error is shown, not hidden behind --json."""
     return [
         [d["device_id"], "yes" if d["online"] else "no", d["model"] or "-", d["version"] or "-",
-         _desired(d), d["phase"] or "-", _labels(d["labels"]), _short(d.get("error"))]
+         _desired(d), d.get("desired_by") or "-", _or_dash(d.get("release")),
+         d["phase"] or "-", _since(d.get("since")), _labels(d["labels"]),
+         _short(d.get("waiting")), _short(d.get("error"))]
         for d in devices
     ]  # fmt: skip
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _since(iso: str | None) -> str:
+    """When the device last reported its phase, without spaces: ``13:05:09`` today,
+    ``11-23T13:05`` another day."""
+    if not iso:
+        return "-"
+    at = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
+    if at.date() == datetime.now(timezone.utc).date():
+        return f"{at:%H:%M:%S}"
+    return f"{at:%m-%dT%H:%M}"
 
 
 def _short(error: str | None) -> str:
@@ -465,6 +484,8 @@ def _print_rollout(r: dict[str, Any]) -> None:
           f" of {r.get('matching', r['total'])} matching")  # fmt: skip
     if r.get("rollback_version"):
         print(f"rolled back to {r['rollback_version']}")
+    if r.get("waiting_for_window"):
+        print(f"waiting for window (opens {_hhmm(r['waiting_for_window'])})")
     for st in r.get("stages", []):
         current = st["index"] == r.get("stage") and r["state"] == RolloutState.RUNNING.value
         # Director metadata is signed in batches in the background: show how far it got.
@@ -478,7 +499,7 @@ def _print_rollout(r: dict[str, Any]) -> None:
                   f"{g['threshold']:<6g} samples {g['samples']}/{g['min_samples']}"
                   + (f"  {g['detail']}" if g.get("detail") else ""))  # fmt: skip
     rows = [
-        [d["device_id"], str(d.get("stage_number", 1)), d["phase"] or "-",
+        [d["device_id"], str(d["stage_number"]), d["phase"] or "-",
          f"{d['model'] or '-'}:{d['version'] or '-'}", _result(d)]
         for d in r["devices"]
     ]  # fmt: skip
@@ -487,6 +508,15 @@ def _print_rollout(r: dict[str, Any]) -> None:
     for d in r["devices"]:
         if d.get("refused"):
             print(f"{d['device_id']} refused its assignment: {d['refused']}")
+    for d in r.get("skipped", []):
+        print(f"{d['device_id']} skipped: {d['reason']}")
+
+
+def _hhmm(iso: str) -> str:
+    """``2026-11-23T13:00:00Z`` -> ``13:00 UTC`` (another day: ``11-24 13:00 UTC``)."""
+    at = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
+    day = "" if at.date() == datetime.now(timezone.utc).date() else at.strftime("%m-%d ")
+    return f"{day}{at:%H:%M} UTC"
 
 
 def _result(d: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from edgefleet.controller.api.deps import (
     http_errors,
     require,
 )
+from edgefleet.controller.fleet_view import fleet
 from edgefleet.controller.models import (
     Device,
     DevicePublic,
@@ -37,15 +38,16 @@ def _get(session: SessionDep, device_id: str) -> Device:
 
 
 @router.get("", response_model=DevicesPublic)
-def list_devices(session: SessionDep) -> DevicesPublic:
+def list_devices(session: SessionDep, services: ServicesDep) -> DevicesPublic:
+    """Each device's reported state beside its desired one, and why they differ."""
     rows = session.exec(select(Device).order_by(col(Device.device_id))).all()
-    return DevicesPublic(data=[DevicePublic.model_validate(d) for d in rows], count=len(rows))
+    return DevicesPublic(data=fleet(session, rows, services.clock()), count=len(rows))
 
 
 @router.get("/{device_id}", response_model=DevicePublic)
-def get_device(device_id: str, session: SessionDep) -> DevicePublic:
+def get_device(device_id: str, session: SessionDep, services: ServicesDep) -> DevicePublic:
     with http_errors():
-        return DevicePublic.model_validate(_get(session, device_id))
+        return fleet(session, [_get(session, device_id)], services.clock())[0]
 
 
 @router.get("/{device_id}/telemetry", response_model=TelemetryWindowsPublic)

@@ -43,20 +43,21 @@ def create_rollout(
         rollout = service.create_rollout(
             session, deps_of(services), body, actor, now=services.clock()
         )
-        return service.rollout_public(session, rollout)
+        return service.rollout_public(session, rollout, services.clock())
 
 
 @router.get("", response_model=RolloutsPublic)
-def list_rollouts(session: SessionDep) -> RolloutsPublic:
+def list_rollouts(session: SessionDep, services: ServicesDep) -> RolloutsPublic:
     rows = session.exec(select(Rollout).order_by(col(Rollout.id))).all()
-    data = [service.rollout_public(session, r) for r in rows]
+    data = [service.rollout_public(session, r, services.clock()) for r in rows]
     return RolloutsPublic(data=data, count=len(data))
 
 
 @router.get("/{rollout_id}", response_model=RolloutPublic)
-def get_rollout(rollout_id: int, session: SessionDep) -> RolloutPublic:
+def get_rollout(rollout_id: int, session: SessionDep, services: ServicesDep) -> RolloutPublic:
     with http_errors():
-        return service.rollout_public(session, service.get_rollout(session, rollout_id))
+        rollout = service.get_rollout(session, rollout_id)
+        return service.rollout_public(session, rollout, services.clock())
 
 
 @router.post("/{rollout_id}/{action}", response_model=RolloutPublic)
@@ -77,7 +78,7 @@ def act(
             else:
                 getattr(actions, action)(session, rollout, actor, now)
             session.refresh(rollout)
-            return service.rollout_public(session, rollout)
+            return service.rollout_public(session, rollout, now)
     except HTTPException as e:
         if isinstance(e.__cause__, TransitionRefusedError):  # the lifecycle table said no
             raise HTTPException(409, one_line(e.__cause__.reason)) from e

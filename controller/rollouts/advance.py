@@ -23,6 +23,7 @@ class Next(str, Enum):
     STAY = "stay"  # keep assigning / soaking
     NEXT_STAGE = "next_stage"
     SUCCEED = "succeed"
+    NOTHING_TO_DO = "nothing_to_do"  # no device left to assign: all pinned or excluded
     FAIL = "fail"  # the on_failure action: pause (state failed) or rollback
     PAUSE = "pause"  # inconclusive: a person decides
 
@@ -74,6 +75,9 @@ def _to_assign(snap: Snapshot, wanted: Sequence[str], now: datetime) -> list[str
 
 def plan(snap: Snapshot, now: datetime) -> Plan:
     spec = snap.spec
+    if not snap.members:  # never "succeeded 0/0": say that nobody was left to update
+        why = "nothing to do: every matching device is pinned to another version"
+        return Plan(next=Next.NOTHING_TO_DO, reason=why)
     order = cohort_order(
         snap.rollout_id, {d: m.labels for d, m in snap.members.items()}, spec.stratify_by
     )

@@ -8,14 +8,15 @@ cannot be made, only added here. Reads never change a state.
 
     running --next_stage / promote--> running
     running --succeed--> succeeded          (terminal)
+    running --nothing_to_do--> nothing_to_do   (terminal: every matching device skipped)
     running --fail--> failed                (a person resumes, aborts or rolls back)
     running --inconclusive / pause--> paused
     paused, failed --resume--> running
     running, paused, failed --abort--> aborted   (terminal)
-    any but rolled_back --rollback--> rolled_back (final)
+    any but rolled_back, nothing_to_do --rollback--> rolled_back (final)
 
-Terminal states (succeeded, aborted, rolled_back) are never ticked by the scheduler and
-never go back to running; the one way out of succeeded or aborted is an operator's
+Terminal states (succeeded, aborted, rolled_back, nothing_to_do) are never ticked by the
+scheduler and never go back to running; the one way out of succeeded or aborted is an operator's
 rollback. Pure: no database, clock or I/O.
 """
 
@@ -33,12 +34,14 @@ class RolloutState(str, Enum):
     SUCCEEDED = "succeeded"
     ABORTED = "aborted"
     ROLLED_BACK = "rolled_back"
+    NOTHING_TO_DO = "nothing_to_do"  # every matching device pinned elsewhere: none assigned
 
 
 class RolloutEvent(str, Enum):
     # The scheduler's (advance.Next) ...
     NEXT_STAGE = "next_stage"
     SUCCEED = "succeed"
+    NOTHING_TO_DO = "nothing_to_do"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
     # ... and an operator's (POST /v1/rollouts/{id}/{action}, `edgefleet rollout ACTION`).
@@ -54,6 +57,7 @@ S, E = RolloutState, RolloutEvent
 TRANSITIONS: dict[tuple[RolloutState, RolloutEvent], RolloutState] = {
     (S.RUNNING, E.NEXT_STAGE): S.RUNNING,
     (S.RUNNING, E.SUCCEED): S.SUCCEEDED,
+    (S.RUNNING, E.NOTHING_TO_DO): S.NOTHING_TO_DO,
     (S.RUNNING, E.FAIL): S.FAILED,
     (S.RUNNING, E.INCONCLUSIVE): S.PAUSED,
     (S.RUNNING, E.PAUSE): S.PAUSED,
@@ -71,7 +75,7 @@ TRANSITIONS: dict[tuple[RolloutState, RolloutEvent], RolloutState] = {
     (S.ABORTED, E.ROLLBACK): S.ROLLED_BACK,
 }
 
-TERMINAL = frozenset({S.SUCCEEDED, S.ABORTED, S.ROLLED_BACK})
+TERMINAL = frozenset({S.SUCCEEDED, S.ABORTED, S.ROLLED_BACK, S.NOTHING_TO_DO})
 # Where the rollout will not move without a person (what `rollout status --watch` waits for).
 SETTLED = TERMINAL | {S.FAILED}
 OPERATOR_EVENTS = (E.PAUSE, E.RESUME, E.ABORT, E.ROLLBACK, E.PROMOTE)

@@ -16,6 +16,7 @@ from edgefleet.controller import pins as pinlib
 from edgefleet.controller import plans
 from edgefleet.controller.models import Channel, Device, ModelVersion, Pin, Rollout, RolloutDevice
 from edgefleet.controller.registry import get_version
+from edgefleet.controller.rollouts import releases
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.shared.errors import EdgefleetError
 from sqlmodel import Session, col, select
@@ -97,24 +98,41 @@ def _apply(session: Session, deps: Deps, actor: str) -> list[tuple[str, int]]:
     for device in session.exec(select(Device).order_by(col(Device.device_id))).all():
         d = pinlib.desired(device.device_id, device.labels, rules.pins, rules.channels)
         t = d.target
-        if t is None or (device.desired_model, device.desired_version) == (t.model, t.version):
+        if t is None or _meant(device, t):
             continue
         try:
-            info = plans.target_for(
-                session, deps.signing, get_version(session, t.model, t.version), device
-            )
+            entry = _entry(session, deps, device, t)
+            info = plans.target_for(session, deps.signing, entry, device)
             version = deps.signing.assign(device.device_id, [info])
         except EdgefleetError as e:  # a pin on a version not pushed (yet): nothing to sign
             log.warning("pin for %s: cannot assign %s: %s", device.device_id, t, e.reason)
             continue
         _leave_rollouts(session, device.device_id, t)
-        device.desired_model, device.desired_version = t.model, t.version
+        device.desired_model, device.desired_version = t.model, entry.version
         device.director_version, device.failed_model, device.failed_version = version, None, None
         session.add(device)
-        audit(session, actor, "pin", f"device/{device.device_id}", to=str(t), by=d.source)
+        audit(session, actor, "pin", f"device/{device.device_id}", to=str(t), by=d.source,
+              signed=entry.version)  # fmt: skip
         sent.append((device.device_id, version))
     session.commit()
     return sent
+
+
+def _meant(device: Device, t: pinlib.Target) -> bool:
+    """The device is already meant to run ``t``: the version itself or a re-signed copy."""
+    if device.desired_model != t.model or device.desired_version is None:
+        return False
+    return releases.source_label(device.desired_version) == releases.source_label(t.version)
+
+
+def _entry(session: Session, deps: Deps, device: Device, t: pinlib.Target) -> ModelVersion:
+    """What the device is given of ``t``: a copy re-signed under a higher release when it
+    installed a higher one (the agent refuses a lower release), as rollouts do."""
+    version = get_version(session, t.model, t.version)
+    installed = releases.installed_releases(session, t.model, [device.device_id])
+    return releases.entry_for(
+        session, deps.signing, deps.artifact_path, version, installed.get(device.device_id)
+    )
 
 
 def _leave_rollouts(session: Session, device_id: str, target: pinlib.Target) -> None:

@@ -9,15 +9,17 @@ scheduler changes a state, through the lifecycle table (``lifecycle.py``);
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgefleet.controller import pins as pinlib
 from edgefleet.controller import plans
 from edgefleet.controller.models import (
     AuditEntry,
@@ -29,6 +31,7 @@ from edgefleet.controller.models import (
     RolloutDevicePublic,
     RolloutPublic,
     RolloutStage,
+    SkippedDevicePublic,
     StagePublic,
     TelemetryWindowRow,
     _utc,
@@ -53,6 +56,7 @@ from edgefleet.controller.rollouts.planner import (
     rollout_progress,
 )
 from edgefleet.controller.rollouts.spec import RolloutSpec
+from edgefleet.controller.rollouts.windows import next_open
 from edgefleet.controller.signing.targets import TargetInfo
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.card import ModelCard
@@ -416,6 +420,11 @@ def _assign(
         if key not in chosen_target:
             chosen_target[key] = plans.target_for(session, deps.signing, entry, device)
         targets[device_id], entries[device_id] = [chosen_target[key]], entry
+    spec = spec_of(rollout)
+    if spec.shadow is not None and spec.shadow.in_stage(rollout.stage + 1):
+        shadow = spec.shadow.wire()  # the agent shadows this stage's install
+        targets = {d: [dataclasses.replace(t, shadow=shadow) for t in ts]
+                   for d, ts in targets.items()}  # fmt: skip
     versions = deps.signing.assign_many(targets)  # one lock hold, two flushes for the batch
     sent = []
     for device_id in chosen:
@@ -462,7 +471,8 @@ def _record(
     rollout.ready_at = plan.ready_at
     target = f"rollout/{rollout.id}"
     if plan.next is not adv.Next.STAY:
-        stage.ended_at, stage.outcome = now, plan.outcome.value
+        stage.ended_at = now
+        stage.outcome = "skipped" if plan.next is adv.Next.NOTHING_TO_DO else plan.outcome.value
         rollout.reason = plan.reason
         audit(session, SCHEDULER, plan.next.value, target, reason=plan.reason,
               gates=stage.gates)  # fmt: skip
@@ -484,6 +494,7 @@ def _record(
 _EVENTS = {
     adv.Next.NEXT_STAGE: RolloutEvent.NEXT_STAGE,
     adv.Next.SUCCEED: RolloutEvent.SUCCEED,
+    adv.Next.NOTHING_TO_DO: RolloutEvent.NOTHING_TO_DO,
     adv.Next.FAIL: RolloutEvent.FAIL,
     adv.Next.PAUSE: RolloutEvent.INCONCLUSIVE,
 }
@@ -501,7 +512,9 @@ def start_stage(session: Session, rollout: Rollout, index: int, now: datetime) -
 # --- what the API shows ------------------------------------------------------------------
 
 
-def rollout_public(session: Session, rollout: Rollout) -> RolloutPublic:
+def rollout_public(
+    session: Session, rollout: Rollout, now: datetime | None = None
+) -> RolloutPublic:
     """The rollout as recorded, with its devices' progress; writes nothing."""
     spec = spec_of(rollout)
     stmt = (
@@ -519,10 +532,12 @@ def rollout_public(session: Session, rollout: Rollout) -> RolloutPublic:
     progress = rollout_progress(rollout.model, versions, reports, refusals)
     all_devices = session.exec(select(Device)).all()
     matching = sum(1 for d in all_devices if matches(spec.selector, d.labels))
+    skipped, held = _skipped_and_held(session, rollout, spec, all_devices, set(assigned))
     devices = [
         RolloutDevicePublic(
             device_id=p.report.device_id, stage=row.stage, stage_number=row.stage + 1,
-            online=d.online, phase=p.report.phase, model=p.report.model, version=p.report.version,
+            online=d.online,
+            phase=p.report.phase, model=p.report.model, version=p.report.version,
             done=p.done, failed=p.failed, refused=p.refused,
         )
         for p, (d, row) in zip(progress.devices, pairs, strict=True)
@@ -535,7 +550,47 @@ def rollout_public(session: Session, rollout: Rollout) -> RolloutPublic:
         stages=_stages(session, rollout, spec, matching),
         reason=rollout.reason, priority=rollout.priority, matching=matching,
         rollback_version=rollout.rollback_version, spec=spec.model_dump(mode="json"),
+        skipped=skipped, waiting_for_window=_window_wait(rollout, spec, held, now or utcnow()),
     )  # fmt: skip
+
+
+def _skipped_and_held(
+    session: Session,
+    rollout: Rollout,
+    spec: RolloutSpec,
+    devices: Sequence[Device],
+    assigned: set[str],
+) -> tuple[list[SkippedDevicePublic], list[Device]]:
+    """Matching devices a pin holds on another version (skipped, with the pin), and the
+    unassigned rest (those a closed maintenance window may hold)."""
+    rules = pinning.load(session)
+    target = Target(rollout.model, rollout.version)
+    skipped, rest = [], []
+    for d in devices:
+        if d.device_id in assigned or not matches(spec.selector, d.labels):
+            continue
+        if rules.excluded(d, target):
+            why = pinlib.desired(d.device_id, d.labels, rules.pins, rules.channels)
+            to = f"to {why.target}" if why.target else "where it is"
+            skipped.append(SkippedDevicePublic(device_id=d.device_id,
+                                               reason=f"{why.source} holds it {to}"))  # fmt: skip
+        else:
+            rest.append(d)
+    return skipped, rest
+
+
+def _window_wait(
+    rollout: Rollout, spec: RolloutSpec, held: Sequence[Device], now: datetime
+) -> datetime | None:
+    """When the first maintenance window opens for a device this running rollout would
+    assign now but may not; None when no window holds one."""
+    if rollout.state != RolloutState.RUNNING.value or not spec.maintenance_windows:
+        return None
+    opens = [
+        at for d in held
+        if (at := next_open(spec.maintenance_windows, d.labels, now)) is not None and at > now
+    ]  # fmt: skip
+    return min(opens, default=None)
 
 
 def _stages(

@@ -189,6 +189,28 @@ class MaintenanceWindow(BaseModel):
         return v
 
 
+class ShadowSpec(BaseModel):
+    """Shadow the challenger beside the champion on the device before the swap, in the
+    listed stages (1-based; None: every stage). Carried to the agent in its signed director
+    metadata; the agent config's ``shadow`` applies where the rollout says nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    frames: int = Field(default=20, ge=1, le=10_000)  # sampled live frames compared
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)  # seconds to wait for them
+    min_match_rate: float | None = Field(default=None, ge=0, le=1)  # refuse below; None: report
+    stages: list[int] | None = Field(default=None, max_length=MAX_STAGES)
+
+    def wire(self) -> dict[str, Any]:
+        """What the director's ``custom`` carries to the agent: integers only, as TUF's
+        canonical JSON has no floats (the rate in thousandths)."""
+        rate = self.min_match_rate
+        return {"frames": self.frames, "timeout_s": math.ceil(self.timeout_s),
+                "min_match_permille": None if rate is None else round(rate * 1000)}  # fmt: skip
+
+    def in_stage(self, number: int) -> bool:
+        return self.stages is None or number in self.stages
+
+
 class RolloutSpec(BaseModel):
     """Everything a rollout is; stored as given with the rollout row."""
 
@@ -217,6 +239,15 @@ class RolloutSpec(BaseModel):
     # Chance that a harmless canary fails a stage, over all statistical gates and all
     # looks (mSPRT per gate at false_alarm_rate / gates; docs/CANARY.md).
     false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
+    shadow: ShadowSpec | None = None  # a shadow phase on the device, per stage
+
+    @model_validator(mode="after")
+    def _shadow_stages(self) -> RolloutSpec:
+        bad = [n for n in (self.shadow.stages or []) if not 1 <= n <= len(self.stages)] if (
+            self.shadow) else []  # fmt: skip
+        if bad:
+            raise ValueError(f"shadow stages {bad}: stages are numbered 1 to {len(self.stages)}")
+        return self
 
     @field_validator("stages", mode="before")
     @classmethod

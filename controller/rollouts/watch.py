@@ -44,7 +44,7 @@ def render(r: dict[str, Any]) -> Group:
             value = "-" if g["value"] is None else f"{g['value']:.3g}"
             gates.append(f"{g['metric']}={value} ({g['samples']}) ", _STYLE.get(g["verdict"], ""))
         outcome = Text(st["outcome"], _OUTCOME.get(st["outcome"], ""))
-        stages.add_row(f"{st['index'] + 1} ({st['stage']})", str(st["devices"]), bar, outcome,
+        stages.add_row(f"{st['number']} ({st['stage']})", str(st["devices"]), bar, outcome,
                        gates)  # fmt: skip
     parts.append(stages)
     for d in r["devices"]:
@@ -66,4 +66,4 @@ def watch(fetch: Callable[[], dict[str, Any]], interval: float, as_json: bool) -
         console.line()  # Live leaves a piped view without its last newline
     if as_json:
         print(json.dumps(r, indent=2, sort_keys=True))
-    return 0 if r["state"] == "succeeded" else 1
+    return 0 if r["state"] in ("succeeded", "nothing_to_do") else 1

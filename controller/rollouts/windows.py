@@ -77,3 +77,26 @@ def may_install(
 
     mine = [w for w in windows if matches(w.selector, labels)]
     return not mine or any(window_open(w, now) for w in mine)
+
+
+_HORIZON_MIN = 8 * 24 * 60  # minutes looked ahead: every weekly window opens within it
+
+
+def next_open(
+    windows: Sequence[MaintenanceWindow], labels: Mapping[str, str], now: datetime
+) -> datetime | None:
+    """When this device may next take a new model: ``now`` when it may now, the first
+    minute one of its windows opens, or None when none opens within eight days."""
+    from datetime import timedelta
+
+    from edgefleet.controller.rollouts.planner import matches
+
+    mine = [w for w in windows if matches(w.selector, labels)]
+    if not mine:
+        return now
+    start = now.replace(second=0, microsecond=0)
+    for minute in range(_HORIZON_MIN):
+        at = now if minute == 0 else start + timedelta(minutes=minute)
+        if any(window_open(w, at) for w in mine):
+            return at
+    return None

@@ -9,6 +9,7 @@ Layout (served by the controller under ``/tuf/``)::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,7 +53,8 @@ class TufRepositories:
                 key = repr(t)
                 if key in checked:
                     continue
-                if self.image.target(t.target_path) != t:
+                # The same artifact; what only the director adds (a shadow request) aside.
+                if self.image.target(t.target_path) != dataclasses.replace(t, shadow=None):
                     raise TrustError(f"{t.target_path} differs from the image repository's target")
                 checked.add(key)
         return self.director.assign_many(assignments)

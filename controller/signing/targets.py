@@ -30,9 +30,15 @@ class TargetInfo:
     model: str
     version: str
     release: int  # grows per model
+    shadow: dict[str, Any] | None = None  # the rollout stage's shadow phase, for this device
 
     def director_custom(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "release": self.release}
+        custom: dict[str, Any] = {
+            "model": self.model, "version": self.version, "release": self.release
+        }  # fmt: skip
+        if self.shadow is not None:
+            custom["shadow"] = self.shadow
+        return custom
 
     def director_target_file(self) -> TargetFile:
         hashes = {"sha256": self.sha256}
@@ -48,6 +54,7 @@ class TargetInfo:
             model=custom["model"],
             version=custom["version"],
             release=int(custom["release"]),
+            shadow=custom["shadow"] if isinstance(custom.get("shadow"), dict) else None,
         )
 
 

@@ -57,7 +57,13 @@ async function renderFleet() {
     el("td", {}, d.device_id),
     el("td", { class: d.online ? "ok" : "bad" }, d.online ? "yes" : "no"),
     el("td", {}, d.model ? `${d.model}:${d.version}` : "-"),
+    el("td", {}, d.release ?? "-"),
     el("td", {}, d.phase || "-"),
+    el("td", {}, d.since ? when(d.since) : "-"),
+    el("td", {}, d.desired_model ? `${d.desired_model}:${d.desired_version}` : "-"),
+    el("td", {}, d.desired_by || "-"),
+    el("td", { class: d.waiting ? "bad" : "", "data-waiting": d.waiting || "" }, d.waiting || "-"),
+    el("td", {}, d.error || "-"),
     el("td", {}, Object.entries(d.labels).map(([k, v]) => `${k}=${v}`).join(", ") || "-"),
     el("td", {}, when(d.last_seen)),
   )));
@@ -81,9 +87,9 @@ async function renderRollouts(selected) {
     return data.length;
   }
   const r = await api(`/v1/rollouts/${encodeURIComponent(selected)}`);
-  const stages = r.stages.map((s) => el("div", { class: `stage ${s.outcome}`, "data-stage": s.index },
+  const stages = r.stages.map((s) => el("div", { class: `stage ${s.outcome}`, "data-stage": s.number },
     el("h4", {}, `stage ${s.number}: ${s.stage} (${s.devices} devices) - ${s.outcome}`,
-      s.index === r.stage && r.state === "running" ? " - current" : ""),
+      s.number === r.stage_number && r.state === "running" ? " - current" : ""),
     el("div", {}, `started ${when(s.started_at)}, ended ${when(s.ended_at)}`),
     gateTable(s.gates),
   ));

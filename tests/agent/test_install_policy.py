@@ -67,6 +67,14 @@ def test_accepts_when_everything_agrees() -> None:
     assert target.custom["min_agent_version"] == "0.1.0"
 
 
+def test_the_directors_shadow_request_reaches_the_target() -> None:
+    asked = {"frames": 5, "timeout_s": 30, "min_match_permille": 900}
+    target = decide(director_target(shadow=asked), image_target(), {}, None, "0.1.0").target
+    assert target is not None and target.shadow == asked
+    plain = decide(director_target(), image_target(), {}, None, "0.1.0").target
+    assert plain is not None and plain.shadow is None
+
+
 def test_same_release_is_fine() -> None:
     assert judge(installed={"yolo": 3}) == ""
 

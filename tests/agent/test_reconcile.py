@@ -249,6 +249,33 @@ def test_already_current_target_does_nothing(rig: Rig) -> None:
     assert len(rig.reporter.events) == n_events and rig.updater.downloads == n_downloads
 
 
+def test_the_same_bytes_under_a_new_name_are_reported_without_a_reinstall(rig: Rig) -> None:
+    install_v1(rig)
+    n_downloads, frames = rig.updater.downloads, len(rig.seen.seen)
+    rig.updater.assign("v1-rb3", tiny_model(), release=3)  # re-signed: same bytes
+    rig.rec.reconcile_once()
+    assert rig.updater.downloads == n_downloads  # no download, no swap
+    assert rig.reporter.phases() == [*HAPPY, Phase.COMMITTED]
+    state = rig.reporter.states[-1]
+    assert (state.version, state.phase) == ("v1-rb3", Phase.COMMITTED)
+    assert rig.serving() == "v1-rb3"
+    assert _wait(lambda: rig.frames_on("v1-rb3", frames) > 0)  # frames go by the new name
+    again = DeviceStore(rig.store.data_dir).load()
+    assert again.current is not None and again.current.version == "v1-rb3"
+    assert again.installed == {"shapes": 3}  # the agent now refuses releases below 3
+    rig.rec.reconcile_once()  # settled: nothing more to report
+    assert rig.reporter.phases() == [*HAPPY, Phase.COMMITTED]
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
 def test_update_swaps_between_frames_and_commits(rig: Rig) -> None:
     install_v1(rig)
     rig.updater.assign("v2", tiny_model(box=(4, 4, 28, 28), conf=0.8), release=2)

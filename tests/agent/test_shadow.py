@@ -47,6 +47,15 @@ def test_shifted_box_other_class_and_a_missing_box():
     assert "50% of boxes matched" in a.summary()
 
 
+def test_two_classes_on_one_box_pair_with_their_own_class():
+    # What shapes v1 outputs on sample2: one box, cross 0.45 and star 0.31.
+    frame = [det(4, (90, 67, 248, 230), 0.445), det(3, (90, 67, 248, 230), 0.315)]
+    a = agreement([(frame, list(frame))])
+    assert (a.matched, a.match_rate, a.class_agreement) == (2, 1.0, 1.0)
+    other = agreement([([det(4, (0, 0, 10, 10))], [det(3, (0, 0, 10, 10))])])
+    assert (other.match_rate, other.class_agreement) == (1.0, 0.0)  # matched, other class
+
+
 def test_low_iou_is_not_a_match_and_empty_frames_agree():
     a = agreement([([det(0, (0, 0, 10, 10))], [det(0, (8, 8, 20, 20))])])
     assert a.matched == 0
@@ -54,7 +63,7 @@ def test_low_iou_is_not_a_match_and_empty_frames_agree():
     assert agreement([([], [])]).match_rate == 1.0
 
 
-def _agreement_on_live_frames(champion: Path, challenger: Path) -> float:
+def _live(champion: Path, challenger: Path):
     slots, tap = ModelSlots(), ShadowTap()
     slots.stage(Detector.from_onnx(champion), ModelPointer("shapes", "c", 1, "0" * 64, "c"))
     slots.swap()
@@ -71,7 +80,28 @@ def _agreement_on_live_frames(champion: Path, challenger: Path) -> float:
         slots.close()
         challenger_det.close()
     assert result.frames == 7
-    return result.match_rate
+    return result
+
+
+def _agreement_on_live_frames(champion: Path, challenger: Path) -> float:
+    return _live(champion, challenger).match_rate
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_champions_own_weights_in_new_bytes_agree_fully(tmp_path, version):
+    import onnx
+
+    champion = SHAPES / version / "model.onnx"
+    model = onnx.load(str(champion))
+    model.doc_string = "re-exported: same weights, other bytes"
+    challenger = tmp_path / "same-weights.onnx"
+    onnx.save(model, str(challenger))
+    assert challenger.read_bytes() != champion.read_bytes()
+    result = _live(champion, challenger)
+    assert result.champion > 0  # the samples give both models something to find
+    assert (result.match_rate, result.mean_iou, result.class_agreement) == (1.0, 1.0, 1.0)
+    assert "100% of boxes matched" in result.summary()
+    assert "class agreement 100%" in result.summary()
 
 
 def test_live_shadow_tells_a_retrained_model_from_a_broken_one():
@@ -81,7 +111,7 @@ def test_live_shadow_tells_a_retrained_model_from_a_broken_one():
     assert bad < same
 
 
-def _reconciler(tmp_path: Path, min_match_rate: float | None):
+def _reconciler(tmp_path: Path, min_match_rate: float | None, *, configured: bool = True):
     from edgefleet.agent.reconcile import HealthCheck, Identity, Reconciler, ShadowSettings
     from edgefleet.agent.store import DeviceStore
     from edgefleet.shared.protocol import Fingerprint
@@ -99,7 +129,8 @@ def _reconciler(tmp_path: Path, min_match_rate: float | None):
         Identity("cam-1", {}, Fingerprint(arch="x86_64"), "0.1.0"),
         updater=updater, store=store, slots=slots, health=health, reporter=reporter,
         loader=Detector.from_onnx, stop=stop, health_timeout_s=30,
-        shadow=ShadowSettings(tap, frames=5, timeout_s=30, min_match_rate=min_match_rate),
+        shadow=ShadowSettings(tap, frames=5, timeout_s=30, min_match_rate=min_match_rate)
+        if configured else None, shadow_tap=tap,
     )  # fmt: skip
     return updater, reporter, slots, pipeline, rec, stop
 
@@ -136,3 +167,34 @@ def test_reconciler_reports_shadow_agreement_before_the_swap(tmp_path, challenge
     else:
         assert Phase.SWAPPED not in phases[phases.index(Phase.SHADOW, 4) :]  # never served
         assert serving == "v1"
+
+
+@pytest.mark.parametrize(("asked", "final"), [
+    (None, "COMMITTED"),  # no agent config, no request: no shadow phase
+    ({"frames": 5, "timeout_s": 30, "min_match_permille": None}, "COMMITTED"),  # report only
+    ({"frames": 5, "timeout_s": 30, "min_match_permille": 990}, "FAILED"),  # the stage's gate
+])  # fmt: skip
+def test_a_rollout_stage_asks_for_a_shadow_phase_through_its_target(tmp_path, asked, final):
+    from dataclasses import asdict, dataclass
+
+    from edgefleet.shared.protocol import Phase
+
+    from tests.agent.test_reconcile import Target
+
+    @dataclass(frozen=True)
+    class StageTarget(Target):
+        shadow: dict | None = None  # what the director's custom carries (install_policy)
+
+    updater, reporter, slots, pipeline, rec, stop = _reconciler(tmp_path, None, configured=False)
+    pipeline.start()
+    try:
+        updater.assign("v1", (SHAPES / "v2/model.onnx").read_bytes(), release=1)
+        assert rec.install(updater.targets[0]) is Phase.COMMITTED
+        updater.assign("v2", (SHAPES / "bad/model.onnx").read_bytes(), release=2)
+        target = StageTarget(**asdict(updater.targets[0]), shadow=asked)
+        assert rec.install(target).value == final
+    finally:
+        stop.set()
+        pipeline.stop()
+        slots.close()
+    assert (Phase.SHADOW in reporter.phases()) == (asked is not None)

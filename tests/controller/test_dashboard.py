@@ -97,6 +97,8 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
         fleet = section(chromium(tmp_path, f"{base}/ui/#fleet", "--dump-dom"), "fleet")
         assert 'data-ready="1"' in fleet and 'data-count="3"' in fleet
         assert "cam-2" in fleet and "site=south" in fleet
+        # Desired beside reported: the canary's desired version and the rule that set it.
+        assert f">rollout/{rollout}<" in fleet and "data-waiting=" in fleet
 
         drift = section(chromium(tmp_path, f"{base}/ui/#drift", "--dump-dom"), "drift")
         assert 'data-ready="1"' in drift
@@ -108,6 +110,10 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
         assert f'data-rollout="{rollout}"' in detail
         assert len(re.findall(r'class="stage [a-z]+" data-stage="\d"', detail)) == 3
         assert "stage 1: 1 (" in detail and "stage 3: 100%" in detail
+        # One numbering: the dashboard's "stage N" is the API's stage_number / number.
+        body = client.get(f"/v1/rollouts/{rollout}").json()
+        assert [s["number"] for s in body["stages"]] == [1, 2, 3]
+        assert 'data-stage="1"' in detail and f"stage {body['stage_number']}: " in detail
 
         gallery = section(chromium(tmp_path, f"{base}/ui/#samples", "--dump-dom"), "samples")
         assert 'data-boxes="2"' in gallery  # the image loaded and both boxes were drawn

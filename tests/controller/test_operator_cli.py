@@ -111,8 +111,9 @@ def test_push_list_rollout_status(controller_url: str, onnx_model: Path, tmp_pat
     devices = run_cli("device", "list", "--json", url=controller_url)
     assert devices.returncode == 0 and json.loads(devices.stdout) == []
     table = run_cli("device", "list", url=controller_url)
-    headers = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "PHASE", "LABELS", "ERROR"]
-    assert table.stdout.split()[:8] == headers
+    headers = ["DEVICE", "ONLINE", "MODEL", "VERSION", "DESIRED", "BY", "RELEASE", "PHASE",
+               "SINCE", "LABELS", "WAITING", "ERROR"]  # fmt: skip
+    assert table.stdout.split()[:12] == headers
 
     # A rollout to nobody is refused at creation, not reported as done.
     create = ("rollout", "create", "shapes:v1", "--selector", "site=a")

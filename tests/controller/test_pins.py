@@ -111,13 +111,14 @@ def test_pins_and_channels_over_http(
 
         # The fleet view: desired beside reported, in the table and the JSON.
         table = _cli(url, "device", "list").stdout.splitlines()
-        assert table[0].split()[2:5] == ["MODEL", "VERSION", "DESIRED"]
+        assert table[0].split()[2:7] == ["MODEL", "VERSION", "DESIRED", "BY", "RELEASE"]
         rows = {line.split()[0]: line.split() for line in table[1:]}
-        assert rows["cam-a1"][2:5] == ["shapes", "v1", "shapes:v1"]
-        assert rows["cam-b1"][4] == "-"
+        assert rows["cam-a1"][2:7] == ["shapes", "v1", "shapes:v1", "pin/1:stable", "1"]
+        assert rows["cam-b1"][4:6] == ["-", "-"]
         listed = json.loads(_cli(url, "device", "list", "--json").stdout)
         a1 = next(d for d in listed if d["device_id"] == "cam-a1")
         assert (a1["desired_model"], a1["desired_version"]) == ("shapes", "v1")
+        assert (a1["desired_by"], a1["release"], a1["waiting"]) == ("pin/1:stable", 1, None)
         assert [t.version for t in director.assigned("cam-a1")] == ["v1"]
 
         # A rollout of v2 to everyone skips the devices pinned to stable (= v1).
@@ -186,3 +187,105 @@ def test_pin_ids_are_never_reused_after_a_delete(tmp_path: Path) -> None:
         s.commit()
         assert second.id != first_id
     engine.dispose()
+
+
+def test_a_channel_moved_back_to_a_lower_release_is_re_signed_once(
+    services: Services,
+    client: httpx.Client,
+    onnx_model: Path,
+    tmp_path: Path,
+    make_onnx: Callable[[Path, int], Path],
+) -> None:
+    with Session(services.engine) as s:
+        for version, path in (("v1", onnx_model), ("v2", make_onnx(tmp_path / "b.onnx", 40))):
+            with path.open("rb") as f:
+                push_version(s, services.store, services.signing, "shapes", f, version=version)
+    ingest = Ingest(services.engine, services.signing, services.link, services.stats)
+    _report(ingest, "cam-a", "v2", site="a")  # committed release 2
+    director = services.signing.repos.director  # type: ignore[attr-defined]
+    assert client.put("/v1/channels/stable", json={"model": "shapes", "version": "v1"}).is_success
+    assert client.post("/v1/pins", json={"selector": {"site": "a"}, "channel": "stable"}).is_success
+
+    desired = _devices(client)["cam-a"]["desired_version"]
+    assert desired.startswith("v1-rb"), desired  # release 1 < 2: the agent would refuse v1
+    listed = director.assigned("cam-a")
+    assert [t.version for t in listed] == [desired]
+    versions = {v["version"]: v for v in client.get("/v1/models/shapes/versions").json()["data"]}
+    assert versions[desired]["release"] > versions["v2"]["release"]
+    assert versions[desired]["sha256"] == versions["v1"]["sha256"]  # the same bytes
+
+    # The scheduler's rounds see the copy as the channel's version: nothing signed again.
+    sched = Scheduler(services.engine, Deps(services.signing, services.link,
+                                            services.store.path_for))  # fmt: skip
+    assert sched.round() == 0 and sched.leading
+    sched.round()
+    assert _devices(client)["cam-a"]["desired_version"] == desired
+    assert len(client.get("/v1/models/shapes/versions").json()["data"]) == 3
+
+    # A device that never ran a higher release gets v1 itself.
+    _report(ingest, "cam-b", "v1", site="a")
+    sched.round()
+    assert _devices(client)["cam-b"]["desired_version"] == "v1"
+
+
+def test_why_a_device_is_not_on_its_desired_version() -> None:
+    from edgefleet.controller.fleet_view import Facts, waiting
+
+    base = Facts(online=True, runs_desired=False, has_desired=True, phase="COMMITTED", error=None)
+    assert waiting(Facts(**{**base.__dict__, "runs_desired": True})) is None
+    assert waiting(Facts(**{**base.__dict__, "has_desired": False})) is None
+    assert waiting(Facts(**{**base.__dict__, "online": False})) == "offline"
+    assert waiting(Facts(**{**base.__dict__, "refused": "bad sig"})) == "refused: bad sig"
+    older = Facts(**{**base.__dict__, "desired_release": 1, "installed_release": 2})
+    assert waiting(older) == "older release: 1 < installed 2"
+    failed = Facts(**{**base.__dict__, "failed_desired": True, "error": "health"})
+    assert waiting(failed) == "failed: health"
+    assert waiting(Facts(**{**base.__dict__, "phase": "DOWNLOADING"})) == "installing (DOWNLOADING)"
+    assert waiting(base) == "not started yet"
+
+
+def test_device_list_shows_desired_beside_reported_and_why_they_differ(
+    services: Services,
+    serve: Callable[[Services], object],
+    onnx_model: Path,
+    tmp_path: Path,
+    make_onnx: Callable[[Path, int], Path],
+) -> None:
+    from datetime import datetime, timezone
+
+    from edgefleet.shared.protocol import RejectedEvent, Status
+
+    services.clock = lambda: datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)  # type: ignore[method-assign]
+    with Session(services.engine) as s:
+        for version, path in (("v1", onnx_model), ("v2", make_onnx(tmp_path / "b.onnx", 40))):
+            with path.open("rb") as f:
+                push_version(s, services.store, services.signing, "shapes", f, version=version)
+    ingest = Ingest(services.engine, services.signing, services.link, services.stats)
+    for device_id, group in (("cam-off", "pin"), ("cam-ref", "pin"), ("cam-win", "win")):
+        _report(ingest, device_id, "v1", group=group)
+        online = device_id != "cam-off"
+        ingest.handle(device_topic(device_id, Channel.STATUS),
+                      Status(device_id=device_id, online=online).to_bytes())  # fmt: skip
+    with serve(services) as client:  # type: ignore[attr-defined]
+        pin = {"selector": {"group": "pin"}, "model": "shapes", "version": "v2"}
+        assert client.post("/v1/pins", json=pin).status_code == 200
+        refusal = RejectedEvent(device_id="cam-ref", what="models/shapes/v2", reason="bad hash")
+        ingest.handle(device_topic("cam-ref", Channel.EVENTS), refusal.to_bytes())
+        window = {"cron": "* 13 * * *", "timezone": "UTC", "selector": {}}
+        body = {"model": "shapes", "version": "v2", "selector": {"group": "win"},
+                "maintenance_windows": [window]}  # fmt: skip
+        assert client.post("/v1/rollouts", json=body).status_code == 200
+
+        shown = {d["device_id"]: d for d in client.get("/v1/devices").json()["data"]}
+        assert shown["cam-off"]["waiting"] == "offline"
+        assert shown["cam-off"]["desired_by"] == "pin/1"
+        assert shown["cam-ref"]["waiting"] == "refused: models/shapes/v2: bad hash"
+        assert shown["cam-win"]["waiting"] == "window closed (opens 13:00 UTC)"
+        assert shown["cam-win"]["desired_version"] is None  # nothing assigned yet
+        assert shown["cam-win"]["release"] == 1 and shown["cam-win"]["version"] == "v1"
+        one = client.get("/v1/devices/cam-ref").json()
+        assert one["waiting"] == shown["cam-ref"]["waiting"]
+
+        table = _cli(str(client.base_url), "device", "list").stdout
+        assert "window closed (opens 13:00 UTC)" in table and "offline" in table
+        assert "refused: models/shapes/v2: bad" in table, table

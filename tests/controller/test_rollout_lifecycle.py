@@ -101,6 +101,9 @@ def _into(state: RolloutState, client: httpx.Client, sched: Scheduler, fleet: Fl
     spec: dict[str, Any] = {"selector": {"slot": device},
                             "stages": "100%" if one_stage else "1,100%",
                             "soak_s": 0 if one_stage else 3600}  # fmt: skip
+    if state is S.NOTHING_TO_DO:  # its one device is pinned elsewhere
+        pin = {"selector": {"device_id": device}, "model": "shapes", "version": "v1"}
+        assert client.post("/v1/pins", json=pin).status_code == 200
     rid: int = _create(client, **spec)["id"]
     if state is S.SUCCEEDED:
         fleet.follow_director()
@@ -108,7 +111,7 @@ def _into(state: RolloutState, client: httpx.Client, sched: Scheduler, fleet: Fl
     elif state is S.FAILED:
         _reverted(fleet, device, "v2")
         sched.round()
-    elif state is not S.RUNNING:
+    elif state not in (S.RUNNING, S.NOTHING_TO_DO):
         event_for = {S.PAUSED: "pause", S.ABORTED: "abort", S.ROLLED_BACK: "rollback"}
         assert _act(client, rid, event_for[state]).status_code == 200
     assert client.get(f"/v1/rollouts/{rid}").json()["state"] == state.value

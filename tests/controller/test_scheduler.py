@@ -7,6 +7,9 @@ exercised in tests/e2e/test_canary.py); the clock is passed in.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -346,9 +349,73 @@ def test_maintenance_window_holds_devices_until_it_opens(
         _drive(sched, fleet, {}, 2)
         body = client.get(f"/v1/rollouts/{rid}").json()
         assert {fleet.labels[d["device_id"]]["site"] for d in body["devices"]} == {"s1"}
+        assert body["state"] == "running"
+        assert body["waiting_for_window"] == "2026-11-23T13:00:00Z"
         clock.now = T0.replace(hour=13)
         _drive(sched, fleet, {}, 3)
-        assert client.get(f"/v1/rollouts/{rid}").json()["state"] == "succeeded"
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        assert body["state"] == "succeeded" and body["waiting_for_window"] is None
+
+
+@pytest.mark.parametrize("stages", ["100%", "1,100%"])
+def test_one_stage_or_many_wait_for_a_closed_window_and_say_when_it_opens(
+    setup: tuple[Services, Clock, Fleet], serve: Callable, stages: str
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    window = {"cron": "30 13 * * *", "timezone": "UTC", "selector": {}}
+    with serve(services) as client:
+        rid = _create(client, stages=stages, maintenance_windows=[window])["id"]
+        _drive(sched, fleet, {}, 3)
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        assert (body["state"], body["total"]) == ("running", 0)
+        assert body["waiting_for_window"] == "2026-11-23T13:30:00Z"
+        shown = _cli(client, "rollout", "status", str(rid))
+        assert "waiting for window (opens 11-23 13:30 UTC)" in shown, shown
+        # Stages: the JSON's stage_number / number are what the text calls "stage N".
+        assert body["stage_number"] == 1 and body["stages"][0]["number"] == 1
+        assert "> stage 1 (" in shown
+        clock.now = T0.replace(hour=13, minute=30)
+        _drive(sched, fleet, {}, 6)
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        assert (body["state"], body["done"], body["total"]) == ("succeeded", 10, 10)
+
+
+def test_pinned_devices_are_skipped_with_the_pin_and_nothing_left_is_its_own_outcome(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        pin = {"selector": {"site": "s0"}, "model": "shapes", "version": "v1"}
+        assert client.post("/v1/pins", json=pin).status_code == 200
+        partly = _create(client, selector={})
+        assert partly["state"] == "running"
+        assert [d["device_id"] for d in partly["skipped"]] == [f"cam-{i}" for i in (0, 2, 4, 6, 8)]
+        same = _create(client, version="v1", selector={})  # the pin's own version: no skip
+        assert same["skipped"] == []
+        held = client.post("/v1/pins", json={**pin, "selector": {"site": "s1"}})
+        assert held.status_code == 200
+        none = _create(client, selector={"site": "s1"})
+        assert none["state"] == "nothing_to_do", none
+        assert "nothing to do" in none["reason"] and none["total"] == 0
+        assert sorted(d["device_id"] for d in none["skipped"]) == [
+            f"cam-{i}" for i in (1, 3, 5, 7, 9)
+        ]
+        assert all(d["reason"].startswith("pin ") and "shapes:v1" in d["reason"]
+                   for d in none["skipped"])  # fmt: skip
+        shown = _cli(client, "rollout", "status", str(none["id"]))
+        assert "state nothing_to_do (nothing to do" in shown and "cam-1 skipped: pin" in shown
+        _drive(sched, fleet, {}, 2)  # terminal: the scheduler never ticks it again
+        assert client.get(f"/v1/rollouts/{none['id']}").json()["state"] == "nothing_to_do"
+
+
+def _cli(client: httpx.Client, *args: str) -> str:
+    env = {**os.environ, "EDGEFLEET_URL": str(client.base_url)}
+    done = subprocess.run([sys.executable, "-m", "edgefleet", *args],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_devices_that_come_to_match_join(
@@ -447,3 +514,27 @@ def test_a_large_stage_is_signed_in_batches_off_the_request(
     with Session(services.engine) as s:
         versions = {d.device_id: d.director_version for d in s.exec(select(Device)).all()}
     assert all(v == 2 for v in versions.values()), versions  # one signed version per device
+
+
+def test_shadow_in_the_spec_is_signed_for_the_devices_of_its_stages(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    director = services.signing.repos.director  # type: ignore[attr-defined]
+    with serve(services) as client:
+        bad = {"model": "shapes", "version": "v2", "stages": "1,100%", "shadow": {"stages": [3]}}
+        r = client.post("/v1/rollouts", json=bad)
+        assert r.status_code in (400, 422) and "numbered 1 to 2" in r.text
+        shadow = {"frames": 7, "min_match_rate": 0.9, "stages": [1]}
+        rid = _create(client, stages="1,100%", shadow=shadow)["id"]
+        _drive(sched, fleet, {}, 6)
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        by_stage = {d["device_id"]: d["stage_number"] for d in body["devices"]}
+        assert sorted(by_stage.values()).count(1) == 1 and len(by_stage) == 10
+        for device_id, number in by_stage.items():
+            (signed,) = director.assigned(device_id)
+            if number == 1:
+                assert signed.shadow == {"frames": 7, "timeout_s": 60, "min_match_permille": 900}
+            else:
+                assert signed.shadow is None
