@@ -1,4 +1,4 @@
-"""``edgefleet bench infer|swap|rollout|idle|ingest|gates|canary|faults``: the benchmarks in bench/.
+"""``edgefleet bench infer|swap|rollout|idle|ingest|gates|canary|drift|faults``: benchmarks.
 
 Only the standard library is imported here. The measuring code lives in the source
 checkout's ``bench/`` folder (it compares against Ultralytics, which never ships on a
@@ -113,6 +113,15 @@ def _register_fleet_benches(bench_sub: Any) -> None:
     canary.add_argument("--window-s", type=float, default=10.0, help="telemetry window")
     canary.add_argument("--json", action="store_true", help="one JSON document")
     canary.set_defaults(handler="edgefleet.agent.bench_cli:run_canary")
+
+    drift = bench_sub.add_parser(
+        "drift", help="drift alerts: real scene changes at one site each, the real watcher"
+    )
+    drift.add_argument("--seeds", type=int, default=5, help="fleets per scene")
+    drift.add_argument("--frames", type=int, default=60, help="synthetic frames inferred")
+    drift.add_argument("--devices", type=int, default=2, help="devices per site")
+    drift.add_argument("--json", action="store_true", help="one JSON document")
+    drift.set_defaults(handler="edgefleet.agent.bench_cli:run_drift")
 
     faults = bench_sub.add_parser(
         "faults", help="controller/broker/agent kills and a full disk: a table of outcomes"
@@ -254,6 +263,15 @@ def run_canary(args: argparse.Namespace) -> int:
         args.seeds, frames_n=args.frames, sites=args.sites, per_site=args.devices,
         stages=args.stages, soak_s=args.soak_s, window_s=args.window_s,
     )  # fmt: skip
+    return _emit(result, args.json, mod)
+
+
+def run_drift(args: argparse.Namespace) -> int:
+    for value, what in ((args.seeds, "--seeds"), (args.frames, "--frames"),
+                        (args.devices, "--devices")):  # fmt: skip
+        _positive(value, what)
+    mod = _bench_module("bench_drift")
+    result = mod.bench(args.seeds, frames_n=args.frames, devices=args.devices)
     return _emit(result, args.json, mod)
 
 
