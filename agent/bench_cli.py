@@ -1,4 +1,4 @@
-"""``edgefleet bench infer|swap|rollout|idle|ingest|gates|faults``: the benchmarks in bench/.
+"""``edgefleet bench infer|swap|rollout|idle|ingest|gates|canary|drift|faults``: benchmarks.
 
 Only the standard library is imported here. The measuring code lives in the source
 checkout's ``bench/`` folder (it compares against Ultralytics, which never ships on a
@@ -100,6 +100,28 @@ def _register_fleet_benches(bench_sub: Any) -> None:
     )
     gates.add_argument("--json", action="store_true", help="one JSON document")
     gates.set_defaults(handler="edgefleet.agent.bench_cli:run_gates")
+
+    canary = bench_sub.add_parser(
+        "canary", help="canary verdicts: real model variants, real inference, staged rollouts"
+    )
+    canary.add_argument("--seeds", type=int, default=5, help="rollouts per variant")
+    canary.add_argument("--frames", type=int, default=60, help="synthetic frames inferred")
+    canary.add_argument("--sites", type=int, default=3)
+    canary.add_argument("--devices", type=int, default=4, help="devices per site")
+    canary.add_argument("--stages", default="25%,50%", help="rollout stages")
+    canary.add_argument("--soak-s", type=float, default=300.0, help="stage soak")
+    canary.add_argument("--window-s", type=float, default=10.0, help="telemetry window")
+    canary.add_argument("--json", action="store_true", help="one JSON document")
+    canary.set_defaults(handler="edgefleet.agent.bench_cli:run_canary")
+
+    drift = bench_sub.add_parser(
+        "drift", help="drift alerts: real scene changes at one site each, the real watcher"
+    )
+    drift.add_argument("--seeds", type=int, default=5, help="fleets per scene")
+    drift.add_argument("--frames", type=int, default=60, help="synthetic frames inferred")
+    drift.add_argument("--devices", type=int, default=2, help="devices per site")
+    drift.add_argument("--json", action="store_true", help="one JSON document")
+    drift.set_defaults(handler="edgefleet.agent.bench_cli:run_drift")
 
     faults = bench_sub.add_parser(
         "faults", help="controller/broker/agent kills and a full disk: a table of outcomes"
@@ -219,6 +241,37 @@ def run_gates(args: argparse.Namespace) -> int:
         args.seeds, sites=args.sites, canaries=args.canaries, controls=args.controls,
         window_s=args.window_s, soak_s=args.soak_s, alpha=args.alpha,
     )  # fmt: skip
+    return _emit(result, args.json, mod)
+
+
+def run_canary(args: argparse.Namespace) -> int:
+    from edgefleet.controller.rollouts.spec import RolloutSpec
+    from edgefleet.shared.errors import ConfigError
+    from pydantic import ValidationError
+
+    for value, what in ((args.seeds, "--seeds"), (args.frames, "--frames"),
+                        (args.sites, "--sites"), (args.devices, "--devices")):  # fmt: skip
+        _positive(value, what)
+    if args.window_s <= 0 or args.soak_s < args.window_s:
+        raise ConfigError("need --window-s > 0 and --soak-s >= --window-s")
+    try:
+        RolloutSpec(model="m", version="v", stages=args.stages)
+    except ValidationError as e:
+        raise ConfigError(f"bad --stages {args.stages!r}: {e.errors()[0]['msg']}") from None
+    mod = _bench_module("bench_canary")
+    result = mod.bench(
+        args.seeds, frames_n=args.frames, sites=args.sites, per_site=args.devices,
+        stages=args.stages, soak_s=args.soak_s, window_s=args.window_s,
+    )  # fmt: skip
+    return _emit(result, args.json, mod)
+
+
+def run_drift(args: argparse.Namespace) -> int:
+    for value, what in ((args.seeds, "--seeds"), (args.frames, "--frames"),
+                        (args.devices, "--devices")):  # fmt: skip
+        _positive(value, what)
+    mod = _bench_module("bench_drift")
+    result = mod.bench(args.seeds, frames_n=args.frames, devices=args.devices)
     return _emit(result, args.json, mod)
 
 

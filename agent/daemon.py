@@ -141,8 +141,10 @@ def build_updater(config: AgentConfig) -> UpdaterLike[Any]:
     )
 
 
-def restore(store: DeviceStore, slots: ModelSlots, loader: Loader) -> None:
-    """Serve the committed model at once; fall back to the previous one if it will not load."""
+def restore(store: DeviceStore, slots: ModelSlots, loader: Loader) -> int:
+    """Serve the committed model at once; fall back to the previous one if it will not load.
+    Returns the fallbacks taken (reported in the first telemetry window)."""
+    fallbacks = 0
     store.load()
     while (pointer := store.state.current) is not None:
         try:
@@ -152,12 +154,14 @@ def restore(store: DeviceStore, slots: ModelSlots, loader: Loader) -> None:
                 "cannot load committed %s %s (%s)", pointer.model, pointer.version, e
             )
             store.fall_back()
+            fallbacks += 1
             continue
         slots.swap()
         slots.commit()
         log.info("serving %s %s", pointer.model, pointer.version)
-        return
+        return fallbacks
     log.info("no model installed yet: waiting for the first one")
+    return fallbacks
 
 
 def health_timeout_s(config: AgentConfig) -> float:
@@ -171,7 +175,7 @@ def telemetry_loop(
 ) -> None:
     while not stop.wait(window_s):
         window = monitor.roll(utcnow())
-        if window.frames or window.drops:
+        if window.frames or window.drops or window.fallbacks:
             out.publish_telemetry(window)  # drift scored, spooled, sent when the broker acks
 
 
@@ -194,14 +198,14 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     quota = CacheQuota(config.cache.max_artifacts, config.cache.max_bytes)
     store = DeviceStore(config.data_dir, quota)
     slots = ModelSlots()
-    restore(store, slots, loader)
+    monitor = WindowAccumulator(config.device_id, utcnow(), low_confidence=config.low_confidence)
+    monitor.record_fallback(restore(store, slots, loader))  # in the first window sent
 
     hints: queue.Queue[Hint] = queue.Queue(maxsize=HINT_QUEUE_SIZE)
     tls = TlsSettings(config.tls.ca, config.tls.cert, config.tls.key) if config.tls else None
     link = MqttLink(config.device_id, config.mqtt_host, config.mqtt_port, hints, tls=tls)
     data = DataLoop.build(config, link)  # drift scores, store-and-forward, sampler
     listen(link, data)
-    monitor = WindowAccumulator(config.device_id, utcnow(), low_confidence=config.low_confidence)
     health = HealthCheck(config.health_check_frames, config.latency_budget_ms)
     registry = CollectorRegistry()  # this agent's own: no process-wide default registry
     metrics = AgentMetrics(registry, backend)

@@ -43,6 +43,7 @@ class WindowAccumulator:
         self._latencies: list[float] = []
         self._tally = ConfidenceTally()
         self._low = 0
+        self._fallbacks = 0
         self._model: str | None = None
         self._version: str | None = None
 
@@ -63,6 +64,12 @@ class WindowAccumulator:
             self._low += sum(c < self.low_confidence for c in counted)
             # A window is attributed to the model that served its latest frame.
             self._model, self._version = model, version
+
+    def record_fallback(self, n: int = 1) -> None:
+        """The device fell back from the model it should run (it would not load): the
+        controller counts this against a canary of that version."""
+        with self._lock:
+            self._fallbacks += n
 
     def record_drop(self, n: int = 1) -> None:
         with self._lock:
@@ -87,6 +94,7 @@ class WindowAccumulator:
                 detections=self._tally.detections,
                 low_confidence=self._low,
                 empty_frames=self._tally.empty_frames,  # no detection by the card's measure
+                fallbacks=self._fallbacks,
             )
             self._reset(now)
         return window

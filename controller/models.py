@@ -423,6 +423,7 @@ class TelemetryBase(SQLModel):
     detections: int = 0
     low_confidence: int = 0
     empty_frames: int | None = None  # frames with no detection (None: an older agent)
+    fallbacks: int | None = None  # fell back to the previous model (None: an older agent)
 
 
 class TelemetryWindowRow(TelemetryBase, table=True):
@@ -446,6 +447,7 @@ class TelemetryWindowPublic(_UtcPublic):
     detections: int
     low_confidence: int
     empty_frames: int | None = None
+    fallbacks: int | None = None
 
 
 class TelemetryWindowsPublic(SQLModel):

@@ -187,6 +187,9 @@ class TelemetryWindow(_Wire):
     detections: int = 0
     low_confidence: int = 0  # detections below the low-confidence cut
     empty_frames: int | None = Field(default=None, ge=0)  # frames without a detection
+    # Fallback events in this window: the committed model would not load and the device
+    # fell back to the one before it (None: an older agent). Counted against a canary.
+    fallbacks: int | None = Field(default=None, ge=0)
     # Drift of confidence_counts against the running model's card (None: no baseline yet).
     drift_psi: float | None = None  # population stability index
     drift_js: float | None = None  # Jensen-Shannon distance, base 2 (scipy's jensenshannon)

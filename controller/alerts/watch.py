@@ -79,7 +79,7 @@ class AlertWatcher:
         )
         self.tracks: dict[TrackKey, Track] = {}
         self.seen: dict[TrackKey, float] = {}  # end of the key's latest window (epoch s)
-        self.pending: dict[TrackKey, Look] = {}  # device windows too thin for a look yet
+        self.pending: dict[TrackKey, Look] = {}  # windows / buckets too thin for a look yet
         self.running: dict[tuple[int, str, str], str] = {}  # (rule, scope, model) -> version
         self.baselines: dict[BaselineKey, Captured] = {}
         self.groups = Aggregator()  # site / label / model version scopes
@@ -166,19 +166,20 @@ class AlertWatcher:
                 if taken[bkey]:
                     continue  # a window of the reference is not judged against it
             if rule.scope == "device":
-                out += self._device_look(s, rule, key, look, (row.device_id, labels))
+                out += self._summed_look(s, rule, key, look, (row.device_id, labels))
                 continue
             index = int(row.window_end.timestamp() // rule.bucket_s)
             bucket = Bucket(index, row.model, row.version, look.copy(), scope_label(rule, labels))
             for gkey, closed in self.groups.add(key, bucket):
-                out += self._look(s, rule, gkey, closed.look, (None, closed.labels))
+                out += self._summed_look(s, rule, gkey, closed.look, (None, closed.labels))
         return out
 
-    def _device_look(
+    def _summed_look(
         self, s: Session, rule: Rule, key: TrackKey, window: Look,
         facts: tuple[str | None, dict[str, str]],
     ) -> list[dict[str, Any]]:  # fmt: skip
-        """A device's window is a look once it (with the thin ones before it) is enough."""
+        """A device's window, or a group's closed bucket, is a look once it (with the thin
+        ones before it) is enough: a scene that loses detections still gets looked at."""
         ref = self._reference(rule, key)
         if ref is None:
             return []
@@ -276,7 +277,7 @@ class AlertWatcher:
             if rule.scope != "device":
                 before = int(now // rule.bucket_s) - 1
                 for gkey, bucket in self.groups.expire(i, before):
-                    out += self._look(s, rule, gkey, bucket.look, (None, bucket.labels))
+                    out += self._summed_look(s, rule, gkey, bucket.look, (None, bucket.labels))
         for key, last in list(self.seen.items()):
             rule = self.config.rules[key[0]]
             if now - last <= rule.quiet_after_s:

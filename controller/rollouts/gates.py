@@ -3,7 +3,7 @@
 Three kinds of gate (docs/CANARY.md has the error rates and the evidence each needs):
 
 * hard (install success, errors: reverts, crashes, non-finite outputs caught by the
-  device's health check) fail a stage at once;
+  device's health check, and the canary devices' own fallback events) fail a stage at once;
 * sequential (detection rate, per-class detection rate, mean and per-class confidence,
   low-confidence share, p95 latency) are mixture sequential probability ratio tests
   (mSPRT, Johari et al. 2017) of "the true value is past the threshold": the test may be
@@ -236,6 +236,9 @@ class Installs:
     assigned: int
     committed: int
     failed: int  # reverted or failed
+    # The canary devices' own fallback events since the stage began (a committed version
+    # that would not load, so the device fell back to the one before): errors too.
+    fallbacks: int = 0
 
     @property
     def finished(self) -> int:
@@ -635,8 +638,9 @@ def evaluate_gate(
         n = installs.finished
         return _hard(gate, installs.committed / n if n else None, n)
     if m is Metric.ERRORS:
-        # Any finished install is a sample; one revert is enough to count.
-        return _hard(gate, float(installs.failed), max(installs.finished, installs.failed))
+        # Any finished install is a sample; one revert or fallback is enough to count.
+        bad = installs.failed + installs.fallbacks
+        return _hard(gate, float(bad), max(installs.finished, bad))
     if m in DESCRIPTIVE:
         return _descriptive(gate, canary, control, baseline)
     control = control.during(*canary.span)
@@ -692,8 +696,10 @@ def evaluate(
         evaluate_gate(g, canary, control, installs, baseline, alpha=alpha / tested, cards=cards)
         for g in gates
     ]
-    # Install failures stop a stage even when no install gate was asked for.
-    if installs.failed and not any(g.metric is Metric.ERRORS for g in gates):
+    # Install failures and fallbacks stop a stage even when no install gate was asked for.
+    if (installs.failed or installs.fallbacks) and not any(
+        g.metric is Metric.ERRORS for g in gates
+    ):
         implicit = Gate(metric=Metric.ERRORS, threshold=0, min_samples=1)
         results.append(evaluate_gate(implicit, canary, control, installs))
     return results

@@ -338,17 +338,19 @@ def _gate_results(
     cards: CardLookup | None = None,
 ) -> list[GateResult]:
     canaries = [d for d, m in members.items() if m.assigned]
-    installs = Installs(
-        assigned=len(canaries),
-        committed=sum(members[d].done for d in canaries),
-        failed=sum(members[d].failed for d in canaries),
-    )
-    if not spec.gates and not installs.failed:
-        return []
     since = _utc(rollout.stage_started_at) or _utc(rollout.created_at)
     labels = {d: m.labels for d, m in members.items()}
     control = control_group(labels, canaries, spec.control_labels)
     windows = _windows(session, [*canaries, *control], since)
+    installs = Installs(
+        assigned=len(canaries),
+        committed=sum(members[d].done for d in canaries),
+        failed=sum(members[d].failed for d in canaries),
+        # Whatever version the window is attributed to: after a fallback it is the old one.
+        fallbacks=sum(w.fallbacks or 0 for w in windows if w.device_id in set(canaries)),
+    )
+    if not spec.gates and not (installs.failed or installs.fallbacks):
+        return []
     canary_agg = Aggregate.of(
         w for w in windows if w.device_id in set(canaries) and w.version in versions
     )

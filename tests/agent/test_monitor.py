@@ -75,3 +75,13 @@ def test_window_counts_candidates_above_the_measurement_threshold() -> None:
     assert (w.frames, w.detections, w.low_confidence) == (2, 2, 1)
     assert w.confidence_counts == bin_counts([0.9, 0.4], CONFIDENCE_EDGES)
     assert sorted(w.per_class_confidence) == ["a"]
+
+
+def test_window_reports_fallbacks_and_the_next_starts_from_zero() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    acc = WindowAccumulator("cam-1", t0)
+    acc.record_fallback()
+    acc.record_frame(10.0, [])
+    first = acc.roll(t0 + timedelta(seconds=10))
+    second = acc.roll(t0 + timedelta(seconds=20))
+    assert (first.fallbacks, second.fallbacks) == (1, 0)

@@ -159,6 +159,31 @@ def test_darkened_site_fires_against_the_card_and_resolves(services: Services) -
     assert back[18] == {("site:north", "psi", "resolved")}
 
 
+def test_thin_site_buckets_are_summed_until_they_are_a_look(services: Services) -> None:
+    """A darkened site whose one-minute buckets each hold about 80 detections (under the
+    rule's 200) still alerts: thin buckets are summed with the next ones, as a device's
+    thin windows are, instead of being skipped for ever."""
+    version_with_card(services)
+    scene = Scene(services, seed=5)
+    for device, site in SITES.items():
+        scene.feed.device(device, {"site": site})
+    rules = (Rule(metric="psi", scope="site", fire_above=0.25, clear_below=0.1, fire_after=2,
+                  clear_after=2, min_detections=200),)  # fmt: skip
+    t0, now = start(), [start()]
+    watcher = watcher_for(services, rules, now)
+    dark = [False]
+
+    def frames(device: str, at: datetime) -> None:
+        scene.window(device, at, 1.0, DARK if dark[0] and SITES[device] == "north" else BASE)
+
+    assert run_minutes(services, watcher, now, t0, range(8), frames)[7] == set()
+    dark[0] = True
+    changed = run_minutes(services, watcher, now, t0, range(8, 20), frames)
+    first = min((k for k, got in changed.items() if got), default=None)
+    assert first is not None and first <= 16, changed  # two looks of about 3 buckets each
+    assert changed[19] == {("site:north", "psi", "firing")}  # south never
+
+
 def test_alerts_of_one_version_do_not_carry_over(services: Services) -> None:
     version_with_card(services)
     scene = Scene(services, seed=3)

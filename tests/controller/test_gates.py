@@ -335,3 +335,21 @@ def test_an_estimate_past_the_threshold_is_never_a_pass_even_when_not_significan
     assert r.verdict is Verdict.NODATA and r.detail.startswith("leaning harmful"), r
     assert stage_outcome([r], soak_over=True, grace_over=False) is Outcome.PENDING
     assert stage_outcome([r], soak_over=True, grace_over=True) is Outcome.INCONCLUSIVE
+
+
+def test_a_canary_devices_fallback_fails_the_stage_at_once() -> None:
+    """A canary device that fell back from the version (it would not load after commit)
+    counts against the canary as an error: a hard failure, before the soak ends, even
+    when no error gate was asked for; without fallbacks the same evidence is pending."""
+    canary, control = group(0.8, 10, 1), group(0.8, 10, 2)
+    clean = evaluate(ML_GATES, canary, control, Installs(3, 3, 0, fallbacks=0))
+    assert by_metric(clean)["errors"].verdict is Verdict.PASS
+    assert stage_outcome(clean, soak_over=False, grace_over=False) is Outcome.PENDING
+
+    fell = evaluate(ML_GATES, canary, control, Installs(3, 3, 0, fallbacks=1))
+    errors = by_metric(fell)["errors"]
+    assert errors.verdict is Verdict.FAIL and errors.value == 1.0 and errors.kind == "hard"
+    assert stage_outcome(fell, soak_over=False, grace_over=False) is Outcome.FAILED
+
+    implicit = evaluate([], Aggregate(), Aggregate(), Installs(1, 1, 0, fallbacks=2))
+    assert [(r.metric, r.verdict, r.value) for r in implicit] == [("errors", Verdict.FAIL, 2.0)]

@@ -538,3 +538,36 @@ def test_shadow_in_the_spec_is_signed_for_the_devices_of_its_stages(
                 assert signed.shadow == {"frames": 7, "timeout_s": 60, "min_match_permille": 900}
             else:
                 assert signed.shadow is None
+
+
+def test_a_canary_device_that_falls_back_fails_the_stage(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    """The canary committed v2, then fell back to v1 (v2 would not load at a restart); its
+    window says so and is attributed to v1, yet it counts against the v2 canary at once,
+    long before the soak ends."""
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        r = _create(client, stages="1,100%", soak_s=600, gates=GATES)
+        _drive(sched, fleet, {"v1": 0.8, "v2": 0.8}, 3)
+        body = client.get(f"/v1/rollouts/{r['id']}").json()
+        assert body["state"] == "running", body["reason"]
+        canary = body["devices"][0]["device_id"]
+        fleet.report(canary, "v1")  # serving the previous model again
+        start = clock.now
+        w = TelemetryWindow(
+            device_id=canary, model="shapes", version="v1", window_start=start,
+            window_end=start + timedelta(seconds=10), frames=30,
+            latency_edges_ms=list(LATENCY_EDGES_MS),
+            latency_counts=bin_counts([8.0] * 30, LATENCY_EDGES_MS),
+            confidence_edges=list(CONFIDENCE_EDGES),
+            confidence_counts=bin_counts([0.8] * 40, CONFIDENCE_EDGES),
+            detections=40, fallbacks=1,
+        )  # fmt: skip
+        fleet.ingest.handle(device_topic(canary, Channel.TELEMETRY), w.to_bytes())
+        clock.tick(10)
+        sched.round()
+        body = client.get(f"/v1/rollouts/{r['id']}").json()
+        assert body["state"] == "failed", body
+        assert body["reason"].startswith("stage 1 (1) failed: errors"), body["reason"]
