@@ -331,6 +331,18 @@ def rollout(
     return "undecided", (now - T0).total_seconds(), "no decision"
 
 
+def check_stages(stages: str) -> None:
+    """ConfigError (one line) unless ``stages`` is a stage list a rollout spec accepts."""
+    from edgefleet.controller.rollouts.spec import RolloutSpec
+    from edgefleet.shared.errors import ConfigError
+    from pydantic import ValidationError
+
+    try:
+        RolloutSpec(model="m", version="v", stages=stages)
+    except ValidationError as e:
+        raise ConfigError(f"bad --stages {stages!r}: {e.errors()[0]['msg']}") from None
+
+
 def bench(
     seeds: int = 5, *, frames_n: int = 60, sites: int = 3, per_site: int = 4,
     stages: str = "25%,50%", soak_s: float = 300.0, window_s: float = 10.0, fps: float = 2.0,
