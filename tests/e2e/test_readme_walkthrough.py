@@ -108,6 +108,8 @@ def fleet_vs_agent(stdout: str) -> list[tuple[tuple[str, str], tuple[str, str]]]
         row = next(line.split() for line in before.splitlines()[::-1]
                    if line.startswith("store-north-cam-1 "))  # fmt: skip
         shown = (row[header.index("MODEL")], row[header.index("VERSION")])
+        # each step ends where the controller wanted it: desired is what is reported
+        assert row[header.index("DESIRED")] == ":".join(shown), before[-1500:]
         served = SERVED.findall(after)
         assert len(served) == 1, after[:2000]
         pairs.append((shown, served[0]))
@@ -139,7 +141,10 @@ def test_using_it_runs_as_written_and_the_fleet_table_tells_the_truth(
     assert len(pairs) == readme_blocks()[1].count("edgefleet device list"), why
     for shown, served in pairs:
         assert shown == served, why
-    # The walk went v1, v2, then back to v1's bytes under a new name.
-    assert [s[1] for s, _ in pairs][:2] == ["v1", "v2"]
-    assert re.fullmatch(r"v1-rb\d+", pairs[2][0][1]), pairs
+    # The walk went v1, v2, back to v1's bytes (rollback), v2 (a pin), v1 (a channel): the
+    # last three are lower releases than what the device ran, so each is a re-signed copy.
+    versions = [shown[1] for shown, _ in pairs]
+    assert versions[:2] == ["v1", "v2"], versions
+    for got, want in zip(versions[2:], ["v1", "v2", "v1"], strict=True):
+        assert re.fullmatch(rf"{want}-rb\d+", got), versions
     assert (folder / "agent-data").is_dir() and (folder / "ctl").is_dir()
