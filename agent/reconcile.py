@@ -33,6 +33,7 @@ import shutil
 import signal
 import statistics
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -146,6 +147,14 @@ COLLAPSE_SHARE = 0.1
 # At 8 expected, a model as good as the old one (Poisson) finds none with p = 0.0003.
 COLLAPSE_MIN_BEFORE = 20
 COLLAPSE_MIN_EXPECTED = 8.0
+# A collapse seen on little evidence is not final: the scene right after the swap may hold
+# fewer objects than the frames the old model saw (a folder or a quiet street), and a model
+# that finds a fifth of the old rate reads 0 in 9 expected about 1 time in 5. The check then
+# watches more frames, until the old rate predicts this many detections (a model at 10 % of
+# the old rate then reads 0 with p = 0.05, one at 20 % with p = 0.0025; a dead head always),
+# or until COLLAPSE_MAX_FRAMES or the check's timeout, and judges all it saw.
+COLLAPSE_DECIDE_EXPECTED = 30.0
+COLLAPSE_MAX_FRAMES = 120
 RECENT_FRAMES = 30  # the old model's frames remembered
 
 
@@ -201,20 +210,21 @@ def judge(results: Sequence[FrameResult], budget_ms: float, before: Sequence[int
 
 
 class HealthCheck:
-    """A frame sink that collects the first ``frames`` results of one armed slot, and
-    remembers the detections per frame of the model serving before it."""
+    """A frame sink that collects the first ``frames`` results of one armed slot (more when a
+    collapse needs evidence), and remembers the detections per frame of the model before it."""
 
     def __init__(self, frames: int, budget_ms: float, recent: int = RECENT_FRAMES) -> None:
         self.frames, self.budget_ms = frames, budget_ms
         self._cond = threading.Condition()
         self._slot_id: int | None = None
+        self._want = frames
         self._results: list[FrameResult] = []
         self._recent: deque[tuple[int, int]] = deque(maxlen=recent)  # (slot, detections)
         self._before: list[int] = []
 
     def arm(self, slot_id: int) -> None:
         with self._cond:
-            self._slot_id, self._results = slot_id, []
+            self._slot_id, self._results, self._want = slot_id, [], self.frames
             self._before = [n for slot, n in self._recent if slot != slot_id]
 
     def on_frame(self, result: FrameResult) -> None:
@@ -223,8 +233,8 @@ class HealthCheck:
                 if not result.error:
                     self._recent.append((result.slot_id, len(result.detections)))
                 return
-            if len(self._results) >= self.frames:
-                return
+            if len(self._results) >= max(self.frames, COLLAPSE_MAX_FRAMES):
+                return  # kept past _want: a collapse may ask for them
             self._results.append(result)
             self._cond.notify_all()
 
@@ -232,16 +242,36 @@ class HealthCheck:
         pass
 
     def wait(self, timeout: float, stop: threading.Event) -> Verdict:
-        deadline_left = timeout
+        deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self._results) < self.frames and deadline_left > 0 and not stop.is_set():
-                step = min(STOP_CHECK_S, deadline_left)
-                self._cond.wait(step)
-                deadline_left -= step
-            results, before, self._slot_id = list(self._results), self._before, None
-        if len(results) < self.frames:
-            return Verdict(False, f"health check saw {len(results)} of {self.frames} frames")
-        return judge(results, self.budget_ms, before)
+            self._collect(deadline, stop)
+            if len(self._results) < self.frames:
+                seen, self._slot_id = len(self._results), None
+                return Verdict(False, f"health check saw {seen} of {self.frames} frames")
+            verdict = judge(self._results[: self._want], self.budget_ms, self._before)
+            more = _collapse_frames(self._before)
+            if not verdict.ok and "collapsed" in (verdict.reason or "") and more > self._want:
+                self._want = more  # weak evidence: watch more frames before refusing
+                self._collect(deadline, stop)
+                verdict = judge(self._results[: self._want], self.budget_ms, self._before)
+            self._slot_id = None
+        return verdict
+
+    def _collect(self, deadline: float, stop: threading.Event) -> None:
+        """Wait (holding the condition) for ``_want`` results, the deadline or a stop."""
+        while len(self._results) < self._want and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(min(STOP_CHECK_S, left))
+
+
+def _collapse_frames(before: Sequence[int]) -> int:
+    """Frames after which the old model's rate predicts COLLAPSE_DECIDE_EXPECTED detections."""
+    if not before or sum(before) == 0:
+        return 0
+    rate = sum(before) / len(before)
+    return min(COLLAPSE_MAX_FRAMES, math.ceil(COLLAPSE_DECIDE_EXPECTED / rate))
 
 
 @dataclass(frozen=True)

@@ -48,3 +48,23 @@ def test_the_sink_remembers_the_old_model_and_judges_the_new_one() -> None:
         check.on_frame(result(0, slot=2))
     verdict = check.wait(1.0, threading.Event())
     assert not verdict.ok and "collapsed" in (verdict.reason or "")
+
+
+def test_a_weaker_model_on_a_quiet_start_is_watched_longer_not_refused() -> None:
+    """The old model found 2 per frame; the new one finds a fifth of that, none of it in the
+    first 5 frames (a quiet stretch of the scene). The check watches until the old rate
+    predicts 30 detections (15 frames) and passes; a dead head fails after the same."""
+    check = HealthCheck(frames=5, budget_ms=1000.0)
+    for _ in range(30):
+        check.on_frame(result(2, slot=1))
+    check.arm(2)
+    stream = [0] * 5 + [0, 0, 1, 0, 1, 0, 0, 1, 0, 1]  # 4 in 15: a fifth of 30 expected
+    for n in stream:
+        check.on_frame(result(n, slot=2))
+    assert check.wait(5.0, threading.Event()).ok
+
+    check.arm(3)
+    for _ in range(15):
+        check.on_frame(result(0, slot=3))
+    verdict = check.wait(5.0, threading.Event())
+    assert not verdict.ok and "collapsed" in (verdict.reason or "")
