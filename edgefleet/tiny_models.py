@@ -30,6 +30,7 @@ def tiny_onnx(path: Path, size: int = 32, extra: list[Any] | None = None) -> Pat
     ]
     graph = helper.make_graph(nodes, "t", [x], [y], initializer=consts + list(extra or []))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every ONNX Runtime the agent supports reads (1.23 on JetPack)
     helper.set_model_props(model, {"names": "{0: 'thing'}", "task": "detect"})
     onnx.save(model, str(path))
     return path
