@@ -43,25 +43,18 @@ from edgefleet.shared.errors import ConfigError, EdgefleetError
 
 from edgefleet.devbroker import DevBroker, free_port
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_rollout import _wait  # the sibling module: poll a check until it holds
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "shapes" / "v1" / "model.onnx"
 SAMPLES = REPO / "models" / "samples"
 RATE = 600_000  # bytes per second per download in the controller / broker scenarios
-WATCH_S = 0.2  # seconds between looks
 ACTOR = {"X-Edgefleet-Actor": "bench"}
 PHASES = ("DOWNLOADING", "VERIFIED", "PREPARING", "WARMING", "SWAPPED", "HEALTH_CHECK")
 SCENARIOS = ("controller-kill", "broker-outage", *(f"agent-kill:{p}" for p in PHASES),
              "disk-full")  # fmt: skip
 GATES = [{"metric": "install_success_rate", "threshold": 1.0, "min_samples": 1}]
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(WATCH_S)
-    raise EdgefleetError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @dataclass
