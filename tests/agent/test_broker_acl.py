@@ -275,7 +275,6 @@ def test_enrolled_device_revoked_over_http_cannot_reconnect_to_running_broker(
 ) -> None:
     """`device revoke` against a running controller and a running broker: no restart."""
 
-    from edgefleet.agent.enroll import enroll
     from edgefleet.controller.artifacts import ArtifactStore
     from edgefleet.controller.db import make_engine
     from edgefleet.controller.services import NoLink, Services
@@ -306,9 +305,7 @@ def test_enrolled_device_revoked_over_http_cannot_reconnect_to_running_broker(
         with serving(services) as http:
             idents = {}
             for device in ("cam-1", "cam-2"):
-                answer = http.post("/v1/enroll-tokens", json={"device_id": device}, headers=admin)
-                token = answer.json()["token"]
-                ident = enroll(str(http.base_url), device, tmp_path / device, token)
+                ident = _enroll_over_http(http, admin, device, tmp_path / device)
                 idents[device] = TlsSettings(ident.ca, ident.cert, ident.key)
             assert connect(clients, broker, idents["cam-1"], "cam-1").ok()
             assert http.post("/v1/devices/cam-1/revoke", headers=admin).status_code == 200
@@ -328,6 +325,14 @@ KICK_BOUND_S = 2.0
 REFUSE_BOUND_S = 5.0
 
 
+def _enroll_over_http(http: Any, admin: dict[str, str], device: str, folder: Path) -> Any:
+    """A one-time token from the controller (as an admin), then the agent's own enrollment."""
+    from edgefleet.agent.enroll import enroll
+
+    answer = http.post("/v1/enroll-tokens", json={"device_id": device}, headers=admin)
+    return enroll(str(http.base_url), device, folder, answer.json()["token"])
+
+
 def _controller_link(broker: DevBroker, pki: DevicePki) -> Any:
     from edgefleet.controller.mqtt_link import MqttLink
     from edgefleet.controller.settings import BrokerAddress
@@ -345,7 +350,6 @@ def _controller_link(broker: DevBroker, pki: DevicePki) -> Any:
 def test_revoke_closes_the_live_session_and_cuts_http_at_once(
     tmp_path: Path, clients: list[Client]
 ) -> None:
-    from edgefleet.agent.enroll import enroll
     from edgefleet.controller.artifacts import ArtifactStore
     from edgefleet.controller.db import make_engine
     from edgefleet.controller.enrollment import upload_device
@@ -374,9 +378,7 @@ def test_revoke_closes_the_live_session_and_cuts_http_at_once(
         with serving(services) as http:
             idents, uploads = {}, {}
             for device in ("cam-1", "cam-2"):
-                answer = http.post("/v1/enroll-tokens", json={"device_id": device}, headers=admin)
-                token = answer.json()["token"]
-                ident = enroll(str(http.base_url), device, tmp_path / device, token)
+                ident = _enroll_over_http(http, admin, device, tmp_path / device)
                 idents[device] = TlsSettings(ident.ca, ident.cert, ident.key)
                 assert ident.upload_token is not None
                 uploads[device] = ident.upload_token.read_text().strip()
