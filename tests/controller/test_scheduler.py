@@ -381,6 +381,43 @@ def test_one_stage_or_many_wait_for_a_closed_window_and_say_when_it_opens(
         assert (body["state"], body["done"], body["total"]) == ("succeeded", 10, 10)
 
 
+def test_an_operator_changes_or_clears_the_window_and_held_devices_install_now(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        rid = _create(client, maintenance_windows=[{"cron": "* 2 * * *"}])["id"]  # 12:00 now
+        _drive(sched, fleet, {}, 2)
+        assert client.get(f"/v1/rollouts/{rid}").json()["total"] == 0
+        row = next(d for d in _cli(client, "device", "list").splitlines() if d.startswith("cam-0"))
+        assert "window closed (opens 02:00 UTC)" in row, row
+        # A later window: still held, and rollout status says when it opens now.
+        shown = _cli(client, "rollout", "window", str(rid), "* 20 * * *")
+        assert "window '* 20 * * *' UTC, now running" in shown, shown
+        assert "waiting for window (opens " in shown and "20:00 UTC)" in shown, shown
+        _drive(sched, fleet, {}, 2)
+        assert client.get(f"/v1/rollouts/{rid}").json()["total"] == 0
+        shown = _cli(client, "rollout", "window", str(rid), "--clear")
+        assert "window none, now running" in shown and "waiting" not in shown, shown
+        _drive(sched, fleet, {}, 4)
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        assert (body["state"], body["done"], body["waiting_for_window"]) == ("succeeded", 10, None)
+        assert body["spec"]["maintenance_windows"] == []
+        audit = client.get("/v1/audit", params={"target": f"rollout/{rid}"}).json()["data"]
+        changes = [a["detail"] for a in audit if a["action"] == "window"]
+        assert [c["after"] for c in reversed(changes)] == [
+            [{"cron": "* 20 * * *", "timezone": "UTC", "selector": {}}],
+            [],
+        ]
+        windows = {"maintenance_windows": []}
+        done = client.put(f"/v1/rollouts/{rid}/windows", json=windows)
+        assert done.status_code == 409 and "it is succeeded" in done.json()["detail"]
+        bad = client.put(f"/v1/rollouts/{rid}/windows",
+                         json={"maintenance_windows": [{"cron": "x"}]})  # fmt: skip
+        assert bad.status_code == 400 and "cron" in bad.json()["detail"]
+
+
 def test_pinned_devices_are_skipped_with_the_pin_and_nothing_left_is_its_own_outcome(
     setup: tuple[Services, Clock, Fleet], serve: Callable
 ) -> None:  # type: ignore[type-arg]
