@@ -512,8 +512,9 @@ def _print_rollout(r: dict[str, Any]) -> None:
     for st in r.get("stages", []):
         current = st["index"] == r.get("stage") and r["state"] == RolloutState.RUNNING.value
         # Director metadata is signed in batches in the background: show how far it got.
+        # (Not while a closed maintenance window, not the signing, holds the rest.)
         signing = f", signed {r['total']}/{st['devices']}" if current and (
-            r["total"] < st["devices"]) else ""  # fmt: skip
+            r["total"] < st["devices"]) and not r.get("waiting_for_window") else ""  # fmt: skip
         print(f"{'>' if current else ' '} stage {st['number']} ({st['stage']}, "
               f"{st['devices']} device(s)): {st['outcome']}{signing}")  # fmt: skip
         for g in st["gates"]:

@@ -372,6 +372,7 @@ def test_one_stage_or_many_wait_for_a_closed_window_and_say_when_it_opens(
         assert body["waiting_for_window"] == "2026-11-23T13:30:00Z"
         shown = _cli(client, "rollout", "status", str(rid))
         assert "waiting for window (opens 11-23 13:30 UTC)" in shown, shown
+        assert "signed 0/" not in shown, shown  # the window holds them, not the signing
         # Stages: the JSON's stage_number / number are what the text calls "stage N".
         assert body["stage_number"] == 1 and body["stages"][0]["number"] == 1
         assert "> stage 1 (" in shown
