@@ -150,14 +150,19 @@ def _rollout_of(session: Session) -> dict[str, list[tuple[int, str, str]]]:
 def _source(
     d: Device, rules: pinning.Rules, claims: dict[str, list[tuple[int, str, str]]]
 ) -> str | None:
-    """Which rule won: ``pin/3``, ``pin/3:stable`` or ``rollout/5`` (None: none known)."""
+    """Which rule won: ``pin/3``, ``pin/3:stable``, ``rollout/5``, ``rollout/5:rollback``
+    or ``rollout/5:abort``; a deleted pin's devices keep what it set: ``pin/3 (deleted)``
+    (None: none known)."""
     decision = pinlib.desired(d.device_id, d.labels, rules.pins, rules.channels)
     if decision.pinned:
-        pin = pinlib.pin_for(d.device_id, d.labels, rules.pins)
-        assert pin is not None
-        return f"pin/{pin.id}" + (f":{pin.channel}" if pin.channel else "")
+        return pinning.pin_label(d, rules)
     if d.desired_version is None:
         return None
+    if d.desired_set_by:
+        pin_id = d.desired_set_by.partition(":")[0].removeprefix("pin/")
+        gone = d.desired_set_by.startswith("pin/") and pin_id not in {str(p.id) for p in rules.pins}
+        return f"{d.desired_set_by} (deleted)" if gone else d.desired_set_by
+    # Rows from before desired_set_by: the newest rollout that assigned this version.
     for rid, model, version in claims.get(d.device_id, []):
         if model == d.desired_model and releases.source_label(d.desired_version) == (
             releases.source_label(version)

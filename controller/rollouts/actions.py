@@ -83,6 +83,7 @@ def _hold_pending(session: Session, deps: Deps, rollout: Rollout) -> list[str]:
         target = plans.target_for(session, deps.signing, old, device)
         director_version = deps.signing.assign(row.device_id, [target])
         device.desired_model, device.desired_version = old.name, old.version
+        device.desired_set_by = f"rollout/{rollout.id}:abort"
         device.director_version = director_version
         session.add(device)
         held.append(row.device_id)
@@ -150,6 +151,7 @@ def roll_back(session: Session, deps: Deps, rollout: Rollout, actor: str, now: d
         target = plans.target_for(session, deps.signing, entry, device)
         director_version = deps.signing.assign(row.device_id, [target])
         device.desired_model, device.desired_version = entry.name, entry.version
+        device.desired_set_by = f"rollout/{rollout.id}:rollback"
         device.director_version = director_version
         session.add(device)
         sent.append((row.device_id, director_version))

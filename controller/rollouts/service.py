@@ -438,6 +438,7 @@ def _assign(
             assigned_at=now,
         ))  # fmt: skip
         device.desired_model, device.desired_version = rollout.model, entries[device_id].version
+        device.desired_set_by = f"rollout/{rollout.id}"
         device.director_version = director_version
         device.failed_model = device.failed_version = None  # a fresh attempt
         session.add(device)

@@ -326,10 +326,16 @@ def test_operator_actions_are_checked_and_audited(
         assert sorted(fleet.running.values()).count("v2") == 1
         held = client.get("/v1/audit", params={"target": f"rollout/{rid}"}).json()["data"][0]
         assert held["action"] == "abort" and len(held["detail"]["held"]) == 4
+        by = {d["device_id"]: d["desired_by"] for d in client.get("/v1/devices").json()["data"]}
+        assert {by[d] for d in held["detail"]["held"]} == {f"rollout/{rid}:abort"}
         body = act("rollback", "carol").json()
         assert body["state"] == "rolled_back"
         fleet.follow_director()
         assert set(fleet.running.values()) == {"v1", "v1-rb3"}
+        by = {d["device_id"]: d["desired_by"] for d in client.get("/v1/devices").json()["data"]}
+        assert {by[d] for d, v in fleet.running.items() if v == "v1-rb3"} == {
+            f"rollout/{rid}:rollback"
+        }
         assert act("resume").status_code == 409
         audit = client.get("/v1/audit", params={"target": f"rollout/{rid}"}).json()["data"]
         actions = [(a["actor"], a["action"]) for a in reversed(audit)]

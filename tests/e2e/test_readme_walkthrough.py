@@ -99,16 +99,20 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def fleet_vs_agent(stdout: str) -> list[tuple[tuple[str, str], tuple[str, str]]]:
-    """For each ``device list``: (model, version) in the table and in the agent's /metrics."""
+def fleet_vs_agent(stdout: str, by: list[str]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """For each ``device list``: (model, version) in the table and in the agent's /metrics
+    (and, into ``by``, its BY column: what set the desired version)."""
     pairs = []
     chunks = stdout.split(MARK)
     for before, after in itertools.pairwise(chunks):
         tables = [line for line in before.splitlines() if line.startswith("DEVICE ")]
         assert tables, before[-2000:]
-        header = [h for h in tables if " MODEL " in h][-1].split()
-        row = next(line.split() for line in before.splitlines()[::-1]
-                   if line.startswith("store-north-cam-1 "))  # fmt: skip
+        head = [h for h in tables if " MODEL " in h][-1]
+        header = head.split()
+        line = next(line for line in before.splitlines()[::-1]
+                    if line.startswith("store-north-cam-1 "))  # fmt: skip
+        row = line.split()
+        by.append(line[head.index(" BY ") + 1 : head.index(" RELEASE ")].strip())
         shown = (row[header.index("MODEL")], row[header.index("VERSION")])
         # each step ends where the controller wanted it: desired is what is reported
         assert row[header.index("DESIRED")] == ":".join(shown), before[-1500:]
@@ -142,7 +146,8 @@ def test_using_it_runs_as_written_and_the_fleet_table_tells_the_truth(
         + (agent_log.read_text(errors="replace")[-3000:] if agent_log.exists() else "(none)")
     )
     assert proc.returncode == 0, why
-    pairs = fleet_vs_agent(stdout)
+    by: list[str] = []
+    pairs = fleet_vs_agent(stdout, by)
     assert len(pairs) == readme_blocks()[1].count("edgefleet device list"), why
     for shown, served in pairs:
         assert shown == served, why
@@ -160,4 +165,7 @@ def test_using_it_runs_as_written_and_the_fleet_table_tells_the_truth(
     row = next(line for line in held.splitlines()[::-1] if line.startswith("store-north-cam-1 "))
     assert re.search(r"window closed \(opens \d\d:00 UTC\)", row), row
     assert "rollout 3: window none, now running" in stdout, why
+    # BY names what set each step's version; a deleted pin's device keeps what it set.
+    assert by == ["rollout/1", "rollout/2", "rollout/2:rollback", "pin/1", "pin/2:stable",
+                  "pin/2:stable (deleted)", "rollout/3"], by  # fmt: skip
     assert (folder / "agent-data").is_dir() and (folder / "ctl").is_dir()
