@@ -22,6 +22,7 @@ from edgefleet.controller.models import (
     _utc,
 )
 from edgefleet.controller.rollouts import pinning, releases
+from edgefleet.controller.rollouts.advance import stage_devices
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.controller.rollouts.planner import matches
 from edgefleet.controller.rollouts.service import spec_of
@@ -80,7 +81,7 @@ def fleet(session: Session, devices: Sequence[Device], now: datetime) -> list[De
     refused_at = _last(session, "rejected")
     reasons = _reasons(session, refused_at)
     claims = _rollout_of(session)
-    windows = _windows(session)
+    windows = _windows(session, rules)
     installed: dict[tuple[str, str], int] = {}
     for model in {d.desired_model for d in devices if d.desired_model}:
         ids = [d.device_id for d in devices if d.desired_model == model]
@@ -101,7 +102,7 @@ def fleet(session: Session, devices: Sequence[Device], now: datetime) -> list[De
             failed_desired=d.failed_version is not None and d.failed_version == d.desired_version,
             desired_release=release.get((d.desired_model or "", d.desired_version or "")),
             installed_release=installed.get((d.device_id, d.desired_model or "")),
-            window_opens=_window_wait(d, rules, windows, now),
+            window_opens=_window_wait(d, windows, now),
         )  # fmt: skip
         row = DevicePublic.model_validate(d)
         row.release = release.get((d.model or "", d.version or ""))
@@ -171,34 +172,39 @@ def _source(
     return None
 
 
-def _windows(session: Session) -> list[tuple[Rollout, RolloutSpec, set[str]]]:
-    """Running rollouts with maintenance windows, their specs (parsed once), and the
-    devices each assigned."""
+_Windowed = tuple[RolloutSpec, set[str], set[str]]  # spec, assigned, its stage's devices
+
+
+def _windows(session: Session, rules: pinning.Rules) -> list[_Windowed]:
+    """Running rollouts with maintenance windows: the spec (parsed once), the devices each
+    assigned, and those its current stage covers (as the scheduler picks them)."""
     running = session.exec(select(Rollout).where(Rollout.state == RolloutState.RUNNING.value)).all()
+    windowed = [(r, spec) for r in running if (spec := spec_of(r)).maintenance_windows]
+    if not windowed:
+        return []
+    labels = dict(session.exec(select(Device.device_id, Device.labels)).all())
     out = []
-    for r in running:
-        spec = spec_of(r)
-        if spec.maintenance_windows:
-            ids = session.exec(
-                select(RolloutDevice.device_id).where(RolloutDevice.rollout_id == r.id)
-            ).all()
-            out.append((r, spec, set(ids)))
+    for r, spec in windowed:
+        assigned = set(session.exec(
+            select(RolloutDevice.device_id).where(RolloutDevice.rollout_id == r.id)
+        ).all())  # fmt: skip
+        target = pinlib.Target(r.model, r.version)
+        members = {
+            device_id: lab for device_id, lab in labels.items()
+            if device_id in assigned or (matches(spec.selector, lab) and not pinlib.excluded(
+                device_id, dict(lab), rules.pins, rules.channels, target))
+        }  # fmt: skip
+        wanted = set(stage_devices(r.id or 0, spec, r.stage, members))
+        out.append((spec, assigned, wanted))
     return out
 
 
-def _window_wait(
-    d: Device,
-    rules: pinning.Rules,
-    windows: list[tuple[Rollout, RolloutSpec, set[str]]],
-    now: datetime,
-) -> datetime | None:
-    """When the window opens for a running rollout that selects this device but has not
-    assigned it because the window is closed."""
+def _window_wait(d: Device, windows: list[_Windowed], now: datetime) -> datetime | None:
+    """When the window opens for a running rollout whose current stage covers this device
+    but has not assigned it because the window is closed."""
     opens = []
-    for rollout, spec, assigned in windows:
-        if d.device_id in assigned or not matches(spec.selector, d.labels):
-            continue
-        if rules.excluded(d, pinlib.Target(rollout.model, rollout.version)):
+    for spec, assigned, wanted in windows:
+        if d.device_id in assigned or d.device_id not in wanted:
             continue
         at = next_open(spec.maintenance_windows, d.labels, now)
         if at is not None and at > now:

@@ -363,6 +363,33 @@ def test_maintenance_window_holds_devices_until_it_opens(
         assert body["state"] == "succeeded" and body["waiting_for_window"] is None
 
 
+def test_only_devices_the_current_stage_wants_wait_for_their_window(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    """Stage 1 takes cam-7 (site s1, window open): the s0 devices a closed window covers
+    are not waiting for it yet, only once stage 2 wants them."""
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    window = {"cron": "* 13 * * *", "selector": {"site": "s0"}}
+
+    def waiting() -> tuple[str | None, str | None]:
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        cam0 = next(
+            d for d in client.get("/v1/devices").json()["data"] if d["device_id"] == "cam-0"
+        )
+        return body["waiting_for_window"], cam0["waiting"]
+
+    with serve(services) as client:
+        rid = _create(client, stages="1,100%", soak_s=3600, maintenance_windows=[window])["id"]
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        assert [d["device_id"] for d in body["devices"]] == ["cam-7"]
+        assert waiting() == (None, None)
+        client.post(f"/v1/rollouts/{rid}/promote")
+        _drive(sched, fleet, {}, 2)
+        assert client.get(f"/v1/rollouts/{rid}").json()["total"] == 5  # the s1 devices
+        assert waiting() == ("2026-11-23T13:00:00Z", "window closed (opens 13:00 UTC)")
+
+
 @pytest.mark.parametrize("stages", ["100%", "1,100%"])
 def test_one_stage_or_many_wait_for_a_closed_window_and_say_when_it_opens(
     setup: tuple[Services, Clock, Fleet], serve: Callable, stages: str
