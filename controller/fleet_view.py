@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from edgefleet.controller import pins as pinlib
 from edgefleet.controller.models import (
@@ -49,11 +49,19 @@ class Facts:
     desired_release: int | None = None
     installed_release: int | None = None  # the highest it ever committed of that model
     window_opens: datetime | None = None  # a running rollout waits for its window
+    now: datetime | None = None  # the day a window opening on another is told from
+
+
+def opens(at: datetime, now: datetime | None) -> str:
+    """``13:00 UTC`` today, ``11-24 13:00 UTC`` another day (as ``rollout status``)."""
+    at = at.astimezone(timezone.utc)
+    same_day = now is None or at.date() == now.astimezone(timezone.utc).date()
+    return f"{at:%H:%M} UTC" if same_day else f"{at:%m-%d %H:%M} UTC"
 
 
 def waiting(f: Facts) -> str | None:
     """Why the device does not run its desired version (None: it does, or has none)."""
-    window = f"window closed (opens {f.window_opens:%H:%M} UTC)" if f.window_opens else None
+    window = f"window closed (opens {opens(f.window_opens, f.now)})" if f.window_opens else None
     if not f.has_desired or f.runs_desired:
         return window  # a running rollout would move it, but its window is closed
     older = (f.desired_release is not None and f.installed_release is not None
@@ -102,7 +110,7 @@ def fleet(session: Session, devices: Sequence[Device], now: datetime) -> list[De
             failed_desired=d.failed_version is not None and d.failed_version == d.desired_version,
             desired_release=release.get((d.desired_model or "", d.desired_version or "")),
             installed_release=installed.get((d.device_id, d.desired_model or "")),
-            window_opens=_window_wait(d, windows, now),
+            window_opens=_window_wait(d, windows, now), now=now,
         )  # fmt: skip
         row = DevicePublic.model_validate(d)
         row.release = release.get((d.model or "", d.version or ""))

@@ -608,7 +608,8 @@ def rollout_window(args: argparse.Namespace) -> int:
         windows = [MaintenanceWindow.model_validate(w).model_dump(mode="json")
                    for w in _windows(args.cron, args.timezone)]  # fmt: skip
     except ValidationError as e:
-        raise ConfigError(f"bad window: {e.errors()[0]['msg']}") from e
+        msg = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"bad window: {msg}") from e
     answer = _request("PUT", f"/v1/rollouts/{rid}/windows",
                       json={"maintenance_windows": windows}, headers=_actor_header())  # fmt: skip
     shown = ", ".join(f"{w['cron']!r} {w['timezone']}" for w in windows) or "none"

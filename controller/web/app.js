@@ -34,8 +34,12 @@ function fillTable(id, rows) {
 }
 
 const when = (t) => (t ? new Date(t).toLocaleString() : "-");
-// "13:00 UTC", as the CLI and the fleet table write when a window opens.
-const hhmm = (t) => `${new Date(t).toISOString().slice(11, 16)} UTC`;
+// "13:00 UTC" today, "11-24 13:00 UTC" another day: as the CLI and the fleet table write it.
+const hhmm = (t) => {
+  const at = new Date(t).toISOString();
+  const day = at.slice(0, 10) === new Date().toISOString().slice(0, 10) ? "" : `${at.slice(5, 10)} `;
+  return `${day}${at.slice(11, 16)} UTC`;
+};
 const num = (v, d = 3) => (v === null || v === undefined ? "-" : Number(v).toFixed(d));
 
 // --- fleet -------------------------------------------------------------------------------

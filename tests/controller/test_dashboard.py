@@ -127,7 +127,8 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
                          "rollouts")  # fmt: skip
         opens = client.get(f"/v1/rollouts/{held}").json()["waiting_for_window"]
         assert opens and f'data-window="{opens}"' in detail
-        assert f"waiting for window (opens {opens[11:16]} UTC)" in detail
+        day = "" if opens[:10] == utcnow().date().isoformat() else f"{opens[5:10]} "
+        assert f"waiting for window (opens {day}{opens[11:16]} UTC)" in detail
         assert 'data-skipped="cam-0"' in detail and "skipped: pin 1 holds it to shapes:v1" in detail
 
         gallery = section(chromium(tmp_path, f"{base}/ui/#samples", "--dump-dom"), "samples")

@@ -197,3 +197,23 @@ def test_shadow_and_windows_from_create_flags(tmp_path) -> None:  # type: ignore
     ):
         with pytest.raises(ConfigError, match=msg):
             _create_args("shapes:v2", *argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "msg"),
+    [
+        (["3"], "give the window's CRON, or --clear for none"),
+        (["3", "* 2 * * *", "--clear"], "give the window's CRON, or --clear for none"),
+        (["3", "* 2 * * *", "--timezone", "Mars/X"], "bad window: unknown time zone 'Mars/X'"),
+        (["3", "99 2 * * *"], "bad window: cron minute '99' is outside 0-59"),
+        (["x", "--clear"], "bad rollout id 'x'"),
+    ],
+)
+def test_rollout_window_checks_its_input_before_sending(
+    argv: list[str], msg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgefleet.cli import main
+
+    assert main(["rollout", "window", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgefleet: error: ") and msg in err and "Traceback" not in err

@@ -425,7 +425,7 @@ def test_an_operator_changes_or_clears_the_window_and_held_devices_install_now(
         _drive(sched, fleet, {}, 2)
         assert client.get(f"/v1/rollouts/{rid}").json()["total"] == 0
         row = next(d for d in _cli(client, "device", "list").splitlines() if d.startswith("cam-0"))
-        assert "window closed (opens 02:00 UTC)" in row, row
+        assert "window closed (opens 11-24 02:00 UTC)" in row, row  # tomorrow
         # A later window: still held, and rollout status says when it opens now.
         shown = _cli(client, "rollout", "window", str(rid), "* 20 * * *")
         assert "window '* 20 * * *' UTC, now running" in shown, shown

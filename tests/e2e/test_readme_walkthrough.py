@@ -163,7 +163,7 @@ def test_using_it_runs_as_written_and_the_fleet_table_tells_the_truth(
     held = stdout.split(MARK)[5]
     assert re.search(r"^waiting for window \(opens .*\d\d:00 UTC\)$", held, re.M), why
     row = next(line for line in held.splitlines()[::-1] if line.startswith("store-north-cam-1 "))
-    assert re.search(r"window closed \(opens \d\d:00 UTC\)", row), row
+    assert re.search(r"window closed \(opens (\d\d-\d\d )?\d\d:00 UTC\)", row), row
     assert "rollout 3: window none, now running" in stdout, why
     # BY names what set each step's version; a deleted pin's device keeps what it set.
     assert by == ["rollout/1", "rollout/2", "rollout/2:rollback", "pin/1", "pin/2:stable",
