@@ -162,7 +162,7 @@ class Device(DeviceBase, table=True):
     failed_version: str | None = None
     # What last set desired_*: "rollout/5", "rollout/5:rollback", "rollout/5:abort",
     # "pin/3", "pin/3:stable" (the fleet view's BY; kept after the pin is deleted).
-    desired_set_by: str | None = Field(default=None, max_length=64)
+    desired_set_by: str | None = Field(default=None, max_length=128)  # a 64-char channel fits
 
 
 class DevicePublic(DeviceBase, _UtcPublic):
