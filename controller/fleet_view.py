@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from edgefleet.controller import pins as pinlib
 from edgefleet.controller.models import (
@@ -22,6 +22,7 @@ from edgefleet.controller.models import (
     _utc,
 )
 from edgefleet.controller.rollouts import pinning, releases
+from edgefleet.controller.rollouts.advance import stage_devices
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.controller.rollouts.planner import matches
 from edgefleet.controller.rollouts.service import spec_of
@@ -48,11 +49,19 @@ class Facts:
     desired_release: int | None = None
     installed_release: int | None = None  # the highest it ever committed of that model
     window_opens: datetime | None = None  # a running rollout waits for its window
+    now: datetime | None = None  # the day a window opening on another is told from
+
+
+def opens(at: datetime, now: datetime | None) -> str:
+    """``13:00 UTC`` today, ``11-24 13:00 UTC`` another day (as ``rollout status``)."""
+    at = at.astimezone(timezone.utc)
+    same_day = now is None or at.date() == now.astimezone(timezone.utc).date()
+    return f"{at:%H:%M} UTC" if same_day else f"{at:%m-%d %H:%M} UTC"
 
 
 def waiting(f: Facts) -> str | None:
     """Why the device does not run its desired version (None: it does, or has none)."""
-    window = f"window closed (opens {f.window_opens:%H:%M} UTC)" if f.window_opens else None
+    window = f"window closed (opens {opens(f.window_opens, f.now)})" if f.window_opens else None
     if not f.has_desired or f.runs_desired:
         return window  # a running rollout would move it, but its window is closed
     older = (f.desired_release is not None and f.installed_release is not None
@@ -80,7 +89,7 @@ def fleet(session: Session, devices: Sequence[Device], now: datetime) -> list[De
     refused_at = _last(session, "rejected")
     reasons = _reasons(session, refused_at)
     claims = _rollout_of(session)
-    windows = _windows(session)
+    windows = _windows(session, rules)
     installed: dict[tuple[str, str], int] = {}
     for model in {d.desired_model for d in devices if d.desired_model}:
         ids = [d.device_id for d in devices if d.desired_model == model]
@@ -101,7 +110,7 @@ def fleet(session: Session, devices: Sequence[Device], now: datetime) -> list[De
             failed_desired=d.failed_version is not None and d.failed_version == d.desired_version,
             desired_release=release.get((d.desired_model or "", d.desired_version or "")),
             installed_release=installed.get((d.device_id, d.desired_model or "")),
-            window_opens=_window_wait(d, rules, windows, now),
+            window_opens=_window_wait(d, windows, now), now=now,
         )  # fmt: skip
         row = DevicePublic.model_validate(d)
         row.release = release.get((d.model or "", d.version or ""))
@@ -150,14 +159,19 @@ def _rollout_of(session: Session) -> dict[str, list[tuple[int, str, str]]]:
 def _source(
     d: Device, rules: pinning.Rules, claims: dict[str, list[tuple[int, str, str]]]
 ) -> str | None:
-    """Which rule won: ``pin/3``, ``pin/3:stable`` or ``rollout/5`` (None: none known)."""
+    """Which rule won: ``pin/3``, ``pin/3:stable``, ``rollout/5``, ``rollout/5:rollback``
+    or ``rollout/5:abort``; a deleted pin's devices keep what it set: ``pin/3 (deleted)``
+    (None: none known)."""
     decision = pinlib.desired(d.device_id, d.labels, rules.pins, rules.channels)
     if decision.pinned:
-        pin = pinlib.pin_for(d.device_id, d.labels, rules.pins)
-        assert pin is not None
-        return f"pin/{pin.id}" + (f":{pin.channel}" if pin.channel else "")
+        return pinning.pin_label(d, rules)
     if d.desired_version is None:
         return None
+    if d.desired_set_by:
+        pin_id = d.desired_set_by.partition(":")[0].removeprefix("pin/")
+        gone = d.desired_set_by.startswith("pin/") and pin_id not in {str(p.id) for p in rules.pins}
+        return f"{d.desired_set_by} (deleted)" if gone else d.desired_set_by
+    # Rows from before desired_set_by: the newest rollout that assigned this version.
     for rid, model, version in claims.get(d.device_id, []):
         if model == d.desired_model and releases.source_label(d.desired_version) == (
             releases.source_label(version)
@@ -166,34 +180,39 @@ def _source(
     return None
 
 
-def _windows(session: Session) -> list[tuple[Rollout, RolloutSpec, set[str]]]:
-    """Running rollouts with maintenance windows, their specs (parsed once), and the
-    devices each assigned."""
+_Windowed = tuple[RolloutSpec, set[str], set[str]]  # spec, assigned, its stage's devices
+
+
+def _windows(session: Session, rules: pinning.Rules) -> list[_Windowed]:
+    """Running rollouts with maintenance windows: the spec (parsed once), the devices each
+    assigned, and those its current stage covers (as the scheduler picks them)."""
     running = session.exec(select(Rollout).where(Rollout.state == RolloutState.RUNNING.value)).all()
+    windowed = [(r, spec) for r in running if (spec := spec_of(r)).maintenance_windows]
+    if not windowed:
+        return []
+    labels = dict(session.exec(select(Device.device_id, Device.labels)).all())
     out = []
-    for r in running:
-        spec = spec_of(r)
-        if spec.maintenance_windows:
-            ids = session.exec(
-                select(RolloutDevice.device_id).where(RolloutDevice.rollout_id == r.id)
-            ).all()
-            out.append((r, spec, set(ids)))
+    for r, spec in windowed:
+        assigned = set(session.exec(
+            select(RolloutDevice.device_id).where(RolloutDevice.rollout_id == r.id)
+        ).all())  # fmt: skip
+        target = pinlib.Target(r.model, r.version)
+        members = {
+            device_id: lab for device_id, lab in labels.items()
+            if device_id in assigned or (matches(spec.selector, lab) and not pinlib.excluded(
+                device_id, dict(lab), rules.pins, rules.channels, target))
+        }  # fmt: skip
+        wanted = set(stage_devices(r.id or 0, spec, r.stage, members))
+        out.append((spec, assigned, wanted))
     return out
 
 
-def _window_wait(
-    d: Device,
-    rules: pinning.Rules,
-    windows: list[tuple[Rollout, RolloutSpec, set[str]]],
-    now: datetime,
-) -> datetime | None:
-    """When the window opens for a running rollout that selects this device but has not
-    assigned it because the window is closed."""
+def _window_wait(d: Device, windows: list[_Windowed], now: datetime) -> datetime | None:
+    """When the window opens for a running rollout whose current stage covers this device
+    but has not assigned it because the window is closed."""
     opens = []
-    for rollout, spec, assigned in windows:
-        if d.device_id in assigned or not matches(spec.selector, d.labels):
-            continue
-        if rules.excluded(d, pinlib.Target(rollout.model, rollout.version)):
+    for spec, assigned, wanted in windows:
+        if d.device_id in assigned or d.device_id not in wanted:
             continue
         at = next_open(spec.maintenance_windows, d.labels, now)
         if at is not None and at > now:

@@ -160,6 +160,9 @@ class Device(DeviceBase, table=True):
     # The last version this device reported as reverted / failed (from its events).
     failed_model: str | None = None
     failed_version: str | None = None
+    # What last set desired_*: "rollout/5", "rollout/5:rollback", "rollout/5:abort",
+    # "pin/3", "pin/3:stable" (the fleet view's BY; kept after the pin is deleted).
+    desired_set_by: str | None = Field(default=None, max_length=128)  # a 64-char channel fits
 
 
 class DevicePublic(DeviceBase, _UtcPublic):

@@ -91,6 +91,7 @@ def _register_fleet(sub: Any) -> None:
     create.add_argument("--max-concurrent", type=int, help="downloads at once")
     create.add_argument("--stratify-by", metavar="LABEL", help="first stages span this label")
     create.add_argument("--priority", type=int)
+    _windows_and_shadow(create)
     create.set_defaults(handler=f"{H}:rollout_create")
     rlist = rsub.add_parser("list", help="every rollout with its state and stage")
     rlist.add_argument("--json", action="store_true")
@@ -111,8 +112,39 @@ def _register_fleet(sub: Any) -> None:
         act = rsub.add_parser(action, help=text)
         act.add_argument("id")
         act.set_defaults(handler=f"{H}:rollout_action", action=action)
+    _register_window(rsub)
     register_pins(sub)
     register_data_loop(sub)
+
+
+def _windows_and_shadow(create: Any) -> None:
+    """``rollout create``'s maintenance window and shadow flags (the YAML has them too)."""
+    create.add_argument(
+        "--window", action="append", default=[], metavar="CRON",
+        help='maintenance window: devices install only in the minutes this cron names, '
+        'e.g. "* 2 * * *" (02:00-02:59); repeat for several',
+    )  # fmt: skip
+    create.add_argument("--timezone", metavar="TZ", help="the --window crons' zone (default UTC)")
+    create.add_argument(
+        "--shadow-frames", type=int, metavar="N",
+        help="shadow the new model beside the running one on N sampled frames before the swap",
+    )  # fmt: skip
+    create.add_argument("--shadow-stages", metavar="1,2",
+                        help="stages (1-based) that shadow (default: all)")  # fmt: skip
+    create.add_argument("--shadow-min-match", type=float, metavar="RATE",
+                        help="refuse a model whose boxes match below this share (0-1)")  # fmt: skip
+
+
+def _register_window(rsub: Any) -> None:
+    window = rsub.add_parser(
+        "window", help="replace a rollout's maintenance windows (--clear: install now)"
+    )
+    window.add_argument("id")
+    window.add_argument("cron", nargs="*", metavar="CRON", help='e.g. "* 2 * * *"')
+    window.add_argument("--timezone", metavar="TZ", help="the crons' zone (default UTC)")
+    window.add_argument("--clear", action="store_true",
+                        help="no window: devices it held install now")  # fmt: skip
+    window.set_defaults(handler=f"{H}:rollout_window")
 
 
 def register_pins(sub: Any) -> None:

@@ -456,12 +456,35 @@ def rollout_body(args: argparse.Namespace) -> dict[str, Any]:
     body.update({k: v for k, v in flags.items() if v is not None})
     if args.gate:
         body["gates"] = _expand_gates([parse_gate(g) for g in args.gate])
+    if args.window:
+        body["maintenance_windows"] = _windows(args.window, args.timezone)
+    elif args.timezone:
+        raise ConfigError("--timezone is the --window crons' zone: give --window CRON too")
+    shadow = {"frames": args.shadow_frames, "min_match_rate": args.shadow_min_match,
+              "stages": _numbers(args.shadow_stages)}  # fmt: skip
+    if any(v is not None for v in shadow.values()):
+        body["shadow"] = {**(body.get("shadow") or {}),
+                          **{k: v for k, v in shadow.items() if v is not None}}  # fmt: skip
     try:
         return RolloutSpec.model_validate(body).model_dump(mode="json")
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "spec"
         raise ConfigError(f"bad rollout spec: {where}: {err['msg']}") from e
+
+
+def _windows(crons: list[str], tz: str | None) -> list[dict[str, Any]]:
+    return [{"cron": c, **({"timezone": tz} if tz else {})} for c in crons]
+
+
+def _numbers(text: str | None) -> list[int] | None:
+    """``"1,2"`` -> ``[1, 2]`` (stage numbers)."""
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"bad stage numbers {text!r}: expected e.g. 1,2") from None
 
 
 def _expand_gates(gates: list[dict[str, Any] | str]) -> list[Any]:
@@ -489,8 +512,9 @@ def _print_rollout(r: dict[str, Any]) -> None:
     for st in r.get("stages", []):
         current = st["index"] == r.get("stage") and r["state"] == RolloutState.RUNNING.value
         # Director metadata is signed in batches in the background: show how far it got.
+        # (Not while a closed maintenance window, not the signing, holds the rest.)
         signing = f", signed {r['total']}/{st['devices']}" if current and (
-            r["total"] < st["devices"]) else ""  # fmt: skip
+            r["total"] < st["devices"]) and not r.get("waiting_for_window") else ""  # fmt: skip
         print(f"{'>' if current else ' '} stage {st['number']} ({st['stage']}, "
               f"{st['devices']} device(s)): {st['outcome']}{signing}")  # fmt: skip
         for g in st["gates"]:
@@ -568,6 +592,30 @@ def rollout_action(args: argparse.Namespace) -> int:
     rid = _rollout_id(args.id)
     answer = _request("POST", f"/v1/rollouts/{rid}/{args.action}", headers=_actor_header())
     print(f"rollout {rid}: {args.action} done, now {answer['state']}")
+    return 0
+
+
+@_pipe_safe
+def rollout_window(args: argparse.Namespace) -> int:
+    """Replace a rollout's maintenance windows; ``--clear`` lets the devices install now."""
+    from edgefleet.controller.rollouts.spec import MaintenanceWindow
+    from pydantic import ValidationError
+
+    rid = _rollout_id(args.id)
+    if args.clear == bool(args.cron):
+        raise ConfigError("give the window's CRON, or --clear for none")
+    try:
+        windows = [MaintenanceWindow.model_validate(w).model_dump(mode="json")
+                   for w in _windows(args.cron, args.timezone)]  # fmt: skip
+    except ValidationError as e:
+        msg = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"bad window: {msg}") from e
+    answer = _request("PUT", f"/v1/rollouts/{rid}/windows",
+                      json={"maintenance_windows": windows}, headers=_actor_header())  # fmt: skip
+    shown = ", ".join(f"{w['cron']!r} {w['timezone']}" for w in windows) or "none"
+    print(f"rollout {rid}: window {shown}, now {answer['state']}")
+    if answer.get("waiting_for_window"):
+        print(f"waiting for window (opens {_hhmm(answer['waiting_for_window'])})")
     return 0
 
 

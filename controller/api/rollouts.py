@@ -18,9 +18,10 @@ from edgefleet.controller.api.deps import (
 from edgefleet.controller.models import Rollout, RolloutPublic, RolloutsPublic
 from edgefleet.controller.rollouts import actions, service
 from edgefleet.controller.rollouts.lifecycle import TransitionRefusedError
-from edgefleet.controller.rollouts.spec import RolloutSpec
+from edgefleet.controller.rollouts.spec import MAX_WINDOWS, MaintenanceWindow, RolloutSpec
 from edgefleet.controller.services import Services
 from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
@@ -58,6 +59,35 @@ def get_rollout(rollout_id: int, session: SessionDep, services: ServicesDep) -> 
     with http_errors():
         rollout = service.get_rollout(session, rollout_id)
         return service.rollout_public(session, rollout, services.clock())
+
+
+class WindowsBody(BaseModel):
+    """The rollout's new maintenance windows; an empty list lets its devices install now."""
+
+    model_config = ConfigDict(extra="forbid")
+    maintenance_windows: list[MaintenanceWindow] = Field(max_length=MAX_WINDOWS)
+
+
+@router.put("/{rollout_id}/windows", response_model=RolloutPublic)
+def set_windows(
+    rollout_id: int,
+    body: WindowsBody,
+    session: SessionDep,
+    services: ServicesDep,
+    actor: ActorNameDep,
+) -> RolloutPublic:
+    """Replace a rollout's maintenance windows (recorded in the audit log as ``window``)."""
+    try:
+        with http_errors(), service.TICK_LOCK:
+            rollout = service.get_rollout(session, rollout_id)
+            now = services.clock()
+            actions.set_windows(session, rollout, body.maintenance_windows, actor, now)
+            session.refresh(rollout)
+            return service.rollout_public(session, rollout, now)
+    except HTTPException as e:
+        if isinstance(e.__cause__, TransitionRefusedError):
+            raise HTTPException(409, one_line(e.__cause__.reason)) from e
+        raise
 
 
 @router.post("/{rollout_id}/{action}", response_model=RolloutPublic)

@@ -1,4 +1,5 @@
-"""Operator actions on a rollout: pause, resume, abort, rollback, promote.
+"""Operator actions on a rollout: pause, resume, abort, rollback, promote, and a new
+maintenance window (``set_windows``).
 
 Each moves the rollout through the lifecycle table (``lifecycle.py``; a one-line error
 when the table has no such transition from its state), changes the row,
@@ -17,16 +18,21 @@ from edgefleet.controller import plans, registry
 from edgefleet.controller.models import Device, ModelVersion, Rollout, RolloutDevice
 from edgefleet.controller.rollouts import releases
 from edgefleet.controller.rollouts.lifecycle import (
+    TERMINAL,
     RolloutEvent,
+    RolloutState,
+    TransitionRefusedError,
     transition,
 )
 from edgefleet.controller.rollouts.service import (
+    WAKE,
     Deps,
     audit,
     spec_of,
     stage_row,
     start_stage,
 )
+from edgefleet.controller.rollouts.spec import MaintenanceWindow
 from sqlmodel import Session, select
 
 log = logging.getLogger(__name__)
@@ -77,6 +83,7 @@ def _hold_pending(session: Session, deps: Deps, rollout: Rollout) -> list[str]:
         target = plans.target_for(session, deps.signing, old, device)
         director_version = deps.signing.assign(row.device_id, [target])
         device.desired_model, device.desired_version = old.name, old.version
+        device.desired_set_by = f"rollout/{rollout.id}:abort"
         device.director_version = director_version
         session.add(device)
         held.append(row.device_id)
@@ -98,6 +105,28 @@ def promote(session: Session, rollout: Rollout, actor: str, now: datetime) -> No
         rollout.reason = f"last stage promoted by {actor}"
         rollout.ready_at = rollout.ready_at or now
     _done(session, rollout, actor, "promote", stage=rollout.stage + 1)
+
+
+def set_windows(
+    session: Session,
+    rollout: Rollout,
+    windows: list[MaintenanceWindow],
+    actor: str,
+    now: datetime,
+) -> None:
+    """Replace the rollout's maintenance windows (none: its devices may install now). The
+    state does not change; the scheduler assigns the devices a window opened for on its
+    next round, which this wakes."""
+    if RolloutState(rollout.state) in TERMINAL:
+        raise TransitionRefusedError(
+            f"cannot change the window of rollout {rollout.id}: it is {rollout.state}"
+        )
+    spec = spec_of(rollout)
+    before = [w.model_dump(mode="json") for w in spec.maintenance_windows]
+    after = [w.model_dump(mode="json") for w in windows]
+    rollout.spec = {**spec.model_dump(mode="json"), "maintenance_windows": after}
+    _done(session, rollout, actor, "window", before=before, after=after)
+    WAKE.set()
 
 
 def rollback(session: Session, deps: Deps, rollout: Rollout, actor: str, now: datetime) -> None:
@@ -122,6 +151,7 @@ def roll_back(session: Session, deps: Deps, rollout: Rollout, actor: str, now: d
         target = plans.target_for(session, deps.signing, entry, device)
         director_version = deps.signing.assign(row.device_id, [target])
         device.desired_model, device.desired_version = entry.name, entry.version
+        device.desired_set_by = f"rollout/{rollout.id}:rollback"
         device.director_version = director_version
         session.add(device)
         sent.append((row.device_id, director_version))

@@ -73,15 +73,22 @@ def _to_assign(snap: Snapshot, wanted: Sequence[str], now: datetime) -> list[str
     return missing[: max(room, 0)]
 
 
+def stage_devices(
+    rollout_id: int, spec: RolloutSpec, stage: int, members: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    """The members (id -> labels) that stage ``stage`` (0-based) and those before it cover."""
+    order = cohort_order(rollout_id, members, spec.stratify_by)
+    return order[: spec.stage_counts(len(order))[stage]]
+
+
 def plan(snap: Snapshot, now: datetime) -> Plan:
     spec = snap.spec
     if not snap.members:  # never "succeeded 0/0": say that nobody was left to update
         why = "nothing to do: every matching device is pinned to another version"
         return Plan(next=Next.NOTHING_TO_DO, reason=why)
-    order = cohort_order(
-        snap.rollout_id, {d: m.labels for d, m in snap.members.items()}, spec.stratify_by
+    wanted = stage_devices(
+        snap.rollout_id, spec, snap.stage, {d: m.labels for d, m in snap.members.items()}
     )
-    wanted = order[: spec.stage_counts(len(order))[snap.stage]]
     assign = _to_assign(snap, wanted, now)
     covered = all(snap.members[d].assigned for d in wanted) and not assign
     all_done = covered and all(m.done for m in snap.members.values() if m.assigned)

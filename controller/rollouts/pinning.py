@@ -109,6 +109,7 @@ def _apply(session: Session, deps: Deps, actor: str) -> list[tuple[str, int]]:
             continue
         _leave_rollouts(session, device.device_id, t)
         device.desired_model, device.desired_version = t.model, entry.version
+        device.desired_set_by = pin_label(device, rules)
         device.director_version, device.failed_model, device.failed_version = version, None, None
         session.add(device)
         audit(session, actor, "pin", f"device/{device.device_id}", to=str(t), by=d.source,
@@ -116,6 +117,14 @@ def _apply(session: Session, deps: Deps, actor: str) -> list[tuple[str, int]]:
         sent.append((device.device_id, version))
     session.commit()
     return sent
+
+
+def pin_label(device: Device, rules: Rules) -> str | None:
+    """``pin/3`` or ``pin/3:stable``: the pin that holds the device (None: none)."""
+    pin = pinlib.pin_for(device.device_id, device.labels, rules.pins)
+    if pin is None:
+        return None
+    return f"pin/{pin.id}" + (f":{pin.channel}" if pin.channel else "")
 
 
 def _meant(device: Device, t: pinlib.Target) -> bool:

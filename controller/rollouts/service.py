@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -438,6 +438,7 @@ def _assign(
             assigned_at=now,
         ))  # fmt: skip
         device.desired_model, device.desired_version = rollout.model, entries[device_id].version
+        device.desired_set_by = f"rollout/{rollout.id}"
         device.director_version = director_version
         device.failed_model = device.failed_version = None  # a fresh attempt
         session.add(device)
@@ -552,7 +553,8 @@ def rollout_public(
         stages=_stages(session, rollout, spec, matching),
         reason=rollout.reason, priority=rollout.priority, matching=matching,
         rollback_version=rollout.rollback_version, spec=spec.model_dump(mode="json"),
-        skipped=skipped, waiting_for_window=_window_wait(rollout, spec, held, now or utcnow()),
+        skipped=skipped,
+        waiting_for_window=_window_wait(rollout, spec, views, held, now or utcnow()),
     )  # fmt: skip
 
 
@@ -582,15 +584,23 @@ def _skipped_and_held(
 
 
 def _window_wait(
-    rollout: Rollout, spec: RolloutSpec, held: Sequence[Device], now: datetime
+    rollout: Rollout,
+    spec: RolloutSpec,
+    assigned: Mapping[str, Device],
+    held: Sequence[Device],
+    now: datetime,
 ) -> datetime | None:
-    """When the first maintenance window opens for a device this running rollout would
-    assign now but may not; None when no window holds one."""
+    """When the first maintenance window opens for a device this running rollout's current
+    stage would assign now but may not (the scheduler's choice, ``adv.stage_devices``);
+    None when no window holds one."""
     if rollout.state != RolloutState.RUNNING.value or not spec.maintenance_windows:
         return None
+    members = {d.device_id: d.labels for d in [*assigned.values(), *held]}
+    wanted = set(adv.stage_devices(rollout.id or 0, spec, rollout.stage, members))
     opens = [
         at for d in held
-        if (at := next_open(spec.maintenance_windows, d.labels, now)) is not None and at > now
+        if d.device_id in wanted
+        and (at := next_open(spec.maintenance_windows, d.labels, now)) is not None and at > now
     ]  # fmt: skip
     return min(opens, default=None)
 

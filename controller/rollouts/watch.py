@@ -47,9 +47,16 @@ def render(r: dict[str, Any]) -> Group:
         stages.add_row(f"{st['number']} ({st['stage']})", str(st["devices"]), bar, outcome,
                        gates)  # fmt: skip
     parts.append(stages)
+    if r.get("waiting_for_window"):  # as the plain `rollout status` says it
+        from edgefleet.controller.operator_cmds import _hhmm
+
+        parts.append(Text(f"waiting for window (opens {_hhmm(r['waiting_for_window'])})",
+                          "yellow"))  # fmt: skip
     for d in r["devices"]:
         if d.get("refused"):
             parts.append(Text(f"{d['device_id']} refused its assignment: {d['refused']}", "red"))
+    for d in r.get("skipped", []):
+        parts.append(Text(f"{d['device_id']} skipped: {d['reason']}", "dim"))
     return Group(*parts)
 
 

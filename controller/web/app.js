@@ -34,6 +34,12 @@ function fillTable(id, rows) {
 }
 
 const when = (t) => (t ? new Date(t).toLocaleString() : "-");
+// "13:00 UTC" today, "11-24 13:00 UTC" another day: as the CLI and the fleet table write it.
+const hhmm = (t) => {
+  const at = new Date(t).toISOString();
+  const day = at.slice(0, 10) === new Date().toISOString().slice(0, 10) ? "" : `${at.slice(5, 10)} `;
+  return `${day}${at.slice(11, 16)} UTC`;
+};
 const num = (v, d = 3) => (v === null || v === undefined ? "-" : Number(v).toFixed(d));
 
 // --- fleet -------------------------------------------------------------------------------
@@ -96,12 +102,17 @@ async function renderRollouts(selected) {
   detail.replaceChildren(
     el("h3", {}, `rollout ${r.id}: ${r.model}:${r.version} - ${r.state}`),
     el("p", {}, r.reason || ""),
+    // What `rollout status` says: a closed maintenance window, and devices a pin holds.
+    el("p", { class: "waiting", "data-window": r.waiting_for_window || "" },
+      r.waiting_for_window ? `waiting for window (opens ${hhmm(r.waiting_for_window)})` : ""),
     ...stages,
     el("h4", {}, "devices"),
     el("table", {}, el("tbody", {}, ...r.devices.map((d) => el("tr", {},
       el("td", {}, d.device_id), el("td", {}, `stage ${d.stage_number}`), el("td", {}, d.phase || "-"),
       el("td", {}, d.version || "-"), el("td", { class: d.failed ? "bad" : d.done ? "ok" : "" },
         d.refused ? `refused: ${d.refused}` : d.failed ? "failed" : d.done ? "done" : "pending"))))),
+    el("table", {}, el("tbody", {}, ...(r.skipped || []).map((d) => el("tr", { "data-skipped": d.device_id },
+      el("td", {}, d.device_id), el("td", {}, `skipped: ${d.reason}`))))),
   );
   detail.dataset.rollout = String(r.id);
   return r.stages.length;

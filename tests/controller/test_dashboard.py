@@ -5,6 +5,7 @@ the drift page's is copied to docs/screenshots/."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -88,6 +89,7 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
                                                "stages": "1,50%,100%"})  # fmt: skip
         assert r.status_code == 200, r.text
         rollout = r.json()["id"]
+        held = hold_by_window_and_pin(filled, client)
         page = client.get("/ui/")
         assert page.status_code == 200 and '<script src="/ui/app.js">' in page.text
         assert client.get("/ui/../app.py").status_code == 404
@@ -99,6 +101,11 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
         assert "cam-2" in fleet and "site=south" in fleet
         # Desired beside reported: the canary's desired version and the rule that set it.
         assert f">rollout/{rollout}<" in fleet and "data-waiting=" in fleet
+        # Why a device does not run what it should: the same words as the JSON and the CLI.
+        devices = client.get("/v1/devices").json()["data"]
+        assert any((d["waiting"] or "").startswith("window closed (opens ") for d in devices)
+        for d in devices:
+            assert f'data-waiting="{html.escape(d["waiting"] or "")}"' in fleet, d
 
         drift = section(chromium(tmp_path, f"{base}/ui/#drift", "--dump-dom"), "drift")
         assert 'data-ready="1"' in drift
@@ -115,6 +122,15 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
         assert [s["number"] for s in body["stages"]] == [1, 2, 3]
         assert 'data-stage="1"' in detail and f"stage {body['stage_number']}: " in detail
 
+        # A rollout that a closed window holds and a pin skips says both, as rollout status.
+        detail = section(chromium(tmp_path, f"{base}/ui/#rollout={held}", "--dump-dom"),
+                         "rollouts")  # fmt: skip
+        opens = client.get(f"/v1/rollouts/{held}").json()["waiting_for_window"]
+        assert opens and f'data-window="{opens}"' in detail
+        day = "" if opens[:10] == utcnow().date().isoformat() else f"{opens[5:10]} "
+        assert f"waiting for window (opens {day}{opens[11:16]} UTC)" in detail
+        assert 'data-skipped="cam-0"' in detail and "skipped: pin 1 holds it to shapes:v1" in detail
+
         gallery = section(chromium(tmp_path, f"{base}/ui/#samples", "--dump-dom"), "samples")
         assert 'data-boxes="2"' in gallery  # the image loaded and both boxes were drawn
         assert "uncertain: 2 score(s)" in gallery
@@ -125,6 +141,20 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
             chromium(tmp_path, f"{base}/ui/{page}", f"--screenshot={shot}")
             assert shot.stat().st_size > 5000
             keep(shot, DOCS / f"dashboard-{name}.png")
+
+
+def hold_by_window_and_pin(services: Services, client: httpx.Client) -> int:
+    """A second rollout (v2): a pin holds cam-0 on v1 (rollout 1 has cam-1), a window
+    closed for 12 more hours holds the others."""
+    version_with_card(services, version="v2")
+    pin = {"selector": {"device_id": "cam-0"}, "model": "shapes", "version": "v1"}
+    assert client.post("/v1/pins", json=pin).status_code == 200
+    closed = (utcnow().hour + 12) % 24
+    body = {"model": "shapes", "version": "v2",
+            "maintenance_windows": [{"cron": f"* {closed} * * *"}]}  # fmt: skip
+    r = client.post("/v1/rollouts", json=body)
+    assert r.status_code == 200, r.text
+    return int(r.json()["id"])
 
 
 def keep(shot: Path, dest: Path) -> None:

@@ -144,6 +144,9 @@ def test_pins_and_channels_over_http(
         assert refused.status_code == 400 and "pin(s) 1" in refused.json()["detail"]
         assert _cli(url, "pin", "delete", "1").returncode == 0
         assert client.get("/v1/pins").json()["count"] == 0
+        # Its devices keep what it set, and BY still names it (not an older rollout).
+        assert _devices(client)["cam-a2"]["desired_by"] == "pin/1:stable (deleted)"
+        assert _devices(client)["cam-b1"]["desired_by"] == f"rollout/{r.json()['id']}"
         actions = [a["action"] for a in client.get("/v1/audit").json()["data"]]
         assert {"pin_create", "pin_delete", "channel_set", "pin"} <= set(actions)
 

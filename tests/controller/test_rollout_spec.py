@@ -139,7 +139,8 @@ def test_cli_builds_the_same_spec_from_a_file_and_flags(tmp_path) -> None:  # ty
     def ns(**kw: object) -> argparse.Namespace:
         base = {"file": None, "target": None, "selector": [], "stages": None, "soak": None,
                 "on_failure": None, "gate": [], "max_concurrent": None, "stratify_by": None,
-                "priority": None, "install_timeout": None}  # fmt: skip
+                "priority": None, "install_timeout": None, "window": [], "timezone": None,
+                "shadow_frames": None, "shadow_stages": None, "shadow_min_match": None}  # fmt: skip
         return argparse.Namespace(**{**base, **kw})
 
     from_file = rollout_body(ns(file=str(path)))
@@ -159,3 +160,60 @@ def test_cli_builds_the_same_spec_from_a_file_and_flags(tmp_path) -> None:  # ty
                      (ns(file=str(tmp_path / "nope.yaml")), "cannot read")):  # fmt: skip
         with pytest.raises(ConfigError, match=msg):
             rollout_body(bad)
+
+
+def _create_args(*argv: str) -> dict:  # type: ignore[type-arg]
+    """``edgefleet rollout create ARGV`` through the real parser, as the body it sends."""
+    from edgefleet.controller.operator_cmds import rollout_body
+
+    from edgefleet.cli import build_parser
+
+    return rollout_body(build_parser().parse_args(["rollout", "create", *argv]))
+
+
+def test_shadow_and_windows_from_create_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edgefleet.shared.errors import ConfigError
+
+    body = _create_args("shapes:v2", "--stages", "1,100%", "--shadow-frames", "30",
+                        "--shadow-stages", "1", "--shadow-min-match", "0.9")  # fmt: skip
+    assert body["shadow"] == {"frames": 30, "timeout_s": 60.0, "min_match_rate": 0.9,
+                              "stages": [1]}  # fmt: skip
+    assert _create_args("shapes:v2")["shadow"] is None  # no flag: no shadow phase
+    # A flag overrides the file's field; the file's other fields stay.
+    path = tmp_path / "r.yaml"
+    path.write_text("model: shapes\nversion: v2\nshadow: {frames: 5, timeout_s: 9}\n")
+    merged = _create_args("--file", str(path), "--shadow-frames", "8")["shadow"]
+    assert (merged["frames"], merged["timeout_s"]) == (8, 9.0)
+    windows = _create_args("shapes:v2", "--window", "* 2 * * *", "--timezone", "Europe/Berlin")
+    assert windows["maintenance_windows"] == [
+        {"cron": "* 2 * * *", "timezone": "Europe/Berlin", "selector": {}}
+    ]
+    for argv, msg in (
+        (["--shadow-stages", "3"], "shadow stages \\[3\\]: stages are numbered 1 to 1"),
+        (["--shadow-stages", "one"], "bad stage numbers"),
+        (["--shadow-frames", "0"], "shadow.frames"),
+        (["--window", "61 * * * *"], "outside 0-59"),
+        (["--timezone", "UTC"], "give --window"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            _create_args("shapes:v2", *argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "msg"),
+    [
+        (["3"], "give the window's CRON, or --clear for none"),
+        (["3", "* 2 * * *", "--clear"], "give the window's CRON, or --clear for none"),
+        (["3", "* 2 * * *", "--timezone", "Mars/X"], "bad window: unknown time zone 'Mars/X'"),
+        (["3", "99 2 * * *"], "bad window: cron minute '99' is outside 0-59"),
+        (["x", "--clear"], "bad rollout id 'x'"),
+    ],
+)
+def test_rollout_window_checks_its_input_before_sending(
+    argv: list[str], msg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgefleet.cli import main
+
+    assert main(["rollout", "window", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgefleet: error: ") and msg in err and "Traceback" not in err

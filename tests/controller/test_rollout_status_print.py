@@ -1,7 +1,9 @@
-"""``rollout status`` shows how far background signing of the current stage got."""
+"""``rollout status`` shows how far background signing of the current stage got, and the
+live view (``--watch``) says what the plain one says of windows and skipped devices."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
@@ -28,3 +30,18 @@ def test_no_progress_once_signed_or_not_running(capsys: pytest.CaptureFixture[st
     _print_rollout(_rollout(1000))
     _print_rollout(_rollout(250, state="paused"))
     assert "signed" not in capsys.readouterr().out
+
+
+def test_the_live_view_says_what_holds_devices() -> None:
+    from edgefleet.controller.rollouts.watch import render
+    from rich.console import Console
+
+    r = _rollout(0) | {
+        "waiting_for_window": "2026-11-23T02:00:00Z",
+        "skipped": [{"device_id": "cam-3", "reason": "pin 2 holds it to shapes:v1"}],
+    }
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(render(r))
+    shown = console.export_text()
+    assert "waiting for window (opens 11-23 02:00 UTC)" in shown, shown
+    assert "cam-3 skipped: pin 2 holds it to shapes:v1" in shown, shown

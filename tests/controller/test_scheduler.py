@@ -326,10 +326,16 @@ def test_operator_actions_are_checked_and_audited(
         assert sorted(fleet.running.values()).count("v2") == 1
         held = client.get("/v1/audit", params={"target": f"rollout/{rid}"}).json()["data"][0]
         assert held["action"] == "abort" and len(held["detail"]["held"]) == 4
+        by = {d["device_id"]: d["desired_by"] for d in client.get("/v1/devices").json()["data"]}
+        assert {by[d] for d in held["detail"]["held"]} == {f"rollout/{rid}:abort"}
         body = act("rollback", "carol").json()
         assert body["state"] == "rolled_back"
         fleet.follow_director()
         assert set(fleet.running.values()) == {"v1", "v1-rb3"}
+        by = {d["device_id"]: d["desired_by"] for d in client.get("/v1/devices").json()["data"]}
+        assert {by[d] for d, v in fleet.running.items() if v == "v1-rb3"} == {
+            f"rollout/{rid}:rollback"
+        }
         assert act("resume").status_code == 409
         audit = client.get("/v1/audit", params={"target": f"rollout/{rid}"}).json()["data"]
         actions = [(a["actor"], a["action"]) for a in reversed(audit)]
@@ -357,6 +363,33 @@ def test_maintenance_window_holds_devices_until_it_opens(
         assert body["state"] == "succeeded" and body["waiting_for_window"] is None
 
 
+def test_only_devices_the_current_stage_wants_wait_for_their_window(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    """Stage 1 takes cam-7 (site s1, window open): the s0 devices a closed window covers
+    are not waiting for it yet, only once stage 2 wants them."""
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    window = {"cron": "* 13 * * *", "selector": {"site": "s0"}}
+
+    def waiting() -> tuple[str | None, str | None]:
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        cam0 = next(
+            d for d in client.get("/v1/devices").json()["data"] if d["device_id"] == "cam-0"
+        )
+        return body["waiting_for_window"], cam0["waiting"]
+
+    with serve(services) as client:
+        rid = _create(client, stages="1,100%", soak_s=3600, maintenance_windows=[window])["id"]
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        assert [d["device_id"] for d in body["devices"]] == ["cam-7"]
+        assert waiting() == (None, None)
+        client.post(f"/v1/rollouts/{rid}/promote")
+        _drive(sched, fleet, {}, 2)
+        assert client.get(f"/v1/rollouts/{rid}").json()["total"] == 5  # the s1 devices
+        assert waiting() == ("2026-11-23T13:00:00Z", "window closed (opens 13:00 UTC)")
+
+
 @pytest.mark.parametrize("stages", ["100%", "1,100%"])
 def test_one_stage_or_many_wait_for_a_closed_window_and_say_when_it_opens(
     setup: tuple[Services, Clock, Fleet], serve: Callable, stages: str
@@ -372,6 +405,7 @@ def test_one_stage_or_many_wait_for_a_closed_window_and_say_when_it_opens(
         assert body["waiting_for_window"] == "2026-11-23T13:30:00Z"
         shown = _cli(client, "rollout", "status", str(rid))
         assert "waiting for window (opens 11-23 13:30 UTC)" in shown, shown
+        assert "signed 0/" not in shown, shown  # the window holds them, not the signing
         # Stages: the JSON's stage_number / number are what the text calls "stage N".
         assert body["stage_number"] == 1 and body["stages"][0]["number"] == 1
         assert "> stage 1 (" in shown
@@ -379,6 +413,43 @@ def test_one_stage_or_many_wait_for_a_closed_window_and_say_when_it_opens(
         _drive(sched, fleet, {}, 6)
         body = client.get(f"/v1/rollouts/{rid}").json()
         assert (body["state"], body["done"], body["total"]) == ("succeeded", 10, 10)
+
+
+def test_an_operator_changes_or_clears_the_window_and_held_devices_install_now(
+    setup: tuple[Services, Clock, Fleet], serve: Callable
+) -> None:  # type: ignore[type-arg]
+    services, clock, fleet = setup
+    sched = Scheduler(services.engine, _deps(services), clock=clock, holder="a")
+    with serve(services) as client:
+        rid = _create(client, maintenance_windows=[{"cron": "* 2 * * *"}])["id"]  # 12:00 now
+        _drive(sched, fleet, {}, 2)
+        assert client.get(f"/v1/rollouts/{rid}").json()["total"] == 0
+        row = next(d for d in _cli(client, "device", "list").splitlines() if d.startswith("cam-0"))
+        assert "window closed (opens 11-24 02:00 UTC)" in row, row  # tomorrow
+        # A later window: still held, and rollout status says when it opens now.
+        shown = _cli(client, "rollout", "window", str(rid), "* 20 * * *")
+        assert "window '* 20 * * *' UTC, now running" in shown, shown
+        assert "waiting for window (opens " in shown and "20:00 UTC)" in shown, shown
+        _drive(sched, fleet, {}, 2)
+        assert client.get(f"/v1/rollouts/{rid}").json()["total"] == 0
+        shown = _cli(client, "rollout", "window", str(rid), "--clear")
+        assert "window none, now running" in shown and "waiting" not in shown, shown
+        _drive(sched, fleet, {}, 4)
+        body = client.get(f"/v1/rollouts/{rid}").json()
+        assert (body["state"], body["done"], body["waiting_for_window"]) == ("succeeded", 10, None)
+        assert body["spec"]["maintenance_windows"] == []
+        audit = client.get("/v1/audit", params={"target": f"rollout/{rid}"}).json()["data"]
+        changes = [a["detail"] for a in audit if a["action"] == "window"]
+        assert [c["after"] for c in reversed(changes)] == [
+            [{"cron": "* 20 * * *", "timezone": "UTC", "selector": {}}],
+            [],
+        ]
+        windows = {"maintenance_windows": []}
+        done = client.put(f"/v1/rollouts/{rid}/windows", json=windows)
+        assert done.status_code == 409 and "it is succeeded" in done.json()["detail"]
+        bad = client.put(f"/v1/rollouts/{rid}/windows",
+                         json={"maintenance_windows": [{"cron": "x"}]})  # fmt: skip
+        assert bad.status_code == 400 and "cron" in bad.json()["detail"]
 
 
 def test_pinned_devices_are_skipped_with_the_pin_and_nothing_left_is_its_own_outcome(

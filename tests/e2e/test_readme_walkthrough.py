@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 PORTS = ("18830", "8600", "9600")  # broker, controller, agent metrics, as the README has them
 SERVED = re.compile(r'^edgefleet_agent_model_info\{[^}]*model="([^"]*)",version="([^"]*)"', re.M)
 MARK = "@@agent-metrics"
+WINDOW = '--window "* 2 * * *"'  # the README's maintenance window (02:00-02:59 UTC)
 
 
 def readme_blocks() -> list[str]:
@@ -97,16 +99,20 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def fleet_vs_agent(stdout: str) -> list[tuple[tuple[str, str], tuple[str, str]]]:
-    """For each ``device list``: (model, version) in the table and in the agent's /metrics."""
+def fleet_vs_agent(stdout: str, by: list[str]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """For each ``device list``: (model, version) in the table and in the agent's /metrics
+    (and, into ``by``, its BY column: what set the desired version)."""
     pairs = []
     chunks = stdout.split(MARK)
     for before, after in itertools.pairwise(chunks):
         tables = [line for line in before.splitlines() if line.startswith("DEVICE ")]
         assert tables, before[-2000:]
-        header = [h for h in tables if " MODEL " in h][-1].split()
-        row = next(line.split() for line in before.splitlines()[::-1]
-                   if line.startswith("store-north-cam-1 "))  # fmt: skip
+        head = [h for h in tables if " MODEL " in h][-1]
+        header = head.split()
+        line = next(line for line in before.splitlines()[::-1]
+                    if line.startswith("store-north-cam-1 "))  # fmt: skip
+        row = line.split()
+        by.append(line[head.index(" BY ") + 1 : head.index(" RELEASE ")].strip())
         shown = (row[header.index("MODEL")], row[header.index("VERSION")])
         # each step ends where the controller wanted it: desired is what is reported
         assert row[header.index("DESIRED")] == ":".join(shown), before[-1500:]
@@ -121,6 +127,9 @@ def test_using_it_runs_as_written_and_the_fleet_table_tells_the_truth(
 ) -> None:
     ports, _ = terminal_1
     block = with_metric_reads(on_free_ports(readme_blocks()[1], ports), ports["9600"])
+    assert WINDOW in block
+    closed = (datetime.now(timezone.utc).hour + 12) % 24  # twelve hours away: closed now
+    block = block.replace(WINDOW, f'--window "* {closed} * * *"')
     proc = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", block], cwd=folder,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
@@ -137,14 +146,26 @@ def test_using_it_runs_as_written_and_the_fleet_table_tells_the_truth(
         + (agent_log.read_text(errors="replace")[-3000:] if agent_log.exists() else "(none)")
     )
     assert proc.returncode == 0, why
-    pairs = fleet_vs_agent(stdout)
+    by: list[str] = []
+    pairs = fleet_vs_agent(stdout, by)
     assert len(pairs) == readme_blocks()[1].count("edgefleet device list"), why
     for shown, served in pairs:
         assert shown == served, why
-    # The walk went v1, v2, back to v1's bytes (rollback), v2 (a pin), v1 (a channel): the
-    # last three are lower releases than what the device ran, so each is a re-signed copy.
+    # The walk went v1, v2, back to v1's bytes (rollback), v2 (a pin), v1 (a channel), v1
+    # still (rollout 3 waits for its window), v2 (the window lifted): after the first two,
+    # each is a lower release than what the device ran, so each is a re-signed copy.
     versions = [shown[1] for shown, _ in pairs]
     assert versions[:2] == ["v1", "v2"], versions
-    for got, want in zip(versions[2:], ["v1", "v2", "v1"], strict=True):
+    for got, want in zip(versions[2:], ["v1", "v2", "v1", "v1", "v2"], strict=True):
         assert re.fullmatch(rf"{want}-rb\d+", got), versions
+    assert versions[4] == versions[5], versions  # held by the window: nothing installed
+    # While the window held it, rollout status and the fleet table both said so.
+    held = stdout.split(MARK)[5]
+    assert re.search(r"^waiting for window \(opens .*\d\d:00 UTC\)$", held, re.M), why
+    row = next(line for line in held.splitlines()[::-1] if line.startswith("store-north-cam-1 "))
+    assert re.search(r"window closed \(opens (\d\d-\d\d )?\d\d:00 UTC\)", row), row
+    assert "rollout 3: window none, now running" in stdout, why
+    # BY names what set each step's version; a deleted pin's device keeps what it set.
+    assert by == ["rollout/1", "rollout/2", "rollout/2:rollback", "pin/1", "pin/2:stable",
+                  "pin/2:stable (deleted)", "rollout/3"], by  # fmt: skip
     assert (folder / "agent-data").is_dir() and (folder / "ctl").is_dir()
