@@ -9,6 +9,11 @@ cannot be followed here: systemd itself (no User=, no sandbox: every process run
 test's user) and the device's host name, which becomes `localhost` (the broker certificate
 names both). As root, the broker files belong to the `mosquitto` user as documented and
 Mosquitto drops to it before reading them.
+
+The device enrolls over HTTP with a one-time token, commits a rollout over mTLS, and is
+then revoked: the broker closes its live session (the shipped dynamic security plugin
+lines and ACL) and, once edgefleet-crl.service's copy lines ran and the broker reloaded,
+refuses its reconnects, within docs/TRUST.md's bounds. Writes without a token get 401.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +50,9 @@ EDGEFLEET = Path(sys.executable).parent / "edgefleet"
 SHIPPED_EXE = "/opt/edgefleet/venv/bin/edgefleet"
 MQTTS_PORT, HTTP_PORT = 8883, 8600  # the shipped ports
 DEVICE_HOST = "edgefleet.example.internal"  # the README's host name for controller and broker
+# docs/TRUST.md's bounds: the live session closed within 2 s of the revoke answer, a new
+# connection refused within 5 s (the CRL path unit's copy and reload; here the test's).
+KICK_S, REFUSE_S = 2.0, 5.0
 MODEL = REPO / "models" / "shapes" / "v1" / "model.onnx"
 
 
@@ -164,6 +174,19 @@ def _agent_config(moves: Moves) -> tuple[Path, dict[str, Any]]:
     return path, cfg
 
 
+def _crl_service(moves: Moves, mosquitto: subprocess.Popen[bytes]) -> None:
+    """What edgefleet-crl.path starts on a new CRL: its copy lines as shipped (paths moved);
+    its `systemctl reload-or-restart mosquitto` is SIGHUP (mosquitto.service's ExecReload)."""
+    unit = (DEPLOY / "systemd" / "edgefleet-crl.service").read_text().splitlines()
+    starts = [
+        shlex.split(ln.removeprefix("ExecStart=")) for ln in unit if ln.startswith("ExecStart=")
+    ]
+    assert starts[-1][-2:] == ["reload-or-restart", "mosquitto.service"]
+    for argv in starts[:-1]:
+        subprocess.run([moves(w) for w in argv], check=True, timeout=30)
+    mosquitto.send_signal(signal.SIGHUP)
+
+
 def _committed(http: httpx.Client, device: str, version: str) -> bool:
     r = http.get(f"/v1/devices/{device}")
     d = r.json() if r.status_code == 200 else {}
@@ -171,7 +194,7 @@ def _committed(http: httpx.Client, device: str, version: str) -> bool:
 
 
 @pytest.mark.skipif(not Path(DYNSEC_PLUGIN).exists(), reason="no dynamic security plugin")
-def test_the_shipped_stack_enrolls_a_device_and_rolls_out_over_mtls(
+def test_the_shipped_stack_enrolls_rolls_out_and_revokes_over_mtls(
     tmp_path: Path, root: Path
 ) -> None:
     moves = Moves(root, free_port(), free_port())
@@ -208,6 +231,9 @@ def test_the_shipped_stack_enrolls_a_device_and_rolls_out_over_mtls(
         assert http.post("/v1/tokens", json={"role": "admin", "name": "x"}).status_code == 401
         assert http.post("/v1/rollouts", json={}).status_code == 401
 
+        def broker() -> str:
+            return procs.log("mosquitto")
+
         operator = cli([*_readme_command(mtls, "EDGEFLEET_URL=")[2:], "--quiet"], admin)
         operator = operator.strip()
         http.headers["Authorization"] = f"Bearer {operator}"
@@ -235,6 +261,25 @@ def test_the_shipped_stack_enrolls_a_device_and_rolls_out_over_mtls(
         except AssertionError:
             logs = "\n".join(f"--- {n}\n{procs.log(n)[-3000:]}" for n in procs.running)
             pytest.fail(f"the rollout did not reach {device}\n{logs}")
+
+        # Revocation through the shipped files: the plugin kicks the live session at once,
+        # and once edgefleet-crl.service has handed the broker the new CRL it refuses the
+        # device's reconnects.
+        cli(["edgefleet", "device", "revoke", device], admin)
+        revoked = time.monotonic()
+        kicked = f"Client {device} been disconnected by administrative action"
+        wait_for("the broker closes the revoked session", lambda: kicked in broker(), KICK_S)
+        took = {"kick": time.monotonic() - revoked}
+        hup = len(broker())
+        _crl_service(moves, procs.running["mosquitto"])
+        wait_for("a reconnect refused for the revoked certificate",
+                 lambda: "certificate verify failed" in broker()[hup:],
+                 REFUSE_S - (time.monotonic() - revoked))  # fmt: skip
+        took["refused"] = time.monotonic() - revoked
+        reloaded = broker()[hup:]
+        assert "Reloading config" in reloaded
+        assert f"as {device} (" not in reloaded.split("Reloading config", 1)[1]
+        print(" ".join(f"{k} {v:.2f} s" for k, v in took.items()))
     # Both came in over mTLS (the broker's only listener), each under its certificate's CN
     # as user name and client id.
     broker_log = procs.log("mosquitto")
