@@ -88,3 +88,17 @@ def test_credential_routes_are_rate_limited(client: httpx.Client) -> None:
     r = client.post("/v1/enroll", json={"token": "x", "csr": "y"})
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert client.get("/healthz").status_code == 200  # other routes unaffected
+
+
+def test_the_limit_comes_before_authentication(
+    make_services: Callable[..., Services], serve: Serve
+) -> None:
+    # As shipped (tokens required): an unauthenticated oversized body is refused on its size,
+    # before any token lookup, and a small one on its missing token.
+    services = make_services()
+    services.settings = dataclasses.replace(services.settings, auth=True)
+    big = b"{" + b" " * (JSON_MAX + 10) + b"}"
+    with serve(services) as client:
+        r = client.post("/v1/rollouts", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "request body over" in r.json()["detail"]
+        assert client.post("/v1/rollouts", json={}).status_code == 401
