@@ -346,8 +346,10 @@ class DevicePki:
     def status(self) -> list[tuple[str, str, datetime | None]]:
         """(what, file, expiry) of the CA, the CRL and the service certificates."""
         rows: list[tuple[str, str, datetime | None]] = []
+        replicas = [(f"replica {p.stem.removeprefix('controller-')}", p.name)
+                    for p in sorted(self.folder.glob("controller-*.pem"))]  # fmt: skip
         for what, name in (("device CA", "device-ca.pem"), ("broker", "broker.pem"),
-                           ("controller", "controller.pem")):  # fmt: skip
+                           ("controller", "controller.pem"), *replicas):  # fmt: skip
             path = self.folder / name
             try:
                 cert = x509.load_pem_x509_certificate(path.read_bytes())

@@ -110,6 +110,8 @@ def test_pki_replica_gives_any_replica_the_controllers_acl_block(tmp_path: Path)
     again = _edgefleet("pki", "replica", "--data", str(data), "7", "--acl", str(acl))
     assert again.returncode == 0 and "already has user edgefleet-controller-7" in again.stdout
     assert acl.read_text().count("user edgefleet-controller-7") == 1
+    status = _edgefleet("pki", "status", "--data", str(data))
+    assert status.returncode == 0 and "replica 7" in status.stdout  # its expiry is watched too
 
     foreign = tmp_path / "other.acl"
     foreign.write_text("pattern read x/%u\n")
