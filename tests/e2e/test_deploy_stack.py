@@ -265,8 +265,11 @@ def test_the_shipped_stack_enrolls_rolls_out_and_revokes_over_mtls(
         # Revocation through the shipped files: the plugin kicks the live session at once,
         # and once edgefleet-crl.service has handed the broker the new CRL it refuses the
         # device's reconnects.
+        director = f"/tuf/director/{device}/metadata/timestamp.json"
+        assert http.get(director).status_code == 200
         cli(["edgefleet", "device", "revoke", device], admin)
         revoked = time.monotonic()
+        assert http.get(director).status_code == 403  # its HTTP side is cut in the same call
         kicked = f"Client {device} been disconnected by administrative action"
         wait_for("the broker closes the revoked session", lambda: kicked in broker(), KICK_S)
         took = {"kick": time.monotonic() - revoked}
