@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from edgefleet.controller.api import (
     audit,
     devices,
@@ -23,11 +25,14 @@ from edgefleet.controller.api.deps import (
 )
 from edgefleet.controller.api.files import FileServing
 from edgefleet.controller.api.web import include_data_loop
+from edgefleet.controller.enrollment import upload_device
 from edgefleet.controller.limits import RequestLimits
 from edgefleet.controller.services import Services
+from edgefleet.controller.tokens import find_token
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 
 from edgefleet import __version__
 
@@ -68,5 +73,18 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(enroll.router)  # its routes carry their own role checks
     include_data_loop(app)  # cards, samples, drift, alerts, /metrics, the dashboard
     # Outermost: a too-large body or a flood of credential requests costs no route work.
-    app.add_middleware(RequestLimits, upload_max=services.settings.max_upload_bytes)
+    gate = _holds_credential(services) if services.settings.auth else None
+    app.add_middleware(RequestLimits, upload_max=services.settings.max_upload_bytes,
+                       holds_credential=gate)  # fmt: skip
     return app
+
+
+def _holds_credential(services: Services) -> Callable[[str], bool]:
+    """Whether a bearer secret is a live API token or device upload credential: the check
+    uploads pass before their body is read (controller/limits.py)."""
+
+    def check(secret: str) -> bool:
+        with Session(services.engine) as session:
+            return find_token(session, secret) is not None or bool(upload_device(session, secret))
+
+    return check

@@ -36,6 +36,8 @@ def register(sub: Any) -> None:
     replica = psub.add_parser("replica", help="a controller replica's own broker certificate")
     replica.add_argument("--data", required=True)
     replica.add_argument("name", help="replica name: CN edgefleet-controller-NAME")
+    replica.add_argument("--acl", metavar="FILE", help="also give the replica the controller's "
+                         "rights in this broker ACL (/etc/mosquitto/edgefleet.acl)")  # fmt: skip
     replica.set_defaults(handler=f"{H}:cmd_replica")
     issue = psub.add_parser("issue", help="issue a device key + certificate (dev only)")
     issue.add_argument("--data", required=True)

@@ -8,7 +8,12 @@ unauthenticated client nor a big upload costs the controller more than the limit
   and cut off at the limit; the route never sees the rest;
 - enrollment and token routes take at most ``burst`` requests per client address, then one
   every ``1 / rate`` seconds (429 with Retry-After): guessing enrollment tokens or flooding
-  the token table is slow.
+  the token table is slow;
+- with tokens required, an upload (model, plan, sample) must name a live credential (an API
+  token or a device's upload credential) before a byte of its body is read: FastAPI parses
+  a multipart body before any dependency runs, so without this an anonymous client could
+  make the controller spool up to the upload limit to disk before its 401. The route still
+  checks the role or the device itself.
 
 :func:`body_limit` and :class:`TokenBuckets` are pure (the clock is passed in); the
 middleware is the shell around them.
@@ -26,6 +31,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
+
 JSON_MAX = 1024 * 1024  # bytes: every JSON body (rollout specs, cards, pins, tokens)
 SAMPLE_MAX = 32 * 1024 * 1024  # bytes: one sample frame with its metadata
 UPLOAD_ROUTES = (
@@ -35,6 +42,8 @@ UPLOAD_ROUTES = (
     re.compile(r"^/v1/devices/[^/]+/plans$"),  # a device shares a plan it built
 )
 SAMPLE_ROUTES = (re.compile(r"^/v1/samples$"),)
+# Uploads a device makes with its own upload credential (from enrollment).
+DEVICE_UPLOAD_ROUTES = (UPLOAD_ROUTES[3], *SAMPLE_ROUTES)
 CREDENTIAL_ROUTES = (
     re.compile(r"^/v1/enroll$"),
     re.compile(r"^/v1/enroll-tokens$"),
@@ -60,6 +69,16 @@ def body_limit(method: str, path: str, upload_max: int) -> int:
     if any(r.match(path) for r in SAMPLE_ROUTES):
         return SAMPLE_MAX
     return JSON_MAX
+
+
+def is_upload_route(method: str, path: str) -> bool:
+    return method == "POST" and any(r.match(path) for r in (*UPLOAD_ROUTES, *SAMPLE_ROUTES))
+
+
+def bearer_secret(authorization: str) -> str:
+    """The secret of an ``Authorization: Bearer SECRET`` header, or ""."""
+    scheme, _, secret = authorization.partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" else ""
 
 
 def is_credential_route(method: str, path: str) -> bool:
@@ -109,9 +128,18 @@ class _TooLargeError(Exception):
 class RequestLimits:
     """ASGI middleware: body limits per route, rate limits on credential routes."""
 
-    def __init__(self, app: App, upload_max: int, buckets: TokenBuckets | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        upload_max: int,
+        buckets: TokenBuckets | None = None,
+        holds_credential: Callable[[str], bool] | None = None,
+    ) -> None:
+        """``holds_credential(secret)`` (blocking: run on a worker thread) gates uploads
+        before their body is read; None (no tokens required) lets them through."""
         self.app, self.upload_max = app, upload_max
         self.buckets = buckets or TokenBuckets()
+        self.holds_credential = holds_credential
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,7 +158,30 @@ class RequestLimits:
         if declared is not None and declared > limit:
             await _answer(send, 413, f"request body over {limit} bytes for {path}")
             return
+        gated = self.holds_credential is not None and is_upload_route(method, path)
+        if gated and await self._refuse_upload(scope, send):
+            return
         await self._guarded(scope, receive, send, limit, path)
+
+    async def _refuse_upload(self, scope: Scope, send: Send) -> bool:
+        """Answer an upload that holds no live credential (True), before its body is read:
+        401, or 403 for a device's upload whose credential is not live (as the sample and
+        plan-share routes answer it themselves)."""
+        assert self.holds_credential is not None
+        secret = bearer_secret(_header(scope, b"authorization"))
+        if not secret:
+            await _answer(send, 401, f"an upload to {scope['path']} needs an API token or the "
+                          "device's upload credential (Authorization: Bearer)",
+                          {"www-authenticate": "Bearer"})  # fmt: skip
+            return True
+        if await anyio.to_thread.run_sync(self.holds_credential, secret):
+            return False
+        if any(r.match(scope["path"]) for r in DEVICE_UPLOAD_ROUTES):
+            await _answer(send, 403, "the upload credential is unknown or revoked")
+        else:
+            await _answer(send, 401, "unknown or revoked API token",
+                          {"www-authenticate": "Bearer"})  # fmt: skip
+        return True
 
     async def _guarded(
         self, scope: Scope, receive: Receive, send: Send, limit: int, path: str
@@ -164,14 +215,18 @@ class RequestLimits:
                 await _answer(send, 413, f"request body over {limit} bytes for {path}")
 
 
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    try:
+        return int(_header(scope, b"content-length"))
+    except ValueError:
+        return None
 
 
 async def _answer(

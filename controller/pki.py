@@ -346,8 +346,10 @@ class DevicePki:
     def status(self) -> list[tuple[str, str, datetime | None]]:
         """(what, file, expiry) of the CA, the CRL and the service certificates."""
         rows: list[tuple[str, str, datetime | None]] = []
+        replicas = [(f"replica {p.stem.removeprefix('controller-')}", p.name)
+                    for p in sorted(self.folder.glob("controller-*.pem"))]  # fmt: skip
         for what, name in (("device CA", "device-ca.pem"), ("broker", "broker.pem"),
-                           ("controller", "controller.pem")):  # fmt: skip
+                           ("controller", "controller.pem"), *replicas):  # fmt: skip
             path = self.folder / name
             try:
                 cert = x509.load_pem_x509_certificate(path.read_bytes())
@@ -438,12 +440,64 @@ def cmd_init(args: Any) -> int:
     return 0
 
 
+def acl_with_user(acl: str, cn: str) -> str | None:
+    """The broker ACL (deploy/mosquitto/edgefleet.acl) with a block for ``cn`` that grants
+    exactly the rules of the ``user edgefleet-controller`` block; None if ``cn`` already
+    has a block. Mosquitto matches ACL user names exactly, so every replica needs one."""
+    lines = acl.splitlines()
+    if any(ln.split() == ["user", cn] for ln in lines):
+        return None
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.split() == ["user", CONTROLLER_CN])
+    except StopIteration:
+        raise ConfigError(f"the ACL has no 'user {CONTROLLER_CN}' block to copy") from None
+    rules = []
+    for ln in lines[start + 1 :]:
+        if ln.split()[:1] in (["user"], ["pattern"]):
+            break
+        if ln.split()[:1] == ["topic"]:
+            rules.append(ln)
+    block = [f"user {cn}", *rules]
+    return acl.rstrip("\n") + "\n\n" + "\n".join(block) + "\n"
+
+
+def add_acl_user(acl_file: Path, cn: str) -> bool:
+    """Add ``cn``'s block to ``acl_file`` in place (owner and mode kept); False if present."""
+    import os
+
+    new = acl_with_user(_read_acl(acl_file), cn)
+    if new is None:
+        return False
+    st = acl_file.stat()
+    write_bytes(acl_file, new.encode())
+    os.chown(acl_file, st.st_uid, st.st_gid)
+    acl_file.chmod(st.st_mode & 0o7777)
+    return True
+
+
 def cmd_replica(args: Any) -> int:
     pki = DevicePki(Path(args.data) / "pki")
+    cn = replica_cn(args.name)
+    acl = Path(args.acl) if args.acl else None
+    if acl is not None:  # refuse a missing or foreign ACL before issuing anything
+        acl_with_user(_read_acl(acl), cn)
     issued = pki.issue_replica(args.name)
-    print(f"{issued.cert}\n{issued.key}\nbroker user {replica_cn(args.name)}: give it the "
-          "controller's block in the broker ACL (deploy/mosquitto/edgefleet.acl)")  # fmt: skip
+    print(f"{issued.cert}\n{issued.key}")
+    if acl is None:
+        print(f"broker user {cn}: give it the controller's block in the broker ACL "
+              "(--acl FILE adds it; deploy/mosquitto/edgefleet.acl)")  # fmt: skip
+    elif add_acl_user(acl, cn):
+        print(f"added user {cn} to {acl}: reload the broker (systemctl reload mosquitto)")
+    else:
+        print(f"{acl} already has user {cn}")
     return 0
+
+
+def _read_acl(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise ConfigError(f"--acl: cannot read {path}: {e.strerror}") from e
 
 
 def cmd_issue(args: Any) -> int:

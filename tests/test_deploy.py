@@ -47,7 +47,6 @@ def test_the_controller_unit_is_secure_and_finds_the_shipped_broker(tmp_path: Pa
     assert f"PathChanged={copy[-2]}" in watched
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_the_test_brokers_acl_is_the_shipped_one() -> None:
     from edgefleet.devbroker import ACL
 
@@ -60,6 +59,7 @@ def test_the_test_brokers_acl_is_the_shipped_one() -> None:
     assert "pattern read edgefleet/v1/fleet/ingest" in shipped  # devices read the hold
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     edgefleet = Path(sys.executable).parent / "edgefleet"
     for unit in SYSTEMD.iterdir():
@@ -70,3 +70,53 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     ours = [ln for ln in (out.stdout + out.stderr).splitlines() if "edgefleet" in ln]
     assert out.returncode == 0 and not ours, out.stdout + out.stderr
+
+
+def _acl_rules(text: str, user: str) -> list[str]:
+    """The ``topic`` rules of ``user``'s block in a Mosquitto ACL file."""
+    lines = [" ".join(ln.split()) for ln in text.splitlines() if ln.strip()]
+    start = lines.index(f"user {user}") + 1
+    block = []
+    for ln in lines[start:]:
+        if ln.startswith(("user ", "pattern ")):
+            break
+        if ln.startswith("topic "):
+            block.append(ln)
+    return block
+
+
+def _edgefleet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgefleet", *args], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_pki_replica_gives_any_replica_the_controllers_acl_block(tmp_path: Path) -> None:
+    shipped = (MOSQUITTO.parent / "edgefleet.acl").read_text()
+    controller = _acl_rules(shipped, "edgefleet-controller")
+    # The shipped replica-2 block (run on a real broker by test_replicas_broker.py) is what
+    # `pki replica --acl` writes for any replica.
+    assert _acl_rules(shipped, "edgefleet-controller-2") == controller
+    acl = tmp_path / "edgefleet.acl"
+    acl.write_text(shipped)
+    acl.chmod(0o640)
+    data = tmp_path / "data"
+    assert _edgefleet("pki", "init", "--data", str(data)).returncode == 0
+    done = _edgefleet("pki", "replica", "--data", str(data), "7", "--acl", str(acl))
+    assert done.returncode == 0, done.stderr
+    assert f"added user edgefleet-controller-7 to {acl}" in done.stdout
+    assert _acl_rules(acl.read_text(), "edgefleet-controller-7") == controller
+    assert acl.read_text().startswith(shipped)  # nothing else changed
+    assert acl.stat().st_mode & 0o777 == 0o640
+    again = _edgefleet("pki", "replica", "--data", str(data), "7", "--acl", str(acl))
+    assert again.returncode == 0 and "already has user edgefleet-controller-7" in again.stdout
+    assert acl.read_text().count("user edgefleet-controller-7") == 1
+    status = _edgefleet("pki", "status", "--data", str(data))
+    assert status.returncode == 0 and "replica 7" in status.stdout  # its expiry is watched too
+
+    foreign = tmp_path / "other.acl"
+    foreign.write_text("pattern read x/%u\n")
+    for bad in (foreign, tmp_path / "missing.acl"):
+        refused = _edgefleet("pki", "replica", "--data", str(data), "8", "--acl", str(bad))
+        assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+        assert refused.stderr.startswith("edgefleet: error: ")
+    assert not (data / "pki" / "controller-8.pem").exists()  # refused before issuing

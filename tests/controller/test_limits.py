@@ -4,6 +4,7 @@ limit on the credential routes; the controller's state is untouched by refused r
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -88,3 +89,60 @@ def test_credential_routes_are_rate_limited(client: httpx.Client) -> None:
     r = client.post("/v1/enroll", json={"token": "x", "csr": "y"})
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert client.get("/healthz").status_code == 200  # other routes unaffected
+
+
+def test_the_limit_comes_before_authentication(
+    make_services: Callable[..., Services], serve: Serve
+) -> None:
+    # As shipped (tokens required): an unauthenticated oversized body is refused on its size,
+    # before any token lookup, and a small one on its missing token.
+    services = make_services()
+    services.settings = dataclasses.replace(services.settings, auth=True)
+    big = b"{" + b" " * (JSON_MAX + 10) + b"}"
+    with serve(services) as client:
+        r = client.post("/v1/rollouts", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "request body over" in r.json()["detail"]
+        assert client.post("/v1/rollouts", json={}).status_code == 401
+
+
+def _first_answer_to_a_partial_upload(client: httpx.Client, path: str, token: str) -> bytes:
+    """Headers that announce a 20 MiB multipart upload (under every upload limit), then only
+    its first bytes: what the controller answers without the rest (b"" if it waits for it)."""
+    host, port = client.base_url.host, client.base_url.port
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {20 * 1024 * 1024}\r\n"
+            "Content-Type: multipart/form-data; boundary=zz\r\n\r\n--zz\r\n"
+            'Content-Disposition: form-data; name="file"; filename="m.onnx"\r\n\r\n')  # fmt: skip
+    with socket.create_connection((host, port)) as s:
+        s.sendall(head.encode() + b"x" * 65536)
+        s.settimeout(5)
+        try:
+            return s.recv(200)
+        except TimeoutError:
+            return b""
+
+
+def test_an_upload_without_a_live_credential_is_refused_before_its_body(
+    make_services: Callable[..., Services], serve: Serve, tmp_path: Path
+) -> None:
+    from edgefleet.controller.tokens import create_token
+    from sqlmodel import Session
+
+    services = make_services()
+    services.settings = dataclasses.replace(services.settings, auth=True)
+    with Session(services.engine) as session:
+        operator = create_token(session, "ci", "operator", "t")[1]
+    with serve(services) as client:
+        for path, bogus in (("/v1/models/shapes/versions", b"401"), ("/v1/samples", b"403"),
+                            ("/v1/devices/cam-1/plans", b"403")):  # fmt: skip
+            for token, status in (("", b"401"), ("efu_not-a-credential", bogus)):
+                answer = _first_answer_to_a_partial_upload(client, path, token)
+                assert answer.startswith(b"HTTP/1.1 " + status), (path, token, answer)
+        # A live token's upload is read (the server waits for the rest), and goes in.
+        assert _first_answer_to_a_partial_upload(
+            client, "/v1/models/shapes/versions", operator) == b""  # fmt: skip
+        with tiny_onnx(tmp_path / "m.onnx").open("rb") as f:
+            ok = client.post("/v1/models/shapes/versions", files={"file": ("m.onnx", f)},
+                             data={"version": "v1"},
+                             headers={"Authorization": f"Bearer {operator}"})  # fmt: skip
+        assert ok.status_code == 200, ok.text
