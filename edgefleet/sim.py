@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -43,7 +44,8 @@ def fleet_configs(
     window_s: float = 5.0,  # seconds per telemetry window
     poll_s: float = 10.0,  # seconds between director polls
 ) -> list[AgentConfig]:
-    """Configs for ``count`` devices; label values are dealt round-robin (site=a,b -> a b a)."""
+    """Configs for ``count`` devices; label values are dealt round-robin (site=a,b -> a b a).
+    Over ``mqtts://`` each device presents the identity ``enroll_fleet`` wrote for it."""
     from edgefleet.agent.config import parse_config
 
     out = []
@@ -60,8 +62,54 @@ def fleet_configs(
             "poll_interval_s": poll_s,
             "telemetry_window_s": window_s,
         }
+        if mqtt_url.startswith("mqtts://"):
+            ident = data_dir / device_id / "identity"
+            raw["tls"] = {"ca": str(ident / "ca.pem"), "cert": str(ident / "device.pem"),
+                          "key": str(ident / "device.key")}  # fmt: skip
         out.append(parse_config(raw, base=data_dir, origin=device_id))
     return out
+
+
+def enroll_fleet(controller_url: str, data_dir: Path, device_ids: list[str], token: str) -> int:
+    """Enroll every device not enrolled yet, the real way: a one-time enrollment token
+    from the controller (``token``: an operator API token), then the agent's own enrollment
+    (its key made here, a CSR, the pinned TUF roots). Returns how many were enrolled."""
+    from edgefleet.agent.enroll import enroll, read_upload_token
+
+    done = 0
+    for device_id in device_ids:
+        folder = data_dir / device_id
+        if read_upload_token(folder) is not None:
+            continue  # enrolled by an earlier run: same key, same credential
+        one_time = _enroll_token(controller_url, device_id, token)
+        enroll(controller_url, device_id, folder, one_time)
+        done += 1
+    return done
+
+
+def _enroll_token(controller_url: str, device_id: str, token: str) -> str:
+    import json
+
+    import urllib3
+
+    from edgefleet.shared.errors import ConfigError, TransportError
+
+    url = f"{controller_url.rstrip('/')}/v1/enroll-tokens"
+    try:
+        r = urllib3.request(
+            "POST", url, json={"device_id": device_id}, timeout=30.0, retries=False,
+            headers={"Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+    except urllib3.exceptions.HTTPError as e:
+        raise TransportError(f"cannot reach the controller at {url}: {e}") from e
+    try:
+        body = json.loads(r.data)
+    except ValueError:
+        body = {}
+    if r.status != 200 or not isinstance(body, dict) or "token" not in body:
+        detail = body.get("detail") if isinstance(body, dict) else None
+        raise ConfigError(f"enrollment token for {device_id} refused: {detail or r.status}")
+    return str(body["token"])
 
 
 @dataclass
@@ -148,9 +196,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ConfigError(f"frame folder {source} does not exist")
     if args.devices < 1:
         raise ConfigError("--devices must be at least 1")
+    data = Path(args.data).resolve()
+    token = (args.token or os.environ.get("EDGEFLEET_TOKEN", "")).strip()
+    if token:
+        ids = [f"{args.prefix}-{i:04d}" for i in range(args.devices)]
+        enrolled = enroll_fleet(args.controller, data, ids, token)
+        log.warning("enrolled %d device(s) with %s", enrolled, args.controller)
     configs = fleet_configs(
         args.devices, controller_url=args.controller, mqtt_url=args.mqtt,
-        data_dir=Path(args.data).resolve(), source=source.resolve(),
+        data_dir=data, source=source.resolve(),
         labels=_labels(args.label), prefix=args.prefix, fps=args.fps,
         window_s=args.window, poll_s=args.poll,
     )  # fmt: skip
@@ -300,5 +354,9 @@ def register(sub: Any) -> None:
     sim.add_argument("--fps", type=float, default=2.0, help="frames per second per device")
     sim.add_argument("--window", type=float, default=5.0, help="seconds per telemetry window")
     sim.add_argument("--poll", type=float, default=10.0, help="seconds between director polls")
+    sim.add_argument("--token", default=None,
+                     help="operator API token (default $EDGEFLEET_TOKEN): enroll each device "
+                     "not enrolled yet, as `agent enroll` does; a secured controller serves "
+                     "only enrolled devices (--mode agent)")  # fmt: skip
     sim.add_argument("--quiet", action="store_true", help="warnings only")
     sim.set_defaults(handler="edgefleet.sim:run_from_args")
