@@ -1,7 +1,9 @@
-"""The dashboard in headless Chromium (Debian's ``chromium``) against a real controller:
-pages load, the drift charts render from /v1/drift, clicking a rollout (its #rollout=ID
-link) shows its stages, the sample gallery draws its boxes. Screenshots stay in tmp_path;
-the drift page's is copied to docs/screenshots/."""
+"""The dashboard in headless Chromium (Debian's ``chromium``) against a real controller with
+auth on, as shipped: without a token it asks for one; with a token (kept in the tab's
+sessionStorage, handed over once as #token=...) pages load, the drift charts render from
+/v1/drift, clicking a rollout (its #rollout=ID link) shows its stages, the sample gallery
+draws its boxes (an operator token; a viewer's gallery withholds the frames). Screenshots
+stay in tmp_path; the drift page's is copied to docs/screenshots/."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import pytest
 from edgefleet.controller.services import Services
 from edgefleet.shared.protocol import utcnow
 
-from tests.controller.conftest import serving
+from tests.controller.conftest import bearer, enroll_device, serving
 from tests.controller.dataloop import BASE, DARK, Feeder, version_with_card
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -51,7 +53,8 @@ def section(dom: str, name: str) -> str:
 
 
 @pytest.fixture
-def filled(services: Services) -> Services:
+def filled(secured: Services) -> Services:
+    services = secured
     version_with_card(services)
     feed = Feeder(services)
     for i, site in enumerate(("north", "north", "south")):
@@ -64,7 +67,7 @@ def filled(services: Services) -> Services:
     return services
 
 
-def upload_sample(client: httpx.Client) -> None:
+def upload_sample(client: httpx.Client, own: dict[str, str]) -> None:
     img = np.full((120, 160, 3), 70, np.uint8)
     cv2.circle(img, (50, 60), 30, (0, 0, 255), -1)
     meta = {"uid": "s1", "device_id": "cam-2", "model": "shapes", "version": "v1",
@@ -76,16 +79,17 @@ def upload_sample(client: httpx.Client) -> None:
                             "box_xyxy": [100, 10, 150, 60]}]}  # fmt: skip
     r = client.post("/v1/samples", data={"meta": json.dumps(meta)},
                     files={"image": ("s.jpg", cv2.imencode(".jpg", img)[1].tobytes())},
-                    headers={"X-Edgefleet-Device": "cam-2"})  # fmt: skip
+                    headers={"X-Edgefleet-Device": "cam-2", **own})  # fmt: skip
     assert r.status_code == 201, r.text
 
 
 def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
     with serving(filled) as client:
         base = str(client.base_url).rstrip("/")
-        upload_sample(client)
-        r = client.post("/v1/rollouts", json={"model": "shapes", "version": "v1",
-                                               "stages": "1,50%,100%"})  # fmt: skip
+        operator, viewer = bearer(filled, "operator"), bearer(filled, "viewer")
+        upload_sample(client, enroll_device(client, operator, "cam-2", tmp_path / "cam-2"))
+        spec = {"model": "shapes", "version": "v1", "stages": "1,50%,100%"}
+        r = client.post("/v1/rollouts", json=spec, headers=operator)
         assert r.status_code == 200, r.text
         rollout = r.json()["id"]
         page = client.get("/ui/")
@@ -94,35 +98,54 @@ def test_dashboard_pages(filled: Services, tmp_path: Path) -> None:
         # No CDN, nothing from the internet: every asset the page names is ours.
         assert not re.search(r"(src|href)=\"https?://", page.text)
 
-        fleet = section(chromium(tmp_path, f"{base}/ui/#fleet", "--dump-dom"), "fleet")
+        # No token yet: the page asks for one instead of showing data.
+        bare = chromium(tmp_path, f"{base}/ui/#fleet", "--dump-dom")
+        assert re.search(r'<form id="login"(?! hidden)', bare) and "needs an API token" in bare
+        assert 'data-ready="1"' not in section(bare, "fleet")
+        link = f"#token={operator['Authorization'].split()[1]}"  # then kept in sessionStorage
+        fleet = section(chromium(tmp_path, f"{base}/ui/#fleet&{link[1:]}", "--dump-dom"),
+                        "fleet")  # fmt: skip
         assert 'data-ready="1"' in fleet and 'data-count="3"' in fleet
         assert "cam-2" in fleet and "site=south" in fleet
         # Desired beside reported: the canary's desired version and the rule that set it.
         assert f">rollout/{rollout}<" in fleet and "data-waiting=" in fleet
 
-        drift = section(chromium(tmp_path, f"{base}/ui/#drift", "--dump-dom"), "drift")
+        drift = section(chromium(tmp_path, f"{base}/ui/#drift&{link[1:]}", "--dump-dom"),
+                        "drift")  # fmt: skip
         assert 'data-ready="1"' in drift
         assert drift.count('class="series"') == 3  # shapes:v1, then the sites north and south
         assert 'data-group="south"' in drift and 'data-group="shapes:v1"' in drift
 
-        detail = section(chromium(tmp_path, f"{base}/ui/#rollout={rollout}", "--dump-dom"),
-                         "rollouts")  # fmt: skip
+        detail = section(chromium(tmp_path, f"{base}/ui/#rollout={rollout}&{link[1:]}",
+                                  "--dump-dom"), "rollouts")  # fmt: skip
         assert f'data-rollout="{rollout}"' in detail
         assert len(re.findall(r'class="stage [a-z]+" data-stage="\d"', detail)) == 3
         assert "stage 1: 1 (" in detail and "stage 3: 100%" in detail
         # One numbering: the dashboard's "stage N" is the API's stage_number / number.
-        body = client.get(f"/v1/rollouts/{rollout}").json()
+        body = client.get(f"/v1/rollouts/{rollout}", headers=viewer).json()
         assert [s["number"] for s in body["stages"]] == [1, 2, 3]
         assert 'data-stage="1"' in detail and f"stage {body['stage_number']}: " in detail
 
-        gallery = section(chromium(tmp_path, f"{base}/ui/#samples", "--dump-dom"), "samples")
+        gallery = section(chromium(tmp_path, f"{base}/ui/#samples&{link[1:]}", "--dump-dom"),
+                          "samples")  # fmt: skip
         assert 'data-boxes="2"' in gallery  # the image loaded and both boxes were drawn
         assert "uncertain: 2 score(s)" in gallery
+        # A viewer sees the sample's metadata, not the camera frame (403).
+        seen = section(
+            chromium(
+                tmp_path,
+                f"{base}/ui/#samples&token={viewer['Authorization'].split()[1]}",
+                "--dump-dom",
+            ),
+            "samples",
+        )
+        assert "uncertain: 2 score(s)" in seen and 'data-withheld="403"' in seen
+        assert "data-boxes" not in seen
 
         for page, name in (("#drift", "drift"), (f"#rollout={rollout}", "rollout"),
                            ("#samples", "samples")):  # fmt: skip
             shot = tmp_path / f"{name}.png"
-            chromium(tmp_path, f"{base}/ui/{page}", f"--screenshot={shot}")
+            chromium(tmp_path, f"{base}/ui/{page}&{link[1:]}", f"--screenshot={shot}")
             assert shot.stat().st_size > 5000
             keep(shot, DOCS / f"dashboard-{name}.png")
 
