@@ -180,6 +180,10 @@ def _labels(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _token(args: argparse.Namespace) -> str:
+    return str(args.token or os.environ.get("EDGEFLEET_TOKEN", "")).strip()
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     from edgefleet.shared.errors import ConfigError
 
@@ -197,7 +201,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.devices < 1:
         raise ConfigError("--devices must be at least 1")
     data = Path(args.data).resolve()
-    token = (args.token or os.environ.get("EDGEFLEET_TOKEN", "")).strip()
+    token = _token(args)
     if token:
         ids = [f"{args.prefix}-{i:04d}" for i in range(args.devices)]
         enrolled = enroll_fleet(args.controller, data, ids, token)
@@ -267,6 +271,7 @@ def run_proto(args: argparse.Namespace) -> int:
         controller_url=args.controller.rstrip("/"), mqtt_host=host, mqtt_port=port,
         data_dir=data, poll_s=args.poll, window_s=args.window,
         phase_delay_s=args.phase_delay, workers=args.workers, fps=args.fps,
+        token=_token(args) or None,
     )  # fmt: skip
     ids = device_ids(args.prefix, args.first, args.devices)
     fleet = ProtoFleet(config, ids, deal_labels(_labels(args.label), args.first, args.devices))
@@ -308,7 +313,8 @@ def _spawn_procs(args: argparse.Namespace) -> int:
             argv += ["--stats", f"{args.stats}.{i}"]
         if args.quiet:
             argv.append("--quiet")
-        children.append(subprocess.Popen(argv))
+        env = {**os.environ, "EDGEFLEET_TOKEN": _token(args)}  # not in argv: ps shows argv
+        children.append(subprocess.Popen(argv, env=env))
         first += count
     done = _wait_for_signal()
     while not done.wait(1.0):
@@ -355,8 +361,8 @@ def register(sub: Any) -> None:
     sim.add_argument("--window", type=float, default=5.0, help="seconds per telemetry window")
     sim.add_argument("--poll", type=float, default=10.0, help="seconds between director polls")
     sim.add_argument("--token", default=None,
-                     help="operator API token (default $EDGEFLEET_TOKEN): enroll each device "
-                     "not enrolled yet, as `agent enroll` does; a secured controller serves "
-                     "only enrolled devices (--mode agent)")  # fmt: skip
+                     help="operator API token (default $EDGEFLEET_TOKEN) for a controller with "
+                     "auth on: --mode agent enrolls each device not enrolled yet, as `agent "
+                     "enroll` does; --mode proto fetches /tuf with it")  # fmt: skip
     sim.add_argument("--quiet", action="store_true", help="warnings only")
     sim.set_defaults(handler="edgefleet.sim:run_from_args")

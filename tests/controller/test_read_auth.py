@@ -13,9 +13,11 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+import pytest
 from edgefleet.controller.services import Services
 from edgefleet.controller.settings import Settings
 from edgefleet.shared.protocol import utcnow
+from tuf.api.exceptions import DownloadHTTPError
 
 from tests.controller.conftest import bearer, enroll_device, serving
 
@@ -133,3 +135,19 @@ def test_public_mirror_serves_the_image_repository_alone(
         enroll_device(client, bearer(secured, "operator", "op-2"), "cam-1", tmp_path / "cam-1")
         assert client.get("/tuf/director/cam-1/metadata/timestamp.json").status_code == 401
         assert client.get("/v1/devices").status_code == 401
+
+
+def test_proto_sim_fetches_tuf_with_the_operator_token(
+    secured: Services, tmp_path: Path, onnx_model: Path
+) -> None:
+    from edgefleet.simproto import PooledFetcher, SharedImage
+
+    with serving(secured) as client:
+        operator = bearer(secured, "operator")
+        _push(client, onnx_model, operator)
+        url, token = str(client.base_url).rstrip("/"), operator["Authorization"].split()[1]
+        image = SharedImage(url, tmp_path / "with", PooledFetcher(2, token=token))
+        assert image.targetinfo("models/det/v1/model.onnx") is not None
+        bare = SharedImage(url, tmp_path / "bare", PooledFetcher(2))
+        with pytest.raises(DownloadHTTPError, match="HTTP 401"):
+            bare.targetinfo("models/det/v1/model.onnx")
