@@ -155,9 +155,6 @@ async def get_caller_async(request: Request, services: ServicesDep) -> Caller:
     return await run_in_threadpool(by_token)
 
 
-AsyncCallerDep = Annotated[Caller, Depends(get_caller_async)]
-
-
 def check_role(caller: Caller, role: str) -> None:
     """403 unless the caller's role is at least ``role`` (a device is below every role)."""
     if rank(caller.role) < rank(role):
