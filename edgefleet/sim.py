@@ -19,14 +19,17 @@ import logging
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from edgefleet.agent.config import AgentConfig
 
 log = logging.getLogger("edgefleet.sim")
+T = TypeVar("T")
 
 STOP_TIMEOUT_S = 15.0  # seconds to wait for one device's threads at shutdown
 
@@ -73,7 +76,10 @@ def fleet_configs(
 def enroll_fleet(controller_url: str, data_dir: Path, device_ids: list[str], token: str) -> int:
     """Enroll every device not enrolled yet, the real way: a one-time enrollment token
     from the controller (``token``: an operator API token), then the agent's own enrollment
-    (its key made here, a CSR, the pinned TUF roots). Returns how many were enrolled."""
+    (its key made here, a CSR, the pinned TUF roots). Returns how many were enrolled.
+
+    The controller rate-limits both routes per client (a burst, then one a second); a
+    refusal for that (429) is waited out, so a larger fleet enrolls slowly but surely."""
     from edgefleet.agent.enroll import enroll, read_upload_token
 
     done = 0
@@ -81,10 +87,28 @@ def enroll_fleet(controller_url: str, data_dir: Path, device_ids: list[str], tok
         folder = data_dir / device_id
         if read_upload_token(folder) is not None:
             continue  # enrolled by an earlier run: same key, same credential
-        one_time = _enroll_token(controller_url, device_id, token)
-        enroll(controller_url, device_id, folder, one_time)
+        one_time = _slowed(lambda d=device_id: _enroll_token(controller_url, d, token))
+        _slowed(lambda d=device_id, f=folder, t=one_time: enroll(controller_url, d, f, t))
         done += 1
     return done
+
+
+SLOW_DOWN = "too many requests"  # the controller's 429 detail (controller/limits.py)
+SLOW_DOWN_TRIES = 120  # one a second: two minutes of 429s in a row is not a rate limit
+
+
+def _slowed(call: Callable[[], T]) -> T:
+    """``call()``, again after a second while the controller answers 429."""
+    from edgefleet.shared.errors import EdgefleetError
+
+    for _ in range(SLOW_DOWN_TRIES - 1):
+        try:
+            return call()
+        except EdgefleetError as e:
+            if SLOW_DOWN not in e.reason:
+                raise
+            time.sleep(1.0)
+    return call()
 
 
 def _enroll_token(controller_url: str, device_id: str, token: str) -> str:

@@ -151,3 +151,19 @@ def test_proto_sim_fetches_tuf_with_the_operator_token(
         bare = SharedImage(url, tmp_path / "bare", PooledFetcher(2))
         with pytest.raises(DownloadHTTPError, match="HTTP 401"):
             bare.targetinfo("models/det/v1/model.onnx")
+
+
+def test_sim_enrolls_a_fleet_past_the_enrollment_rate_limit(
+    secured: Services, tmp_path: Path
+) -> None:
+    from edgefleet.sim import enroll_fleet
+
+    ids = [f"sim-{i:04d}" for i in range(12)]  # 24 requests: past the burst of 20
+    with serving(secured) as client:
+        operator = bearer(secured, "operator")
+        url, token = str(client.base_url), operator["Authorization"].split()[1]
+        assert enroll_fleet(url, tmp_path, ids, token) == 12
+        assert enroll_fleet(url, tmp_path, ids, token) == 0  # already enrolled: kept
+        last = (tmp_path / ids[-1] / "identity" / "upload-token").read_text().strip()
+        answer = client.get(TIMESTAMP, headers={"Authorization": f"Bearer {last}"})
+        assert answer.status_code == 200
