@@ -1,7 +1,9 @@
 """The agent's plain HTTP(S) calls to the controller (model cards, sample uploads).
 
-One urllib3 pool, a timeout on every request, the device id in a header; a connection
-problem becomes :class:`TransportError` so callers retry later instead of failing.
+One urllib3 pool, a timeout on every request, the device id in a header and, once the
+device is enrolled, its credential (``Authorization: Bearer``: a controller with auth on
+answers the agent's reads only to an enrolled device); a connection problem becomes
+:class:`TransportError` so callers retry later instead of failing.
 """
 
 from __future__ import annotations
@@ -49,10 +51,12 @@ class ControllerHttp:
         client_cert: Path | None = None,  # PEM for mTLS
         client_key: Path | None = None,
         observer: Callable[[str, int], None] | None = None,  # (path, status); benchmarks
+        credential: str | None = None,  # the device's credential from enrollment
     ) -> None:
         self.observer = observer
         self.base_url = base_url.rstrip("/")
         self.device_id = device_id
+        self._auth = {"Authorization": f"Bearer {credential}"} if credential else {}
         kwargs: dict[str, Any] = {}
         if ca_bundle:
             kwargs["ca_certs"] = str(ca_bundle)
@@ -66,7 +70,7 @@ class ControllerHttp:
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Answer:
-        headers = {DEVICE_HEADER: self.device_id, **kwargs.pop("headers", {})}
+        headers = {DEVICE_HEADER: self.device_id, **self._auth, **kwargs.pop("headers", {})}
         try:
             r = self._pool.request(method, self.base_url + path, headers=headers, **kwargs)
         except urllib3.exceptions.HTTPError as e:

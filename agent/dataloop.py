@@ -31,12 +31,15 @@ FINAL_FLUSH_S = 2.0  # seconds at shutdown to send what is spooled; the rest wai
 
 def controller_http(config: AgentConfig) -> ControllerHttp:
     """The agent's HTTP client; over https it pins the device CA and presents the device's
-    certificate from ``tls`` (the controller's HTTPS front is deployed separately)."""
+    certificate from ``tls`` (the controller's HTTPS front is deployed separately); once
+    enrolled it presents the device's credential on every request."""
     tls = config.tls
+    credential = read_upload_token(config.data_dir)
     if tls is not None and config.controller_url.startswith("https://"):
         return ControllerHttp(config.controller_url, config.device_id, ca_bundle=tls.ca,
-                              client_cert=tls.cert, client_key=tls.key)  # fmt: skip
-    return ControllerHttp(config.controller_url, config.device_id)
+                              client_cert=tls.cert, client_key=tls.key,
+                              credential=credential)  # fmt: skip
+    return ControllerHttp(config.controller_url, config.device_id, credential=credential)
 
 
 class DataLoop:

@@ -53,6 +53,7 @@ class FetcherConfig:
     backoff_cap_s: float = 60.0  # seconds: no single backoff draws above this
     retry_after_max_s: float = 300.0  # seconds: a larger Retry-After is read as this
     rate_bps: float | None = None  # test-only: bytes per second a model download is held to
+    credential: str | None = None  # the device's credential (Bearer) from enrollment
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,15 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def _headers(credential: str | None) -> dict[str, str]:
+    """Sent with every request; the credential is what a controller with auth on asks of a
+    device before it serves /tuf (TUF still verifies every byte: it is not trust)."""
+    headers = {"User-Agent": f"edgefleet-agent/{__version__}"}
+    if credential:
+        headers["Authorization"] = f"Bearer {credential}"
+    return headers
+
+
 class DeadlineFetcher(FetcherInterface):
     """Urllib3 fetcher whose every download has a deadline; one pool per instance."""
 
@@ -113,7 +123,7 @@ class DeadlineFetcher(FetcherInterface):
             cert_reqs="CERT_REQUIRED",
             cert_file=str(c.client_cert) if c.client_cert else None,
             key_file=str(c.client_key) if c.client_key else None,
-            headers={"User-Agent": f"edgefleet-agent/{__version__}"},
+            headers=_headers(c.credential),
             retries=False,  # busy answers are retried below; the reconcile loop does the rest
         )
 

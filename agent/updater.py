@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from edgefleet.agent.enroll import read_upload_token
 from edgefleet.agent.fetcher import DeadlineFetcher, FetcherConfig
 from edgefleet.agent.install_policy import VerifiedTarget, decide
 from edgefleet.shared.durable import fsync_dir, write_bytes
@@ -73,6 +74,8 @@ class UpdaterConfig:
     expiry_margin_s: float = 3600.0  # seconds: closer than this to expiry, refresh fully
     image_check_s: float = 600.0  # seconds between image timestamp checks while idle
     download_rate_bps: float | None = None  # test-only (debug.download_rate_bps)
+    # the device's credential from enrollment; None: data_dir/identity/upload-token if any
+    credential: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ class ModelUpdater:
                 client_cert=config.client_cert,
                 client_key=config.client_key,
                 rate_bps=config.download_rate_bps,
+                credential=config.credential or read_upload_token(config.data_dir),
             )
         )
         base = config.controller_url.rstrip("/")

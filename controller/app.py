@@ -18,13 +18,14 @@ from edgefleet.controller.api import (
     tuf,
 )
 from edgefleet.controller.api.deps import (
-    WRITES_NEED_OPERATOR,
+    VIEWER_READS_OPERATOR_WRITES,
     ensure_revoked_devices,
     one_line,
     require,
 )
 from edgefleet.controller.api.files import FileServing
 from edgefleet.controller.api.web import include_data_loop
+from edgefleet.controller.device_credentials import DeviceCredentials
 from edgefleet.controller.enrollment import upload_device
 from edgefleet.controller.limits import RequestLimits
 from edgefleet.controller.services import Services
@@ -54,6 +55,7 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="edgefleet controller", version=__version__)
     app.state.services = services
     ensure_revoked_devices(services)  # read once here, refreshed off the request path
+    app.state.device_credentials = DeviceCredentials(services.engine)  # devices' own Bearer
     settings = services.settings
     app.state.files = FileServing(
         settings.data_dir,
@@ -62,11 +64,12 @@ def create_app(services: Services) -> FastAPI:
         offload_prefix=settings.offload_prefix,
     )
     app.add_exception_handler(RequestValidationError, _bad_request)
-    for module in (stats, tuf):
+    for module in (stats, tuf):  # their routes carry their own checks (/healthz is open)
         app.include_router(module.router)
-    # With auth on (Settings.auth): writes need an operator token, tokens an admin one.
+    # With auth on (Settings.auth): reads need a viewer token, writes an operator one,
+    # tokens an admin one; /tuf wants an enrolled device or an operator (docs/TRUST.md).
     for module in (models, publish, devices, rollouts, pins, plans):
-        app.include_router(module.router, dependencies=[WRITES_NEED_OPERATOR])
+        app.include_router(module.router, dependencies=[VIEWER_READS_OPERATOR_WRITES])
     app.include_router(plans.device_router)  # a device shares a plan with its own credential
     app.include_router(audit.router, dependencies=[require("viewer")])
     app.include_router(tokens.router)

@@ -27,6 +27,12 @@ def register(sub: Any) -> None:
         help="no API tokens: anyone who reaches the port is admin; loopback only (demo, tests)",
     )
     serve.add_argument(
+        "--public-mirror",
+        action="store_true",
+        help="serve the TUF image repository (/tuf/image: metadata and models) without "
+        "credentials, like a public mirror; director metadata still needs the device's own",
+    )
+    serve.add_argument(
         "--max-downloads", type=int, default=None,
         help="artifact downloads sent at once; more get 503 + Retry-After (default 256)",
     )  # fmt: skip

@@ -249,6 +249,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         log.warning("INSECURE (--insecure-dev): no API tokens; anyone who can reach "
                     "%s:%d acts as admin. Never run a fleet like this.",
                     settings.listen_host, settings.listen_port)  # fmt: skip
+    if settings.public_mirror:
+        log.warning(
+            "--public-mirror: /tuf/image (metadata and every model) is served to "
+            "anyone who reaches %s:%d",
+            settings.listen_host,
+            settings.listen_port,
+        )
     log.info("controller listening on http://%s:%d, data in %s", settings.listen_host,
              settings.listen_port, settings.data_dir)  # fmt: skip
     _settle_gc()

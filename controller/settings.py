@@ -99,7 +99,8 @@ class Settings:
     telemetry_max_age_days: float = 7.0  # raw windows kept; older ones become hourly sums
     online_refresh_interval: float = 6 * 3600.0  # seconds between timestamp/snapshot refreshes
     max_upload_bytes: int = 4 * 1024**3  # bytes
-    auth: bool = False  # True: write endpoints need an API token (controller/tokens.py)
+    auth: bool = False  # True: every route but /healthz needs a token (controller/tokens.py)
+    public_mirror: bool = False  # True: /tuf/image (metadata, artifacts) served to anyone
     # Concurrency (see deploy/README.md, "Serving a fleet"). Requests run on api_threads
     # threads; the database pool has a connection for each of them plus the background
     # threads (scheduler, ingest, alerts, caches), so no thread ever waits on another for one.
@@ -129,6 +130,7 @@ class Settings:
             listen_port=port,
             database_url=args.database_url,
             auth=not insecure,  # secure by default: tokens unless --insecure-dev
+            public_mirror=bool(getattr(args, "public_mirror", False)),
             max_downloads=_max_downloads(getattr(args, "max_downloads", None)),
             offload_prefix=_offload_prefix(getattr(args, "offload_prefix", None)),
             telemetry_max_age_days=_positive_days(getattr(args, "telemetry_max_age_days", 7.0)),

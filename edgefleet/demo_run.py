@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import yaml
 
+from edgefleet.controller.pki import DevicePki
 from edgefleet.demo_canary import bad_canary_scene
 from edgefleet.demo_drift import drift_scene, prepare_frames, retrain_scene
 from edgefleet.devbroker import DevBroker, free_port
@@ -120,12 +121,12 @@ def _agent_config(work: Path, i: int, url: str, mqtt: str, samples: Path) -> Pat
     return path
 
 
-def _run_cli(*args: str, env: dict[str, str]) -> str:
+def _run_cli(*args: str, env: dict[str, str], show: bool = True) -> str:
     say(f"$ edgefleet {' '.join(args)}")
     out = subprocess.run(_cli(*args), capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise EdgefleetError(f"edgefleet {args[0]} {args[1]} failed: {out.stderr.strip()}")
-    if out.stdout.strip():
+    if show and out.stdout.strip():
         say(out.stdout.rstrip())
     return out.stdout
 
@@ -174,31 +175,48 @@ def _wait_settled(client: httpx.Client, fleet: Fleet, n_agents: int) -> None:
 
 
 def _start(fleet: Fleet, n_agents: int) -> tuple[str, dict[str, str]]:
+    """The controller as shipped (API tokens on every read and write) and the agents,
+    each enrolled the real way: a one-time token, its own key, its credential."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     data = fleet.work / "controller"
+    if not DevicePki(data / "pki").exists():  # the mTLS demo made it for its broker
+        DevicePki(data / "pki").init(("localhost",))  # the device CA agents enroll against
     fleet.spawn("controller", _cli(
         "controller", "serve", "--data", str(data), "--mqtt", fleet.broker.url,
-        "--listen", f"127.0.0.1:{port}", "--insecure-dev",
+        "--listen", f"127.0.0.1:{port}",
     ))  # fmt: skip
     with httpx.Client(base_url=url, timeout=5) as client:
         _wait("the controller", lambda: _get(client, "/healthz") is not None, fleet, START_TIMEOUT)
     say(f"controller  {url}  (data in {data})")
     say("  NOTE: demo mode keeps every TUF signing key in the controller's data folder.")
-    env = {**os.environ, "EDGEFLEET_URL": url}
+    token = _admin_token(fleet.work, data)
+    env = {**os.environ, "EDGEFLEET_URL": url, "EDGEFLEET_TOKEN": token}
     # One store's camera reads a copy of the frames that the drift scene darkens later.
     dark_store = prepare_frames(fleet.work, DRIFT_SITE)
     for i in range(n_agents):
         frames = dark_store if SITES[i % len(SITES)] == DRIFT_SITE else MODELS / "samples"
         cfg = _agent_config(fleet.work, i, url, fleet.broker.url, frames)
-        if fleet.broker.tls is not None:
-            _enroll(cfg, f"demo-cam-{i + 1}", env)
+        _enroll(cfg, f"demo-cam-{i + 1}", env)
         fleet.spawn(f"agent-{i + 1}", _cli("agent", "run", "--config", str(cfg)))
     return url, env
 
 
+def _admin_token(work: Path, data: Path) -> str:
+    """The demo operator's token (admin), made on the controller's data folder as an
+    operator bootstraps the first one; kept in WORK/admin-token (0600) for --keep."""
+    token = _run_cli("token", "create", "--role", "admin", "--name", "demo", "--data",
+                     str(data), "--quiet", env=dict(os.environ), show=False).strip()  # fmt: skip
+    path = work / "admin-token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    say(f"  API token (admin) in {path}: every read and write needs one")
+    return token
+
+
 def _enroll(cfg: Path, device_id: str, env: dict[str, str]) -> None:
-    """mTLS: the device makes its key, enrolls with a one-time token, gets its cert."""
+    """The device makes its key, enrolls with a one-time token, gets its cert (mTLS) and
+    its credential (what the controller asks of it before serving /tuf)."""
     out = _run_cli("device", "token", device_id, env=env)
     token = next(line for line in out.splitlines() if line.startswith("efe_"))
     _run_cli("agent", "enroll", "--config", str(cfg), "--token", token, env=env)
@@ -207,7 +225,8 @@ def _enroll(cfg: Path, device_id: str, env: dict[str, str]) -> None:
 def _demo(fleet: Fleet, n_agents: int, *, retrain: bool) -> str:
     say(f"broker      {fleet.broker.url}  (private Mosquitto, config in {fleet.broker.folder})")
     url, env = _start(fleet, n_agents)
-    with httpx.Client(base_url=url, timeout=10) as client:
+    auth = {"Authorization": f"Bearer {env['EDGEFLEET_TOKEN']}"}
+    with httpx.Client(base_url=url, timeout=10, headers=auth) as client:
 
         def all_online() -> bool:
             devices = _get(client, "/v1/devices") or {"data": []}
@@ -259,7 +278,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         if args.keep:
             say(f"\nleft running (Ctrl-C stops it all):\n  controller {url}  (/docs, /v1/devices)")
             say(f"  broker     {fleet.broker.url}\n  logs       {work / 'logs'}")
-            say(f"  try: EDGEFLEET_URL={url} edgefleet device list")
+            say(
+                f"  try: EDGEFLEET_URL={url} EDGEFLEET_TOKEN=$(cat {work / 'admin-token'}) "
+                "edgefleet device list"
+            )
             while True:
                 fleet.check_alive()
                 time.sleep(1)

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from edgefleet.agent.config import AgentConfig
 
 log = logging.getLogger("edgefleet.sim")
+T = TypeVar("T")
 
 STOP_TIMEOUT_S = 15.0  # seconds to wait for one device's threads at shutdown
 
@@ -43,7 +47,8 @@ def fleet_configs(
     window_s: float = 5.0,  # seconds per telemetry window
     poll_s: float = 10.0,  # seconds between director polls
 ) -> list[AgentConfig]:
-    """Configs for ``count`` devices; label values are dealt round-robin (site=a,b -> a b a)."""
+    """Configs for ``count`` devices; label values are dealt round-robin (site=a,b -> a b a).
+    Over ``mqtts://`` each device presents the identity ``enroll_fleet`` wrote for it."""
     from edgefleet.agent.config import parse_config
 
     out = []
@@ -60,8 +65,75 @@ def fleet_configs(
             "poll_interval_s": poll_s,
             "telemetry_window_s": window_s,
         }
+        if mqtt_url.startswith("mqtts://"):
+            ident = data_dir / device_id / "identity"
+            raw["tls"] = {"ca": str(ident / "ca.pem"), "cert": str(ident / "device.pem"),
+                          "key": str(ident / "device.key")}  # fmt: skip
         out.append(parse_config(raw, base=data_dir, origin=device_id))
     return out
+
+
+def enroll_fleet(controller_url: str, data_dir: Path, device_ids: list[str], token: str) -> int:
+    """Enroll every device not enrolled yet, the real way: a one-time enrollment token
+    from the controller (``token``: an operator API token), then the agent's own enrollment
+    (its key made here, a CSR, the pinned TUF roots). Returns how many were enrolled.
+
+    The controller rate-limits both routes per client (a burst, then one a second); a
+    refusal for that (429) is waited out, so a larger fleet enrolls slowly but surely."""
+    from edgefleet.agent.enroll import enroll, read_upload_token
+
+    done = 0
+    for device_id in device_ids:
+        folder = data_dir / device_id
+        if read_upload_token(folder) is not None:
+            continue  # enrolled by an earlier run: same key, same credential
+        one_time = _slowed(lambda d=device_id: _enroll_token(controller_url, d, token))
+        _slowed(lambda d=device_id, f=folder, t=one_time: enroll(controller_url, d, f, t))
+        done += 1
+    return done
+
+
+SLOW_DOWN = "too many requests"  # the controller's 429 detail (controller/limits.py)
+SLOW_DOWN_TRIES = 120  # one a second: two minutes of 429s in a row is not a rate limit
+
+
+def _slowed(call: Callable[[], T]) -> T:
+    """``call()``, again after a second while the controller answers 429."""
+    from edgefleet.shared.errors import EdgefleetError
+
+    for _ in range(SLOW_DOWN_TRIES - 1):
+        try:
+            return call()
+        except EdgefleetError as e:
+            if SLOW_DOWN not in e.reason:
+                raise
+            time.sleep(1.0)
+    return call()
+
+
+def _enroll_token(controller_url: str, device_id: str, token: str) -> str:
+    import json
+
+    import urllib3
+
+    from edgefleet.shared.errors import ConfigError, TransportError
+
+    url = f"{controller_url.rstrip('/')}/v1/enroll-tokens"
+    try:
+        r = urllib3.request(
+            "POST", url, json={"device_id": device_id}, timeout=30.0, retries=False,
+            headers={"Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+    except urllib3.exceptions.HTTPError as e:
+        raise TransportError(f"cannot reach the controller at {url}: {e}") from e
+    try:
+        body = json.loads(r.data)
+    except ValueError:
+        body = {}
+    if r.status != 200 or not isinstance(body, dict) or "token" not in body:
+        detail = body.get("detail") if isinstance(body, dict) else None
+        raise ConfigError(f"enrollment token for {device_id} refused: {detail or r.status}")
+    return str(body["token"])
 
 
 @dataclass
@@ -132,6 +204,10 @@ def _labels(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _token(args: argparse.Namespace) -> str:
+    return str(args.token or os.environ.get("EDGEFLEET_TOKEN", "")).strip()
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     from edgefleet.shared.errors import ConfigError
 
@@ -148,9 +224,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ConfigError(f"frame folder {source} does not exist")
     if args.devices < 1:
         raise ConfigError("--devices must be at least 1")
+    data = Path(args.data).resolve()
+    token = _token(args)
+    if token:
+        ids = [f"{args.prefix}-{i:04d}" for i in range(args.devices)]
+        enrolled = enroll_fleet(args.controller, data, ids, token)
+        log.warning("enrolled %d device(s) with %s", enrolled, args.controller)
     configs = fleet_configs(
         args.devices, controller_url=args.controller, mqtt_url=args.mqtt,
-        data_dir=Path(args.data).resolve(), source=source.resolve(),
+        data_dir=data, source=source.resolve(),
         labels=_labels(args.label), prefix=args.prefix, fps=args.fps,
         window_s=args.window, poll_s=args.poll,
     )  # fmt: skip
@@ -213,6 +295,7 @@ def run_proto(args: argparse.Namespace) -> int:
         controller_url=args.controller.rstrip("/"), mqtt_host=host, mqtt_port=port,
         data_dir=data, poll_s=args.poll, window_s=args.window,
         phase_delay_s=args.phase_delay, workers=args.workers, fps=args.fps,
+        token=_token(args) or None,
     )  # fmt: skip
     ids = device_ids(args.prefix, args.first, args.devices)
     fleet = ProtoFleet(config, ids, deal_labels(_labels(args.label), args.first, args.devices))
@@ -254,7 +337,8 @@ def _spawn_procs(args: argparse.Namespace) -> int:
             argv += ["--stats", f"{args.stats}.{i}"]
         if args.quiet:
             argv.append("--quiet")
-        children.append(subprocess.Popen(argv))
+        env = {**os.environ, "EDGEFLEET_TOKEN": _token(args)}  # not in argv: ps shows argv
+        children.append(subprocess.Popen(argv, env=env))
         first += count
     done = _wait_for_signal()
     while not done.wait(1.0):
@@ -300,5 +384,9 @@ def register(sub: Any) -> None:
     sim.add_argument("--fps", type=float, default=2.0, help="frames per second per device")
     sim.add_argument("--window", type=float, default=5.0, help="seconds per telemetry window")
     sim.add_argument("--poll", type=float, default=10.0, help="seconds between director polls")
+    sim.add_argument("--token", default=None,
+                     help="operator API token (default $EDGEFLEET_TOKEN) for a controller with "
+                     "auth on: --mode agent enrolls each device not enrolled yet, as `agent "
+                     "enroll` does; --mode proto fetches /tuf with it")  # fmt: skip
     sim.add_argument("--quiet", action="store_true", help="warnings only")
     sim.set_defaults(handler="edgefleet.sim:run_from_args")

@@ -22,7 +22,9 @@ A device here is only what the controller can tell apart from a real agent:
 
 Not simulated: frames and inference (telemetry windows carry a fixed latency and a
 confidence spread per version), shadow runs, TensorRT plans, reverts (every verified
-artifact commits), mTLS.
+artifact commits), mTLS, enrollment: against a controller with auth on the devices fetch
+``/tuf`` with the operator token given to ``sim --token`` (enrolling thousands of devices
+one by one would meet the enrollment route's rate limit; ``--mode agent`` enrolls each).
 """
 
 from __future__ import annotations
@@ -96,11 +98,11 @@ class PooledFetcher(FetcherInterface):
     Counts what it asked and what came back, so a benchmark can say how many requests
     the controller served."""
 
-    def __init__(self, connections: int, timeout_s: float = 60.0) -> None:
-        self._pool = urllib3.PoolManager(
-            maxsize=connections, retries=False,
-            headers={"User-Agent": f"edgefleet-simproto/{__version__}"},
-        )  # fmt: skip
+    def __init__(self, connections: int, timeout_s: float = 60.0, token: str | None = None) -> None:
+        headers = {"User-Agent": f"edgefleet-simproto/{__version__}"}
+        if token:  # an operator token: a secured controller serves /tuf to operators
+            headers["Authorization"] = f"Bearer {token}"
+        self._pool = urllib3.PoolManager(maxsize=connections, retries=False, headers=headers)
         self._timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
         self._lock = threading.Lock()
         self.requests = 0
@@ -333,6 +335,7 @@ class ProtoConfig:
     phase_delay_s: float = 0.0  # seconds spent in each install phase
     workers: int = 8  # refresh / install threads per process
     fps: float = 1.0  # frames per second the telemetry windows claim
+    token: str | None = None  # operator API token for /tuf on a controller with auth on
 
 
 @dataclass
@@ -552,7 +555,7 @@ class ProtoFleet:
         self.stopping = False
         self.stop_event = threading.Event()
         self.connected = threading.Semaphore(0)
-        self.fetcher = PooledFetcher(config.workers + 2)
+        self.fetcher = PooledFetcher(config.workers + 2, token=config.token)
         self.image = SharedImage(config.controller_url, config.data_dir / ".shared", self.fetcher)
         self.hub = MqttHub()
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="simproto")

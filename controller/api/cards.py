@@ -21,6 +21,7 @@ from edgefleet.shared.protocol import Command
 from fastapi import APIRouter, Header, Response
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+device_router = APIRouter(prefix="/v1/models", tags=["models"])  # agents read cards too
 
 
 def card_store(services: Services) -> CardStore:
@@ -45,7 +46,7 @@ def put_card(
     return card.model_dump(mode="json", by_alias=True)
 
 
-@router.get("/{name}/versions/{version}/card", response_model=None)
+@device_router.get("/{name}/versions/{version}/card", response_model=None)
 def get_card(
     name: str,
     version: str,

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from edgefleet.controller.detector_check import NotADetectorError
+from edgefleet.controller.device_credentials import MISS, DeviceCredentials, DeviceOf
 from edgefleet.controller.plans import PlanExistsError
 from edgefleet.controller.registry import VersionExistsError
 from edgefleet.controller.services import Services
 from edgefleet.controller.tokens import TokenExistsError, find_token, rank
 from edgefleet.shared.errors import EdgefleetError, NotFoundError, TransportError
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 
@@ -64,36 +66,67 @@ def http_errors() -> Iterator[None]:
         raise HTTPException(status_for(e), one_line(e.reason)) from e
 
 
-# --- who is calling: API tokens (controller/tokens.py) -----------------------------------
+# --- who is calling: API tokens (controller/tokens.py) or a device's own credential -----
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ACTOR_HEADER = "X-Edgefleet-Actor"
+DEVICE = "device"  # the role of a caller holding an enrolled device's credential (efu_...)
 
 
 @dataclass(frozen=True)
 class Caller:
-    name: str  # the token's name; with auth off, the X-Edgefleet-Actor header or "unknown"
-    role: str  # viewer | operator | admin
+    name: str  # the token's name, "device:<id>"; with auth off the X-Edgefleet-Actor header
+    role: str  # viewer | operator | admin, or DEVICE (below every operator role)
     authenticated: bool
+    device_id: str | None = None  # set for DEVICE callers
+
+
+def _open(request: Request) -> Caller:
+    """Auth off (--insecure-dev): everyone is admin; the actor is whatever they say."""
+    actor = " ".join(request.headers.get(ACTOR_HEADER, "").split())[:128]
+    return Caller(actor or "unknown", "admin", authenticated=False)
+
+
+def _unauthorised(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise _unauthorised("this controller requires an API token: set EDGEFLEET_TOKEN")
+    return secret.strip()
+
+
+def device_credentials(request: Request) -> DeviceCredentials:
+    """The app's credential cache (create_app builds it)."""
+    creds: DeviceCredentials = request.app.state.device_credentials
+    return creds
+
+
+def _device_caller(found: DeviceOf | None, services: Services) -> Caller:
+    if found is None:
+        raise _unauthorised("unknown device credential (re-enroll the device)")
+    if found.revoked or found.device_id in revoked_devices(services):
+        raise HTTPException(403, f"device {found.device_id} is revoked")
+    return Caller(f"device:{found.device_id}", DEVICE, True, found.device_id)
+
+
+def _token_caller(session: Session, secret: str) -> Caller:
+    row = find_token(session, secret)
+    if row is None:
+        raise _unauthorised("unknown or revoked API token")
+    return Caller(row.name, row.role, authenticated=True)
 
 
 def _caller(request: Request, services: Services, session: Session) -> Caller:
     if not getattr(services.settings, "auth", False):
-        actor = " ".join(request.headers.get(ACTOR_HEADER, "").split())[:128]
-        return Caller(actor or "unknown", "admin", authenticated=False)
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise HTTPException(
-            401,
-            "this controller requires an API token: set EDGEFLEET_TOKEN",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    row = find_token(session, secret.strip())
-    if row is None:
-        raise HTTPException(
-            401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"}
-        )
-    return Caller(row.name, row.role, authenticated=True)
+        return _open(request)
+    secret = _bearer(request)
+    creds = device_credentials(request)
+    if creds.looks_like(secret):
+        return _device_caller(creds.lookup(secret), services)
+    return _token_caller(session, secret)
 
 
 def get_caller(request: Request, services: ServicesDep, session: SessionDep) -> Caller:
@@ -103,8 +136,30 @@ def get_caller(request: Request, services: ServicesDep, session: SessionDep) -> 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def _check_role(caller: Caller, role: str) -> None:
+async def get_caller_async(request: Request, services: ServicesDep) -> Caller:
+    """:func:`get_caller` for the async routes every device polls (/tuf): a known device
+    credential is answered from memory; the database is read on a worker thread."""
+    if not getattr(services.settings, "auth", False):
+        return _open(request)
+    secret = _bearer(request)
+    creds = device_credentials(request)
+    if creds.looks_like(secret):
+        hit = creds.cached(secret)
+        found = await run_in_threadpool(creds.lookup, secret) if hit is MISS else hit
+        return _device_caller(found if isinstance(found, DeviceOf) else None, services)
+
+    def by_token() -> Caller:
+        with Session(services.engine) as session:
+            return _token_caller(session, secret)
+
+    return await run_in_threadpool(by_token)
+
+
+def check_role(caller: Caller, role: str) -> None:
+    """403 unless the caller's role is at least ``role`` (a device is below every role)."""
     if rank(caller.role) < rank(role):
+        if caller.role == DEVICE:
+            raise HTTPException(403, f"{caller.name}: a device credential cannot do this")
         raise HTTPException(
             403, f"token {caller.name!r} has the {caller.role} role; this needs {role}"
         )
@@ -114,19 +169,37 @@ def require(role: str) -> Any:
     """A dependency (``dependencies=[require("admin")]``) that answers 401 / 403."""
 
     def check(caller: CallerDep) -> Caller:
-        _check_role(caller, role)
+        check_role(caller, role)
         return caller
 
     return Depends(check)
 
 
-def _guard_writes(request: Request, services: ServicesDep, session: SessionDep) -> None:
-    if request.method not in READ_METHODS:
-        _check_role(_caller(request, services, session), "operator")
+def device_or(role: str, *, own: bool = False) -> Any:
+    """Any enrolled, unrevoked device (only the path's ``device_id`` with ``own``), or a
+    token of at least ``role``: the reads the agent makes with its own credential."""
+
+    def check(request: Request, caller: CallerDep) -> Caller:
+        if caller.role == DEVICE:
+            if own and caller.device_id != request.path_params.get("device_id"):
+                raise HTTPException(403, f"{caller.name} may read only its own settings")
+            return caller
+        check_role(caller, role)
+        return caller
+
+    return Depends(check)
 
 
-# For a whole router: reads stay open, every write needs an operator (or admin) token.
-WRITES_NEED_OPERATOR = Depends(_guard_writes)
+def _guard(request: Request, services: ServicesDep, session: SessionDep) -> None:
+    needed = "viewer" if request.method in READ_METHODS else "operator"
+    check_role(_caller(request, services, session), needed)
+
+
+# For a whole router: reads need a viewer token, writes an operator (or admin) one.
+VIEWER_READS_OPERATOR_WRITES = Depends(_guard)
+# The name it had while reads were open; kept so routers added on other branches still
+# get the guard (it now guards their reads too).
+WRITES_NEED_OPERATOR = VIEWER_READS_OPERATOR_WRITES
 
 
 def actor_name(caller: CallerDep) -> str:

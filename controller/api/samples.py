@@ -1,4 +1,4 @@
-"""/v1/samples: devices upload frames (multipart), operators list and download them."""
+"""/v1/samples: devices upload frames (multipart); viewers list them, operators see the frames."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from edgefleet.controller import samples as store_mod
-from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors
+from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors, require
 from edgefleet.controller.enrollment import is_enrolled, upload_device
 from edgefleet.controller.models import SampleRow, _UtcPublic
 from edgefleet.controller.services import Services
@@ -88,7 +88,7 @@ def upload(  # noqa: PLR0917 - FastAPI passes these by name
     return SamplePublic.model_validate(row)
 
 
-@router.get("", response_model=SamplesPublic)
+@router.get("", response_model=SamplesPublic, dependencies=[require("viewer")])
 def list_samples(  # noqa: PLR0917 - FastAPI passes these by name
     session: SessionDep,
     device_id: str | None = None,
@@ -115,14 +115,15 @@ def list_samples(  # noqa: PLR0917 - FastAPI passes these by name
     return SamplesPublic(data=[SamplePublic.model_validate(r) for r in rows], count=len(rows))
 
 
-@router.get("/{sample_id}", response_model=SamplePublic)
+@router.get("/{sample_id}", response_model=SamplePublic, dependencies=[require("viewer")])
 def get_sample(sample_id: int, session: SessionDep) -> SamplePublic:
     with http_errors():
         row: SampleRow = store_mod.get_sample(session, sample_id)
     return SamplePublic.model_validate(row)
 
 
-@router.get("/{sample_id}/image")
+# Camera frames: operators and admins only (docs/TRUST.md, "Who reads what").
+@router.get("/{sample_id}/image", dependencies=[require("operator")])
 def get_image(sample_id: int, session: SessionDep, services: ServicesDep) -> Response:
     with http_errors():
         data = sample_store(services).image(session, sample_id)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 router = APIRouter(prefix="/v1", tags=["sampling"])
+device_router = APIRouter(prefix="/v1", tags=["sampling"])  # a device reads its own settings
 
 
 class RuleIn(BaseModel):
@@ -82,7 +83,7 @@ def _announce(session: Session, services: Services, selector: dict[str, str]) ->
     announce(services.link, devices, Command(command="settings"))
 
 
-@router.get("/devices/{device_id}/sampling", response_model=DeviceSampling)
+@device_router.get("/devices/{device_id}/sampling", response_model=DeviceSampling)
 def device_sampling(
     device_id: str,
     session: SessionDep,

@@ -1,10 +1,10 @@
-"""/healthz and /v1/stats: liveness, and the ingest's counters."""
+"""/healthz (open: liveness) and /v1/stats (a viewer token): the ingest's counters."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from edgefleet.controller.api.deps import ServicesDep
+from edgefleet.controller.api.deps import ServicesDep, require
 from fastapi import APIRouter
 
 router = APIRouter(tags=["health"])
@@ -15,7 +15,7 @@ def healthz() -> dict[str, bool]:
     return {"ok": True}
 
 
-@router.get("/v1/stats")
+@router.get("/v1/stats", dependencies=[require("viewer")])
 def stats(services: ServicesDep) -> dict[str, Any]:
     """MQTT link state and ingest counters (received / malformed / failed per channel)."""
     return {

@@ -3,6 +3,11 @@
 Only plain file names are served from the signing folders (no separators, no dot
 files), and a target is served only when its hash is the registered artifact of that
 version: the URL never decides which file on disk is read.
+
+Who may read (auth on): the image repository (metadata and artifacts) an enrolled,
+unrevoked device (its own credential, ``Authorization: Bearer efu_...``) or an operator
+token; ``controller serve --public-mirror`` serves it to anyone. A device's director
+metadata only that device or an operator, mirror or not.
 """
 
 from __future__ import annotations
@@ -14,12 +19,19 @@ from pathlib import Path
 from typing import Annotated
 
 from edgefleet.controller import plans
-from edgefleet.controller.api.deps import ServicesDep, SessionDep, revoked_devices
+from edgefleet.controller.api.deps import (
+    DEVICE,
+    ServicesDep,
+    SessionDep,
+    check_role,
+    get_caller_async,
+    revoked_devices,
+)
 from edgefleet.controller.api.files import FileServing, StaticFile, file_serving, metadata_etag
 from edgefleet.controller.models import ModelVersion
 from edgefleet.shared.errors import ProtocolError
 from edgefleet.shared.topics import validate_device_id
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from sqlmodel import select
 
@@ -29,6 +41,25 @@ _METADATA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.json$")
 _TARGET = re.compile(r"^([0-9a-f]{64})\.(model\.onnx|plan-[A-Za-z0-9._-]+\.plan)$")
 _NO_CACHE = {"Cache-Control": "no-cache"}  # caches revalidate: an unchanged poll is a 304
 FilesDep = Annotated[FileServing, Depends(file_serving)]
+
+
+async def _image_reader(request: Request, services: ServicesDep) -> None:
+    if getattr(services.settings, "public_mirror", False):
+        return
+    caller = await get_caller_async(request, services)
+    if caller.role != DEVICE:
+        check_role(caller, "operator")
+
+
+async def _director_reader(device_id: str, request: Request, services: ServicesDep) -> None:
+    caller = await get_caller_async(request, services)
+    if caller.role != DEVICE:
+        check_role(caller, "operator")
+    elif caller.device_id != device_id:
+        raise HTTPException(403, f"{caller.name} may read only its own director metadata")
+
+
+IMAGE_READER = [Depends(_image_reader)]
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -47,14 +78,16 @@ def _metadata_file(folder: Path, filename: str, files: FileServing) -> Response:
                       headers=_NO_CACHE)  # fmt: skip
 
 
-@router.get("/image/metadata/{filename}")
-@router.head("/image/metadata/{filename}", include_in_schema=False)
+@router.get("/image/metadata/{filename}", dependencies=IMAGE_READER)
+@router.head("/image/metadata/{filename}", include_in_schema=False, dependencies=IMAGE_READER)
 async def image_metadata(filename: str, services: ServicesDep, files: FilesDep) -> Response:
     return _metadata_file(services.signing.image_metadata_dir(), filename, files)
 
 
-@router.get("/director/{device_id}/metadata/{filename}")
-@router.head("/director/{device_id}/metadata/{filename}", include_in_schema=False)
+@router.get("/director/{device_id}/metadata/{filename}",
+            dependencies=[Depends(_director_reader)])  # fmt: skip
+@router.head("/director/{device_id}/metadata/{filename}", include_in_schema=False,
+             dependencies=[Depends(_director_reader)])  # fmt: skip
 async def director_metadata(
     device_id: str, filename: str, services: ServicesDep, files: FilesDep
 ) -> Response:
@@ -69,8 +102,9 @@ async def director_metadata(
     return _metadata_file(services.signing.director_metadata_dir(device_id), filename, files)
 
 
-@router.get("/image/targets/models/{name}/{version}/{filename}")
-@router.head("/image/targets/models/{name}/{version}/{filename}", include_in_schema=False)
+@router.get("/image/targets/models/{name}/{version}/{filename}", dependencies=IMAGE_READER)
+@router.head("/image/targets/models/{name}/{version}/{filename}", include_in_schema=False,
+             dependencies=IMAGE_READER)  # fmt: skip
 def target_file(  # noqa: PLR0917 - FastAPI passes these by name
     name: str,
     version: str,

@@ -34,12 +34,18 @@ def asset(name: str) -> Response:
 
 def include_data_loop(app: FastAPI) -> None:
     from edgefleet.controller.api import alerts, cards, drift, samples, sampling
-    from edgefleet.controller.api.deps import WRITES_NEED_OPERATOR
+    from edgefleet.controller.api.deps import VIEWER_READS_OPERATOR_WRITES, device_or, require
     from edgefleet.controller.metrics import registry_for
     from edgefleet.controller.metrics import router as metrics_router
 
     app.state.metrics_registry = registry_for(app.state.services)
-    app.include_router(cards.router, dependencies=[WRITES_NEED_OPERATOR])  # auth on: token
-    app.include_router(sampling.router, dependencies=[WRITES_NEED_OPERATOR])
-    for r in (samples.router, drift.router, alerts.router, metrics_router, router):
-        app.include_router(r)
+    # Auth on: reads need a viewer token, writes an operator one; the reads an agent makes
+    # (its version's card, its own sampling settings) take the device's credential too.
+    app.include_router(cards.router, dependencies=[VIEWER_READS_OPERATOR_WRITES])
+    app.include_router(cards.device_router, dependencies=[device_or("viewer")])
+    app.include_router(sampling.router, dependencies=[VIEWER_READS_OPERATOR_WRITES])
+    app.include_router(sampling.device_router, dependencies=[device_or("viewer", own=True)])
+    app.include_router(samples.router)  # per route: uploads by devices, frames to operators
+    for r in (drift.router, alerts.router, metrics_router):
+        app.include_router(r, dependencies=[require("viewer")])
+    app.include_router(router)  # the dashboard's static files: no data in them

@@ -5,8 +5,55 @@
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"];
 const SVG = "http://www.w3.org/2000/svg";
 
+// --- the API token: kept in sessionStorage (this tab only, gone when it closes) -----------
+// A controller with auth on (the default) answers every read only to a token. It comes from
+// the sign-in field, or once from a link ending #token=eft_... (then wiped from the address).
+
+const TOKEN_KEY = "edgefleet-token";
+const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
+
+function takeTokenFromLink() {
+  const m = location.hash.match(/[#&]token=([^&]*)/);
+  if (!m) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+  const rest = location.hash.replace(/[#&]token=[^&]*/, "").replace(/^&/, "");
+  history.replaceState(null, "", location.pathname + (rest ? `#${rest.replace(/^#/, "")}` : ""));
+}
+
+function showLogin(message) {
+  const form = document.getElementById("login");
+  form.hidden = false;
+  document.getElementById("login-note").textContent = message;
+}
+
+function setupLogin() {
+  const form = document.getElementById("login");
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, form.elements.token.value.trim());
+    form.elements.token.value = "";
+    form.hidden = true;
+    route();
+  });
+  document.getElementById("logout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin("signed out");
+  });
+}
+
+async function authFetch(path, accept) {
+  const headers = { Accept: accept };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const r = await fetch(path, { headers });
+  if (r.status === 401) {
+    showLogin(token() ? "that token was refused: sign in again" : "this controller needs an API token");
+    throw new Error(`${path}: sign in (HTTP 401)`);
+  }
+  return r;
+}
+
 async function api(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const r = await authFetch(path, "application/json");
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
 }
@@ -208,7 +255,16 @@ async function renderSamples() {
   return data.length;
 }
 
-function drawSample(canvas, s) {
+async function drawSample(canvas, s) {
+  // Frames need an operator token: fetched with it, then drawn from a local blob URL.
+  const r = await authFetch(`/v1/samples/${s.id}/image`, "image/jpeg").catch(() => null);
+  if (!r || !r.ok) {
+    canvas.dataset.withheld = r ? String(r.status) : "error";
+    canvas.getContext("2d").fillText(r && r.status === 403 ? "frame: operators only" : "no frame",
+      10, 20);
+    return;
+  }
+  const url = URL.createObjectURL(await r.blob());
   const img = new Image();
   img.onload = () => {
     const scale = Math.min(320 / img.width, 240 / img.height, 1);
@@ -229,8 +285,9 @@ function drawSample(canvas, s) {
     s.detections.forEach((d) => box(d, "#16a34a", false));
     s.candidates.forEach((d) => box(d, "#ea580c", true));
     canvas.dataset.boxes = String(s.detections.length + s.candidates.length);
+    URL.revokeObjectURL(url);
   };
-  img.src = `/v1/samples/${s.id}/image`;
+  img.src = url;
 }
 
 // --- alerts --------------------------------------------------------------------------------
@@ -272,6 +329,8 @@ async function route() {
   }
 }
 
+takeTokenFromLink();
+setupLogin();
 window.addEventListener("hashchange", route);
 route();
 setInterval(route, 10000);

@@ -386,13 +386,17 @@ def test_revoke_closes_the_live_session_and_cuts_http_at_once(
             other = connect(clients, broker, idents["cam-2"], "cam-2")
             assert live.ok() and other.ok()
             director = "/tuf/director/cam-1/metadata/timestamp.json"
-            assert http.get(director).status_code == 200
+            image = "/tuf/image/metadata/timestamp.json"
+            own = {"Authorization": f"Bearer {uploads['cam-1']}"}  # what its agent sends
+            assert http.get(director, headers=own).status_code == 200
+            assert http.get(image, headers=own).status_code == 200
 
             answer = http.post("/v1/devices/cam-1/revoke", headers=admin)
             revoked_at = time.monotonic()
             assert answer.status_code == 200 and answer.json()["session_kicked"] is True
-            # HTTP: director metadata and the device credential refused at once.
-            assert http.get(director).status_code == 403
+            # HTTP: director and image metadata and the device credential refused at once.
+            assert http.get(director, headers=own).status_code == 403
+            assert http.get(image, headers=own).status_code == 403
             with Session(engine) as session:
                 assert upload_device(session, uploads["cam-1"]) is None
                 assert upload_device(session, uploads["cam-2"]) == "cam-2"

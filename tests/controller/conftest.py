@@ -114,3 +114,43 @@ def linked(tmp_path: Path, broker: DevBroker) -> Iterator[Services]:
     finally:
         link.stop()
         services.engine.dispose()
+
+
+# --- auth on (the shipped default): tokens and enrolled devices -------------------------
+
+
+def bearer(services: Services, role: str, name: str | None = None) -> dict[str, str]:
+    """An ``Authorization`` header for a new API token of ``role``."""
+    from edgefleet.controller.tokens import create_token
+    from sqlmodel import Session
+
+    with Session(services.engine) as session:
+        _, secret = create_token(session, name or f"{role}-1", role, "test")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def enroll_device(
+    client: httpx.Client, operator: dict[str, str], device: str, folder: Path
+) -> dict[str, str]:
+    """The real way in: a one-time token (operator), then the agent's own enrollment into
+    ``folder``; returns the header the agent then sends (its credential)."""
+    from edgefleet.agent.enroll import enroll
+
+    answer = client.post("/v1/enroll-tokens", json={"device_id": device}, headers=operator)
+    assert answer.status_code == 200, answer.text
+    ident = enroll(str(client.base_url), device, folder, str(answer.json()["token"]))
+    assert ident.upload_token is not None
+    return {"Authorization": f"Bearer {ident.upload_token.read_text().strip()}"}
+
+
+@pytest.fixture
+def secured(services: Services) -> Services:
+    """Services as ``controller serve`` builds them by default: tokens required, device
+    PKI made (enrollment works)."""
+    import dataclasses
+
+    from edgefleet.controller.pki import DevicePki
+
+    services.settings = dataclasses.replace(services.settings, auth=True)
+    DevicePki(services.settings.data_dir / "pki").init(("localhost",))
+    return services

@@ -83,9 +83,12 @@ def test_enroll_pins_roots_and_revoke_refuses_device(
         DevicePki(services.settings.data_dir / "pki").crl_path.read_bytes()
     )
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
-    served = client.get("/tuf/director/cam-1/metadata/timestamp.json")
-    assert served.status_code == 403
-    assert client.get("/tuf/director/cam-2/metadata/timestamp.json").status_code == 200
+    assert ident.upload_token is not None
+    own = {"Authorization": f"Bearer {ident.upload_token.read_text()}"}  # what cam-1 sends
+    served = client.get("/tuf/director/cam-1/metadata/timestamp.json", headers=own)
+    assert served.status_code == 403 and "revoked" in served.json()["detail"]
+    served = client.get("/tuf/director/cam-2/metadata/timestamp.json", headers=operator)
+    assert served.status_code == 200
     heard: list[str] = []
     handle = services.revoked.filter(lambda topic, _payload: heard.append(topic))
     handle("edgefleet/v1/devices/cam-1/state", b"{}")

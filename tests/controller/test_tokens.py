@@ -57,8 +57,9 @@ def test_write_without_token_401_viewer_403_operator_ok(
     assert authed.post("/v1/rollouts", json=spec).status_code == 401
     assert authed.post("/v1/rollouts", json=spec, headers=viewer).status_code == 403
     assert authed.post("/v1/rollouts/1/pause", headers=viewer).status_code == 403
-    # reads stay open to any caller; the audit log needs at least a viewer token
-    assert authed.get("/v1/models").status_code == 200
+    # reads need at least a viewer token (tests/controller/test_read_auth.py covers them all)
+    assert authed.get("/v1/models").status_code == 401
+    assert authed.get("/v1/models", headers=viewer).status_code == 200
     assert authed.get("/v1/audit").status_code == 401
     operator = _token(auth_services, "operator", "ci-publisher")
     ok = _push(authed, onnx_model, {**operator, "X-Edgefleet-Actor": "someone-else"})

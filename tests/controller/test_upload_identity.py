@@ -103,7 +103,7 @@ def test_uploads_need_the_devices_own_credential_with_auth(
         assert client.post("/v1/devices/cam-1/revoke", headers=admin).status_code == 200
         assert _post(client, "cam-1", one, "x7") == 403  # revoke voids the credential
         assert _post(client, "cam-2", two, "x8") == 201
-        listed = client.get("/v1/samples").json()["data"]
+        listed = client.get("/v1/samples", headers=operator).json()["data"]
         assert sorted(s["device_id"] for s in listed) == ["cam-1", "cam-2", "cam-2"]
 
 
