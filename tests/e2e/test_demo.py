@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -22,10 +25,13 @@ def _tables(stdout: str) -> list[list[dict[str, str]]]:
     return tables
 
 
-def test_demo_exits_0_with_every_agent_on_v2(tmp_path) -> None:
+def test_demo_exits_0_with_every_agent_on_v2(tmp_path: Path) -> None:
+    """The Quick start's demo as it runs by default: over mTLS, every agent enrolled (own
+    key, CSR, one-time token), the controller secured. One run for both, since a demo run
+    is the suite's longest test (`--plain` changes only the broker and its URL)."""
     out = subprocess.run(
-        [sys.executable, "-m", "edgefleet", "demo", "--plain", "--dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=400,
+        [sys.executable, "-m", "edgefleet", "demo", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=500,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     after_v2, after_canary = _tables(out.stdout)
@@ -40,6 +46,18 @@ def test_demo_exits_0_with_every_agent_on_v2(tmp_path) -> None:
     assert "firing" in out.stdout
     assert "exported" in out.stdout
     assert (tmp_path / "dataset" / "data.yaml").is_file()
+    # mTLS all the way: the broker requires certificates, each agent enrolled with its own.
+    assert "broker      mqtts://localhost:" in out.stdout
+    assert out.stdout.count("enrolled demo-cam-") == 3
+    conf = (tmp_path / "controller" / "mosquitto" / "mosquitto.conf").read_text()
+    assert "require_certificate true" in conf
+    for n in (1, 2, 3):
+        device = f"demo-cam-{n}"
+        ident = tmp_path / "agents" / device / "identity"
+        cert = x509.load_pem_x509_certificate((ident / "device.pem").read_bytes())
+        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == device
+        assert (tmp_path / "agents" / device / "trust" / "image-root.json").is_file()
+        assert "trusting" not in (tmp_path / "logs" / f"agent-{n}.log").read_text()
     assert "everything it started is stopped" in out.stdout
     left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert left.stdout.strip() == ""
