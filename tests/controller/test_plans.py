@@ -192,8 +192,9 @@ def test_the_agent_offers_a_plan_it_built_over_real_http(
 ) -> None:  # type: ignore[type-arg]
     from edgefleet.agent.controller_http import ControllerHttp
     from edgefleet.agent.plan_share import PlanSharer
-    from edgefleet.agent.runtime.engine_cache import EngineKey
     from edgefleet.shared.hashing import sha256_file
+
+    from edgefleet.runtime.engine_cache import EngineKey
 
     built = _plan_bytes(tmp_path, "built.plan")
     key = EngineKey(sha256_file(V2), "8.6.2", "8.7", "fp16")
