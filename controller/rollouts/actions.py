@@ -16,16 +16,16 @@ from datetime import datetime
 from edgefleet.controller import plans, registry
 from edgefleet.controller.models import Device, ModelVersion, Rollout, RolloutDevice
 from edgefleet.controller.rollouts import releases
-from edgefleet.controller.rollouts.lifecycle import (
-    RolloutEvent,
-    transition,
-)
-from edgefleet.controller.rollouts.service import (
+from edgefleet.controller.rollouts.context import (
     Deps,
     audit,
     spec_of,
     stage_row,
     start_stage,
+)
+from edgefleet.controller.rollouts.lifecycle import (
+    RolloutEvent,
+    transition,
 )
 from sqlmodel import Session, select
 
