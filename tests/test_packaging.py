@@ -49,6 +49,7 @@ def test_wheel_installs_no_bare_top_level_modules(wheel: Path) -> None:
     assert tops == {"edgefleet"}
     assert "edgefleet/shared/protocol.py" in names
     assert "edgefleet/agent/daemon.py" in names
+    assert "edgefleet/runtime/detector.py" in names
     assert "edgefleet/controller/app.py" in names
     assert "edgefleet/mosquitto-dev.conf" in names
     assert "edgefleet/firmware_profiles/jetson-orin-nano-8gb-jp6.yaml" in names
