@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from edgefleet.agent.runtime.backend import Detection, ModelInfo
-from edgefleet.agent.runtime.postprocess import postprocess
-from edgefleet.agent.runtime.preprocess import preprocess
 from edgefleet.shared.errors import RuntimeBackendError
+
+from edgefleet.runtime.backend import Detection, ModelInfo
+from edgefleet.runtime.postprocess import postprocess
+from edgefleet.runtime.preprocess import preprocess
 
 DEFAULT_FLOOR = 0.05  # candidates scored below this are noise, not "uncertain"
 NO_CANDIDATES = 1.0  # a floor at or above the cut: detections and raw checks only

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from edgefleet.agent.sampler import SamplingConfig
 from edgefleet.shared.errors import ConfigError, ProtocolError
 from edgefleet.shared.protocol import Phase
+from edgefleet.shared.sampling import SamplingConfig
 from edgefleet.shared.topics import validate_device_id
 from edgefleet.shared.yaml_file import read_yaml
 from pydantic import (

@@ -77,11 +77,11 @@ def _dir_url(url: str) -> str:
 
 @contextlib.contextmanager
 def _locked(metadata_dir: Path) -> Iterator[None]:
-    from edgefleet.agent.updater import _flock
+    from edgefleet.agent.updater import lock_exclusive
 
     metadata_dir.mkdir(parents=True, exist_ok=True)
     with (metadata_dir / ".lock").open("a") as f:
-        _flock(f.fileno(), LOCK_TIMEOUT_S, metadata_dir)
+        lock_exclusive(f.fileno(), LOCK_TIMEOUT_S, metadata_dir)
         try:
             yield
         finally:

@@ -86,8 +86,9 @@ def device_loader(
     """The loader for this device's profile (providers, native TensorRT), its detectors
     also giving candidates (:func:`candidate_floor`), and its /metrics backend label."""
     import onnxruntime as ort
-    from edgefleet.agent.runtime.engine_cache import GpuFacts
-    from edgefleet.agent.runtime.loader import LoaderSettings, backend_label, make_loader
+
+    from edgefleet.runtime.engine_cache import GpuFacts
+    from edgefleet.runtime.loader import LoaderSettings, backend_label, make_loader
 
     settings = LoaderSettings(
         conf=config.conf,

@@ -11,9 +11,10 @@ from typing import TextIO
 import cv2
 import numpy as np
 import numpy.typing as npt
-from edgefleet.agent.runtime.backend import Detection
-from edgefleet.agent.runtime.detector import Detector
 from edgefleet.shared.errors import ArtifactError, ConfigError
+
+from edgefleet.runtime.backend import Detection
+from edgefleet.runtime.detector import Detector
 
 
 def read_image(path: Path) -> npt.NDArray[np.uint8]:

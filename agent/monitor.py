@@ -18,10 +18,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from edgefleet.agent.runtime.backend import Detection
 from edgefleet.shared.histogram import LATENCY_EDGES_MS, bin_counts
 from edgefleet.shared.measure import ConfidenceTally
 from edgefleet.shared.protocol import TelemetryWindow
+
+from edgefleet.runtime.backend import Detection
 
 if TYPE_CHECKING:
     from edgefleet.agent.pipeline import FrameResult

@@ -23,10 +23,11 @@ import numpy as np
 import numpy.typing as npt
 from edgefleet.agent.candidates import RawSummary
 from edgefleet.agent.frame_files import MAX_PIXELS, SkipLog, UnusableImageError, read_frame
-from edgefleet.agent.runtime.backend import Detection
 from edgefleet.agent.slots import ModelSlots
 from edgefleet.agent.store import ModelPointer
 from edgefleet.shared.errors import ConfigError
+
+from edgefleet.runtime.backend import Detection
 
 log = logging.getLogger(__name__)
 

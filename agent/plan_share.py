@@ -17,8 +17,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from edgefleet.agent.controller_http import ControllerHttp
-from edgefleet.agent.runtime.engine_cache import EngineKey
 from edgefleet.shared.errors import TransportError
+
+from edgefleet.runtime.engine_cache import EngineKey
 
 log = logging.getLogger(__name__)
 

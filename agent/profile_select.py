@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefleet.shared.profiles import FirmwareProfile
+from edgefleet.shared.profiles import FirmwareProfile, shipped_profiles_dir
 from edgefleet.shared.protocol import Fingerprint
 
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
@@ -128,13 +128,6 @@ def with_profile(fp: Fingerprint, profile: FirmwareProfile | None) -> Fingerprin
         return fp
     cc = fp.compute_capability or profile.compute_capability
     return fp.model_copy(update={"profile": profile.name, "compute_capability": cc})
-
-
-def shipped_profiles_dir() -> Path:
-    """The profiles shipped with edgefleet (firmware_profiles/, installed as a package)."""
-    import edgefleet.firmware_profiles
-
-    return Path(edgefleet.firmware_profiles.__file__).resolve().parent
 
 
 def resolve_profile(

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from edgefleet.agent.runtime.backend import Detection
+
+from edgefleet.runtime.backend import Detection
 
 if TYPE_CHECKING:
     from edgefleet.agent.pipeline import FrameResult

@@ -20,8 +20,9 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from edgefleet.agent.runtime.backend import Detection, ModelInfo
 from edgefleet.agent.store import ModelPointer
+
+from edgefleet.runtime.backend import Detection, ModelInfo
 
 log = logging.getLogger(__name__)
 

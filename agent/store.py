@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgefleet.agent.runtime.engine_cache import INFO_SUFFIX, PLAN_SUFFIX, write_info
-from edgefleet.agent.runtime.metadata import info_from_document
 from edgefleet.shared.durable import fsync_dir, write_bytes
 from edgefleet.shared.errors import ArtifactError
 from edgefleet.shared.hashing import sha256_file
+
+from edgefleet.runtime.engine_cache import INFO_SUFFIX, PLAN_SUFFIX, write_info
+from edgefleet.runtime.metadata import info_from_document
 
 log = logging.getLogger(__name__)
 

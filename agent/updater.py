@@ -357,7 +357,7 @@ class ModelUpdater:
     def _locked(self) -> Iterator[None]:
         self._tuf_dir.mkdir(parents=True, exist_ok=True)
         with (self._tuf_dir / ".lock").open("a") as f:
-            _flock(f.fileno(), self.config.lock_timeout_s, self._tuf_dir)
+            lock_exclusive(f.fileno(), self.config.lock_timeout_s, self._tuf_dir)
             try:
                 yield
             finally:
@@ -397,7 +397,10 @@ def _check_self_signed_root(data: bytes, url: str) -> None:
         raise TrustError(f"first-use root {url} refused: {_one_line(e)}") from e
 
 
-def _flock(fd: int, timeout_s: float, folder: Path) -> None:
+def lock_exclusive(fd: int, timeout_s: float, folder: Path) -> None:
+    """Take an exclusive flock on ``fd`` (an open file in ``folder``), polling until
+    ``timeout_s`` seconds pass (then TransportError): the one TUF folder lock that the
+    updater and the conformance client share."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -39,8 +39,6 @@ from typing import Any
 import numpy as np
 import onnx
 from edgefleet.agent.monitor import WindowAccumulator
-from edgefleet.agent.runtime.backend import Detection
-from edgefleet.agent.runtime.detector import Detector
 from edgefleet.controller.rollouts import advance as adv
 from edgefleet.controller.rollouts.cohorts import control_group
 from edgefleet.controller.rollouts.gates import Aggregate, Installs, evaluate
@@ -48,6 +46,9 @@ from edgefleet.controller.rollouts.spec import RolloutSpec
 from edgefleet.shared.measure import MEASURE_CONF
 from edgefleet.shared.protocol import TelemetryWindow
 from onnx import helper, numpy_helper
+
+from edgefleet.runtime.backend import Detection
+from edgefleet.runtime.detector import Detector
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "models" / "shapes" / "v2" / "model.onnx"

@@ -58,11 +58,12 @@ import httpx
 from edgefleet.agent.baseline import BaselineCache
 from edgefleet.agent.controller_http import ControllerHttp
 from edgefleet.agent.fetcher import DeadlineFetcher, FetcherConfig
-from edgefleet.agent.sampler import ControllerSettings, SamplingConfig
+from edgefleet.agent.sampler import ControllerSettings
 from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
 from edgefleet.controller.signing import TufRepositories
 from edgefleet.shared.errors import EdgefleetError
 from edgefleet.shared.protocol import utcnow
+from edgefleet.shared.sampling import SamplingConfig
 
 from edgefleet.devbroker import free_port
 

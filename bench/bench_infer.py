@@ -30,9 +30,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from edgefleet.agent.runtime.detector import Detector
-from edgefleet.agent.runtime.preprocess import preprocess
 from edgefleet.shared.errors import ConfigError
+
+from edgefleet.runtime.detector import Detector
+from edgefleet.runtime.preprocess import preprocess
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Each way runs BLOCK frames in a row, the ways taking turns until each has ``frames``

@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 from edgefleet.agent.pipeline import FrameResult, Pipeline
-from edgefleet.agent.runtime.detector import Detector
 from edgefleet.agent.slots import ModelSlots
 from edgefleet.agent.store import ModelPointer
 from edgefleet.shared.hashing import sha256_file
+
+from edgefleet.runtime.detector import Detector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_infer import load_images

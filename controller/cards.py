@@ -73,7 +73,7 @@ def _frames(files: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
 
 def build_card(onnx_path: Path, folder: Path, name: str, version: str) -> ModelCard:
     """Run ``onnx_path`` over every image under ``folder`` and summarise it."""
-    from edgefleet.agent.runtime.detector import Detector
+    from edgefleet.runtime.detector import Detector
 
     files = validation_images(folder)
     tally = ConfidenceTally(MEASURE_CONF)

@@ -9,13 +9,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from edgefleet.controller.operator_cmds import (
-    _pipe_safe,
-    _print_json,
-    _request,
-    _table,
-    parse_target,
-)
+from edgefleet.controller.cli_args import parse_target
+from edgefleet.controller.cli_http import check_response, controller_client, request
+from edgefleet.controller.cli_output import pipe_safe, print_json, print_table
 from edgefleet.shared.errors import ConfigError
 
 
@@ -26,7 +22,7 @@ def push_card(name: str, version: str, onnx_path: Path, folder: Path) -> dict[st
     print(f"validating {name}:{version} on {folder} ...", file=sys.stderr)
     card = build_card(onnx_path, folder, name, version)
     body = card.model_dump(mode="json", by_alias=True)
-    return _request("PUT", f"/v1/models/{name}/versions/{version}/card", json=body)  # type: ignore[no-any-return]
+    return request("PUT", f"/v1/models/{name}/versions/{version}/card", json=body)  # type: ignore[no-any-return]
 
 
 def card_lines(card: dict[str, Any]) -> list[str]:
@@ -56,23 +52,23 @@ def _bars(edges: list[float], counts: list[int], width: int = 40) -> list[str]:
     ]
 
 
-@_pipe_safe
+@pipe_safe
 def model_show(args: argparse.Namespace) -> int:
     name, version = parse_target(args.target)
-    card = _request("GET", f"/v1/models/{name}/versions/{version}/card")
+    card = request("GET", f"/v1/models/{name}/versions/{version}/card")
     if args.json:
-        _print_json(card)
+        print_json(card)
     else:
         print("\n".join(card_lines(card)))
     return 0
 
 
-@_pipe_safe
+@pipe_safe
 def alerts_list(args: argparse.Namespace) -> int:
     params = {"state": args.state} if args.state else {}
-    answer = _request("GET", "/v1/alerts", params=params)
+    answer = request("GET", "/v1/alerts", params=params)
     if args.json:
-        _print_json(answer["data"])
+        print_json(answer["data"])
         return 0
     rows = [
         [str(a["id"]), a["state"], a["scope"], f"{a['model']}:{a['version']}",
@@ -81,8 +77,8 @@ def alerts_list(args: argparse.Namespace) -> int:
          f"{a['resolved_at']} ({a['reason']})" if a.get("reason") else a["resolved_at"] or "-"]
         for a in answer["data"]
     ]  # fmt: skip
-    _table(["ID", "STATE", "SCOPE", "MODEL", "METRIC", "VALUE", "FIRE AT", "FIRED", "RESOLVED"],
-           rows)  # fmt: skip
+    headers = ["ID", "STATE", "SCOPE", "MODEL", "METRIC", "VALUE", "FIRE AT", "FIRED", "RESOLVED"]
+    print_table(headers, rows)
     return 0
 
 
@@ -134,31 +130,31 @@ def sample_params(args: argparse.Namespace, *, export: bool) -> dict[str, Any]:
     return params
 
 
-@_pipe_safe
+@pipe_safe
 def samples_list(args: argparse.Namespace) -> int:
     params = sample_params(args, export=False)
-    answer = _request("GET", "/v1/samples", params=params)
+    answer = request("GET", "/v1/samples", params=params)
     if args.json:
-        _print_json(answer["data"])
+        print_json(answer["data"])
         return 0
     rows = [
         [str(s["id"]), s["device_id"], f"{s['model']}:{s['version']}", s["reason"],
          str(len(s["detections"])), str(s["bytes"]), s["captured_at"]]
         for s in answer["data"]
     ]  # fmt: skip
-    _table(["ID", "DEVICE", "MODEL", "REASON", "DETS", "BYTES", "CAPTURED"], rows)
+    print_table(["ID", "DEVICE", "MODEL", "REASON", "DETS", "BYTES", "CAPTURED"], rows)
     print(f"{answer['count']} sample(s)", file=sys.stderr)
     return 0
 
 
-@_pipe_safe
+@pipe_safe
 def samples_export(args: argparse.Namespace) -> int:
     from edgefleet.controller.samples import write_yolo_dataset
 
     if args.format != "yolo":
         raise ConfigError(f"unknown export format {args.format!r} (only yolo)")
     params = sample_params(args, export=True)
-    answer = _request("GET", "/v1/samples", params=params)
+    answer = request("GET", "/v1/samples", params=params)
     images = {s["id"]: _download(s["id"]) for s in answer["data"]}
     names = _model_names(answer["data"])
     data_yaml = write_yolo_dataset(
@@ -169,22 +165,18 @@ def samples_export(args: argparse.Namespace) -> int:
 
 
 def _download(sample_id: int) -> bytes:
-    from edgefleet.controller.operator_cmds import _check, _client
-
-    with _client() as client:
+    with controller_client() as client:
         r = client.get(f"/v1/samples/{sample_id}/image")
         if not r.is_success:
-            _check(r)
+            check_response(r)
         return r.content
 
 
 def _model_names(samples: list[dict[str, Any]]) -> dict[int, str]:
     """Class names of the samples' model from its card, so ids line up with the model's."""
-    from edgefleet.controller.operator_cmds import _client
-
     for s in samples:
         if s.get("model") and s.get("version"):
-            with _client() as client:
+            with controller_client() as client:
                 r = client.get(f"/v1/models/{s['model']}/versions/{s['version']}/card")
             if r.is_success:
                 return {int(k): str(v) for k, v in r.json().get("names", {}).items()}

@@ -2,7 +2,7 @@
 
 ``validate_onnx`` only says the file is a well-formed graph: a classifier or a 1x10
 Identity passes it. The pushed file is also run on a probe image and decoded by the agent's
-own code (agent/runtime/head_check.py), so a push is refused (HTTP 422, the reason in one
+own code (edgefleet/runtime/head_check.py), so a push is refused (HTTP 422, the reason in one
 line) exactly when a device could not decode the model's output.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgefleet.agent.runtime.head_check import ModelInfo, probe_model
 from edgefleet.shared.errors import ArtifactError
+
+from edgefleet.runtime.head_check import ModelInfo, probe_model
 
 
 class NotADetectorError(ArtifactError):

@@ -19,13 +19,15 @@ from edgefleet.controller.models import (
     ModelVersion,
     Rollout,
     RolloutDevice,
-    _utc,
+)
+from edgefleet.controller.models import (
+    as_utc as _utc,
 )
 from edgefleet.controller.rollouts import pinning, releases
 from edgefleet.controller.rollouts.advance import stage_devices
+from edgefleet.controller.rollouts.context import spec_of
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.controller.rollouts.planner import matches
-from edgefleet.controller.rollouts.service import spec_of
 from edgefleet.controller.rollouts.spec import RolloutSpec
 from edgefleet.controller.rollouts.windows import next_open
 from edgefleet.shared.protocol import Phase

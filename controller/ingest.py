@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from edgefleet.controller.db import session_scope
 from edgefleet.controller.models import Device, EventRow, TelemetryWindowRow
-from edgefleet.controller.rollouts.service import HintSender
+from edgefleet.controller.rollouts.context import HintSender
 from edgefleet.controller.stats import IngestStats
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import ProtocolError

@@ -26,7 +26,7 @@ from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.ingest_pressure import PressureWatch
 from edgefleet.controller.models import Device
 from edgefleet.controller.retention import DEFAULT_RETENTION, Retention, RetentionConfig
-from edgefleet.controller.rollouts.service import HintSender
+from edgefleet.controller.rollouts.context import HintSender
 from edgefleet.controller.stats import IngestStats
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import ProtocolError

@@ -17,7 +17,7 @@ from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
@@ -27,7 +27,7 @@ def _json(default: Any = dict) -> Any:
     return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
 
 
-class _UtcPublic(SQLModel):
+class UtcPublic(SQLModel):
     @field_validator(
         "created_at",
         "last_seen",
@@ -39,7 +39,7 @@ class _UtcPublic(SQLModel):
     )
     @classmethod
     def _zone(cls, value: datetime | None) -> datetime | None:
-        return _utc(value)
+        return as_utc(value)
 
 
 # --- models and versions -----------------------------------------------------------------
@@ -74,7 +74,7 @@ class ModelVersion(VersionBase, table=True):
     )
 
 
-class VersionPublic(VersionBase, _UtcPublic):
+class VersionPublic(VersionBase, UtcPublic):
     created_at: datetime
 
 
@@ -114,7 +114,7 @@ class PlanArtifact(PlanBase, table=True):
     )
 
 
-class PlanPublic(PlanBase, _UtcPublic):
+class PlanPublic(PlanBase, UtcPublic):
     id: int
     created_at: datetime
 
@@ -165,7 +165,7 @@ class Device(DeviceBase, table=True):
     desired_set_by: str | None = Field(default=None, max_length=128)  # a 64-char channel fits
 
 
-class DevicePublic(DeviceBase, _UtcPublic):
+class DevicePublic(DeviceBase, UtcPublic):
     labels: dict[str, str]
     last_seen: datetime | None
     fingerprint: dict[str, Any] | None = None  # what it reported: platform, GPU, TensorRT
@@ -277,7 +277,7 @@ class Channel(SQLModel, table=True):
     )
 
 
-class ChannelPublic(_UtcPublic):
+class ChannelPublic(UtcPublic):
     name: str
     model: str
     version: str | None
@@ -315,7 +315,7 @@ class Pin(SQLModel, table=True):
     created_by: str = Field(default="unknown", max_length=128)
 
 
-class PinPublic(_UtcPublic):
+class PinPublic(UtcPublic):
     id: int
     selector: dict[str, str]
     model: str | None
@@ -344,7 +344,7 @@ class RolloutDevicePublic(SQLModel):
     refused: str | None = None  # why it refused its assignment ("what: reason"), if it did
 
 
-class StagePublic(_UtcPublic):
+class StagePublic(UtcPublic):
     index: int  # 0-based position in stages[]
     number: int  # 1-based: what `rollout status` and the dashboard call "stage N"
     stage: str  # "1", "10%"
@@ -357,7 +357,7 @@ class StagePublic(_UtcPublic):
     @field_validator("started_at", "ended_at", mode="after")
     @classmethod
     def _zone2(cls, value: datetime | None) -> datetime | None:
-        return _utc(value)
+        return as_utc(value)
 
 
 class SkippedDevicePublic(SQLModel):
@@ -365,7 +365,7 @@ class SkippedDevicePublic(SQLModel):
     reason: str  # "pin 3 holds it to shapes:v1"
 
 
-class RolloutPublic(_UtcPublic):
+class RolloutPublic(UtcPublic):
     id: int
     model: str
     version: str
@@ -388,7 +388,7 @@ class RolloutPublic(_UtcPublic):
     waiting_for_window: datetime | None = None  # a closed window holds a device until then
 
 
-class AuditPublic(_UtcPublic):
+class AuditPublic(UtcPublic):
     id: int
     at: datetime
     actor: str
@@ -434,7 +434,7 @@ class TelemetryWindowRow(TelemetryBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
 
 
-class TelemetryWindowPublic(_UtcPublic):
+class TelemetryWindowPublic(UtcPublic):
     device_id: str
     model: str | None
     version: str | None
@@ -557,7 +557,7 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = _when()
 
 
-class TokenPublic(_UtcPublic):
+class TokenPublic(UtcPublic):
     name: str
     role: str
     created_at: datetime

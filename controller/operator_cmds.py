@@ -8,95 +8,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import getpass
-import json
-import os
 import re
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
+from edgefleet.controller.cli_args import parse_target
+from edgefleet.controller.cli_http import actor_header as _actor_header
+from edgefleet.controller.cli_http import check_response as _check
+from edgefleet.controller.cli_http import controller_client as _client
+from edgefleet.controller.cli_http import request as _request
+from edgefleet.controller.cli_output import hhmm
+from edgefleet.controller.cli_output import pipe_safe as _pipe_safe
+from edgefleet.controller.cli_output import print_json as _print_json
+from edgefleet.controller.cli_output import print_table as _table
+from edgefleet.controller.data_cmds import card_lines, push_card
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.shared.errors import ArtifactError, ConfigError, EdgefleetError, TransportError
 from edgefleet.shared.topics import validate_device_id
-
-DEFAULT_URL = "http://127.0.0.1:8600"
-TIMEOUT = httpx.Timeout(30.0, read=600.0)  # seconds; signing a large upload takes a while
-
-
-def controller_url() -> str:
-    return os.environ.get("EDGEFLEET_URL", DEFAULT_URL).rstrip("/")
-
-
-@contextmanager
-def _client() -> Iterator[httpx.Client]:
-    url = controller_url()
-    token = os.environ.get("EDGEFLEET_TOKEN", "").strip()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with httpx.Client(base_url=url, timeout=TIMEOUT, headers=headers) as client:
-            yield client
-    except httpx.TransportError as e:
-        raise TransportError(
-            f"cannot reach the controller at {url}: {e or type(e).__name__}"
-        ) from e
-    except httpx.InvalidURL as e:
-        raise ConfigError(f"bad EDGEFLEET_URL {url!r}: {e}") from e
-
-
-def _check(response: httpx.Response) -> Any:
-    if response.is_success:
-        return response.json()
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    if not isinstance(detail, str):
-        detail = f"{response.status_code} {response.reason_phrase}"
-    raise EdgefleetError(" ".join(detail.split()))
-
-
-def _request(method: str, path: str, **kwargs: Any) -> Any:
-    with _client() as client:
-        return _check(client.request(method, path, **kwargs))
-
-
-def _pipe_safe(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``edgefleet device list | head`` ends quietly instead of with a BrokenPipeError."""
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            code = handler(args)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # Python would complain again when flushing stdout at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-        return code
-
-    return run
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    for row in [headers, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
 
 # --- model push ------------------------------------------------------------------------
 
@@ -236,8 +170,6 @@ def model_push(args: argparse.Namespace) -> int:
         print(f"pushed {version['name']}:{version['version']} (release {version['release']}, "
               f"sha256 {version['sha256'][:12]}, {version['length']} bytes)")  # fmt: skip
         if getattr(args, "validation", None):
-            from edgefleet.controller.data_cmds import card_lines, push_card
-
             card = push_card(version["name"], version["version"], onnx_path, Path(args.validation))
             print("\n".join(card_lines(card)))
     return 0
@@ -377,13 +309,6 @@ def _arrived(device: dict[str, Any], want: tuple[str, str] | None) -> bool:
 # --- rollouts --------------------------------------------------------------------------
 
 
-def parse_target(value: str) -> tuple[str, str]:
-    name, sep, version = value.partition(":")
-    if not sep or not name or not version:
-        raise ConfigError(f"bad target {value!r}: expected NAME:VERSION")
-    return name, version
-
-
 def parse_selector(items: list[str]) -> dict[str, str]:
     selector: dict[str, str] = {}
     for item in items:
@@ -392,16 +317,6 @@ def parse_selector(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"bad selector {item!r}: expected KEY=VALUE")
         selector[key] = value
     return selector
-
-
-def _actor_header() -> dict[str, str]:
-    """Who acts, for the audit log when the controller runs without --auth (with it, the
-    audit log names the EDGEFLEET_TOKEN's token instead)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry in some containers
-        user = "unknown"
-    return {"X-Edgefleet-Actor": user}
 
 
 def _rollout_id(value: str) -> str:
@@ -508,7 +423,7 @@ def _print_rollout(r: dict[str, Any]) -> None:
     if r.get("rollback_version"):
         print(f"rolled back to {r['rollback_version']}")
     if r.get("waiting_for_window"):
-        print(f"waiting for window (opens {_hhmm(r['waiting_for_window'])})")
+        print(f"waiting for window (opens {hhmm(r['waiting_for_window'])})")
     for st in r.get("stages", []):
         current = st["index"] == r.get("stage") and r["state"] == RolloutState.RUNNING.value
         # Director metadata is signed in batches in the background: show how far it got.
@@ -534,13 +449,6 @@ def _print_rollout(r: dict[str, Any]) -> None:
             print(f"{d['device_id']} refused its assignment: {d['refused']}")
     for d in r.get("skipped", []):
         print(f"{d['device_id']} skipped: {d['reason']}")
-
-
-def _hhmm(iso: str) -> str:
-    """``2026-11-23T13:00:00Z`` -> ``13:00 UTC`` (another day: ``11-24 13:00 UTC``)."""
-    at = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
-    day = "" if at.date() == datetime.now(timezone.utc).date() else at.strftime("%m-%d ")
-    return f"{day}{at:%H:%M} UTC"
 
 
 def _result(d: dict[str, Any]) -> str:
@@ -615,7 +523,7 @@ def rollout_window(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{w['cron']!r} {w['timezone']}" for w in windows) or "none"
     print(f"rollout {rid}: window {shown}, now {answer['state']}")
     if answer.get("waiting_for_window"):
-        print(f"waiting for window (opens {_hhmm(answer['waiting_for_window'])})")
+        print(f"waiting for window (opens {hhmm(answer['waiting_for_window'])})")
     return 0
 
 

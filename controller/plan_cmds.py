@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgefleet.controller.operator_cmds import (
-    _actor_header,
-    _pipe_safe,
-    _print_json,
-    _request,
-    _table,
-    parse_target,
-)
+from edgefleet.controller.cli_args import parse_target
+from edgefleet.controller.cli_http import actor_header, request
+from edgefleet.controller.cli_output import pipe_safe, print_json, print_table
 from edgefleet.shared.errors import ArtifactError, ConfigError
 
 
@@ -24,24 +19,24 @@ def plan_push(args: argparse.Namespace) -> int:
     fields = {"compute_capability": args.compute_capability, "tensorrt": args.tensorrt,
               "precision": args.precision}  # fmt: skip
     with path.open("rb") as f:
-        row = _request(
+        row = request(
             "POST", f"/v1/models/{name}/versions/{version}/plans", data=fields,
-            files={"file": (path.name, f, "application/octet-stream")}, headers=_actor_header(),
+            files={"file": (path.name, f, "application/octet-stream")}, headers=actor_header(),
         )  # fmt: skip
     print(f"signed {row['target']} (plan {row['id']}, {row['length']} bytes)")
     return 0
 
 
-@_pipe_safe
+@pipe_safe
 def plan_list(args: argparse.Namespace) -> int:
     params = {}
     if args.target:
         params["model"], params["version"] = parse_target(args.target)
-    rows = _request("GET", "/v1/plans", params=params)["data"]
+    rows = request("GET", "/v1/plans", params=params)["data"]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
-    _table(
+    print_table(
         ["ID", "MODEL", "VERSION", "GPU", "TENSORRT", "PRECISION", "STATE", "SOURCE", "SHA256"],
         [
             [str(r["id"]), r["name"], r["version"], f"sm {r['compute_capability']}",
@@ -55,7 +50,7 @@ def plan_list(args: argparse.Namespace) -> int:
 def plan_approve(args: argparse.Namespace) -> int:
     if not str(args.id).isdigit():
         raise ConfigError(f"bad plan id {args.id!r}: expected a number")
-    row = _request("POST", f"/v1/plans/{args.id}/approve", headers=_actor_header())
+    row = request("POST", f"/v1/plans/{args.id}/approve", headers=actor_header())
     print(f"signed {row['target']}: devices of sm {row['compute_capability']} with TensorRT "
           f"{row['tensorrt']} ({row['precision']}) get it from now on")  # fmt: skip
     return 0

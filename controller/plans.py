@@ -24,7 +24,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
-from edgefleet.agent.profile_select import shipped_profiles_dir
 from edgefleet.controller.artifact_choice import PLAN, Artifact, choose_artifact
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.models import Device, ModelVersion, PlanArtifact
@@ -33,7 +32,7 @@ from edgefleet.controller.signing.targets import TargetInfo
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.engines import EngineFingerprint
 from edgefleet.shared.errors import ArtifactError, EdgefleetError, NotFoundError
-from edgefleet.shared.profiles import FirmwareProfile, load_profiles
+from edgefleet.shared.profiles import FirmwareProfile, load_profiles, shipped_profiles_dir
 from edgefleet.shared.protocol import Fingerprint
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
@@ -249,7 +248,8 @@ def _check_plan_bytes(length: int) -> None:
 def onnx_model_info(path: Path) -> dict[str, object]:
     """Input size, class names and output kind of a stored ONNX, as the agent reads them."""
     import onnx
-    from edgefleet.agent.runtime.metadata import info_document, model_info
+
+    from edgefleet.runtime.metadata import info_document, model_info
 
     try:
         model = onnx.load(str(path), load_external_data=False)

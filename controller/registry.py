@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from edgefleet.controller.artifacts import ArtifactStore, validate_onnx
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # One push at a time per process: the release counter is "previous max + 1".
-_PUSH_LOCK = threading.Lock()
+PUSH_LOCK = threading.Lock()
 
 
 class VersionExistsError(EdgefleetError):
@@ -65,6 +67,11 @@ def list_models(session: Session) -> list[ModelPublic]:
     return out
 
 
+# (staged file, sha256, length, version, release) -> the signed target; it also commits
+# the staged bytes to the store, before or after signing as its repository needs
+SignPush = Callable[[Path, str, int, str, int], "TargetInfo"]
+
+
 def push_version(
     session: Session,
     store: ArtifactStore,
@@ -78,22 +85,42 @@ def push_version(
     check_label("model name", name)
     if version is not None:
         check_label("version", version)
-    with store.staged(source) as (tmp, digest, _length):
+
+    def sign(tmp: Path, digest: str, _length: int, version: str, release: int) -> TargetInfo:
+        stored = store.commit(tmp, digest)
+        return signing.add_model_target(name, version, release, stored.path, format="onnx")
+
+    return push_onnx(session, store, name, source, version=version, sign=sign)
+
+
+def push_onnx(
+    session: Session,
+    store: ArtifactStore,
+    name: str,
+    source: BinaryIO,
+    *,
+    version: str | None,
+    sign: SignPush,
+) -> ModelVersion:
+    """The push core: stage the upload, refuse what is not a detector the agent can run,
+    then, one push at a time, take the next release (and ``v<release>`` as the default
+    version), refuse a version that exists, sign and record. The labels are checked by
+    the caller."""
+    with store.staged(source) as (tmp, digest, length):
         validate_onnx(tmp)
         check_detector(tmp)
-        with _PUSH_LOCK:
-            release = _next_release(session, name)
+        with PUSH_LOCK:
+            release = next_release(session, name)
             version = version or f"v{release}"
             if _exists(session, name, version):
                 raise VersionExistsError(
                     f"model {name!r} already has version {version!r}", model=name
                 )
-            stored = store.commit(tmp, digest)
-            info = signing.add_model_target(name, version, release, stored.path, format="onnx")
+            info = sign(tmp, digest, length, version, release)
             return _record(session, name, version, release, info)
 
 
-def _next_release(session: Session, name: str) -> int:
+def next_release(session: Session, name: str) -> int:
     current = session.exec(
         select(func.max(ModelVersion.release)).where(ModelVersion.name == name)
     ).one()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgefleet.agent.sampler import SamplingConfig
 from edgefleet.controller.models import Device, SamplingRule
 from edgefleet.shared.errors import ConfigError, NotFoundError
 from edgefleet.shared.protocol import utcnow
+from edgefleet.shared.sampling import SamplingConfig
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgefleet.controller.operator_cmds import _pipe_safe, _print_json, _request, _table
+from edgefleet.controller.cli_http import request
+from edgefleet.controller.cli_output import pipe_safe, print_json, print_table
 from edgefleet.controller.sampling import check_settings, parse_selector
 from edgefleet.shared.errors import ConfigError
 from edgefleet.shared.yaml_file import read_yaml
@@ -28,27 +29,27 @@ def read_settings(path: Path) -> dict[str, Any]:
 
 def sampling_set(args: argparse.Namespace) -> int:
     body = {"selector": parse_selector(args.selector), "settings": read_settings(Path(args.file))}
-    rule = _request("PUT", "/v1/sampling", json=body)
+    rule = request("PUT", "/v1/sampling", json=body)
     names = ", ".join(s["name"] for s in rule["settings"]["strategies"]) or "none"
     print(f"sampling rule {rule['id']} for {_selector(rule['selector'])}: strategies {names}")
     return 0
 
 
-@_pipe_safe
+@pipe_safe
 def sampling_list(args: argparse.Namespace) -> int:
-    answer = _request("GET", "/v1/sampling")
+    answer = request("GET", "/v1/sampling")
     if args.json:
-        _print_json(answer["data"])
+        print_json(answer["data"])
         return 0
     rows = [[str(r["id"]), _selector(r["selector"]), _summary(r["settings"])]
             for r in answer["data"]]  # fmt: skip
-    _table(["ID", "SELECTOR", "STRATEGIES"], rows)
+    print_table(["ID", "SELECTOR", "STRATEGIES"], rows)
     return 0
 
 
 def sampling_delete(args: argparse.Namespace) -> int:
     parse_selector(args.selector)
-    _request("DELETE", "/v1/sampling", params={"selector": args.selector})
+    request("DELETE", "/v1/sampling", params={"selector": args.selector})
     print(f"sampling rule for {args.selector or '(all devices)'} deleted")
     return 0
 

@@ -31,8 +31,8 @@ from edgefleet.controller.ingest_queue import IngestPipeline
 from edgefleet.controller.mqtt_link import MqttLink
 from edgefleet.controller.pki import CrlRenewer, DevicePki
 from edgefleet.controller.retention import RetentionConfig
+from edgefleet.controller.rollouts.context import Deps
 from edgefleet.controller.rollouts.scheduler import Scheduler
-from edgefleet.controller.rollouts.service import Deps
 from edgefleet.controller.services import Services
 from edgefleet.controller.settings import Settings
 from edgefleet.controller.trust import Signing, TufSigning

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from edgefleet.controller.artifacts import ArtifactStore
-from edgefleet.controller.rollouts.service import HintSender
+from edgefleet.controller.rollouts.context import HintSender
 from edgefleet.controller.settings import Settings
 from edgefleet.controller.stats import IngestStats
 from edgefleet.controller.trust import Signing

@@ -1,6 +1,6 @@
 """Handlers of ``edgefleet token|audit ...`` and ``edgefleet device token|revoke``.
 
-Over HTTP against $EDGEFLEET_URL with $EDGEFLEET_TOKEN (operator_cmds' client), or, for
+Over HTTP against $EDGEFLEET_URL with $EDGEFLEET_TOKEN (cli_http's client), or, for
 ``token create --data DIR``, straight into the controller's database: that is how the
 first admin token is made (whoever can read the data folder owns the controller anyway).
 """
@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgefleet.controller.operator_cmds import _pipe_safe, _print_json, _request, _table
+from edgefleet.controller.cli_http import request
+from edgefleet.controller.cli_output import pipe_safe, print_json, print_table
 from edgefleet.shared.errors import ConfigError
 
 
@@ -24,7 +25,7 @@ def _print_secret(answer: dict[str, Any], quiet: bool = False) -> None:
     print("use it with: export EDGEFLEET_TOKEN=<the line above>")
 
 
-@_pipe_safe
+@pipe_safe
 def token_create(args: argparse.Namespace) -> int:
     from edgefleet.controller.tokens import check_role
 
@@ -32,7 +33,7 @@ def token_create(args: argparse.Namespace) -> int:
     if args.data:
         answer = _create_in_db(Path(args.data), args.name, args.role)
     else:
-        answer = _request("POST", "/v1/tokens", json={"role": args.role, "name": args.name})
+        answer = request("POST", "/v1/tokens", json={"role": args.role, "name": args.name})
     _print_secret(answer, args.quiet)
     return 0
 
@@ -64,52 +65,52 @@ def _user(getpass: Any) -> str:
         return "unknown"
 
 
-@_pipe_safe
+@pipe_safe
 def token_list(args: argparse.Namespace) -> int:
-    answer = _request("GET", "/v1/tokens")
+    answer = request("GET", "/v1/tokens")
     if args.json:
-        _print_json(answer["data"])
+        print_json(answer["data"])
         return 0
     rows = [[t["name"], t["role"], t["created_at"], "revoked" if t["revoked_at"] else "active"]
             for t in answer["data"]]  # fmt: skip
-    _table(["NAME", "ROLE", "CREATED", "STATE"], rows)
+    print_table(["NAME", "ROLE", "CREATED", "STATE"], rows)
     return 0
 
 
-@_pipe_safe
+@pipe_safe
 def token_revoke(args: argparse.Namespace) -> int:
-    answer = _request("POST", f"/v1/tokens/{args.name}/revoke")
+    answer = request("POST", f"/v1/tokens/{args.name}/revoke")
     print(f"token {answer['name']} revoked")
     return 0
 
 
-@_pipe_safe
+@pipe_safe
 def audit_list(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.target:
         params["target"] = args.target
-    answer = _request("GET", "/v1/audit", params=params)
+    answer = request("GET", "/v1/audit", params=params)
     if args.json:
-        _print_json(answer["data"])
+        print_json(answer["data"])
         return 0
     rows = [[str(a["id"]), a["at"], a["actor"], a["action"], a["target"]] for a in answer["data"]]
-    _table(["ID", "AT", "ACTOR", "ACTION", "TARGET"], rows)
+    print_table(["ID", "AT", "ACTOR", "ACTION", "TARGET"], rows)
     return 0
 
 
-@_pipe_safe
+@pipe_safe
 def device_token(args: argparse.Namespace) -> int:
     body = {"device_id": args.device_id, "ttl_s": int(args.ttl * 3600)}
-    answer = _request("POST", "/v1/enroll-tokens", json=body)
+    answer = request("POST", "/v1/enroll-tokens", json=body)
     print(f"enrollment token for {answer['device_id']} (one use, {args.ttl:g} h):")
     print(answer["token"])
     print(f"on the device: edgefleet agent enroll --config CONFIG --token {answer['token']}")
     return 0
 
 
-@_pipe_safe
+@pipe_safe
 def device_revoke(args: argparse.Namespace) -> int:
-    answer = _request("POST", f"/v1/devices/{args.device_id}/revoke")
+    answer = request("POST", f"/v1/devices/{args.device_id}/revoke")
     count = len(answer["serials"])
     kicked = (
         "the broker was asked to close its live session"

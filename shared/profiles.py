@@ -49,3 +49,10 @@ def load_profile(path: str | Path) -> FirmwareProfile:
 def load_profiles(folder: str | Path) -> dict[str, FirmwareProfile]:
     profiles = [load_profile(p) for p in sorted(Path(folder).glob("*.yaml"))]
     return {p.name: p for p in profiles}
+
+
+def shipped_profiles_dir() -> Path:
+    """The profiles shipped with edgefleet (firmware_profiles/, installed as a package)."""
+    import edgefleet.firmware_profiles
+
+    return Path(edgefleet.firmware_profiles.__file__).resolve().parent

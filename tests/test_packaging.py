@@ -49,6 +49,7 @@ def test_wheel_installs_no_bare_top_level_modules(wheel: Path) -> None:
     assert tops == {"edgefleet"}
     assert "edgefleet/shared/protocol.py" in names
     assert "edgefleet/agent/daemon.py" in names
+    assert "edgefleet/runtime/detector.py" in names
     assert "edgefleet/controller/app.py" in names
     assert "edgefleet/mosquitto-dev.conf" in names
     assert "edgefleet/firmware_profiles/jetson-orin-nano-8gb-jp6.yaml" in names
@@ -65,9 +66,9 @@ def test_agent_extra_installs_without_torch_ultralytics_fastapi(
         [str(py), "-m", "pip", "install", "-q", f"{wheel}[agent]"], check=True, timeout=600
     )
     probe = (
-        "import importlib.util as u, edgefleet.agent.daemon, edgefleet.agent.runtime.detector, "
+        "import importlib.util as u, edgefleet.agent.daemon, edgefleet.runtime.detector, "
         "edgefleet.agent.updater, edgefleet.shared.protocol\n"
-        "from edgefleet.agent.profile_select import shipped_profiles_dir\n"
+        "from edgefleet.shared.profiles import shipped_profiles_dir\n"
         "assert (shipped_profiles_dir() / 'cpu-x86_64.yaml').is_file()\n"
         "for bare in ('shared', 'agent', 'controller', 'torch', 'ultralytics', 'fastapi'):\n"
         "    assert u.find_spec(bare) is None, bare\n"

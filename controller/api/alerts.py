@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from edgefleet.controller.api.deps import SessionDep
-from edgefleet.controller.models import AlertRow, _UtcPublic
+from edgefleet.controller.models import AlertRow, UtcPublic, as_utc
 from fastapi import APIRouter, Query
 from pydantic import field_validator
 from sqlmodel import SQLModel, col, select
@@ -14,7 +14,7 @@ from sqlmodel import SQLModel, col, select
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
 
-class AlertPublic(_UtcPublic):
+class AlertPublic(UtcPublic):
     id: int
     scope: str
     device_id: str | None
@@ -33,9 +33,7 @@ class AlertPublic(_UtcPublic):
     @field_validator("fired_at", "resolved_at", mode="after")
     @classmethod
     def _zone3(cls, value: datetime | None) -> datetime | None:
-        from edgefleet.controller.models import _utc
-
-        return _utc(value)
+        return as_utc(value)
 
 
 class AlertsPublic(SQLModel):

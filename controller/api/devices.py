@@ -21,7 +21,7 @@ from edgefleet.controller.models import (
     TelemetryWindowRow,
     TelemetryWindowsPublic,
 )
-from edgefleet.controller.rollouts.service import audit
+from edgefleet.controller.rollouts.context import audit
 from edgefleet.shared.errors import NotFoundError, TransportError
 from edgefleet.shared.protocol import Command
 from fastapi import APIRouter, Query

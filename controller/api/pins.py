@@ -19,7 +19,7 @@ from edgefleet.controller.models import (
 )
 from edgefleet.controller.registry import check_label, get_version
 from edgefleet.controller.rollouts import pinning
-from edgefleet.controller.rollouts.service import audit
+from edgefleet.controller.rollouts.context import audit
 from edgefleet.shared.errors import ConfigError, NotFoundError
 from edgefleet.shared.protocol import utcnow
 from fastapi import APIRouter

@@ -10,22 +10,14 @@ hash against the uploaded bytes, then publishes it with a new snapshot and times
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
+from edgefleet.controller import registry
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep, http_errors
-from edgefleet.controller.artifacts import validate_onnx
-from edgefleet.controller.detector_check import check_detector
 from edgefleet.controller.models import AuditEntry, VersionPublic
-from edgefleet.controller.registry import (
-    _PUSH_LOCK,
-    VersionExistsError,
-    _exists,
-    _next_release,
-    _record,
-    check_label,
-)
 from edgefleet.controller.signing.publisher import MAX_METADATA_BYTES, parse_models
-from edgefleet.controller.signing.targets import model_target_path, target_custom
+from edgefleet.controller.signing.targets import TargetInfo, model_target_path, target_custom
 from edgefleet.shared.errors import ConfigError, TrustError
 from fastapi import APIRouter, Form, UploadFile
 
@@ -43,8 +35,8 @@ def _image(services: Any) -> Any:
 def next_release(name: str, session: SessionDep) -> dict[str, Any]:
     """The release (and default version) the next push of ``name`` gets."""
     with http_errors():
-        check_label("model name", name)
-        release = _next_release(session, name)
+        registry.check_label("model name", name)
+        release = registry.next_release(session, name)
     return {"name": name, "release": release, "version": f"v{release}"}
 
 
@@ -61,30 +53,25 @@ def push_signed(
 ) -> VersionPublic:
     """Upload an ONNX model with the ``models`` metadata that signs it."""
     with http_errors():
-        check_label("model name", name)
+        registry.check_label("model name", name)
         if version is not None:
-            check_label("version", version)
+            registry.check_label("version", version)
         raw = metadata.file.read(MAX_METADATA_BYTES + 1)
         if len(raw) > MAX_METADATA_BYTES:
             raise TrustError(f"models metadata larger than {MAX_METADATA_BYTES} bytes")
         md = parse_models(raw)
         image = _image(services)
-        with services.store.staged(file.file) as (tmp, digest, length):
-            validate_onnx(tmp)
-            check_detector(tmp)
-            with _PUSH_LOCK:
-                release = _next_release(session, name)
-                version = version or f"v{release}"
-                if _exists(session, name, version):
-                    raise VersionExistsError(
-                        f"model {name!r} already has version {version!r}", model=name
-                    )
-                path = model_target_path(name, version, "onnx")
-                custom = target_custom(name, version, release)
-                image.publish_signed_models(md, path, length, digest, custom, check_only=True)
-                services.store.commit(tmp, digest)
-                info = image.publish_signed_models(md, path, length, digest, custom)
-                row = _record(session, name, version, release, info)
+
+        def sign(tmp: Path, digest: str, length: int, version: str, release: int) -> TargetInfo:
+            path = model_target_path(name, version, "onnx")
+            custom = target_custom(name, version, release)
+            image.publish_signed_models(md, path, length, digest, custom, check_only=True)
+            services.store.commit(tmp, digest)
+            return image.publish_signed_models(md, path, length, digest, custom)  # type: ignore[no-any-return]
+
+        row = registry.push_onnx(
+            session, services.store, name, file.file, version=version, sign=sign
+        )
     public = VersionPublic.model_validate(row)
     detail = {"release": public.release, "sha256": public.sha256, "signed_by": "publisher"}
     session.add(AuditEntry(actor=actor, action="push", target=f"{name}:{public.version}",

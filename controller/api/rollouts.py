@@ -17,6 +17,7 @@ from edgefleet.controller.api.deps import (
 )
 from edgefleet.controller.models import Rollout, RolloutPublic, RolloutsPublic
 from edgefleet.controller.rollouts import actions, service
+from edgefleet.controller.rollouts.context import TICK_LOCK, Deps
 from edgefleet.controller.rollouts.lifecycle import TransitionRefusedError
 from edgefleet.controller.rollouts.spec import MAX_WINDOWS, MaintenanceWindow, RolloutSpec
 from edgefleet.controller.services import Services
@@ -29,11 +30,11 @@ router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 Action = Literal["pause", "resume", "abort", "rollback", "promote"]
 
 
-def deps_of(services: Services) -> service.Deps:
+def deps_of(services: Services) -> Deps:
     from edgefleet.controller.cards import CardStore
 
     cards = CardStore(services.settings.data_dir / "cards")
-    return service.Deps(services.signing, services.link, services.store.path_for, cards)
+    return Deps(services.signing, services.link, services.store.path_for, cards)
 
 
 @router.post("", response_model=RolloutPublic)
@@ -100,7 +101,7 @@ def act(
 ) -> RolloutPublic:
     """pause | resume | abort | rollback | promote, recorded in the audit log."""
     try:
-        with http_errors(), service.TICK_LOCK:
+        with http_errors(), TICK_LOCK:
             rollout = service.get_rollout(session, rollout_id)
             now = services.clock()
             if action in ("rollback", "abort"):

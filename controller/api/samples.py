@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from edgefleet.controller import samples as store_mod
 from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors, require
 from edgefleet.controller.enrollment import is_enrolled, upload_device
-from edgefleet.controller.models import SampleRow, _UtcPublic
+from edgefleet.controller.models import SampleRow, UtcPublic
 from edgefleet.controller.services import Services
 from fastapi import APIRouter, Form, Header, HTTPException, Query, UploadFile
 from fastapi.responses import Response
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/samples", tags=["samples"])
 DEVICE_HEADER = "X-Edgefleet-Device"
 
 
-class SamplePublic(_UtcPublic):
+class SamplePublic(UtcPublic):
     id: int
     device_id: str
     uid: str

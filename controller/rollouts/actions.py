@@ -17,20 +17,20 @@ from datetime import datetime
 from edgefleet.controller import plans, registry
 from edgefleet.controller.models import Device, ModelVersion, Rollout, RolloutDevice
 from edgefleet.controller.rollouts import releases
-from edgefleet.controller.rollouts.lifecycle import (
-    TERMINAL,
-    RolloutEvent,
-    RolloutState,
-    TransitionRefusedError,
-    transition,
-)
-from edgefleet.controller.rollouts.service import (
+from edgefleet.controller.rollouts.context import (
     WAKE,
     Deps,
     audit,
     spec_of,
     stage_row,
     start_stage,
+)
+from edgefleet.controller.rollouts.lifecycle import (
+    TERMINAL,
+    RolloutEvent,
+    RolloutState,
+    TransitionRefusedError,
+    transition,
 )
 from edgefleet.controller.rollouts.spec import MaintenanceWindow
 from sqlmodel import Session, select

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from edgefleet.controller import pins as pinlib
 from edgefleet.controller import plans
 from edgefleet.controller.models import Channel, Device, ModelVersion, Pin, Rollout, RolloutDevice
 from edgefleet.controller.registry import get_version
 from edgefleet.controller.rollouts import releases
+from edgefleet.controller.rollouts.context import TICK_LOCK, Deps, audit
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.shared.errors import EdgefleetError
 from sqlmodel import Session, col, select
-
-if TYPE_CHECKING:
-    from edgefleet.controller.rollouts.service import Deps
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +74,6 @@ def held(session: Session, rules: Rules, pin_id: int) -> list[str]:
 def apply_pins(session: Session, deps: Deps, actor: str) -> list[str]:
     """Sign each pinned device's target where it is not what the device is meant to run;
     commits, sends the hints, returns the device ids moved."""
-    from edgefleet.controller.rollouts.service import TICK_LOCK
-
     with TICK_LOCK:  # the scheduler's ticks and the API's changes sign one at a time
         sent = _apply(session, deps, actor)
     for device_id, version in sent:
@@ -89,8 +84,6 @@ def apply_pins(session: Session, deps: Deps, actor: str) -> list[str]:
 
 
 def _apply(session: Session, deps: Deps, actor: str) -> list[tuple[str, int]]:
-    from edgefleet.controller.rollouts.service import audit
-
     rules = load(session)
     if not rules.pins:
         return []

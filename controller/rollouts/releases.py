@@ -96,8 +96,8 @@ def resign(
     committed."""
     source = source_of(session, old)
     path = artifact_path(source.sha256)
-    with registry._PUSH_LOCK:  # the release counter is "max + 1", as in a push
-        release = registry._next_release(session, source.name)
+    with registry.PUSH_LOCK:  # the release counter is "max + 1", as in a push
+        release = registry.next_release(session, source.name)
         label = f"{source.version}-rb{release}"[:64]
         info = signing.add_model_target(source.name, label, release, path, format=source.format)
         session.add(ModelVersion(

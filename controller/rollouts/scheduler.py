@@ -19,8 +19,9 @@ from datetime import datetime
 
 from edgefleet.controller.models import Rollout
 from edgefleet.controller.rollouts import lease, pinning
+from edgefleet.controller.rollouts.context import WAKE, Deps
 from edgefleet.controller.rollouts.lifecycle import RolloutState
-from edgefleet.controller.rollouts.service import SCHEDULER, WAKE, Deps, advance
+from edgefleet.controller.rollouts.service import SCHEDULER, advance
 from edgefleet.shared.protocol import utcnow
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edgefleet.controller import pins as pinlib
 from edgefleet.controller import plans
 from edgefleet.controller.models import (
-    AuditEntry,
     Device,
     EventRow,
     ModelVersion,
@@ -34,13 +30,26 @@ from edgefleet.controller.models import (
     SkippedDevicePublic,
     StagePublic,
     TelemetryWindowRow,
-    _utc,
+)
+from edgefleet.controller.models import (
+    as_utc as _utc,
 )
 from edgefleet.controller.pins import Target
 from edgefleet.controller.registry import get_version
 from edgefleet.controller.rollouts import advance as adv
 from edgefleet.controller.rollouts import pinning, releases
+from edgefleet.controller.rollouts.actions import roll_back
 from edgefleet.controller.rollouts.cohorts import control_group
+from edgefleet.controller.rollouts.context import (
+    TICK_LOCK,
+    WAKE,
+    CardLookup,
+    Deps,
+    audit,
+    spec_of,
+    stage_row,
+    start_stage,
+)
 from edgefleet.controller.rollouts.gates import (
     Aggregate,
     GateResult,
@@ -58,8 +67,6 @@ from edgefleet.controller.rollouts.planner import (
 from edgefleet.controller.rollouts.spec import RolloutSpec
 from edgefleet.controller.rollouts.windows import next_open
 from edgefleet.controller.signing.targets import TargetInfo
-from edgefleet.controller.trust import Signing
-from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import EdgefleetError, NotFoundError
 from edgefleet.shared.protocol import utcnow
 from sqlalchemy import select as sa_select
@@ -68,35 +75,9 @@ from sqlmodel import Session, col, select
 log = logging.getLogger(__name__)
 
 SCHEDULER = "scheduler"  # the actor of what the scheduler does by itself
-# One tick at a time in this process (the API's first tick and the scheduler's loop).
-TICK_LOCK = threading.RLock()
-# Set when a rollout has devices left to sign: the scheduler runs its next round at once.
-WAKE = threading.Event()
 SIGN_BATCH = 250  # devices signed per lock hold and committed per transaction
 FIRST_BATCH = 25  # devices the create request signs itself; the scheduler does the rest
 TICK_BUDGET_S = 2.0  # seconds of signing per tick, so operator actions get the lock soon
-
-
-class HintSender(Protocol):
-    def send_hint(self, device_id: str, director_version: int) -> None: ...
-
-
-class CardLookup(Protocol):
-    def find(self, name: str | None, version: str | None) -> ModelCard | None: ...
-
-
-@dataclass(frozen=True)
-class Deps:
-    """What a tick may touch besides the database."""
-
-    signing: Signing
-    hints: HintSender
-    artifact_path: Callable[[str], Path]  # sha256 -> stored bytes (ArtifactStore.path_for)
-    cards: CardLookup | None = None  # model cards: the drift gates' baseline (CardStore)
-
-
-def audit(session: Session, actor: str, action: str, target: str, **detail: object) -> None:
-    session.add(AuditEntry(actor=actor, action=action, target=target, detail=dict(detail)))
 
 
 def create_rollout(
@@ -156,13 +137,6 @@ def get_rollout(session: Session, rollout_id: int) -> Rollout:
     if rollout is None:
         raise NotFoundError(f"unknown rollout {rollout_id}")
     return rollout
-
-
-def spec_of(rollout: Rollout) -> RolloutSpec:
-    if rollout.spec:
-        return RolloutSpec.model_validate(rollout.spec)
-    # Rows written before specs existed: the skeleton's single 100 % stage.
-    return RolloutSpec(model=rollout.model, version=rollout.version, selector=rollout.selector)
 
 
 # --- one tick ----------------------------------------------------------------------------
@@ -451,13 +425,6 @@ def _assign(
     return sent
 
 
-def stage_row(session: Session, rollout: Rollout, index: int) -> RolloutStage:
-    row = session.get(RolloutStage, (rollout.id, index))
-    if row is None:
-        row = RolloutStage(rollout_id=rollout.id or 0, index=index)
-    return row
-
-
 def _record(
     session: Session,
     deps: Deps,
@@ -487,8 +454,6 @@ def _record(
     if plan.next is adv.Next.NEXT_STAGE:
         start_stage(session, rollout, rollout.stage + 1, now)
     elif plan.next is adv.Next.FAIL and spec.on_failure == "rollback":
-        from edgefleet.controller.rollouts.actions import roll_back
-
         roll_back(session, deps, rollout, SCHEDULER, now)
     session.add(rollout)
 
@@ -501,15 +466,6 @@ _EVENTS = {
     adv.Next.FAIL: RolloutEvent.FAIL,
     adv.Next.PAUSE: RolloutEvent.INCONCLUSIVE,
 }
-
-
-def start_stage(session: Session, rollout: Rollout, index: int, now: datetime) -> None:
-    """Start (or, after a resume, restart on fresh windows) stage ``index`` at ``now``."""
-    rollout.stage, rollout.stage_started_at, rollout.ready_at = index, now, None
-    row = stage_row(session, rollout, index)
-    row.started_at, row.ended_at, row.outcome, row.gates = now, None, "pending", []
-    session.add(row)
-    session.add(rollout)
 
 
 # --- what the API shows ------------------------------------------------------------------

@@ -12,6 +12,7 @@ import re
 from enum import Enum
 from typing import Any, Literal
 
+from edgefleet.controller.rollouts.cron import parse_cron
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -172,8 +173,6 @@ class MaintenanceWindow(BaseModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        from edgefleet.controller.rollouts.windows import parse_cron
-
         parse_cron(v)
         return v
 

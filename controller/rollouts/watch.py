@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgefleet.controller.cli_output import hhmm
 from edgefleet.controller.rollouts.lifecycle import SETTLED
 from rich.console import Console, Group
 from rich.live import Live
@@ -48,9 +49,7 @@ def render(r: dict[str, Any]) -> Group:
                        gates)  # fmt: skip
     parts.append(stages)
     if r.get("waiting_for_window"):  # as the plain `rollout status` says it
-        from edgefleet.controller.operator_cmds import _hhmm
-
-        parts.append(Text(f"waiting for window (opens {_hhmm(r['waiting_for_window'])})",
+        parts.append(Text(f"waiting for window (opens {hhmm(r['waiting_for_window'])})",
                           "yellow"))  # fmt: skip
     for d in r["devices"]:
         if d.get("refused"):

@@ -3,10 +3,15 @@ runs what). Build one :class:`TufRepositories` in ``main()`` and pass it around.
 """
 
 from edgefleet.controller.signing.director_repo import DirectorRepository
-from edgefleet.controller.signing.image_repo import MODELS_PATHS, MODELS_ROLE, ImageRepository
+from edgefleet.controller.signing.image_repo import ImageRepository
 from edgefleet.controller.signing.keys import KeyStore, load_signer
 from edgefleet.controller.signing.repositories import TufRepositories, utc_now
-from edgefleet.controller.signing.targets import TargetInfo, model_target_path
+from edgefleet.controller.signing.targets import (
+    MODELS_PATHS,
+    MODELS_ROLE,
+    TargetInfo,
+    model_target_path,
+)
 
 __all__ = [
     "MODELS_PATHS",

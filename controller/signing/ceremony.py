@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from edgefleet.controller.signing._chain import TOP_LEVEL, MetadataChain, lifetime
-from edgefleet.controller.signing.image_repo import MODELS_PATHS, MODELS_ROLE, ONLINE
+from edgefleet.controller.signing.image_repo import ONLINE
 from edgefleet.controller.signing.keys import KeyStore
 from edgefleet.controller.signing.repositories import TufRepositories, utc_now
+from edgefleet.controller.signing.targets import MODELS_PATHS, MODELS_ROLE
 from edgefleet.shared.errors import ConfigError, TrustError
 from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import Root

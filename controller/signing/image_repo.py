@@ -15,7 +15,10 @@ from typing import Any
 
 from edgefleet.controller.signing._chain import MetadataChain, RepoLock
 from edgefleet.controller.signing.keys import KeyStore
+from edgefleet.controller.signing.publisher import check_models_update, install_models_update
 from edgefleet.controller.signing.targets import (
+    MODELS_PATHS,
+    MODELS_ROLE,
     TargetInfo,
     model_target_path,
     plan_target_path,
@@ -26,10 +29,6 @@ from edgefleet.shared.errors import ArtifactError, NotFoundError, TrustError
 from edgefleet.shared.hashing import sha256_file
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
-MODELS_ROLE = "models"
-# Delegated paths match segment by segment, so "models/*" alone would match nothing
-# below models/<name>/<version>/: the pattern spells out the three levels.
-MODELS_PATHS = ["models/*/*/*"]
 ROLES = ("root", "targets", "snapshot", "timestamp", MODELS_ROLE)
 ONLINE = frozenset({"snapshot", "timestamp"})
 
@@ -130,11 +129,6 @@ class ImageRepository:
         check_only: bool = False,
     ) -> TargetInfo:
         """Publish ``models`` metadata the publisher signed (controller/signing/publisher.py)."""
-        from edgefleet.controller.signing.publisher import (
-            check_models_update,
-            install_models_update,
-        )
-
         with self._lock:
             now = self._clock()
             check_models_update(

@@ -23,8 +23,7 @@ from edgefleet.controller.signing._chain import (
     MetadataChain,
     metadata_filename,
 )
-from edgefleet.controller.signing.image_repo import MODELS_ROLE
-from edgefleet.controller.signing.targets import model_target_path, target_custom
+from edgefleet.controller.signing.targets import MODELS_ROLE, model_target_path, target_custom
 from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import ArtifactError, TrustError
 from securesystemslib.signer import Signer

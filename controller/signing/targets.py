@@ -10,6 +10,11 @@ from edgefleet.shared.engines import EngineFingerprint
 from edgefleet.shared.errors import ArtifactError
 from tuf.api.metadata import TargetFile
 
+# the image repository's role that models are delegated to, and the paths it may sign
+MODELS_ROLE = "models"
+# Delegated paths match segment by segment, so "models/*" alone would match nothing
+# below models/<name>/<version>/: the pattern spells out the three levels.
+MODELS_PATHS = ["models/*/*/*"]
 FORMATS = {"onnx": "model.onnx", "tensorrt-plan": "model.plan"}
 # control, invisible formatting (RTL override, zero width), surrogate, private, unassigned,
 # line and paragraph separators: the same list the agent's install policy refuses

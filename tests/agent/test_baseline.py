@@ -129,8 +129,9 @@ def test_a_drifting_window_opens_the_samplers_drift_budget(
     the sampler (agent/sampler.py) that the scene changed; the window is still spooled."""
     from edgefleet.agent.dataloop import DataLoop
     from edgefleet.agent.forward import TelemetryForwarder
-    from edgefleet.agent.sampler import Sampler, SamplingConfig
+    from edgefleet.agent.sampler import Sampler
     from edgefleet.agent.spool import DiskSpool
+    from edgefleet.shared.sampling import SamplingConfig
 
     _, client = controller
     http = ControllerHttp(str(client.base_url), "cam-1")

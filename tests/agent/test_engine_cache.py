@@ -7,9 +7,12 @@ from pathlib import Path
 import cv2
 import onnxruntime as ort
 import pytest
-from edgefleet.agent.runtime.backend import ModelInfo
-from edgefleet.agent.runtime.detector import Detector
-from edgefleet.agent.runtime.engine_cache import (
+from edgefleet.shared.errors import RuntimeBackendError
+from edgefleet.shared.profiles import load_profiles
+
+from edgefleet.runtime.backend import ModelInfo
+from edgefleet.runtime.detector import Detector
+from edgefleet.runtime.engine_cache import (
     Action,
     EngineKey,
     GpuFacts,
@@ -19,9 +22,7 @@ from edgefleet.agent.runtime.engine_cache import (
     read_info,
     write_info,
 )
-from edgefleet.agent.runtime.onnx_backend import provider_options_for, providers_for
-from edgefleet.shared.errors import RuntimeBackendError
-from edgefleet.shared.profiles import load_profiles
+from edgefleet.runtime.onnx_backend import provider_options_for, providers_for
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = load_profiles(REPO / "firmware_profiles")
@@ -161,9 +162,10 @@ def test_build_engine_and_native_tensorrt_match_onnxruntime(tmp_path: Path):
     pytest.importorskip("tensorrt", reason="needs TensorRT (NVIDIA GPU machines only)")
     pytest.importorskip("pycuda.driver", reason="needs pycuda (the 'gpu' extra)")
     import tensorrt as trt
-    from edgefleet.agent.runtime.engine_cache import build_engine
-    from edgefleet.agent.runtime.tensorrt_backend import TensorRTBackend
     from edgefleet.shared.hashing import sha256_file
+
+    from edgefleet.runtime.engine_cache import build_engine
+    from edgefleet.runtime.tensorrt_backend import TensorRTBackend
 
     onnx_det = Detector.from_onnx(V2)
     key = EngineKey(sha256_file(V2), trt.__version__, "0.0", "fp32")
@@ -189,7 +191,7 @@ def test_tensorrt_backend_without_tensorrt_is_one_clear_error(tmp_path: Path):
         pass
     else:
         pytest.skip("tensorrt is installed here: the missing-module path cannot be shown")
-    from edgefleet.agent.runtime.tensorrt_backend import TensorRTBackend
+    from edgefleet.runtime.tensorrt_backend import TensorRTBackend
 
     plan_path = tmp_path / "m.plan"
     plan_path.write_bytes(b"not a plan")
@@ -208,7 +210,7 @@ def test_the_loader_runs_a_prebuilt_plan_natively_and_an_onnx_on_what_it_can(tmp
         pass
     else:
         pytest.skip("tensorrt is installed here: the missing-module path cannot be shown")
-    from edgefleet.agent.runtime.loader import LoaderSettings, make_loader
+    from edgefleet.runtime.loader import LoaderSettings, make_loader
 
     settings = LoaderSettings(conf=0.25, iou=0.7, engine_dir=tmp_path / "engines",
                               profile=PROFILES["jetson-orin-nano-8gb-jp6"], gpu=ORIN)  # fmt: skip

@@ -7,8 +7,9 @@ import threading
 from edgefleet.agent.candidates import RawSummary
 from edgefleet.agent.pipeline import FrameResult
 from edgefleet.agent.reconcile import HealthCheck, collapse_problem, judge
-from edgefleet.agent.runtime.backend import Detection
 from edgefleet.agent.store import ModelPointer
+
+from edgefleet.runtime.backend import Detection
 
 META = ModelPointer(model="m", version="v2", release=2, sha256="0" * 64, file="m.onnx")
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from edgefleet.agent.metrics import AgentMetrics, serve
 from edgefleet.agent.pipeline import FolderSource, Pipeline
-from edgefleet.agent.runtime.detector import Detector
 from edgefleet.agent.slots import ModelSlots
 from edgefleet.agent.store import ModelPointer
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+
+from edgefleet.runtime.detector import Detector
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = {"v1": REPO / "models/shapes/v1/model.onnx", "v2": REPO / "models/shapes/v2/model.onnx"}

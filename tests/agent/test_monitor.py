@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from edgefleet.agent.monitor import WindowAccumulator
-from edgefleet.agent.runtime.backend import Detection
 from edgefleet.shared.histogram import CONFIDENCE_EDGES, LATENCY_EDGES_MS, bin_counts
+
+from edgefleet.runtime.backend import Detection
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

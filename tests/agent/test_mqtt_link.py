@@ -162,8 +162,9 @@ def test_drift_alert_command_opens_the_samplers_drift_budget(
     watcher: Watcher, link: tuple[MqttLink, queue.Queue[Hint]], tmp_path: Path
 ) -> None:
     """What controller/alerts/push.py sends: the sampler treats the scene as changed."""
-    from edgefleet.agent.sampler import Sampler, SamplingConfig
+    from edgefleet.agent.sampler import Sampler
     from edgefleet.agent.spool import DiskSpool
+    from edgefleet.shared.sampling import SamplingConfig
 
     lk, hints = link
     sampler = Sampler(DEVICE, SamplingConfig(), DiskSpool(tmp_path / "spool"), None)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgefleet.agent.runtime.postprocess import (
+
+from edgefleet.runtime.postprocess import (
     decode_classic,
     decode_end2end,
     nms,
     postprocess,
     scale_boxes,
 )
-from edgefleet.agent.runtime.preprocess import letterbox_params
+from edgefleet.runtime.preprocess import letterbox_params
 
 
 def _iou(a, b):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgefleet.agent.runtime.preprocess import (
+
+from edgefleet.runtime.preprocess import (
     PAD_VALUE,
     letterbox,
     letterbox_params,

@@ -17,7 +17,6 @@ import pytest
 from edgefleet.agent.candidates import NO_CANDIDATES, with_candidates
 from edgefleet.agent.pipeline import FolderSource, FrameResult, Pipeline
 from edgefleet.agent.reconcile import HealthCheck, Identity, Reconciler
-from edgefleet.agent.runtime.detector import Detector
 from edgefleet.agent.slots import DetectorLike, ModelSlots
 from edgefleet.agent.store import DeviceStore
 from edgefleet.shared.errors import TransportError, TrustError
@@ -30,6 +29,8 @@ from edgefleet.shared.protocol import (
     RejectedEvent,
 )
 from onnx import TensorProto, helper
+
+from edgefleet.runtime.detector import Detector
 
 DEVICE = "cam-1"
 MODELS = Path(__file__).resolve().parents[2] / "models"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from edgefleet.agent.refresh_schedule import RefreshSchedule
-from edgefleet.agent.sampler import Sampler, SamplingConfig
+from edgefleet.agent.sampler import Sampler
 from edgefleet.agent.spool import DiskSpool
+from edgefleet.shared.sampling import SamplingConfig
 from pydantic import ValidationError
 
 SHORT, LONG = 300.0, 3600.0  # seconds: link down, link up

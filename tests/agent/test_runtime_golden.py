@@ -11,8 +11,9 @@ from pathlib import Path
 
 import cv2
 import pytest
-from edgefleet.agent.runtime.backend import Detection
-from edgefleet.agent.runtime.detector import Detector
+
+from edgefleet.runtime.backend import Detection
+from edgefleet.runtime.detector import Detector
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 GOLDENS = sorted((MODELS / "golden").glob("*.json"))

@@ -15,18 +15,7 @@ import pytest
 from edgefleet.agent.candidates import CandidateDetector
 from edgefleet.agent.controller_http import ControllerHttp
 from edgefleet.agent.pipeline import FrameResult
-from edgefleet.agent.runtime.backend import Detection
-from edgefleet.agent.runtime.detector import Detector
-from edgefleet.agent.sampler import (
-    Budget,
-    Choice,
-    Sampler,
-    SamplingConfig,
-    SamplingPolicy,
-    StrategyConfig,
-    drift_sign,
-    match,
-)
+from edgefleet.agent.sampler import Budget, Choice, Sampler, SamplingPolicy, drift_sign, match
 from edgefleet.agent.spool import DiskSpool
 from edgefleet.agent.store import ModelPointer
 from edgefleet.controller.artifacts import ArtifactStore
@@ -35,8 +24,11 @@ from edgefleet.controller.services import NoLink, Services
 from edgefleet.controller.settings import Settings
 from edgefleet.controller.trust import TufSigning
 from edgefleet.shared.protocol import TelemetryWindow, utcnow
+from edgefleet.shared.sampling import SamplingConfig, StrategyConfig
 
 from edgefleet.devbroker import free_port
+from edgefleet.runtime.backend import Detection
+from edgefleet.runtime.detector import Detector
 from tests.controller.conftest import serving
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from edgefleet.agent.pipeline import FolderSource, Pipeline
-from edgefleet.agent.runtime.backend import Detection
-from edgefleet.agent.runtime.detector import Detector
 from edgefleet.agent.shadow import ShadowTap, agreement, run_shadow
 from edgefleet.agent.slots import ModelSlots
 from edgefleet.agent.store import ModelPointer
+
+from edgefleet.runtime.backend import Detection
+from edgefleet.runtime.detector import Detector
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES = REPO / "models" / "shapes"

@@ -14,13 +14,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from edgefleet.agent.config import parse_config
 from edgefleet.agent.pipeline import FrameResult
-from edgefleet.agent.runtime.backend import Detection
 from edgefleet.agent.sinks import JsonLinesWriter, QueuedSink, WebhookPoster, build_sink
 from edgefleet.agent.store import ModelPointer
 from edgefleet.shared.errors import ConfigError
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgefleet.devbroker import DevBroker
+from edgefleet.runtime.backend import Detection
 
 POINTER = ModelPointer("shapes", "v2", 2, "0" * 64, "x.onnx")
 

@@ -10,9 +10,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from edgefleet.agent.pipeline import FolderSource, FrameResult, Pipeline
-from edgefleet.agent.runtime.backend import Detection, ModelInfo
 from edgefleet.agent.slots import ModelSlots
 from edgefleet.agent.store import ModelPointer
+
+from edgefleet.runtime.backend import Detection, ModelInfo
 
 FRAME = np.zeros((8, 8, 3), dtype=np.uint8)
 

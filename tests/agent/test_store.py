@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from edgefleet.agent.runtime.engine_cache import read_info
 from edgefleet.agent.store import DeviceStore, ModelPointer
 from edgefleet.shared.errors import ArtifactError
 from edgefleet.shared.hashing import sha256_bytes
+
+from edgefleet.runtime.engine_cache import read_info
 
 
 def install(store: DeviceStore, version: str, release: int) -> ModelPointer:

@@ -21,13 +21,14 @@ from edgefleet.agent.daemon import listen
 from edgefleet.agent.dataloop import DataLoop
 from edgefleet.agent.forward import TelemetryForwarder
 from edgefleet.agent.mqtt_link import Hint, MqttLink
-from edgefleet.agent.sampler import ControllerSettings, Sampler, SamplingConfig, StrategyConfig
+from edgefleet.agent.sampler import ControllerSettings, Sampler
 from edgefleet.agent.spool import DiskSpool
 from edgefleet.controller import registry
 from edgefleet.controller.announce import card_audience, settings_audience
 from edgefleet.controller.models import Device
 from edgefleet.controller.services import Services
 from edgefleet.shared.card import ModelCard
+from edgefleet.shared.sampling import SamplingConfig, StrategyConfig
 from sqlmodel import Session
 
 from edgefleet.devbroker import DevBroker

@@ -148,8 +148,8 @@ def test_rollout_state_follows_device_reports_in_the_scheduler_round(
 ) -> None:
     """A one-stage rollout succeeds when the scheduler sees every device committed; a GET
     only shows the record, and a later revert does not reopen a succeeded rollout."""
+    from edgefleet.controller.rollouts.context import Deps
     from edgefleet.controller.rollouts.scheduler import Scheduler
-    from edgefleet.controller.rollouts.service import Deps
     from sqlmodel import Session
 
     _push(client, "shapes", onnx_model)

@@ -16,9 +16,10 @@ from types import ModuleType
 import httpx
 import numpy as np
 import pytest
-from edgefleet.agent.runtime.backend import ModelInfo
-from edgefleet.agent.runtime.head_check import head_problem
 from edgefleet.controller.detector_check import NotADetectorError, check_detector
+
+from edgefleet.runtime.backend import ModelInfo
+from edgefleet.runtime.head_check import head_problem
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = {

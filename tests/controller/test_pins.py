@@ -15,8 +15,8 @@ import pytest
 from edgefleet.controller import pins as pinlib
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.registry import push_version
+from edgefleet.controller.rollouts.context import Deps
 from edgefleet.controller.rollouts.scheduler import Scheduler
-from edgefleet.controller.rollouts.service import Deps
 from edgefleet.controller.services import Services
 from edgefleet.shared.protocol import DeviceState, Phase
 from edgefleet.shared.topics import Channel, device_topic

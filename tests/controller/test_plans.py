@@ -16,8 +16,8 @@ import pytest
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.plans import MAX_PENDING_PER_SOURCE
 from edgefleet.controller.registry import push_version
+from edgefleet.controller.rollouts.context import Deps
 from edgefleet.controller.rollouts.scheduler import Scheduler
-from edgefleet.controller.rollouts.service import Deps
 from edgefleet.controller.services import Services
 from edgefleet.shared.protocol import DeviceState, Fingerprint, Phase
 from edgefleet.shared.topics import Channel, device_topic
@@ -192,8 +192,9 @@ def test_the_agent_offers_a_plan_it_built_over_real_http(
 ) -> None:  # type: ignore[type-arg]
     from edgefleet.agent.controller_http import ControllerHttp
     from edgefleet.agent.plan_share import PlanSharer
-    from edgefleet.agent.runtime.engine_cache import EngineKey
     from edgefleet.shared.hashing import sha256_file
+
+    from edgefleet.runtime.engine_cache import EngineKey
 
     built = _plan_bytes(tmp_path, "built.plan")
     key = EngineKey(sha256_file(V2), "8.6.2", "8.7", "fp16")

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 import yaml
+from edgefleet.controller.rollouts.cron import cron_matches, parse_cron
 from edgefleet.controller.rollouts.spec import (
     ML_GATES,
     Metric,
@@ -14,7 +15,7 @@ from edgefleet.controller.rollouts.spec import (
     parse_duration,
     parse_stages,
 )
-from edgefleet.controller.rollouts.windows import cron_matches, may_install, parse_cron
+from edgefleet.controller.rollouts.windows import may_install
 from pydantic import ValidationError
 
 YAML = """

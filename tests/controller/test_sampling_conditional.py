@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 from edgefleet.agent.controller_http import ControllerHttp
-from edgefleet.agent.sampler import ControllerSettings, SamplingConfig, StrategyConfig
+from edgefleet.agent.sampler import ControllerSettings
+from edgefleet.shared.sampling import SamplingConfig, StrategyConfig
 
 LOCAL = SamplingConfig(strategies=[StrategyConfig(name="u", kind="near_threshold")])
 

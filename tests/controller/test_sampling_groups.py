@@ -13,15 +13,12 @@ import numpy as np
 import yaml
 from edgefleet.agent.controller_http import ControllerHttp
 from edgefleet.agent.pipeline import FrameResult
-from edgefleet.agent.runtime.backend import Detection
-from edgefleet.agent.sampler import (
-    Sampler,
-    SamplingConfig,
-    StrategyConfig,
-    controller_settings,
-)
+from edgefleet.agent.sampler import Sampler, controller_settings
 from edgefleet.agent.spool import DiskSpool
 from edgefleet.agent.store import ModelPointer
+from edgefleet.shared.sampling import SamplingConfig, StrategyConfig
+
+from edgefleet.runtime.backend import Detection
 
 FRAME = np.full((48, 64, 3), 100, np.uint8)
 LOCAL = SamplingConfig(strategies=[

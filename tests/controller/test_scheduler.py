@@ -20,8 +20,8 @@ from edgefleet.controller.cards import CardStore
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.models import Device
 from edgefleet.controller.registry import push_version
+from edgefleet.controller.rollouts.context import Deps
 from edgefleet.controller.rollouts.scheduler import Scheduler
-from edgefleet.controller.rollouts.service import Deps
 from edgefleet.controller.services import NoLink, Services
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.histogram import CONFIDENCE_EDGES, LATENCY_EDGES_MS, bin_counts

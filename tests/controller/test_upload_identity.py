@@ -18,14 +18,16 @@ from edgefleet.agent.config import parse_config
 from edgefleet.agent.controller_http import ControllerHttp
 from edgefleet.agent.dataloop import controller_http
 from edgefleet.agent.enroll import enroll, read_upload_token
-from edgefleet.agent.runtime.backend import Detection
-from edgefleet.agent.sampler import Pending, Sampler, SamplingConfig
+from edgefleet.agent.sampler import Pending, Sampler
 from edgefleet.agent.spool import DiskSpool
 from edgefleet.controller.pki import DevicePki
 from edgefleet.controller.services import Services
 from edgefleet.controller.tokens import create_token
 from edgefleet.shared.protocol import utcnow
+from edgefleet.shared.sampling import SamplingConfig
 from sqlmodel import Session
+
+from edgefleet.runtime.backend import Detection
 
 Serve = Callable[[Services], AbstractContextManager[httpx.Client]]
 FRAME = np.full((48, 64, 3), 120, np.uint8)

@@ -175,9 +175,8 @@ def test_retrain_fine_tunes_on_an_exported_dataset(tmp_path: Path) -> None:
     pytest.importorskip("ultralytics")
     import importlib.util
 
-    from edgefleet.agent.runtime.detector import Detector
-
     from edgefleet.demo_drift import retrain
+    from edgefleet.runtime.detector import Detector
 
     spec = importlib.util.spec_from_file_location("make_dataset", REPO / "models/make_dataset.py")
     assert spec and spec.loader

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping, Sequence
 
-from edgefleet.agent.runtime.backend import ModelInfo
+from edgefleet.runtime.backend import ModelInfo
 from edgefleet.shared.errors import ArtifactError
 
 KNOWN_KEYS = {"imgsz", "names", "stride", "task", "end2end"}

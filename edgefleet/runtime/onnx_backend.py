@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-from edgefleet.agent.runtime.backend import ModelInfo
-from edgefleet.agent.runtime.metadata import model_info
-from edgefleet.shared.errors import ArtifactError, RuntimeBackendError
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from edgefleet.runtime.backend import ModelInfo
+from edgefleet.runtime.metadata import model_info
+from edgefleet.shared.errors import ArtifactError, RuntimeBackendError
 
 CPU = "CPUExecutionProvider"
 DEFAULT_PROVIDERS = (CPU,)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from edgefleet.agent.runtime.backend import ModelInfo
-from edgefleet.agent.runtime.postprocess import postprocess
-from edgefleet.agent.runtime.preprocess import preprocess
+
+from edgefleet.runtime.backend import ModelInfo
+from edgefleet.runtime.postprocess import postprocess
+from edgefleet.runtime.preprocess import preprocess
 from edgefleet.shared.errors import ArtifactError, EdgefleetError
 
 __all__ = ["ModelInfo", "head_problem", "probe_image", "probe_model"]
@@ -65,7 +66,7 @@ def probe_model(path: Path) -> ModelInfo:
     Raises :class:`ArtifactError` with the reason; returns what the model says about
     itself when it passes.
     """
-    from edgefleet.agent.runtime.onnx_backend import OnnxRuntimeBackend
+    from edgefleet.runtime.onnx_backend import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(intra_op_threads=1)  # one core: pushes are rare, serving is not
     try:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from edgefleet.agent.runtime.backend import Detection, InferenceBackend, ModelInfo
-from edgefleet.agent.runtime.postprocess import postprocess
-from edgefleet.agent.runtime.preprocess import preprocess
+
+from edgefleet.runtime.backend import Detection, InferenceBackend, ModelInfo
+from edgefleet.runtime.postprocess import postprocess
+from edgefleet.runtime.preprocess import preprocess
 from edgefleet.shared.errors import RuntimeBackendError
 
 
@@ -31,7 +32,7 @@ class Detector:
         providers: Sequence[str] | None = None,
         provider_options: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Detector:
-        from edgefleet.agent.runtime.onnx_backend import OnnxRuntimeBackend
+        from edgefleet.runtime.onnx_backend import OnnxRuntimeBackend
 
         backend = OnnxRuntimeBackend(providers=providers, provider_options=provider_options)
         return cls.from_backend(backend, path, conf=conf, iou=iou)

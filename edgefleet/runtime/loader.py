@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefleet.agent.runtime.detector import Detector
-from edgefleet.agent.runtime.engine_cache import (
+from edgefleet.runtime.detector import Detector
+from edgefleet.runtime.engine_cache import (
     PLAN_SUFFIX,
     Action,
     EngineKey,
@@ -49,7 +49,7 @@ class LoaderSettings:
 
 def backend_label(settings: LoaderSettings, available: list[str]) -> str:
     """What /metrics calls the backend: the profile backend ONNX Runtime will really use."""
-    from edgefleet.agent.runtime.onnx_backend import PROVIDER_FOR, providers_for
+    from edgefleet.runtime.onnx_backend import PROVIDER_FOR, providers_for
 
     backends = settings.profile.backends if settings.profile else list(CPU_BACKENDS)
     first = providers_for(backends, available)[0]
@@ -61,7 +61,8 @@ def make_loader(
 ) -> Callable[[Path], Detector]:
     """``on_built(plan, key)`` is told of each engine built here (to share it)."""
     import onnxruntime as ort
-    from edgefleet.agent.runtime.onnx_backend import provider_options_for, providers_for
+
+    from edgefleet.runtime.onnx_backend import provider_options_for, providers_for
 
     profile = settings.profile
     backends = list(profile.backends) if profile else list(CPU_BACKENDS)
@@ -100,7 +101,7 @@ def make_loader(
 def _prebuilt(path: Path, settings: LoaderSettings) -> Detector:
     """A signed plan, verified and stored with its model info; no ONNX Runtime fallback:
     a plan that does not load here fails the install, and the old model keeps serving."""
-    from edgefleet.agent.runtime.tensorrt_backend import TensorRTBackend
+    from edgefleet.runtime.tensorrt_backend import TensorRTBackend
 
     return Detector.from_backend(TensorRTBackend(), path, conf=settings.conf, iou=settings.iou)
 
@@ -115,7 +116,7 @@ def _native(  # pragma: no cover - needs a GPU with TensorRT
     onnxruntime: Callable[[Path], Detector],
     on_built: Callable[[Path, EngineKey], None] | None,
 ) -> Detector:
-    from edgefleet.agent.runtime.tensorrt_backend import TensorRTBackend
+    from edgefleet.runtime.tensorrt_backend import TensorRTBackend
 
     plan = settings.engine_dir / key.filename
     if action is Action.BUILD:

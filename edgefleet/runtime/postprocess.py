@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from edgefleet.agent.runtime.preprocess import letterbox_params
+
+from edgefleet.runtime.preprocess import letterbox_params
 
 MAX_WH = 7680  # per-class box offset in pixels (Ultralytics' max_wh) for class-aware NMS
 MAX_NMS = 30000  # boxes kept by confidence before NMS

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from edgefleet.agent.runtime.backend import ModelInfo
-from edgefleet.agent.runtime.engine_cache import read_info
+
+from edgefleet.runtime.backend import ModelInfo
+from edgefleet.runtime.engine_cache import read_info
 from edgefleet.shared.errors import ArtifactError, RuntimeBackendError
 
 

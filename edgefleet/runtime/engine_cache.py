@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
-from edgefleet.agent.runtime.backend import ModelInfo
-from edgefleet.agent.runtime.metadata import info_document, info_from_document
+from edgefleet.runtime.backend import ModelInfo
+from edgefleet.runtime.metadata import info_document, info_from_document
 from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.engines import tensorrt_fits
 from edgefleet.shared.errors import ArtifactError, RuntimeBackendError

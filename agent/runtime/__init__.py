@@ -1,1 +1,0 @@
-"""edgefleet agent/runtime."""
