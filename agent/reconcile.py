@@ -1,16 +1,17 @@
 """The install state machine: what the director says -> what this device serves.
 
 On a hint (MQTT) or every ``poll_interval_s``, :meth:`Reconciler.reconcile_once` asks the
-updater for the verified target(s) and, when the target is not what runs already, walks::
+updater for the verified target(s) and, when the target is not what runs already, walks
+the install lifecycle (``agent/install_lifecycle.py``, its one table)::
 
-    DOWNLOADING -> VERIFIED -> PREPARING -> WARMING -> SWAPPED -> HEALTH_CHECK
-                                                               -> COMMITTED | REVERTED
-                 \\-> FAILED (download, verification or load refused)
+    DOWNLOADING -> VERIFIED -> PREPARING -> WARMING -> [SHADOW] -> SWAPPED -> HEALTH_CHECK
+                                                                          -> COMMITTED | REVERTED
+                 \\-> FAILED (download, verification, load or shadow gate refused)
                  \\-> DOWNLOADING, transient (controller or broker away, download cut
                      off, timeout): retried with backoff, never a failure
 
-Each transition is one of the lifecycle table's (``agent/install_lifecycle.py``: a step it
-does not list raises), a :class:`PhaseEvent`, and the retained :class:`DeviceState` is
+Each step goes through that table's ``transition()`` (one it does not list raises
+``IllegalPhaseError``), is a :class:`PhaseEvent`, and the retained :class:`DeviceState` is
 republished, so the controller always sees the truth. The current model keeps serving
 through every failure. Errors are told apart: a :class:`TransportError` is retried
 with backoff (``agent/backoff.py``) on the next hint or when the backoff ends, and one
