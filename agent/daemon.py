@@ -113,11 +113,16 @@ def candidate_floor(config: AgentConfig) -> float:
     return float(min(floor, MEASURE_CONF))
 
 
+def _hooks(given: AgentHooks | None) -> AgentHooks:
+    """The hooks given, else those installed in this process (agent/hooks.py)."""
+    return installed_hooks() if given is None else given
+
+
 def device_class(
-    config: AgentConfig, hooks: AgentHooks
+    config: AgentConfig, hooks: AgentHooks | None = None
 ) -> tuple[Fingerprint, FirmwareProfile | None]:
     """What this device is (detected; a test's hook may say otherwise) and its profile."""
-    fingerprint = hooks.fingerprint(detect_fingerprint())
+    fingerprint = _hooks(hooks).fingerprint(detect_fingerprint())
     profile = resolve_profile(fingerprint, name=config.profile, folder=config.profiles_dir)
     return with_profile(fingerprint, profile), profile
 
@@ -129,7 +134,7 @@ def plan_sharer(config: AgentConfig) -> PlanSharer | None:
     return PlanSharer(controller_http(config), read_upload_token(config.data_dir))
 
 
-def build_updater(config: AgentConfig, hooks: AgentHooks) -> UpdaterLike[Any]:
+def build_updater(config: AgentConfig, hooks: AgentHooks | None = None) -> UpdaterLike[Any]:
     from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
 
     return ModelUpdater(
@@ -137,7 +142,7 @@ def build_updater(config: AgentConfig, hooks: AgentHooks) -> UpdaterLike[Any]:
             controller_url=config.controller_url,
             device_id=config.device_id,
             data_dir=config.data_dir,
-            download_rate_bps=hooks.download_rate_bps(),
+            download_rate_bps=_hooks(hooks).download_rate_bps(),
         )
     )
 
@@ -187,10 +192,6 @@ def listen(link: MqttLink, data: DataLoop) -> None:
     if data.sampler is not None:
         link.on_drift = data.sampler.drift_alert  # a drift alert opens the drift budget
         link.on_settings = data.sampler.settings_announced  # new settings: ask now
-
-
-def _hooks(given: AgentHooks | None) -> AgentHooks:
-    return installed_hooks() if given is None else given
 
 
 def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = None) -> int:
