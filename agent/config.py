@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from edgefleet.shared.errors import ConfigError, ProtocolError
-from edgefleet.shared.protocol import Phase
 from edgefleet.shared.sampling import SamplingConfig
 from edgefleet.shared.topics import validate_device_id
 from edgefleet.shared.yaml_file import read_yaml
@@ -38,25 +37,6 @@ class SourceConfig(BaseModel):
     path: str
     fps: float = Field(default=10.0, ge=0, le=1000)  # frames per second; 0 = as fast as possible
     loop: bool = True
-
-
-class DebugConfig(BaseModel):
-    """Test-only knobs. Never set them on a device: they slow every install down."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # seconds to linger in each install phase after announcing it, so a crash test can
-    # SIGKILL the agent in a phase that would otherwise last microseconds
-    phase_delay_s: float = Field(default=0.0, ge=0, le=60)
-    # the agent SIGKILLs itself after lingering in this install phase: a crash exactly there,
-    # whatever the machine's load (tests/agent/test_crash.py)
-    sigkill_in_phase: Phase | None = None
-    # bytes per second a model download is held to, so a test can kill the controller
-    # while downloads are under way (tests/e2e/test_transient_faults.py)
-    download_rate_bps: float | None = Field(default=None, gt=0)
-    # fields that replace what the agent detects about itself, so a CPU machine can walk the
-    # prebuilt-plan path up to the GPU (tests/e2e/test_plans.py): {"platform": "jetson", ...}
-    fingerprint: dict[str, str] | None = None
 
 
 class JsonLinesSinkConfig(BaseModel):
@@ -154,7 +134,6 @@ class AgentConfig(BaseModel):
     profiles_dir: Path | None = None  # firmware_profiles/; None: the one shipped beside us
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)  # frames sent back
     telemetry_spool_max: int = Field(default=1000, ge=1, le=10_000_000)  # windows, offline
-    debug: DebugConfig = Field(default_factory=DebugConfig)  # test-only
 
     @field_validator("device_id")
     @classmethod

@@ -24,6 +24,8 @@ from edgefleet.agent.config import AgentConfig, load_config, prepare_data_dir
 from edgefleet.agent.dataloop import DataLoop, controller_http
 from edgefleet.agent.enroll import read_upload_token
 from edgefleet.agent.fingerprint import detect_fingerprint
+from edgefleet.agent.hooks import AgentHooks
+from edgefleet.agent.hooks import installed as installed_hooks
 from edgefleet.agent.metrics import AgentMetrics, MetricsServer, serve
 from edgefleet.agent.monitor import WindowAccumulator
 from edgefleet.agent.mqtt_link import Hint, MqttLink
@@ -112,12 +114,16 @@ def candidate_floor(config: AgentConfig) -> float:
     return float(min(floor, MEASURE_CONF))
 
 
-def device_class(config: AgentConfig) -> tuple[Fingerprint, FirmwareProfile | None]:
-    """What this device is (detected, or ``debug.fingerprint`` in tests) and its profile."""
-    fingerprint = detect_fingerprint()
-    if config.debug.fingerprint:  # test-only: pretend to be another device class
-        fingerprint = Fingerprint.model_validate({**fingerprint.model_dump(),
-                                                  **config.debug.fingerprint})  # fmt: skip
+def _hooks(given: AgentHooks | None) -> AgentHooks:
+    """The hooks given, else those installed in this process (agent/hooks.py)."""
+    return installed_hooks() if given is None else given
+
+
+def device_class(
+    config: AgentConfig, hooks: AgentHooks | None = None
+) -> tuple[Fingerprint, FirmwareProfile | None]:
+    """What this device is (detected; a test's hook may say otherwise) and its profile."""
+    fingerprint = _hooks(hooks).fingerprint(detect_fingerprint())
     profile = resolve_profile(fingerprint, name=config.profile, folder=config.profiles_dir)
     return with_profile(fingerprint, profile), profile
 
@@ -129,7 +135,7 @@ def plan_sharer(config: AgentConfig) -> PlanSharer | None:
     return PlanSharer(controller_http(config), read_upload_token(config.data_dir))
 
 
-def build_updater(config: AgentConfig) -> UpdaterLike[Any]:
+def build_updater(config: AgentConfig, hooks: AgentHooks | None = None) -> UpdaterLike[Any]:
     from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
 
     return ModelUpdater(
@@ -137,7 +143,7 @@ def build_updater(config: AgentConfig) -> UpdaterLike[Any]:
             controller_url=config.controller_url,
             device_id=config.device_id,
             data_dir=config.data_dir,
-            download_rate_bps=config.debug.download_rate_bps,
+            download_rate_bps=_hooks(hooks).download_rate_bps(),
         )
     )
 
@@ -189,11 +195,13 @@ def listen(link: MqttLink, data: DataLoop) -> None:
         link.on_settings = data.sampler.settings_announced  # new settings: ask now
 
 
-def run(config: AgentConfig, stop: threading.Event) -> int:
+def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = None) -> int:
+    """Run the agent until ``stop``; ``hooks``: a test's (agent/hooks.py), else the ones
+    installed in this process (none on a device)."""
     if config.source.kind in ("folder", "video") and not Path(config.source.path).exists():
         raise ConfigError(f"frame source {config.source.path} does not exist")
     prepare_data_dir(config.data_dir)
-    fingerprint, profile = device_class(config)
+    fingerprint, profile = device_class(config, hooks := _hooks(hooks))
     log.info("firmware profile: %s", profile.name if profile else "none fits; CPU defaults")
     loader, backend = device_loader(config, fingerprint, profile)
     quota = CacheQuota(config.cache.max_artifacts, config.cache.max_bytes)
@@ -226,7 +234,7 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
     identity = Identity(config.device_id, config.labels, fingerprint, __version__)
     reconciler = Reconciler(
         identity,
-        updater=build_updater(config),
+        updater=build_updater(config, hooks),
         store=store,
         slots=slots,
         health=health,
@@ -234,8 +242,7 @@ def run(config: AgentConfig, stop: threading.Event) -> int:
         loader=loader,
         stop=stop,
         health_timeout_s=health_timeout_s(config),
-        phase_delay_s=config.debug.phase_delay_s,
-        sigkill_in_phase=config.debug.sigkill_in_phase,
+        hooks=hooks,
         shadow=shadow,
         shadow_tap=tap,
     )

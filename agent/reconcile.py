@@ -1,15 +1,17 @@
 """The install state machine: what the director says -> what this device serves.
 
 On a hint (MQTT) or every ``poll_interval_s``, :meth:`Reconciler.reconcile_once` asks the
-updater for the verified target(s) and, when the target is not what runs already, walks::
+updater for the verified target(s) and, when the target is not what runs already, walks
+the install lifecycle (``agent/install_lifecycle.py``, its one table)::
 
-    DOWNLOADING -> VERIFIED -> PREPARING -> WARMING -> SWAPPED -> HEALTH_CHECK
-                                                               -> COMMITTED | REVERTED
-                 \\-> FAILED (download, verification or load refused)
+    DOWNLOADING -> VERIFIED -> PREPARING -> WARMING -> [SHADOW] -> SWAPPED -> HEALTH_CHECK
+                                                                          -> COMMITTED | REVERTED
+                 \\-> FAILED (download, verification, load or shadow gate refused)
                  \\-> DOWNLOADING, transient (controller or broker away, download cut
                      off, timeout): retried with backoff, never a failure
 
-Each transition is a :class:`PhaseEvent` and the retained :class:`DeviceState` is
+Each step goes through that table's ``transition()`` (one it does not list raises
+``IllegalPhaseError``), is a :class:`PhaseEvent`, and the retained :class:`DeviceState` is
 republished, so the controller always sees the truth. The current model keeps serving
 through every failure. Errors are told apart: a :class:`TransportError` is retried
 with backoff (``agent/backoff.py``) on the next hint or when the backoff ends, and one
@@ -27,10 +29,8 @@ import dataclasses
 import errno
 import logging
 import math
-import os
 import queue
 import shutil
-import signal
 import statistics
 import threading
 import time
@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from edgefleet.agent.backoff import Backoff
+from edgefleet.agent.hooks import AgentHooks, NoHooks
+from edgefleet.agent.install_lifecycle import InstallEvent, transition
 from edgefleet.agent.mqtt_link import Hint
 from edgefleet.agent.pipeline import FrameResult
 from edgefleet.agent.refusals import RefusalBook
@@ -68,17 +70,6 @@ STOP_CHECK_S = 0.5  # seconds; how often long waits look at the stop flag
 DISK_MARGIN_BYTES = 16 * 1024 * 1024  # free space kept beyond an artifact's own length
 # "no room": a full disk, a file size limit, a quota: transient, not the artifact's fault
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
-# phases an install lingers in under the test-only ``debug.phase_delay_s``
-_IN_PROGRESS = frozenset(
-    {
-        Phase.DOWNLOADING,
-        Phase.VERIFIED,
-        Phase.PREPARING,
-        Phase.WARMING,
-        Phase.SWAPPED,
-        Phase.HEALTH_CHECK,
-    }
-)
 
 
 def no_room(e: BaseException) -> OSError | None:
@@ -286,11 +277,13 @@ class ShadowSettings:
 
 
 class InstallFailedError(Exception):
-    """Internal: an install step failed; carries the phase to report."""
+    """Internal: an install step failed; carries the lifecycle event to report."""
 
-    def __init__(self, phase: Phase, reason: str, *, refuse: bool, transient: bool = False) -> None:
+    def __init__(
+        self, event: InstallEvent, reason: str, *, refuse: bool, transient: bool = False
+    ) -> None:
         super().__init__(reason)
-        self.phase, self.reason, self.refuse = phase, reason, refuse
+        self.event, self.reason, self.refuse = event, reason, refuse
         self.transient = transient  # retried with backoff; reported as no failure
 
 
@@ -315,8 +308,7 @@ class Reconciler:
         loader: Loader,
         stop: threading.Event,
         health_timeout_s: float = 30.0,  # seconds to wait for the health-check frames
-        phase_delay_s: float = 0.0,  # test-only: seconds to linger in each install phase
-        sigkill_in_phase: Phase | None = None,  # test-only: crash there, after lingering
+        hooks: AgentHooks | None = None,  # tests' (agent/hooks.py); None: none
         shadow: ShadowSettings | None = None,  # None: no shadow phase unless a target asks
         shadow_tap: ShadowTap | None = None,  # for a rollout stage's shadow (the target's)
         refusals: RefusalBook | None = None,  # tests pass one with their own clock
@@ -327,8 +319,7 @@ class Reconciler:
         self.health, self.reporter, self.loader = health, reporter, loader
         self.stop = stop
         self.health_timeout_s = health_timeout_s
-        self.phase_delay_s = phase_delay_s
-        self.sigkill_in_phase = sigkill_in_phase
+        self.hooks = hooks if hooks is not None else NoHooks()
         self.shadow = shadow
         self.shadow_tap = shadow.tap if shadow is not None else shadow_tap
         self.last_agreement: Agreement | None = None
@@ -465,7 +456,7 @@ class Reconciler:
         self.refused.forget(target.sha256)
         log.info("%s %s has the bytes already running: now reported under that name",
                  target.model, target.version)  # fmt: skip
-        self._transition(Phase.COMMITTED, target)
+        self._transition(InstallEvent.RENAME, target)
 
     def _transport_down(self, e: TransportError) -> None:
         wait = self.backoff.fault()
@@ -478,8 +469,9 @@ class Reconciler:
         self.backoff.ok()
         if not self.transient:
             return
+        settle = InstallEvent.SETTLE if self.store.state.current else InstallEvent.SETTLE_IDLE
+        self.phase = transition(self.phase, settle)
         self.transient, self.error = False, None
-        self.phase = Phase.COMMITTED if self.store.state.current else Phase.IDLE
         self.publish_state()
 
     # -- one install -------------------------------------------------------------------
@@ -487,6 +479,7 @@ class Reconciler:
     def install(self, target: TargetLike) -> Phase:
         """Walk one target through the phases; returns the final phase."""
         self._challenger = None
+        self._transition(InstallEvent.START, target)
         try:
             pointer = self._fetch(target)
             slot_id = self._prepare(target, pointer)
@@ -498,14 +491,13 @@ class Reconciler:
                 log.info("will try %s again in %.0f s or on a new release",
                          target.target_path, again.retry_at - self.refused.clock())  # fmt: skip
                 self._reject(target.target_path, f.reason)
-            self._transition(f.phase, target, f.reason, transient=f.transient)
-            return f.phase
+            self._transition(f.event, target, f.reason, transient=f.transient)
+            return self.phase
         self.refused.forget(target.sha256)
         self.backoff.ok()
         return phase
 
     def _fetch(self, target: TargetLike) -> ModelPointer:
-        self._transition(Phase.DOWNLOADING, target)
         self._check_room(target)
         try:
             path = self.updater.download(target, self.store.models_dir)
@@ -513,7 +505,7 @@ class Reconciler:
         except TransportError as e:
             wait = self.backoff.fault()
             raise InstallFailedError(
-                Phase.DOWNLOADING,
+                InstallEvent.INTERRUPT,
                 f"download interrupted: {e.reason}; retrying in {wait:.1f} s",
                 refuse=False,
                 transient=True,
@@ -522,16 +514,16 @@ class Reconciler:
             full = no_room(e)
             if full is not None:  # retried on the next poll; nothing partial is kept
                 raise InstallFailedError(
-                    Phase.FAILED, f"no room to store the download: {full}", refuse=False
+                    InstallEvent.FAIL, f"no room to store the download: {full}", refuse=False
                 ) from e
             if isinstance(e, OSError):
                 raise InstallFailedError(
-                    Phase.FAILED, f"cannot store the download: {e}", refuse=False
+                    InstallEvent.FAIL, f"cannot store the download: {e}", refuse=False
                 ) from e
             raise InstallFailedError(
-                Phase.FAILED, f"artifact refused: {e.reason}", refuse=True
+                InstallEvent.FAIL, f"artifact refused: {e.reason}", refuse=True
             ) from e
-        self._transition(Phase.VERIFIED, target)
+        self._transition(InstallEvent.VERIFY, target)
         return ModelPointer(
             model=target.model,
             version=target.version,
@@ -551,27 +543,27 @@ class Reconciler:
             return  # cannot tell: the download itself will say
         if free < length + DISK_MARGIN_BYTES:
             raise InstallFailedError(
-                Phase.FAILED,
+                InstallEvent.FAIL,
                 f"not enough disk space: {length} bytes for the model and "
                 f"{DISK_MARGIN_BYTES} kept free, {free} free; tried again on the next poll",
                 refuse=False,
             )
 
     def _prepare(self, target: TargetLike, pointer: ModelPointer) -> int:
-        self._transition(Phase.PREPARING, target)  # ONNX: no engine to build
-        self._transition(Phase.WARMING, target)
+        self._transition(InstallEvent.PREPARE, target)  # ONNX: no engine to build
+        self._transition(InstallEvent.WARM, target)
         try:
             detector = self.loader(self.store.artifact_path(pointer))
         except (RuntimeBackendError, ArtifactError) as e:
             raise InstallFailedError(
-                Phase.FAILED, f"model does not load: {e.reason}", refuse=True
+                InstallEvent.FAIL, f"model does not load: {e.reason}", refuse=True
             ) from e
         try:
             slot_id = int(self.slots.stage(detector, pointer).id)
         except (RuntimeBackendError, ArtifactError) as e:
             detector.close()
             raise InstallFailedError(
-                Phase.FAILED, f"warm-up failed: {e.reason}", refuse=True
+                InstallEvent.FAIL, f"warm-up failed: {e.reason}", refuse=True
             ) from e
         self._challenger = detector  # staged, not serving: the shadow phase may run it
         return slot_id
@@ -582,7 +574,7 @@ class Reconciler:
         cfg, challenger = self._shadow_settings(target), self._challenger
         if cfg is None or challenger is None or self.slots.active is None:
             return
-        self._transition(Phase.SHADOW, target)
+        self._transition(InstallEvent.SHADOW, target)
         try:
             result = run_shadow(
                 cfg.tap, challenger.detect, frames=cfg.frames, timeout=cfg.timeout_s,
@@ -591,14 +583,14 @@ class Reconciler:
         except (RuntimeBackendError, ArtifactError) as e:
             self.slots.discard_staged()
             raise InstallFailedError(
-                Phase.FAILED, f"challenger failed in shadow: {e.reason}", refuse=True
+                InstallEvent.FAIL, f"challenger failed in shadow: {e.reason}", refuse=True
             ) from e
         self.last_agreement = result
-        self._transition(Phase.SHADOW, target, result.summary())
+        self._transition(InstallEvent.SHADOW_DONE, target, result.summary())
         if cfg.min_match_rate is not None and result.match_rate < cfg.min_match_rate:
             self.slots.discard_staged()
             raise InstallFailedError(
-                Phase.FAILED,
+                InstallEvent.FAIL,
                 f"{result.summary()}; below the required {cfg.min_match_rate:.0%}",
                 refuse=True,
             )
@@ -624,8 +616,8 @@ class Reconciler:
     def _swap_and_check(self, target: TargetLike, pointer: ModelPointer, slot_id: int) -> Phase:
         self.health.arm(slot_id)
         self.slots.swap()
-        self._transition(Phase.SWAPPED, target)
-        self._transition(Phase.HEALTH_CHECK, target)
+        self._transition(InstallEvent.SWAP, target)
+        self._transition(InstallEvent.CHECK, target)
         verdict = self.health.wait(self.health_timeout_s, self.stop)
         if verdict.ok:
             try:
@@ -635,10 +627,10 @@ class Reconciler:
         if not verdict.ok:
             self.slots.revert()
             raise InstallFailedError(
-                Phase.REVERTED, verdict.reason or "health check failed", refuse=True
+                InstallEvent.REVERT, verdict.reason or "health check failed", refuse=True
             )
         self.slots.commit()
-        self._transition(Phase.COMMITTED, target)
+        self._transition(InstallEvent.COMMIT, target)
         log.info("committed %s %s", target.model, target.version)
         return Phase.COMMITTED
 
@@ -646,12 +638,15 @@ class Reconciler:
 
     def _transition(
         self,
-        phase: Phase,
+        event: InstallEvent,
         target: TargetLike,
         reason: str | None = None,
         *,
         transient: bool = False,
     ) -> None:
+        """Take ``event`` through the lifecycle table (IllegalPhaseError if it has no
+        such step from the current phase: nothing is reported then) and report it."""
+        phase = transition(self.phase, event)
         self.phase, self.transient = phase, transient
         self.error = reason if transient or phase in (Phase.FAILED, Phase.REVERTED) else None
         if reason:
@@ -670,13 +665,8 @@ class Reconciler:
             )
         )
         self.publish_state()
-        if transient:
-            return  # a report, not a step: no test-only lingering or crash here
-        if self.phase_delay_s and phase in _IN_PROGRESS:
-            self.stop.wait(self.phase_delay_s)
-        if self.sigkill_in_phase is not None and phase == self.sigkill_in_phase:
-            log.warning("debug.sigkill_in_phase: killing this agent in %s", phase.value)
-            os.kill(os.getpid(), signal.SIGKILL)
+        if not transient:  # a transient one is a report, not a step
+            self.hooks.on_phase(phase, self.stop)
 
     def _reject(self, what: str, reason: str) -> None:
         log.error("refused %s: %s", what, reason)

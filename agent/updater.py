@@ -73,7 +73,7 @@ class UpdaterConfig:
     timestamp_max_length: int = 16_384  # bytes, for the conditional timestamp check
     expiry_margin_s: float = 3600.0  # seconds: closer than this to expiry, refresh fully
     image_check_s: float = 600.0  # seconds between image timestamp checks while idle
-    download_rate_bps: float | None = None  # test-only (debug.download_rate_bps)
+    download_rate_bps: float | None = None  # test-only (agent/hooks.py download_rate_bps)
     # the device's credential from enrollment; None: data_dir/identity/upload-token if any
     credential: str | None = None
 

@@ -6,12 +6,13 @@ own devices (label ``scenario=<name>``, fresh data folders), its own version of 
 (v1's weights, different bytes) and a rollout to them alone, run one after another:
 
 * ``controller-kill``: the controller is SIGKILLed once every device has part of the
-  model on disk (downloads held to ``RATE`` by the agents' test-only
-  ``debug.download_rate_bps``), then started again. Expected: the rollout succeeds and
-  every device runs the version (transient faults are not install failures).
+  model on disk (downloads held to ``RATE`` by the test hook ``download_rate_bps``:
+  agents run through ``tests/hooked_agent.py``, nothing in their config), then started
+  again. Expected: the rollout succeeds and every device runs the version (transient
+  faults are not install failures).
 * ``broker-outage``: the broker is stopped at the same moment for ``outage_s`` seconds,
   then started again on its port. Expected: the same.
-* ``agent-kill:PHASE``: the agent SIGKILLs itself in PHASE (``debug.sigkill_in_phase``)
+* ``agent-kill:PHASE``: the agent SIGKILLs itself in PHASE (hook ``sigkill_in_phase``)
   and is started again. Expected: the rollout succeeds, the device runs the version,
   and its store holds exactly the committed model (no partial file, no stray model).
 * ``disk-full``: the agent runs under RLIMIT_FSIZE below the model's size (writes fail
@@ -25,6 +26,7 @@ and what is on the devices' disks; ``pass`` when it is what was expected.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -48,6 +50,7 @@ from bench_rollout import _wait  # the sibling module: poll a check until it hol
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "shapes" / "v1" / "model.onnx"
+HOOKED_AGENT = REPO / "tests" / "hooked_agent.py"  # installs test hooks, then runs edgefleet
 SAMPLES = REPO / "models" / "samples"
 RATE = 600_000  # bytes per second per download in the controller / broker scenarios
 ACTOR = {"X-Edgefleet-Actor": "bench"}
@@ -70,11 +73,14 @@ class Lab:
     def __post_init__(self) -> None:
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
 
-    def _spawn(self, name: str, argv: list[str], limit: int | None = None) -> None:
+    def _spawn(self, name: str, argv: list[str], limit: int | None = None,
+               hooks: dict[str, Any] | None = None) -> None:  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # With hooks, edgefleet runs through the test launcher that installs them.
+        head = [str(HOOKED_AGENT), json.dumps(hooks)] if hooks else ["-m", "edgefleet"]
         with (self.folder / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "edgefleet", *argv], stdout=log,
+                [sys.executable, *head, *argv], stdout=log,
                 stderr=subprocess.STDOUT, env=env,
                 preexec_fn=(lambda: _fsize_limit(limit)) if limit else None,  # noqa: PLW1509
             )  # fmt: skip
@@ -103,18 +109,18 @@ class Lab:
             return proc.wait()
 
     def start_agent(self, device: str, scenario: str, limit: int | None = None,
-                    **debug: Any) -> None:  # fmt: skip
+                    **hooks: Any) -> None:  # fmt: skip
+        """``hooks``: tests/hooked_agent.py's (download_rate_bps, sigkill_in_phase)."""
         cfg = {
             "device_id": device, "labels": {"scenario": scenario},
             "controller_url": f"http://127.0.0.1:{self.port}", "mqtt_url": self.broker.url,
             "data_dir": str(self.folder / device),
             "source": {"kind": "folder", "path": str(SAMPLES), "fps": 5},
             "poll_interval_s": 3, "telemetry_window_s": 1, "health_check_frames": 3,
-            "debug": debug,
         }  # fmt: skip
         path = self.folder / f"{device}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        self._spawn(device, ["agent", "run", "--config", str(path)], limit)
+        self._spawn(device, ["agent", "run", "--config", str(path)], limit, hooks)
 
     def device(self, device_id: str) -> dict[str, Any]:
         try:

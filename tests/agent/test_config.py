@@ -56,6 +56,8 @@ def test_absolute_paths_stay(tmp_path: Path) -> None:
         ({"poll_interval_s": 0}, "poll_interval_s"),
         ({"health_check_frames": 0}, "health_check_frames"),
         ({"surprise": 1}, "surprise"),
+        # test-only knobs are hooks now (agent/hooks.py, tests/hooked_agent.py), not config
+        ({"debug": {"phase_delay_s": 1}}, "debug"),
     ],
 )
 def test_bad_values_give_one_line_naming_the_field(

@@ -6,7 +6,8 @@ was signed), say so truthfully on MQTT, serve frames with it, and in the end com
 new version. A download that runs out of room (RLIMIT_FSIZE: a "full disk" that needs no
 mount rights) fails cleanly, leaves no partial file, and the old model keeps serving.
 
-Short phases are made long enough to hit with ``debug.phase_delay_s`` (test-only).
+Short phases are made long enough to hit with the test hook ``phase_delay_s``
+(tests/hooked_agent.py: nothing in the agent's config).
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ from tests.e2e.conftest import (
     REPO,
     SAMPLES,
     System,
-    cli,
     system,  # noqa: F401 - the fixture, found by name
     wait_for,
 )
+from tests.hooked_agent import argv as hooked_argv
 
 V1 = REPO / "models" / "shapes" / "v1" / "model.onnx"
 V2 = REPO / "models" / "shapes" / "v2" / "model.onnx"
@@ -167,20 +168,21 @@ class Agent:
             "poll_interval_s": 2,
             "telemetry_window_s": 0.5,
             "health_check_frames": 3,
-            "debug": {"phase_delay_s": phase_delay_s},
         }
+        self.phase_delay_s = phase_delay_s
         self.lives = 0
 
     def start(self, *, fsize_limited: bool = False, sigkill_in: Phase | None = None) -> float:
         """Start a new life; ``sigkill_in``: the agent kills itself (SIGKILL) in that phase."""
-        debug = {**self.cfg["debug"], "sigkill_in_phase": sigkill_in.value if sigkill_in else None}
-        self.config.write_text(yaml.safe_dump({**self.cfg, "debug": debug}))
+        hooks = {"phase_delay_s": self.phase_delay_s,
+                 "sigkill_in_phase": sigkill_in.value if sigkill_in else None}  # fmt: skip
+        self.config.write_text(yaml.safe_dump(self.cfg))
         self.lives += 1
         log_path = self.system.procs.folder / f"{DEVICE}-{self.lives}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                cli("agent", "run", "--config", str(self.config)),
+                hooked_argv(hooks, "agent", "run", "--config", str(self.config)),
                 stdout=log, stderr=subprocess.STDOUT, env=env,
                 preexec_fn=_ignore_sigxfsz_and_limit if fsize_limited else None,  # noqa: PLW1509
             )  # fmt: skip

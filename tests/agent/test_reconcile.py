@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgefleet.agent.candidates import NO_CANDIDATES, with_candidates
+from edgefleet.agent.hooks import NoHooks
+from edgefleet.agent.install_lifecycle import IllegalPhaseError
 from edgefleet.agent.pipeline import FolderSource, FrameResult, Pipeline
 from edgefleet.agent.reconcile import HealthCheck, Identity, Reconciler
 from edgefleet.agent.slots import DetectorLike, ModelSlots
@@ -563,3 +565,31 @@ def test_a_failed_install_is_retried_at_the_short_interval_while_connected(rig: 
         rig.stop.set()
         t.join(10)
     assert rig.serving() == "v2"
+
+
+# -- the lifecycle table (agent/install_lifecycle.py) and the hooks seam -----------------
+
+
+def test_the_reconciler_walks_only_table_steps_and_tells_the_hooks(rig: Rig) -> None:
+    seen: list[Phase] = []
+
+    class Recording(NoHooks):
+        def on_phase(self, phase: Phase, stop: threading.Event) -> None:
+            seen.append(phase)
+
+    rig.rec.hooks = Recording()
+    install_v1(rig)
+    assert seen == HAPPY == rig.reporter.phases()
+
+
+def test_an_illegal_step_in_the_reconciler_raises_and_reports_nothing(rig: Rig) -> None:
+    install_v1(rig)
+    rig.rec.phase = Phase.HEALTH_CHECK  # as if a bug had left an install half-way
+    rig.updater.assign("v2", tiny_model(conf=0.8), release=2)
+    published = len(rig.reporter.events), len(rig.reporter.states)
+    with pytest.raises(IllegalPhaseError, match="cannot start in phase HEALTH_CHECK"):
+        rig.rec.reconcile_once()
+    assert (len(rig.reporter.events), len(rig.reporter.states)) == published
+    assert rig.serving() == "v1" and rig.updater.downloads == 1
+    rig.rec.run_once_safely()  # the loop logs it and lives on
+    assert rig.serving() == "v1"

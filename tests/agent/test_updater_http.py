@@ -191,7 +191,7 @@ def test_interrupted_download_resumes_with_range(
 def test_a_rate_limited_download_takes_the_time_of_its_rate(
     repos: TufRepositories, server: HttpServer, tmp_path: Path
 ) -> None:
-    """debug.download_rate_bps (test-only) holds a model download to that rate."""
+    """download_rate_bps (test-only: the agent hook of that name) holds a download to that rate."""
     publish(repos, server, tmp_path, "v1")
     rate = 400_000.0  # bytes per second: 100 KiB in about 0.26 s
     config = UpdaterConfig(server.url, DEVICE, tmp_path / "agent", download_rate_bps=rate)

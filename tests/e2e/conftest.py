@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgefleet.devbroker import DevBroker, free_port
 from tests import waiting
+from tests.hooked_agent import argv as hooked_argv
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "models" / "samples"
@@ -93,7 +94,14 @@ class System:
             cli(*args), capture_output=True, text=True, env=self.env(), timeout=120
         )
 
-    def start_agent(self, device_id: str, labels: dict[str, str], **extra: Any) -> Path:
+    def start_agent(
+        self,
+        device_id: str,
+        labels: dict[str, str],
+        hooks: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> Path:
+        """``hooks``: test hooks the agent process runs with (tests/hooked_agent.py)."""
         cfg = {
             "device_id": device_id,
             "labels": labels,
@@ -107,7 +115,8 @@ class System:
         }
         path = self.procs.folder / f"{device_id}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        self.procs.start(device_id, cli("agent", "run", "--config", str(path)))
+        args = ("agent", "run", "--config", str(path))
+        self.procs.start(device_id, hooked_argv(hooks, *args) if hooks else cli(*args))
         return path
 
     def device(self, device_id: str) -> dict[str, Any] | None:

@@ -27,11 +27,12 @@ from typing import Any
 
 import httpx
 import pytest
-from edgefleet.agent.config import DebugConfig
+from edgefleet.agent.hooks import install as install_hooks
 from edgefleet.shared.hashing import sha256_file
 
 from edgefleet.sim import SimFleet, fleet_configs
 from tests.e2e.conftest import REPO, SAMPLES, System, wait_for
+from tests.hooked_agent import TestHooks
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -83,6 +84,7 @@ class Canary:
     def __exit__(self, *exc: object) -> None:
         if self.fleet is not None:
             self.fleet.stop()
+        install_hooks(None)  # the next test's agents run without them
 
     def push(self, path: Path, version: str) -> dict[str, Any]:
         with path.open("rb") as f:
@@ -92,16 +94,16 @@ class Canary:
         return r.json()  # type: ignore[no-any-return]
 
     def start_fleet(
-        self, n: int, debug: dict[str, Any] | None = None, **labels: list[str]
+        self, n: int, hooks: dict[str, Any] | None = None, **labels: list[str]
     ) -> SimFleet:
-        """``debug``: the agents' test-only knobs (agent/config.py ``DebugConfig``)."""
+        """``hooks``: test hooks the agents run with (tests/hooked_agent.py keys); they are
+        installed in this process until the fleet stops."""
         configs = fleet_configs(
             n, controller_url=self.system.url, mqtt_url=self.system.broker.url,
             data_dir=self.tmp / "sim", source=SAMPLES, labels=labels, prefix="cam",
             fps=5, window_s=1, poll_s=3,
         )  # fmt: skip
-        if debug:
-            configs = [c.model_copy(update={"debug": DebugConfig(**debug)}) for c in configs]
+        install_hooks(TestHooks.parse(hooks) if hooks else None)
         self.fleet = SimFleet(configs)
         self.fleet.start()
         ids = list(self.fleet.devices)

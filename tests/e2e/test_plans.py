@@ -1,11 +1,12 @@
 """End to end: a prebuilt TensorRT plan reaches the device it was built for, and only it.
 
 A real controller, a private Mosquitto and two real agent processes. One agent says it is a
-Jetson Orin Nano (``debug.fingerprint``: this machine has no GPU); the other is what it is,
-a CPU box. The controller gives the Orin the signed plan and the CPU box the ONNX. The Orin
-downloads the plan through TUF, verifies it and stores it with the model info its target
-carries; it cannot load it here (no TensorRT), so the install fails with that reason and the
-Orin keeps serving its old model, which is exactly what a real Orin does with a bad plan.
+Jetson Orin Nano (the test hook ``fingerprint``, tests/hooked_agent.py: this machine has
+no GPU); the other is what it is, a CPU box. The controller gives the Orin the signed plan
+and the CPU box the ONNX. The Orin downloads the plan through TUF, verifies it and stores
+it with the model info its target carries; it cannot load it here (no TensorRT), so the
+install fails with that reason and the Orin keeps serving its old model, which is exactly
+what a real Orin does with a bad plan.
 What a GPU machine adds (the plan really running) is tests/agent/test_engine_cache.py's
 ``gpu`` test.
 """
@@ -45,7 +46,7 @@ def _roll_out(system: System, version: str) -> None:
 
 def test_the_jetson_gets_the_plan_and_the_cpu_box_the_onnx(system: System, tmp_path: Path) -> None:
     system.start_agent("orin-1", {"fleet": "plans"}, profile="jetson-orin-nano-8gb-jp6",
-                       debug={"fingerprint": ORIN})  # fmt: skip
+                       hooks={"fingerprint": ORIN})  # fmt: skip
     system.start_agent("cpu-1", {"fleet": "plans"})
     for version, path in (("v1", V1), ("v2", V2)):
         out = system.run_cli("model", "push", "shapes", str(path), "--version", version)

@@ -3,9 +3,9 @@ it is a transient fault, not a failed rollout (issue 12, item 1).
 
 The real controller process (SQLite, or PostgreSQL from ``EDGEFLEET_TEST_PG_URL`` /
 127.0.0.1:5432, skipped with the reason when unreachable) and a simulated fleet (the real
-agent stack, real MQTT, real TUF). Downloads are held to a slow rate by the agents'
-test-only ``debug.download_rate_bps``; the controller is killed once every device of the
-first stage has part of the new model on disk (its ``.part`` file), so every one of those
+agent stack, real MQTT, real TUF). Downloads are held to a slow rate by the test hook
+``download_rate_bps`` (tests/hooked_agent.py); the controller is killed once every device of
+the first stage has part of the new model on disk (its ``.part`` file), so every one of those
 downloads breaks off mid-way. The devices report the fault as transient and retry with
 backoff; the restarted scheduler waits for them, and the rollout succeeds with every
 device on the new version. Before the fix it failed on "install errors".
@@ -57,7 +57,7 @@ def test_controller_killed_during_downloads_then_the_rollout_succeeds(
     v3 = _retagged(V2, canary.tmp / "v3.onnx", "v3")
     canary.push(V2, "v2")
     canary.push(v3, "v3")
-    fleet = canary.start_fleet(4, debug={"download_rate_bps": RATE}, site=["a", "b"])
+    fleet = canary.start_fleet(4, hooks={"download_rate_bps": RATE}, site=["a", "b"])
     canary.baseline("v2")
     spec = {"version": "v3", "stages": "2,100%", "soak_s": 3, "gates": GATES,
             "stratify_by": "site", "on_failure": "rollback"}  # fmt: skip

@@ -1,0 +1,27 @@
+"""A lifecycle's transition table as Markdown, for the docs (docs/ARCHITECTURE.md,
+"Lifecycles"): the page is rendered from the tables the code runs, and tests compare."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from typing import TypeVar
+
+S = TypeVar("S", bound=Enum)
+V = TypeVar("V", bound=Enum)
+
+
+def markdown(table: Mapping[tuple[S, V], S], states: Iterable[S], events: Iterable[V]) -> str:
+    """``from | event | to``: one row per event and the state it leads to, in the events'
+    order; the states it may start from in the states' order."""
+    order = list(states)
+    rows = ["| from | event | to |", "|---|---|---|"]
+    for event in events:
+        targets: dict[S, list[S]] = {}
+        for (src, ev), dst in table.items():
+            if ev == event:
+                targets.setdefault(dst, []).append(src)
+        for dst, srcs in targets.items():
+            froms = ", ".join(str(s.value) for s in order if s in srcs)
+            rows.append(f"| {froms} | `{event.value}` | {dst.value} |")
+    return "\n".join(rows)
