@@ -1,0 +1,109 @@
+"""`edgefleet pki renew`: service certificates re-issued from the CA, same subject, SANs,
+usages and key (unless rotated), file mode kept; `pki status` says what renews each."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from edgefleet.controller.pki import DevicePki, is_service_certificate
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgefleet", *args], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def _cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _short_lived(pki: DevicePki) -> None:
+    """Broker and controller certificates with 2 days left, as a year from now would be."""
+    for stem in ("broker", "controller"):
+        pki.renew_service(stem, timedelta(days=2))
+
+
+def test_renew_keeps_subject_sans_key_and_mode(tmp_path: Path) -> None:
+    pki = DevicePki(tmp_path / "pki")
+    pki.init(("broker.example", "10.0.0.5"))
+    pki.issue_replica("2")
+    _short_lived(pki)
+    broker = pki.folder / "broker.pem"
+    before = _cert(broker)
+    broker.chmod(0o640)
+    status = _cli("pki", "status", "--data", str(tmp_path))
+    assert status.returncode == 0, status.stderr
+    assert "renew soon" in status.stdout and "renew: edgefleet pki renew broker" in status.stdout
+    assert "renew: edgefleet pki renew controller-2" in status.stdout
+
+    out = _cli("pki", "renew", "--data", str(tmp_path), "broker", "--days", "90")
+    assert out.returncode == 0, out.stderr
+    assert "SIGHUP the broker" in out.stdout
+    after = _cert(broker)
+    assert after.serial_number != before.serial_number
+    assert after.subject == before.subject and is_service_certificate(after)
+    san = x509.SubjectAlternativeName
+    assert (after.extensions.get_extension_for_class(san).value
+            == before.extensions.get_extension_for_class(san).value)  # fmt: skip
+    assert (after.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            == before.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)  # fmt: skip
+    assert _spki(after) == _spki(before)  # the key is kept
+    left = after.not_valid_after_utc - datetime.now(timezone.utc)
+    assert timedelta(days=89) < left < timedelta(days=91)
+    assert broker.stat().st_mode & 0o777 == 0o640
+    ca = _cert(pki.ca_path)
+    after.verify_directly_issued_by(ca)
+
+    rotated = _cli("pki", "renew", "--data", str(tmp_path), "--all-services", "--rotate-key")
+    assert rotated.returncode == 0, rotated.stderr
+    for stem in ("broker", "controller", "controller-2"):
+        cert = _cert(pki.folder / f"{stem}.pem")
+        key = serialization.load_pem_private_key((pki.folder / f"{stem}.key").read_bytes(), None)
+        assert _spki(cert) == key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        assert (pki.folder / f"{stem}.key").stat().st_mode & 0o777 == 0o600
+    assert _spki(_cert(broker)) != _spki(after)
+    status = _cli("pki", "status", "--data", str(tmp_path))
+    assert "renew soon" not in status.stdout
+
+
+def test_renew_copies_to_the_broker_dir_and_refuses_bad_names_in_one_line(
+    tmp_path: Path,
+) -> None:
+    pki = DevicePki(tmp_path / "pki")
+    pki.init(("localhost",))
+    pki.issue_pair("device-cam-1", "cam-1")
+    dest = tmp_path / "broker-files"
+    dest.mkdir()
+    for name in ("broker.pem", "broker.key"):
+        (dest / name).write_bytes((pki.folder / name).read_bytes())
+    (dest / "broker.key").chmod(0o440)
+    out = _cli("pki", "renew", "--data", str(tmp_path), "broker", "--rotate-key",
+               "--broker-dir", str(dest))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for name in ("broker.pem", "broker.key"):
+        assert (dest / name).read_bytes() == (pki.folder / name).read_bytes()
+    assert (dest / "broker.key").stat().st_mode & 0o777 == 0o440
+
+    for args, words in (
+        (("device-cam-1",), "no service certificate 'device-cam-1'"),
+        ((), "give one service certificate"),
+        (("broker", "--all-services"), "give one service certificate"),
+        (("broker", "--days", "0"), "--days 0"),
+    ):
+        bad = _cli("pki", "renew", "--data", str(tmp_path), *args)
+        assert bad.returncode != 0
+        assert words in bad.stderr and "Traceback" not in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
