@@ -78,6 +78,7 @@ def _handshake_refused(port: int, cert: Path, key: Path, ca: Path) -> bool:
         return False
 
 
+@pytest.mark.broker
 def test_a_device_near_expiry_renews_and_reconnects_with_the_new_certificate(
     system: tuple[httpx.Client, Services], tmp_path: Path
 ) -> None:
@@ -151,6 +152,8 @@ def test_a_revoked_or_impostor_device_cannot_renew(
     http = ControllerHttp(url, "cam-2")
     try:
         renew(http, "cam-2", files, datetime.now(timezone.utc))  # an enrolled device may
+        # A device whose clock is a day off signs again with the controller's Date.
+        renew(http, "cam-2", files, datetime.now(timezone.utc) - timedelta(days=1))
         now = datetime.now(timezone.utc)
         # Holding the certificate is not enough: the current key must sign.
         forged = _signed(files, "cam-2", ec.generate_private_key(ec.SECP256R1()), now)
