@@ -63,6 +63,8 @@ def register(sub: Any) -> None:
     renew.set_defaults(handler=f"{H}:cmd_renew")
     status = psub.add_parser("status", help="expiry of the CA, CRL and service certificates")
     status.add_argument("--data", required=True)
+    status.add_argument("--database-url", help="the controller's database, when not SQLite "
+                        "in DATA (devices whose certificate renewal is failing)")  # fmt: skip
     status.set_defaults(handler=f"{H}:cmd_status")
     register_trust(sub)
     register_keys(sub)

@@ -628,7 +628,38 @@ def cmd_status(args: Any) -> int:
               f"\n{'':<11} renew: {_renew_hint(what, path)}")  # fmt: skip
     print("devices     each agent renews its own certificate with a third of its lifetime "
           "left (POST /v1/devices/ID/certificate)")  # fmt: skip
+    _print_devices(Path(args.data), getattr(args, "database_url", None), now)
     return 0
+
+
+DEVICE_WARN = timedelta(days=90)  # agents renew with ~122 of 365 days left: less is a failure
+
+
+def _print_devices(data: Path, database_url: str | None, now: datetime) -> None:
+    """Enrolled devices whose certificate is close to expiry: their renewal is failing."""
+    from edgefleet.controller.db import make_engine
+    from edgefleet.controller.enrollment import device_cert_expiries
+    from edgefleet.controller.settings import Settings
+    from sqlmodel import Session
+
+    settings = Settings(data_dir=data, database_url=database_url)
+    if database_url is None and not (data / "edgefleet.db").exists():
+        print("            (no controller database here: device certificates not shown)")
+        return
+    engine = make_engine(settings.db_url)
+    try:
+        with Session(engine) as session:
+            expiries = device_cert_expiries(session)
+    finally:
+        engine.dispose()
+    late = sorted((exp, dev) for dev, exp in expiries.items() if exp - now < DEVICE_WARN)
+    print(f"            {len(expiries)} enrolled, {len(late)} with under "
+          f"{DEVICE_WARN.days} days left (renewal failing: is the device reaching the "
+          "controller?)")  # fmt: skip
+    for expires, device in late:
+        left = (expires - now).days
+        warn = "EXPIRED: enroll it again" if expires <= now else f"{left} days left"
+        print(f"  {device:<24} {expires:%Y-%m-%d %H:%M} UTC  {warn}")
 
 
 def _renew_stems(pki: DevicePki, name: str | None, all_services: bool) -> list[str]:

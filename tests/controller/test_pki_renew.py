@@ -107,3 +107,30 @@ def test_renew_copies_to_the_broker_dir_and_refuses_bad_names_in_one_line(
         assert bad.returncode != 0
         assert words in bad.stderr and "Traceback" not in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_status_lists_devices_whose_renewal_is_failing(tmp_path: Path) -> None:
+    from edgefleet.controller.db import make_engine
+    from edgefleet.controller.models import DeviceCert, DeviceRevocation
+    from edgefleet.controller.pki import cert_pem, issue, new_key
+    from sqlmodel import Session
+
+    pki = DevicePki(tmp_path / "pki")
+    pki.init()
+    ca, ca_key = pki._ca()
+    engine = make_engine(f"sqlite:///{tmp_path / 'edgefleet.db'}")
+    with Session(engine) as session:
+        issued = (("cam-ok", 365), ("cam-late", 10), ("cam-late", 3),
+                  ("cam-renewed", 3), ("cam-renewed", 365), ("cam-gone", 5))  # fmt: skip
+        for device, days in issued:
+            cert = issue(ca, ca_key, new_key().public_key(), device, lifetime=timedelta(days=days))
+            session.add(DeviceCert(serial=str(cert.serial_number), device_id=device,
+                                   pem=cert_pem(cert).decode()))  # fmt: skip
+        session.add(DeviceRevocation(device_id="cam-gone", actor="test"))
+        session.commit()
+    engine.dispose()
+    out = _cli("pki", "status", "--data", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "3 enrolled, 1 with under 90 days left" in out.stdout
+    late = [ln for ln in out.stdout.splitlines() if ln.startswith("  cam-")]
+    assert len(late) == 1 and late[0].split()[0] == "cam-late" and "9 days left" in late[0]
