@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from edgefleet.shared.durable import write_bytes
+from edgefleet.shared.durable import fsync_dir, write_bytes
 from edgefleet.shared.errors import ConfigError, TrustError
 from edgefleet.shared.topics import validate_device_id
 
@@ -366,6 +366,7 @@ class DevicePki:
         usages, the same key unless ``rotate_key``; each file keeps its owner and mode.
         Returns the new expiry."""
         cert_path, key_path = self.folder / f"{stem}.pem", self.folder / f"{stem}.key"
+        finish_pair(key_path, cert_path)  # a renewal an interruption cut short
         try:
             old = x509.load_pem_x509_certificate(cert_path.read_bytes())
             old_key = serialization.load_pem_private_key(key_path.read_bytes(), None)
@@ -384,9 +385,7 @@ class DevicePki:
         cn = str(old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
         cert = issue(ca, ca_key, key.public_key(), cn, server_names=_san_names(old),
                      client=_is_client(old), lifetime=lifetime, service=True)  # fmt: skip
-        if rotate_key:
-            _replace_keeping_owner(key_path, key_pem(key))
-        _replace_keeping_owner(cert_path, cert_pem(cert))
+        replace_pair(key_path, key_pem(key) if rotate_key else None, cert_path, cert_pem(cert))
         return cert.not_valid_after_utc
 
     def service_stems(self) -> list[str]:
@@ -442,17 +441,47 @@ def _check_owner(path: Path) -> None:
                           "so the renewed file keeps its owner")  # fmt: skip
 
 
-def _replace_keeping_owner(path: Path, data: bytes) -> None:
-    """Durably replace ``path``, giving the new file the old one's owner and mode."""
+def replace_pair(key_path: Path, key_data: bytes | None, cert_path: Path, cert: bytes) -> None:
+    """Replace a certificate (and its key, unless None) so that an interruption leaves a
+    matching pair: both are staged as ``.next`` beside the old ones with the old owner and
+    mode, the certificate last (the commit), then renamed over them (:func:`finish_pair`)."""
+    for path in (key_path, cert_path) if key_data is not None else (cert_path,):
+        _check_owner(path)
+    if key_data is not None:
+        _stage(key_path, key_data)
+    _stage(cert_path, cert)
+    finish_pair(key_path, cert_path)
+
+
+def finish_pair(key_path: Path, cert_path: Path) -> bool:
+    """Rename a committed staged pair over the old one, or drop an uncommitted staged key;
+    True if a pair was switched."""
     import os
 
-    _check_owner(path)
+    next_key, next_cert = _staged(key_path), _staged(cert_path)
+    if not next_cert.exists():
+        next_key.unlink(missing_ok=True)
+        return False
+    if next_key.exists():
+        os.replace(next_key, key_path)  # noqa: PTH105 - the durable-write idiom
+    os.replace(next_cert, cert_path)  # noqa: PTH105
+    fsync_dir(cert_path.parent)
+    return True
+
+
+def _staged(path: Path) -> Path:
+    return path.with_name(path.name + ".next")
+
+
+def _stage(path: Path, data: bytes) -> None:
+    import os
+
     st = path.stat()
-    foreign = (st.st_uid, st.st_gid) != (os.getuid(), os.getgid())
-    write_bytes(path, data)  # the temp file is 0600 until the chmod below
-    if foreign:
-        os.chown(path, st.st_uid, st.st_gid)
-    path.chmod(st.st_mode & 0o7777)
+    staged = _staged(path)
+    write_bytes(staged, data)  # the temp file is 0600 until the chmod below
+    if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+        os.chown(staged, st.st_uid, st.st_gid)
+    staged.chmod(st.st_mode & 0o7777)
 
 
 # What Mosquitto reads (deploy/mosquitto/mosquitto.conf), and the mode each gets in the
@@ -683,16 +712,21 @@ def cmd_renew(args: Any) -> int:
     if not 1 <= args.days <= 3650:
         raise ConfigError(f"--days {args.days}: give 1 to 3650")
     stems = _renew_stems(pki, args.name, args.all_services)
+    dest = Path(args.broker_dir) if args.broker_dir and "broker" in stems else None
+    if dest is not None:  # refuse before renewing anything
+        for name in ("broker.pem", "broker.key"):
+            if not (dest / name).exists():
+                raise ConfigError(f"--broker-dir: no {dest / name} to replace")
+            _check_owner(dest / name)
     for stem in stems:
         expires = pki.renew_service(stem, timedelta(days=args.days), args.rotate_key)
         print(f"{pki.folder / stem}.pem renewed{' with a new key' if args.rotate_key else ''}; "
               f"valid until {expires:%Y-%m-%d %H:%M} UTC")  # fmt: skip
-    if "broker" in stems and args.broker_dir:
-        dest = Path(args.broker_dir)
-        for name in ("broker.pem", "broker.key") if args.rotate_key else ("broker.pem",):
-            if not (dest / name).exists():
-                raise ConfigError(f"--broker-dir: no {dest / name} to replace")
-            _replace_keeping_owner(dest / name, (pki.folder / name).read_bytes())
+    if dest is not None:
+        finish_pair(dest / "broker.key", dest / "broker.pem")
+        key = (pki.folder / "broker.key").read_bytes() if args.rotate_key else None
+        replace_pair(dest / "broker.key", key, dest / "broker.pem",
+                     (pki.folder / "broker.pem").read_bytes())  # fmt: skip
         print(f"the broker's copy in {dest} replaced (owner and mode kept)")
     for stem in stems:
         print(f"now: {_reload_hint(stem)}")

@@ -3,11 +3,13 @@ usages and key (unless rotated), file mode kept; `pki status` says what renews e
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from edgefleet.controller.pki import DevicePki, is_service_certificate
@@ -134,3 +136,44 @@ def test_status_lists_devices_whose_renewal_is_failing(tmp_path: Path) -> None:
     assert "3 enrolled, 1 with under 90 days left" in out.stdout
     late = [ln for ln in out.stdout.splitlines() if ln.startswith("  cam-")]
     assert len(late) == 1 and late[0].split()[0] == "cam-late" and "9 days left" in late[0]
+
+
+class Crash(BaseException):
+    """A power cut: nothing after it runs."""
+
+
+def test_a_key_rotation_cut_between_its_renames_is_finished_by_the_next_renew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    pki = DevicePki(tmp_path / "pki")
+    pki.init(("localhost",))
+    real_replace, calls = os.replace, [0]
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        calls[0] += 1
+        if calls[0] == 4:  # staged key (1), staged cert (2), key renamed (3): cut here
+            raise Crash
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(Crash):
+        pki.renew_service("broker", rotate_key=True)
+    monkeypatch.setattr(os, "replace", real_replace)
+    key_path, cert_path = pki.folder / "broker.key", pki.folder / "broker.pem"
+    assert not _matches(cert_path, key_path)  # what the broker would refuse to load
+
+    staged = _cert(pki.folder / "broker.pem.next")
+    pki.renew_service("broker")  # finishes the staged switch first, then renews
+    assert _matches(cert_path, key_path)
+    assert _spki(_cert(cert_path)) == _spki(staged)  # the rotated key was kept
+    assert not list(pki.folder.glob("*.next"))
+    ssl.create_default_context().load_cert_chain(str(cert_path), str(key_path))
+
+
+def _matches(cert_path: Path, key_path: Path) -> bool:
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    return _spki(_cert(cert_path)) == key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
