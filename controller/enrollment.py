@@ -147,6 +147,10 @@ def renew_certificate(session: Session, pki: DevicePki, device_id: str, proof: P
                            detail={"serial": serial, "previous": str(current.serial_number),
                                    "expires": cert.not_valid_after_utc.isoformat()}))  # fmt: skip
     session.commit()
+    session.expire_all()  # read again: a revoke may have committed while we signed
+    if session.get(DeviceRevocation, device_id) is not None:
+        pki.revoke(cert_pem, device_id)  # revoke_device read the certificates before ours
+        raise TrustError(f"device {device_id} is revoked", device_id=device_id)
     return Renewed(device_id, cert_pem.decode(), pki.ca_path.read_text())
 
 
@@ -258,6 +262,13 @@ def revoke_device(session: Session, pki: DevicePki, device_id: str, actor: str) 
     session.add(AuditEntry(actor=actor, action="revoke", target=f"device:{device_id}",
                            detail={"certificates": len(pems)}))  # fmt: skip
     session.commit()
+    # A renewal that committed its certificate after the read above, and looked for a
+    # revocation before this commit, is caught here (renew_certificate looks again after).
+    late = [c.pem.encode() for c in session.exec(select(DeviceCert).where(
+        DeviceCert.device_id == device_id)).all() if c.pem.encode() not in pems]  # fmt: skip
+    for pem in late:
+        pki.revoke(pem, device_id)
+    pems += late
     return [str(x509.load_pem_x509_certificate(p).serial_number) for p in pems]
 
 

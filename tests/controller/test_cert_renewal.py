@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -88,9 +89,9 @@ def test_a_device_near_expiry_renews_and_reconnects_with_the_new_certificate(
     broker = DevBroker(tmp_path / "mosquitto",
                        tls=BrokerTls(f / "device-ca.pem", f / "broker.pem", f / "broker.key",
                                      pki.crl_path)).start()  # fmt: skip
-    # 30 s lifetime, 9 s left: due (less than a third), and soon expired for real.
-    files = _identity(tmp_path / "agent", pki, "cam-1", timedelta(seconds=30),
-                      timedelta(seconds=21))  # fmt: skip
+    # 36 s lifetime, 11 s left: due (less than a third), and soon expired for real.
+    files = _identity(tmp_path / "agent", pki, "cam-1", timedelta(seconds=36),
+                      timedelta(seconds=25))  # fmt: skip
     old = x509.load_pem_x509_certificate(files.cert.read_bytes())
     (tmp_path / "old.pem").write_bytes(files.cert.read_bytes())
     (tmp_path / "old.key").write_bytes(files.key.read_bytes())
@@ -180,3 +181,81 @@ def test_a_revoked_or_impostor_device_cannot_renew(
         assert (files.cert.read_bytes(), files.key.read_bytes()) == before
     finally:
         http.close()
+
+
+def _enrolled(services: Services, tmp_path: Path) -> tuple[DevicePki, IdentityFiles]:
+    from edgefleet.controller.models import DeviceCert
+
+    pki = DevicePki(services.settings.data_dir / "pki")
+    pki.init(("localhost",))
+    files = _identity(tmp_path / "agent", pki, "cam-4", timedelta(days=365), timedelta(days=300))
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    with Session(services.engine) as session:
+        session.add(DeviceCert(serial=str(cert.serial_number), device_id="cam-4",
+                               pem=files.cert.read_text()))  # fmt: skip
+        session.commit()
+    return pki, files
+
+
+def _proof(files: IdentityFiles) -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from edgefleet.controller.enrollment import Proof
+
+    key = serialization.load_pem_private_key(files.key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    now = datetime.now(timezone.utc)
+    body = _signed(files, "cam-4", key, now)
+    return Proof(body["cert"].encode(), body["csr"].encode(), body["signed_at"],
+                 base64.b64decode(body["signature"]), now)  # fmt: skip
+
+
+def _all_revoked(services: Services, pki: DevicePki) -> bool:
+    from edgefleet.controller.models import DeviceCert
+    from sqlmodel import select
+
+    with Session(services.engine) as session:
+        serials = session.exec(select(DeviceCert.serial)).all()
+    crl = x509.load_pem_x509_crl(pki.crl_path.read_bytes())
+    return len(serials) == 2 and all(
+        crl.get_revoked_certificate_by_serial_number(int(s)) is not None for s in serials
+    )
+
+
+def test_a_revoke_while_the_renewal_is_signed_revokes_the_new_certificate(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgefleet.controller.enrollment import renew_certificate, revoke_device
+
+    pki, files = _enrolled(services, tmp_path)
+    sign = pki.sign_csr
+
+    def sign_while_revoked(csr: bytes, device_id: str) -> bytes:
+        with Session(services.engine) as other:  # the admin's request, in between
+            revoke_device(other, pki, device_id, "admin")
+        return sign(csr, device_id)
+
+    monkeypatch.setattr(pki, "sign_csr", sign_while_revoked)
+    with Session(services.engine) as session, pytest.raises(TrustError, match="revoked"):
+        renew_certificate(session, pki, "cam-4", _proof(files))
+    assert _all_revoked(services, pki)
+
+
+def test_a_renewal_while_the_revoke_runs_is_revoked_with_the_rest(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgefleet.controller.enrollment import renew_certificate, revoke_device
+
+    pki, files = _enrolled(services, tmp_path)
+    revoke, renewed = pki.revoke, []
+
+    def revoke_after_a_renewal(pem: bytes, device_id: str) -> None:
+        if not renewed:  # the device's renewal lands after revoke_device read the certs
+            with Session(services.engine) as other:
+                renewed.append(renew_certificate(other, pki, "cam-4", _proof(files)))
+        revoke(pem, device_id)
+
+    monkeypatch.setattr(pki, "revoke", revoke_after_a_renewal)
+    with Session(services.engine) as session:
+        serials = revoke_device(session, pki, "cam-4", "admin")
+    assert renewed and len(serials) == 2
+    assert _all_revoked(services, pki)
