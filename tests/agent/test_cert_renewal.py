@@ -88,3 +88,47 @@ def test_a_crash_at_any_step_leaves_a_usable_pair(
     assert not files.next_cert.exists() and not files.next_key.exists()
     assert files.key.stat().st_mode & 0o077 == 0  # the key was never readable by others
     assert x509.load_pem_x509_certificate(files.cert.read_bytes()).subject
+
+
+def test_agent_start_finishes_a_switch_and_runs_the_renewal_loop_only_on_mtls(
+    tmp_path: Path,
+) -> None:
+    import queue
+    import threading
+
+    import yaml
+    from edgefleet.agent import daemon
+    from edgefleet.agent.config import load_config
+    from edgefleet.agent.mqtt_link import MqttLink
+    from edgefleet.agent.tls import TlsSettings
+
+    pki = DevicePki(tmp_path / "pki")
+    pki.init()
+    ident = tmp_path / "identity"
+    ident.mkdir()
+    _, old_cert = _pair(pki)
+    new_key_pem, new_cert = _pair(pki)
+    (ident / "device.key").write_bytes(new_key_pem)  # cut after the key's rename (step 3)
+    (ident / "device.pem").write_bytes(old_cert)
+    (ident / "device.pem.next").write_bytes(new_cert)
+    (ident / "ca.pem").write_bytes(pki.ca_path.read_bytes())
+    base = {"device_id": "cam-1", "controller_url": "http://127.0.0.1:9/",
+            "data_dir": "data", "source": {"kind": "folder", "path": "frames"}}  # fmt: skip
+    mtls = {**base, "mqtt_url": "mqtts://localhost:8883",
+            "tls": {"ca": "identity/ca.pem", "cert": "identity/device.pem",
+                    "key": "identity/device.key"}}  # fmt: skip
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(mtls))
+    config = load_config(tmp_path / "agent.yaml")
+
+    files = daemon._identity_files(config)
+    assert files is not None
+    assert _usable(files) == new_cert and not files.next_cert.exists()
+    stop = threading.Event()
+    link = MqttLink("cam-1", "localhost", 8883, queue.Queue(1),
+                    tls=TlsSettings(files.ca, files.cert, files.key))  # fmt: skip
+    loops = daemon._renewal_loop(config, files, link, stop)
+    assert [name for name, _ in loops] == ["cert-renewal"]
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump({**base, "mqtt_url": "mqtt://x:1"}))
+    plain = load_config(tmp_path / "plain.yaml")
+    assert daemon._identity_files(plain) is None
+    assert daemon._renewal_loop(plain, None, link, stop) == []
