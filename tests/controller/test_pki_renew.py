@@ -177,3 +177,37 @@ def _matches(cert_path: Path, key_path: Path) -> bool:
     return _spki(_cert(cert_path)) == key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+@pytest.mark.broker
+def test_a_running_mosquitto_serves_the_renewed_certificate_after_sighup(tmp_path: Path) -> None:
+    import socket
+
+    from edgefleet.devbroker import BrokerTls, DevBroker
+    from tests.waiting import wait_for
+
+    pki = DevicePki(tmp_path / "pki")
+    pki.init(("localhost",))
+    pki.issue_pair("cam-a", "cam-a")
+    f = pki.folder
+    broker = DevBroker(tmp_path / "mosquitto", tls=BrokerTls(
+        f / "device-ca.pem", f / "broker.pem", f / "broker.key", pki.crl_path)).start()  # fmt: skip
+
+    def served() -> int:
+        ctx = ssl.create_default_context(cafile=str(pki.ca_path))
+        ctx.load_cert_chain(str(f / "cam-a.pem"), str(f / "cam-a.key"))
+        with socket.create_connection(("localhost", broker.port), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as tls:  # fmt: skip
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    try:
+        before = served()
+        pki.renew_service("broker", rotate_key=True)
+        assert served() == before  # Mosquitto holds what it read until told
+        broker.reload()  # SIGHUP, as `pki renew` says
+        renewed = _cert(f / "broker.pem").serial_number
+        wait_for("the broker to serve the renewed certificate", lambda: served() == renewed)
+    finally:
+        broker.stop()
