@@ -1,8 +1,9 @@
 """``edgefleet agent run``: build every part from the config, start them, stop them cleanly.
 
 Threads: paho's network loop, the frame reader and frame loop (pipeline), the reconcile
-loop and the telemetry loop. SIGTERM / SIGINT set one stop flag; shutdown publishes the
-offline status and joins every thread within a few seconds.
+loop, the telemetry loop and, on mTLS, the certificate renewal loop. SIGTERM / SIGINT set
+one stop flag; shutdown publishes the offline status and joins every thread within a few
+seconds.
 """
 
 from __future__ import annotations
