@@ -1,8 +1,9 @@
 """``edgefleet agent run``: build every part from the config, start them, stop them cleanly.
 
 Threads: paho's network loop, the frame reader and frame loop (pipeline), the reconcile
-loop and the telemetry loop. SIGTERM / SIGINT set one stop flag; shutdown publishes the
-offline status and joins every thread within a few seconds.
+loop, the telemetry loop and, on mTLS, the certificate renewal loop. SIGTERM / SIGINT set
+one stop flag; shutdown publishes the offline status and joins every thread within a few
+seconds.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import queue
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from edgefleet.agent.candidates import with_candidates
+from edgefleet.agent.cert_renewal import CertRenewer, IdentityFiles, recover
 from edgefleet.agent.config import AgentConfig, load_config, prepare_data_dir
 from edgefleet.agent.dataloop import DataLoop, controller_http
 from edgefleet.agent.enroll import read_upload_token
@@ -211,6 +214,7 @@ def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = N
     monitor.record_fallback(restore(store, slots, loader))  # in the first window sent
 
     hints: queue.Queue[Hint] = queue.Queue(maxsize=HINT_QUEUE_SIZE)
+    identity_files = _identity_files(config)  # a switch a crash cut short is finished first
     tls = TlsSettings(config.tls.ca, config.tls.cert, config.tls.key) if config.tls else None
     link = MqttLink(config.device_id, config.mqtt_host, config.mqtt_port, hints, tls=tls)
     data = DataLoop.build(config, link)  # drift scores, store-and-forward, sampler
@@ -270,6 +274,7 @@ def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = N
         ),
         ("telemetry", partial(telemetry_loop, monitor, data, stop, config.telemetry_window_s)),
         *data.loops(stop),
+        *_renewal_loop(config, identity_files, link, stop),
     ]
     threads = [supervisor.thread(name, loop) for name, loop in loops]
     for t in threads:
@@ -292,6 +297,26 @@ def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = N
     if server is not None:
         server.close()
     return 0
+
+
+def _identity_files(config: AgentConfig) -> IdentityFiles | None:
+    """The device's certificate files (mTLS only), a half-done renewal switch finished."""
+    if config.tls is None:
+        return None
+    files = IdentityFiles(config.tls.cert, config.tls.key, config.tls.ca)
+    if (done := recover(files)) != "none":
+        log.warning("device certificate switch %s after an interruption", done)
+    return files
+
+
+def _renewal_loop(
+    config: AgentConfig, files: IdentityFiles | None, link: MqttLink, stop: threading.Event
+) -> list[tuple[str, Callable[[], None]]]:
+    """The device renews its certificate before expiry, then reconnects the broker with it."""
+    if files is None:
+        return []
+    renewer = CertRenewer(controller_http(config), config.device_id, files, link.reload_identity)
+    return [("cert-renewal", partial(renewer.run, stop))]
 
 
 def _shadow_settings(config: AgentConfig) -> ShadowSettings | None:

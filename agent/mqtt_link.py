@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -90,6 +92,7 @@ class MqttLink:
         self._state_queued = False  # the newest state waits in paho's offline queue
         self._lock = threading.Lock()
         self._tls = tls
+        self._ssl: ssl.SSLContext | None = None
         self._client = self._build_client(reconnect_delay, max_queued)
 
     def _topic(self, channel: Channel) -> str:
@@ -104,7 +107,8 @@ class MqttLink:
         offline = Status(device_id=self.device_id, online=False)
         c.will_set(self._topic(Channel.STATUS), offline.to_bytes(), qos=QOS, retain=True)
         if self._tls is not None:
-            c.tls_set_context(self._tls.context())  # CA pinned, host name checked
+            self._ssl = self._tls.context()
+            c.tls_set_context(self._ssl)  # CA pinned, host name checked
         c.reconnect_delay_set(*reconnect_delay)
         c.max_queued_messages_set(max_queued)
         c.on_connect = self._on_connect
@@ -124,6 +128,18 @@ class MqttLink:
             self.host, self.port, self.keepalive, clean_start=False, properties=props
         )
         self._client.loop_start()
+
+    def reload_identity(self) -> None:
+        """Present the renewed device certificate (agent/cert_renewal.py): load it into the
+        TLS context, then drop the connection; paho reconnects with it on its own, into the
+        same persistent session (the broker publishes the offline Will in between)."""
+        if self._tls is None or self._ssl is None:
+            return
+        self._ssl.load_cert_chain(str(self._tls.cert), str(self._tls.key))
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):  # an SSLSocket; paho types it loosely
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)

@@ -4,6 +4,8 @@ An operator makes a one-time token for a device id (``edgefleet device token ID`
 device makes its own key and sends a CSR with the token (``edgefleet agent enroll``); the
 controller signs it with the device CA (controller/pki.py, CN forced to the token's device
 id) and answers with the certificate, the CA and the bootstrap TUF roots the agent pins.
+``renew_certificate`` signs a new key's CSR for a device that proves it holds its current,
+valid, unrevoked certificate's key (the agent does it before expiry: agent/cert_renewal.py).
 ``revoke_device`` puts the device's certificates in the CRL (the broker reads it on
 restart / SIGHUP) and the controller stops serving and hearing the device at once
 (:class:`RevokedDevices`, checked by the /tuf routes and the MQTT ingest).
@@ -21,6 +23,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from edgefleet.controller.models import (
     AuditEntry,
     DeviceCert,
@@ -33,6 +39,7 @@ from edgefleet.controller.tokens import digest
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import NotFoundError, ProtocolError, TrustError
 from edgefleet.shared.protocol import utcnow
+from edgefleet.shared.renewal import MAX_SKEW_S, renewal_message
 from edgefleet.shared.topics import parse_device_topic, validate_device_id
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -101,6 +108,111 @@ def enroll(
     )
 
 
+@dataclass(frozen=True)
+class Renewed:
+    device_id: str
+    cert_pem: str
+    ca_pem: str
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a device sends to renew: its current certificate, a CSR for its new key, and
+    the current key's signature over both (shared/renewal.py)."""
+
+    current_pem: bytes
+    csr_pem: bytes
+    signed_at: str  # ISO 8601 with a zone, as the device signed it
+    signature: bytes  # DER ECDSA over shared.renewal.renewal_message
+    now: datetime
+
+
+def renew_certificate(session: Session, pki: DevicePki, device_id: str, proof: Proof) -> Renewed:
+    """A new certificate for the device's new key (its CSR), for a device that proves it
+    holds the key of its current, still valid, unrevoked certificate. Audited."""
+    device_identity(device_id)
+    if session.get(DeviceRevocation, device_id) is not None:
+        raise TrustError(f"device {device_id} is revoked", device_id=device_id)
+    current = _valid_current(pki, device_id, proof.current_pem, proof.now)
+    _check_proof(current, device_id, proof)
+    cert_pem = pki.sign_csr(proof.csr_pem, device_id)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    if _spki(cert) == _spki(current):
+        raise TrustError("the CSR reuses the current key: renew with a new key",
+                         device_id=device_id)  # fmt: skip
+    serial = str(cert.serial_number)
+    session.add(DeviceCert(serial=serial, device_id=device_id, pem=cert_pem.decode()))
+    session.add(AuditEntry(actor=f"device:{device_id}", action="renew-cert",
+                           target=f"device:{device_id}",
+                           detail={"serial": serial, "previous": str(current.serial_number),
+                                   "expires": cert.not_valid_after_utc.isoformat()}))  # fmt: skip
+    session.commit()
+    session.expire_all()  # read again: a revoke may have committed while we signed
+    if session.get(DeviceRevocation, device_id) is not None:
+        pki.revoke(cert_pem, device_id)  # revoke_device read the certificates before ours
+        raise TrustError(f"device {device_id} is revoked", device_id=device_id)
+    return Renewed(device_id, cert_pem.decode(), pki.ca_path.read_text())
+
+
+def _valid_current(pki: DevicePki, device_id: str, pem: bytes, now: datetime) -> x509.Certificate:
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        ca = x509.load_pem_x509_certificate(pki.ca_path.read_bytes())
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as e:
+        raise TrustError(f"the current certificate is not one of this CA's: {e}",
+                         device_id=device_id) from e  # fmt: skip
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if [str(c.value) for c in cns] != [device_id]:
+        raise TrustError("the current certificate names another device", device_id=device_id)
+    if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+        raise TrustError("the current certificate has expired: enroll the device again",
+                         device_id=device_id)  # fmt: skip
+    if pki.is_revoked(cert):
+        raise TrustError(f"device {device_id}'s certificate is revoked", device_id=device_id)
+    return cert
+
+
+def _check_proof(cert: x509.Certificate, device_id: str, proof: Proof) -> None:
+    try:
+        signed_at = datetime.fromisoformat(proof.signed_at)
+    except ValueError:
+        raise TrustError("signed_at is not an ISO 8601 time", device_id=device_id) from None
+    if signed_at.tzinfo is None or abs((proof.now - signed_at).total_seconds()) > MAX_SKEW_S:
+        raise TrustError(f"signed_at is more than {MAX_SKEW_S} s from the controller's clock",
+                         device_id=device_id)  # fmt: skip
+    public = cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise TrustError("device keys must be EC P-256", device_id=device_id)
+    message = renewal_message(device_id, proof.signed_at, proof.csr_pem)
+    try:
+        public.verify(proof.signature, message, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise TrustError("the renewal is not signed by the current certificate's key",
+                         device_id=device_id) from None  # fmt: skip
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def device_cert_expiries(session: Session) -> dict[str, datetime]:
+    """Each unrevoked device's latest certificate expiry (renewals add certificates)."""
+    revoked = set(session.exec(select(DeviceRevocation.device_id)).all())
+    latest: dict[str, datetime] = {}
+    for row in session.exec(select(DeviceCert)).all():
+        if row.device_id in revoked:
+            continue
+        try:
+            expires = x509.load_pem_x509_certificate(row.pem.encode()).not_valid_after_utc
+        except ValueError:
+            continue
+        latest[row.device_id] = max(expires, latest.get(row.device_id, expires))
+    return latest
+
+
 def _issue_upload_credential(session: Session, device_id: str, now: datetime) -> str:
     """A new upload credential for the device (a re-enrollment replaces the old one)."""
     secret = UPLOAD_PREFIX + secrets.token_urlsafe(32)
@@ -150,6 +262,13 @@ def revoke_device(session: Session, pki: DevicePki, device_id: str, actor: str) 
     session.add(AuditEntry(actor=actor, action="revoke", target=f"device:{device_id}",
                            detail={"certificates": len(pems)}))  # fmt: skip
     session.commit()
+    # A renewal that committed its certificate after the read above, and looked for a
+    # revocation before this commit, is caught here (renew_certificate looks again after).
+    late = [c.pem.encode() for c in session.exec(select(DeviceCert).where(
+        DeviceCert.device_id == device_id)).all() if c.pem.encode() not in pems]  # fmt: skip
+    for pem in late:
+        pki.revoke(pem, device_id)
+    pems += late
     return [str(x509.load_pem_x509_certificate(p).serial_number) for p in pems]
 
 

@@ -50,8 +50,21 @@ def register(sub: Any) -> None:
     crl = psub.add_parser("crl", help="re-sign the CRL now (the controller also does it)")
     crl.add_argument("--data", required=True)
     crl.set_defaults(handler=f"{H}:cmd_crl")
+    renew = psub.add_parser("renew", help="re-issue service certificates (broker, "
+                            "controller, replicas) before they expire")  # fmt: skip
+    renew.add_argument("--data", required=True)
+    renew.add_argument("name", nargs="?", help="broker, controller or controller-NAME")
+    renew.add_argument("--all-services", action="store_true", help="every service cert")
+    renew.add_argument("--days", type=int, default=365, help="new lifetime (default 365)")
+    renew.add_argument("--rotate-key", action="store_true", help="a new key too (default: "
+                       "keep the key)")  # fmt: skip
+    renew.add_argument("--broker-dir", metavar="DIR", help="also replace the broker's copy "
+                       "written by `pki init --broker-user` (owner and mode kept)")  # fmt: skip
+    renew.set_defaults(handler=f"{H}:cmd_renew")
     status = psub.add_parser("status", help="expiry of the CA, CRL and service certificates")
     status.add_argument("--data", required=True)
+    status.add_argument("--database-url", help="the controller's database, when not SQLite "
+                        "in DATA (devices whose certificate renewal is failing)")  # fmt: skip
     status.set_defaults(handler=f"{H}:cmd_status")
     register_trust(sub)
     register_keys(sub)

@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from edgefleet.shared.durable import write_bytes
+from edgefleet.shared.durable import fsync_dir, write_bytes
 from edgefleet.shared.errors import ConfigError, TrustError
 from edgefleet.shared.topics import validate_device_id
 
@@ -360,6 +360,40 @@ class DevicePki:
         rows.append(("CRL", str(self.crl_path), self.crl_next_update()))
         return rows
 
+    def renew_service(self, stem: str, lifetime: timedelta = CERT_LIFETIME,
+                      rotate_key: bool = False) -> datetime:  # fmt: skip
+        """Re-issue ``<stem>.pem`` from the CA: same subject (CN, service marker), SANs and
+        usages, the same key unless ``rotate_key``; each file keeps its owner and mode.
+        Returns the new expiry."""
+        cert_path, key_path = self.folder / f"{stem}.pem", self.folder / f"{stem}.key"
+        finish_pair(key_path, cert_path)  # a renewal an interruption cut short
+        try:
+            old = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            old_key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"no readable certificate and key {cert_path.name} / "
+                              f"{key_path.name} in {self.folder}: {e}") from e  # fmt: skip
+        if not isinstance(old_key, ec.EllipticCurvePrivateKey):
+            raise ConfigError(f"{key_path} is not an EC key")
+        if not is_service_certificate(old):
+            raise ConfigError(f"{cert_path} is not a service certificate; devices renew "
+                              "their own (the agent does, before expiry)")  # fmt: skip
+        for path in (key_path, cert_path) if rotate_key else (cert_path,):
+            _check_owner(path)
+        key = new_key() if rotate_key else old_key
+        ca, ca_key = self._ca()
+        cn = str(old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        cert = issue(ca, ca_key, key.public_key(), cn, server_names=_san_names(old),
+                     client=_is_client(old), lifetime=lifetime, service=True)  # fmt: skip
+        replace_pair(key_path, key_pem(key) if rotate_key else None, cert_path, cert_pem(cert))
+        return cert.not_valid_after_utc
+
+    def service_stems(self) -> list[str]:
+        """The service certificates of the folder: broker, controller, replicas."""
+        return [s for s in ("broker", "controller") if (self.folder / f"{s}.pem").exists()] + [
+            p.stem for p in sorted(self.folder.glob("controller-*.pem"))
+        ]
+
     def _ca(self) -> tuple[x509.Certificate, Key]:
         try:
             ca = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
@@ -378,6 +412,76 @@ class DevicePki:
         path = self.folder / name
         write_bytes(path, key_pem(key))
         path.chmod(0o600)
+
+
+def _san_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n.value) for n in san if isinstance(n, (x509.DNSName, x509.IPAddress))]
+
+
+def _is_client(cert: x509.Certificate) -> bool:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return ExtendedKeyUsageOID.CLIENT_AUTH in list(eku)
+
+
+def _check_owner(path: Path) -> None:
+    """ConfigError, before anything is written, when a renewed ``path`` could not keep its
+    owner (only root may give a file to another user, e.g. mosquitto)."""
+    import os
+
+    st = path.stat()
+    if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()) and os.geteuid() != 0:
+        raise ConfigError(f"{path} belongs to uid {st.st_uid} gid {st.st_gid}: run as root "
+                          "so the renewed file keeps its owner")  # fmt: skip
+
+
+def replace_pair(key_path: Path, key_data: bytes | None, cert_path: Path, cert: bytes) -> None:
+    """Replace a certificate (and its key, unless None) so that an interruption leaves a
+    matching pair: both are staged as ``.next`` beside the old ones with the old owner and
+    mode, the certificate last (the commit), then renamed over them (:func:`finish_pair`)."""
+    for path in (key_path, cert_path) if key_data is not None else (cert_path,):
+        _check_owner(path)
+    if key_data is not None:
+        _stage(key_path, key_data)
+    _stage(cert_path, cert)
+    finish_pair(key_path, cert_path)
+
+
+def finish_pair(key_path: Path, cert_path: Path) -> bool:
+    """Rename a committed staged pair over the old one, or drop an uncommitted staged key;
+    True if a pair was switched."""
+    import os
+
+    next_key, next_cert = _staged(key_path), _staged(cert_path)
+    if not next_cert.exists():
+        next_key.unlink(missing_ok=True)
+        return False
+    if next_key.exists():
+        os.replace(next_key, key_path)  # noqa: PTH105 - the durable-write idiom
+    os.replace(next_cert, cert_path)  # noqa: PTH105
+    fsync_dir(cert_path.parent)
+    return True
+
+
+def _staged(path: Path) -> Path:
+    return path.with_name(path.name + ".next")
+
+
+def _stage(path: Path, data: bytes) -> None:
+    import os
+
+    st = path.stat()
+    staged = _staged(path)
+    write_bytes(staged, data)  # the temp file is 0600 until the chmod below
+    if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+        os.chown(staged, st.st_uid, st.st_gid)
+    staged.chmod(st.st_mode & 0o7777)
 
 
 # What Mosquitto reads (deploy/mosquitto/mosquitto.conf), and the mode each gets in the
@@ -527,6 +631,15 @@ def cmd_crl(args: Any) -> int:
     return 0
 
 
+def _renew_hint(what: str, path: str) -> str:
+    """The command that renews the row ``what`` of :meth:`DevicePki.status`."""
+    if what == "device CA":
+        return "no in-place renewal: a new CA and re-enrollment (docs/TRUST.md)"
+    if what == "CRL":
+        return "the controller re-signs it; by hand: edgefleet pki crl"
+    return f"edgefleet pki renew {Path(path).stem}"
+
+
 def cmd_status(args: Any) -> int:
     pki = DevicePki(Path(args.data) / "pki")
     if not pki.exists():
@@ -540,8 +653,95 @@ def cmd_status(args: Any) -> int:
         # The controller renews the CRL with 20 days left: under 10 it has not been running.
         soon = 10 if what == "CRL" else 30
         warn = "  EXPIRED" if expires <= now else ("  renew soon" if left < soon else "")
-        print(f"{what:<11} {expires:%Y-%m-%d %H:%M} UTC ({left} days){warn}  {path}")
+        print(f"{what:<11} {expires:%Y-%m-%d %H:%M} UTC ({left} days left){warn}  {path}"
+              f"\n{'':<11} renew: {_renew_hint(what, path)}")  # fmt: skip
+    print("devices     each agent renews its own certificate with a third of its lifetime "
+          "left (POST /v1/devices/ID/certificate)")  # fmt: skip
+    _print_devices(Path(args.data), getattr(args, "database_url", None), now)
     return 0
+
+
+DEVICE_WARN = timedelta(days=90)  # agents renew with ~122 of 365 days left: less is a failure
+
+
+def _print_devices(data: Path, database_url: str | None, now: datetime) -> None:
+    """Enrolled devices whose certificate is close to expiry: their renewal is failing."""
+    from edgefleet.controller.db import make_engine
+    from edgefleet.controller.enrollment import device_cert_expiries
+    from edgefleet.controller.settings import Settings
+    from sqlmodel import Session
+
+    settings = Settings(data_dir=data, database_url=database_url)
+    if database_url is None and not (data / "edgefleet.db").exists():
+        print("            (no controller database here: device certificates not shown)")
+        return
+    engine = make_engine(settings.db_url)
+    try:
+        with Session(engine) as session:
+            expiries = device_cert_expiries(session)
+    finally:
+        engine.dispose()
+    late = sorted((exp, dev) for dev, exp in expiries.items() if exp - now < DEVICE_WARN)
+    print(f"            {len(expiries)} enrolled, {len(late)} with under "
+          f"{DEVICE_WARN.days} days left (renewal failing: is the device reaching the "
+          "controller?)")  # fmt: skip
+    for expires, device in late:
+        left = (expires - now).days
+        warn = "EXPIRED: enroll it again" if expires <= now else f"{left} days left"
+        print(f"  {device:<24} {expires:%Y-%m-%d %H:%M} UTC  {warn}")
+
+
+def _renew_stems(pki: DevicePki, name: str | None, all_services: bool) -> list[str]:
+    stems = pki.service_stems()
+    if all_services == (name is not None):
+        raise ConfigError("give one service certificate (broker, controller, "
+                          "controller-NAME) or --all-services")  # fmt: skip
+    if name is None:
+        return stems
+    for stem in (name, f"controller-{name}"):  # a replica by its own name too
+        if stem in stems:
+            return [stem]
+    raise ConfigError(f"no service certificate {name!r} in {pki.folder}; there are: "
+                      f"{', '.join(stems) or 'none'}")  # fmt: skip
+
+
+def cmd_renew(args: Any) -> int:
+    pki = DevicePki(Path(args.data) / "pki")
+    if not pki.exists():
+        raise ConfigError(f"no device CA in {pki.folder}: run `edgefleet pki init`")
+    if not 1 <= args.days <= 3650:
+        raise ConfigError(f"--days {args.days}: give 1 to 3650")
+    stems = _renew_stems(pki, args.name, args.all_services)
+    dest = Path(args.broker_dir) if args.broker_dir and "broker" in stems else None
+    if dest is not None:  # refuse before renewing anything
+        for name in ("broker.pem", "broker.key"):
+            if not (dest / name).exists():
+                raise ConfigError(f"--broker-dir: no {dest / name} to replace")
+            _check_owner(dest / name)
+    for stem in stems:
+        expires = pki.renew_service(stem, timedelta(days=args.days), args.rotate_key)
+        print(f"{pki.folder / stem}.pem renewed{' with a new key' if args.rotate_key else ''}; "
+              f"valid until {expires:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+    if dest is not None:
+        finish_pair(dest / "broker.key", dest / "broker.pem")
+        key = (pki.folder / "broker.key").read_bytes() if args.rotate_key else None
+        replace_pair(dest / "broker.key", key, dest / "broker.pem",
+                     (pki.folder / "broker.pem").read_bytes())  # fmt: skip
+        print(f"the broker's copy in {dest} replaced (owner and mode kept)")
+    for stem in stems:
+        print(f"now: {_reload_hint(stem)}")
+    return 0
+
+
+def _reload_hint(stem: str) -> str:
+    if stem == "broker":
+        return ("SIGHUP the broker (systemctl reload mosquitto) so new handshakes get the new "
+                "certificate; copy it to the broker's folder first if it reads a copy "
+                "(--broker-dir)")  # fmt: skip
+    return (
+        f"restart the controller that uses {stem}.pem (systemctl restart "
+        "edgefleet-controller): its MQTT link reads the certificate when it connects"
+    )
 
 
 class CrlRenewer:

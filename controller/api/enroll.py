@@ -1,11 +1,14 @@
 """/v1/enroll: devices enroll with a one-time token; operators make tokens and revoke.
 
 ``POST /v1/enroll`` needs no API token: the one-time enrollment token is the credential.
+``POST /v1/devices/{id}/certificate`` (renewal) needs none either: the device signs it with
+its current certificate's key.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import base64
+from datetime import datetime, timedelta, timezone
 
 from edgefleet.controller import enrollment
 from edgefleet.controller.api.deps import (
@@ -17,7 +20,7 @@ from edgefleet.controller.api.deps import (
     revoked_devices,
 )
 from edgefleet.controller.pki import DevicePki
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/v1", tags=["enrollment"])
@@ -46,6 +49,19 @@ class EnrollAnswer(BaseModel):
     image_root: str  # JSON: pin as trust/image-root.json
     director_root: str  # JSON: pin as trust/director-root.json
     upload_token: str  # the device's sample-upload credential (Bearer), shown once
+
+
+class RenewRequest(BaseModel):
+    cert: str = Field(max_length=16_384)  # PEM: the device's current, still valid certificate
+    csr: str = Field(max_length=16_384)  # PEM: for its new key
+    signed_at: str = Field(max_length=64)  # ISO 8601, within 5 minutes of the controller
+    signature: str = Field(max_length=512)  # base64 DER ECDSA by the current key
+
+
+class RenewAnswer(BaseModel):
+    device_id: str
+    cert: str  # PEM, CN = device id, for the CSR's key
+    ca: str  # PEM, the device CA
 
 
 class Revoked(BaseModel):
@@ -79,6 +95,25 @@ def enroll(body: EnrollRequest, session: SessionDep, services: ServicesDep) -> E
     return EnrollAnswer(device_id=done.device_id, cert=done.cert_pem, ca=done.ca_pem,
                         image_root=done.image_root, director_root=done.director_root,
                         upload_token=done.upload_token)  # fmt: skip
+
+
+@router.post("/devices/{device_id}/certificate", response_model=RenewAnswer)
+def renew_certificate(
+    device_id: str, body: RenewRequest, session: SessionDep, services: ServicesDep
+) -> RenewAnswer:
+    """A device renews its own certificate before it expires. No API token: the credential
+    is the current certificate's key, which signed the request (shared/renewal.py)."""
+    if device_id in revoked_devices(services):
+        raise HTTPException(403, f"device {device_id} is revoked")
+    try:
+        signature = base64.b64decode(body.signature, validate=True)
+    except ValueError:
+        raise HTTPException(400, "signature is not base64") from None
+    proof = enrollment.Proof(body.cert.encode(), body.csr.encode(), body.signed_at, signature,
+                             datetime.now(timezone.utc))  # fmt: skip
+    with http_errors():
+        done = enrollment.renew_certificate(session, _pki(services), device_id, proof)
+    return RenewAnswer(device_id=done.device_id, cert=done.cert_pem, ca=done.ca_pem)
 
 
 @router.post("/devices/{device_id}/revoke", response_model=Revoked,
