@@ -198,6 +198,19 @@ def listen(link: MqttLink, data: DataLoop) -> None:
         link.on_settings = data.sampler.settings_announced  # new settings: ask now
 
 
+def _feed_watchdog_until(stop: threading.Event, pipeline: Pipeline, supervisor: Supervisor) -> None:
+    """Tell systemd we are up, then ping its watchdog until ``stop``."""
+    notifier = SystemdNotifier.from_env(os.environ)
+    notifier.ready()
+    ping_s = ping_interval_s(os.environ)
+    while not stop.wait(ping_s):
+        # A hung frame loop, or a thread that keeps failing, stops the pings: systemd
+        # restarts the agent.
+        if pipeline.alive() and supervisor.healthy():
+            notifier.watchdog()
+    notifier.stopping()
+
+
 def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = None) -> int:
     """Run the agent until ``stop``; ``hooks``: a test's (agent/hooks.py), else the ones
     installed in this process (none on a device)."""
@@ -281,15 +294,7 @@ def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = N
         t.start()
     server = _serve_metrics(config, registry)
     log.info("agent %s running (broker %s)", config.device_id, config.mqtt_url)
-    notifier = SystemdNotifier.from_env(os.environ)
-    notifier.ready()
-    ping_s = ping_interval_s(os.environ)
-    while not stop.wait(ping_s):
-        # A hung frame loop, or a thread that keeps failing, stops the pings: systemd
-        # restarts the agent.
-        if pipeline.alive() and supervisor.healthy():
-            notifier.watchdog()
-    notifier.stopping()
+    _feed_watchdog_until(stop, pipeline, supervisor)
     _shutdown(threads, pipeline, monitor, link, slots, data=data)
     for sink, release in sinks:
         sink.stop(JOIN_TIMEOUT_S)

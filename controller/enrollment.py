@@ -198,21 +198,6 @@ def _spki(cert: x509.Certificate) -> bytes:
     )
 
 
-def device_cert_expiries(session: Session) -> dict[str, datetime]:
-    """Each unrevoked device's latest certificate expiry (renewals add certificates)."""
-    revoked = set(session.exec(select(DeviceRevocation.device_id)).all())
-    latest: dict[str, datetime] = {}
-    for row in session.exec(select(DeviceCert)).all():
-        if row.device_id in revoked:
-            continue
-        try:
-            expires = x509.load_pem_x509_certificate(row.pem.encode()).not_valid_after_utc
-        except ValueError:
-            continue
-        latest[row.device_id] = max(expires, latest.get(row.device_id, expires))
-    return latest
-
-
 def _issue_upload_credential(session: Session, device_id: str, now: datetime) -> str:
     """A new upload credential for the device (a re-enrollment replaces the old one)."""
     secret = UPLOAD_PREFIX + secrets.token_urlsafe(32)

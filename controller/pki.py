@@ -667,7 +667,7 @@ DEVICE_WARN = timedelta(days=90)  # agents renew with ~122 of 365 days left: les
 def _print_devices(data: Path, database_url: str | None, now: datetime) -> None:
     """Enrolled devices whose certificate is close to expiry: their renewal is failing."""
     from edgefleet.controller.db import make_engine
-    from edgefleet.controller.enrollment import device_cert_expiries
+    from edgefleet.controller.device_certs import device_cert_expiries
     from edgefleet.controller.settings import Settings
     from sqlmodel import Session
 
