@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from edgefleet.agent.pipeline import FrameResult, Pipeline
 from edgefleet.agent.runtime.detector import Detector
+from edgefleet.agent.runtime.onnx_backend import OnnxRuntimeBackend
 from edgefleet.agent.slots import ModelSlots
 from edgefleet.agent.store import ModelPointer
 from edgefleet.shared.hashing import sha256_file
@@ -73,6 +74,11 @@ class Recorder:
             self.drop_times.extend([time.perf_counter()] * n)
 
 
+def load_detector(path: Path, *, plain: bool) -> Detector:
+    """As the agent's loader does: a background load, unless ``plain`` (to compare)."""
+    return Detector.from_backend(OnnxRuntimeBackend(background=not plain), path)
+
+
 def pointer(path: Path, version: str) -> ModelPointer:
     digest = sha256_file(path)
     return ModelPointer("bench", version, 1, digest, path.name)
@@ -90,12 +96,22 @@ def measure_capacity(path: Path, images: list[np.ndarray], seconds: float = 2.0)
     return n / (time.perf_counter() - t0)
 
 
+PLAIN_HELP = "load the new model at normal priority (as before the background load), to compare"
+
+
 def p99(values: list[float]) -> float:
     return float(np.percentile(values, 99)) if values else float("nan")
 
 
 def bench(
-    models: list[Path], source: Path, swaps: int, *, load: float, gap_s: float, settle_s: float
+    models: list[Path],
+    source: Path,
+    swaps: int,
+    *,
+    load: float,
+    gap_s: float,
+    settle_s: float,
+    plain_load: bool = False,
 ) -> dict[str, Any]:
     images = load_images(source)
     capacity = min(measure_capacity(m, images) for m in models)
@@ -113,7 +129,7 @@ def bench(
     for k in range(1, swaps + 1):
         path = models[k % len(models)]
         t0 = time.perf_counter()
-        slots.stage(Detector.from_onnx(path), pointer(path, f"m{k}"))
+        slots.stage(load_detector(path, plain=plain_load), pointer(path, f"m{k}"))
         t_swap = time.perf_counter()
         slots.swap()
         slots.commit()
@@ -137,6 +153,7 @@ def bench(
     return {
         "models": [str(m) for m in models],
         "swaps": swaps,
+        "model_load": "plain" if plain_load else "background",
         "capacity_fps": round(capacity, 1),
         "source_fps": round(fps, 1) if fps else "saturating (blocking reader)",
         "frames": len(rec.done),
@@ -156,7 +173,7 @@ def bench(
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"{r['swaps']} swaps between {', '.join(r['models'])}")
+    print(f"{r['swaps']} swaps between {', '.join(r['models'])} ({r['model_load']} loads)")
     rate = r["source_fps"] if isinstance(r["source_fps"], str) else f"{r['source_fps']} fps"
     print(f"  source {rate} (capacity {r['capacity_fps']} fps), {r['frames']} frames")
     print(
@@ -184,9 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--settle-s", type=float, default=0.5, help="seconds after a swap still 'during'"
     )
+    p.add_argument("--plain-load", action="store_true", help=PLAIN_HELP)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    r = bench(a.models, a.source, a.swaps, load=a.load, gap_s=a.gap_s, settle_s=a.settle_s)
+    r = bench(
+        a.models, a.source, a.swaps, load=a.load, gap_s=a.gap_s, settle_s=a.settle_s,
+        plain_load=a.plain_load,
+    )  # fmt: skip
     if a.json:
         print(json.dumps(r, indent=2))
     else:

@@ -6,10 +6,24 @@ keeping only what this onnxruntime build has, CPU always last as the fallback.
 onnxruntime's own exceptions never leave this module: a file
 that does not parse is an :class:`ArtifactError`, anything else a
 :class:`RuntimeBackendError`, each with a one-line reason.
+
+A model loaded while another one serves frames (the agent's installs) asks for a
+``background`` load: ONNX Runtime's graph optimisation, most of a session's creation cost,
+then runs in a thread of its own at the lowest CPU priority (Linux ``nice`` 19), on one
+thread, and writes the optimised graph to a temporary file; the session that will serve is
+then created from that file with optimisation off (a few ms) in the caller's thread, so its
+thread pool keeps the normal priority. On a box with few cores the serving model thus
+keeps the CPU while the next one is prepared. CPU execution provider only: a compiled
+provider (TensorRT, CUDA graphs) cannot save its graph, and loads on the GPU anyway.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +35,8 @@ from edgefleet.agent.runtime.metadata import model_info
 from edgefleet.shared.errors import ArtifactError, RuntimeBackendError
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+log = logging.getLogger(__name__)
+
 CPU = "CPUExecutionProvider"
 DEFAULT_PROVIDERS = (CPU,)
 # firmware profile backend -> onnxruntime execution provider ("tensorrt" is the native backend)
@@ -31,6 +47,8 @@ PROVIDER_FOR = {
 }
 # Raised by onnxruntime when the bytes are not a valid model graph.
 _CORRUPT = (ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoSuchFile)
+BACKGROUND_NICE = 19  # the lowest CPU priority on Linux: only idle CPU time
+NO_SPINNING = ("session.intra_op.allow_spinning", "0")  # idle pool threads sleep
 
 
 def providers_for(backends: Sequence[str], available: Sequence[str]) -> list[str]:
@@ -61,6 +79,53 @@ def _one_line(e: BaseException) -> str:
     return line[:200]
 
 
+def _create(
+    path: Path,
+    opts: ort.SessionOptions,
+    providers: Sequence[tuple[str, dict[str, str]]],
+    *,
+    name: str,
+) -> ort.InferenceSession:
+    """A session, onnxruntime's errors turned into ours (``name``: the model's file name)."""
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    except _CORRUPT as e:
+        raise ArtifactError(f"{name} is not a valid ONNX model: {_one_line(e)}") from e
+    except ort_state.Fail as e:
+        raise ArtifactError(f"{name} could not be loaded: {_one_line(e)}") from e
+    except Exception as e:  # onnxruntime raises many unrelated types
+        raise RuntimeBackendError(f"onnxruntime could not load {name}: {_one_line(e)}") from e
+
+
+def _optimise_at_low_priority(path: Path, out: Path) -> None:
+    """ONNX Runtime's graph optimisation of ``path`` into ``out``, on one thread of its own
+    at nice 19 with no pool threads: a thread's priority cannot be raised back without
+    CAP_SYS_NICE, so it ends with the optimisation and serves nothing."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1  # no pool threads: all the work on the low-priority thread
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry(*NO_SPINNING)
+    opts.optimized_model_filepath = str(out)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        except OSError as e:  # still correct, only less polite to the serving model
+            log.warning("could not lower the model loader's priority: %s", e)
+        try:
+            _create(path, opts, [(CPU, {})], name=path.name)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=work, name="onnx-optimise", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -69,10 +134,13 @@ class OnnxRuntimeBackend:
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 0,
         provider_options: Mapping[str, Mapping[str, str]] | None = None,
+        *,
+        background: bool = False,
     ) -> None:
         self.providers = list(providers or DEFAULT_PROVIDERS)
         self.intra_op_threads = intra_op_threads  # 0: onnxruntime decides
         self.provider_options = dict(provider_options or {})  # provider -> its options
+        self.background = background  # optimise at the lowest priority (see the module doc)
         self._session: ort.InferenceSession | None = None
         self._input_name = ""
         self._input_shape: tuple[int, ...] = ()
@@ -84,29 +152,33 @@ class OnnxRuntimeBackend:
         missing = [p for p in self.providers if p not in ort.get_available_providers()]
         if missing:
             raise RuntimeBackendError(f"onnxruntime has no {', '.join(missing)} on this machine")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only; warnings would go to stderr of the CLI
-        opts.intra_op_num_threads = self.intra_op_threads
-        try:
-            session = ort.InferenceSession(
-                str(path),
-                sess_options=opts,
-                providers=[(p, dict(self.provider_options.get(p, {}))) for p in self.providers],
-            )
-        except _CORRUPT as e:
-            raise ArtifactError(f"{path.name} is not a valid ONNX model: {_one_line(e)}") from e
-        except ort_state.Fail as e:
-            raise ArtifactError(f"{path.name} could not be loaded: {_one_line(e)}") from e
-        except Exception as e:  # onnxruntime raises many unrelated types
-            raise RuntimeBackendError(
-                f"onnxruntime could not load {path.name}: {_one_line(e)}"
-            ) from e
+        if self.background and self.providers == [CPU] and sys.platform.startswith("linux"):
+            session = self._load_in_background(path)
+        else:
+            session = _create(path, self._options(), self._provider_list(), name=path.name)
         inp, out = session.get_inputs()[0], session.get_outputs()[0]
         props = dict(session.get_modelmeta().custom_metadata_map)
         info = model_info(props, list(inp.shape), list(out.shape))
         self._session, self._input_name = session, inp.name
         self._input_shape = (1, 3, *info.imgsz)
         return info
+
+    def _options(self) -> ort.SessionOptions:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only; warnings would go to stderr of the CLI
+        opts.intra_op_num_threads = self.intra_op_threads
+        return opts
+
+    def _provider_list(self) -> list[tuple[str, dict[str, str]]]:
+        return [(p, dict(self.provider_options.get(p, {}))) for p in self.providers]
+
+    def _load_in_background(self, path: Path) -> ort.InferenceSession:
+        with tempfile.TemporaryDirectory(prefix="edgefleet-ort-") as tmp:
+            optimised = Path(tmp) / path.name
+            _optimise_at_low_priority(path, optimised)
+            opts = self._options()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            return _create(optimised, opts, self._provider_list(), name=path.name)
 
     def _require(self) -> ort.InferenceSession:
         if self._session is None:

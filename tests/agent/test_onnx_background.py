@@ -1,0 +1,50 @@
+"""A background load (graph optimised at the lowest priority, then loaded with optimisation
+off) serves exactly what a plain load serves, leaves the caller's priority alone, and fails
+a bad model as a plain load does."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import pytest
+from edgefleet.agent.runtime.detector import Detector
+from edgefleet.agent.runtime.onnx_backend import OnnxRuntimeBackend
+from edgefleet.shared.errors import ArtifactError
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread nice")
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@linux_only
+@pytest.mark.parametrize("model", ["shapes/v2/model.onnx", "yolo11n-shapes/model.onnx"])
+def test_background_load_detects_what_a_plain_load_does(model: str) -> None:
+    before = _nice()
+    plain = Detector.from_onnx(MODELS / model)
+    quiet = Detector.from_backend(OnnxRuntimeBackend(background=True), MODELS / model)
+    try:
+        assert _nice() == before  # only the optimising thread ran at nice 19
+        assert quiet.info == plain.info  # the model's metadata survives the optimised copy
+        images = sorted((MODELS / "samples").glob("*.jpg"))[:3]
+        for path in images:
+            image = cv2.imread(str(path))
+            assert image is not None
+            assert quiet.detect(image) == plain.detect(image), path.name
+    finally:
+        plain.close()
+        quiet.close()
+
+
+@linux_only
+def test_background_load_of_a_bad_model_is_an_artifact_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ArtifactError, match=r"^broken\.onnx is not a valid ONNX model"):
+        OnnxRuntimeBackend(background=True).load(bad)
