@@ -41,9 +41,7 @@ def register(sub: Any) -> None:
     )
     swap.add_argument("--gap-s", type=float, default=1.0, help="steady seconds between swaps")
     swap.add_argument("--settle-s", type=float, default=0.5, help="seconds after a swap")
-    swap.add_argument(
-        "--plain-load", action="store_true", help="load at normal priority, to compare"
-    )
+    swap.add_argument("--plain-load", action="store_true", help="load, warm up as before")
     swap.add_argument("--json", action="store_true", help="one JSON document")
     swap.set_defaults(handler="edgefleet.agent.bench_cli:run_swap")
 

@@ -6,8 +6,10 @@ The frame source replays already-decoded images at a fixed rate set to ``--load`
 throughput measured first (so the frame loop is saturated but not hopelessly behind); every
 frame the reader could not queue is a counted drop. Meanwhile the main thread does what the
 reconcile loop does on an install, ``--swaps`` times, alternating the models: load a new
-detector, warm it up (``slots.stage``), swap between two frames, commit (the old slot is
-closed once its in-flight frame is done).
+detector (a background load, as the agent's loader does), warm it up (``slots.stage``: the
+frame loop runs the warm-up between frames), swap between two frames, commit (the old slot
+is closed once its in-flight frame is done). ``--plain-load`` loads and warms up at normal
+priority in the main thread instead, as the agent did before.
 
 A frame counts as "during a swap" when it finished between the start of a load and
 ``--settle-s`` after the commit. Latency is the frame's own time on the model
@@ -75,7 +77,8 @@ class Recorder:
 
 
 def load_detector(path: Path, *, plain: bool) -> Detector:
-    """As the agent's loader does: a background load, unless ``plain`` (to compare)."""
+    """As the agent's loader does: a background load, unless ``plain`` (to compare). The
+    warm-up (``slots.stage``) then runs between frames, in the frame loop."""
     return Detector.from_backend(OnnxRuntimeBackend(background=not plain), path)
 
 
@@ -96,7 +99,10 @@ def measure_capacity(path: Path, images: list[np.ndarray], seconds: float = 2.0)
     return n / (time.perf_counter() - t0)
 
 
-PLAIN_HELP = "load the new model at normal priority (as before the background load), to compare"
+PLAIN_HELP = (
+    "load and warm up the new model at normal priority in the installing thread, as before "
+    "background loads and warm-ups between frames, to compare"
+)
 
 
 def p99(values: list[float]) -> float:
@@ -123,6 +129,8 @@ def bench(
     slots.commit()
     pipe = Pipeline(src, slots, [rec], fps=fps)  # fps 0: the reader blocks on a full queue
     pipe.start()
+    if plain_load:
+        slots.warm_between_frames(False)  # as before: warm-ups in this thread too
     windows: list[tuple[float, float]] = []
     swap_ms: list[float] = []
     time.sleep(gap_s)

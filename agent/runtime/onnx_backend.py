@@ -145,6 +145,11 @@ class OnnxRuntimeBackend:
         self._input_name = ""
         self._input_shape: tuple[int, ...] = ()
 
+    @property
+    def cpu_only(self) -> bool:
+        """Runs on the CPU alone (a warm-up between frames then takes no GPU time)."""
+        return self.providers == [CPU]
+
     def load(self, path: Path) -> ModelInfo:
         path = Path(path)
         if not path.is_file():
@@ -152,7 +157,7 @@ class OnnxRuntimeBackend:
         missing = [p for p in self.providers if p not in ort.get_available_providers()]
         if missing:
             raise RuntimeBackendError(f"onnxruntime has no {', '.join(missing)} on this machine")
-        if self.background and self.providers == [CPU] and sys.platform.startswith("linux"):
+        if self.background and self.cpu_only and sys.platform.startswith("linux"):
             session = self._load_in_background(path)
         else:
             session = _create(path, self._options(), self._provider_list(), name=path.name)
