@@ -1,6 +1,7 @@
-"""A background load (graph optimised at the lowest priority, then loaded with optimisation
-off) serves exactly what a plain load serves, leaves the caller's priority alone, and fails
-a bad model as a plain load does."""
+"""A background load (graph optimised in a nice-19 child process, then loaded with
+optimisation off) serves exactly what a plain load serves, leaves the caller's priority
+alone, fails a bad model as a plain load does, and loads the plain way when the child
+cannot run."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_background_load_detects_what_a_plain_load_does(model: str) -> None:
     plain = Detector.from_onnx(MODELS / model)
     quiet = Detector.from_backend(OnnxRuntimeBackend(background=True), MODELS / model)
     try:
-        assert _nice() == before  # only the optimising thread ran at nice 19
+        assert _nice() == before  # only the optimising child ran at nice 19
         assert quiet.info == plain.info  # the model's metadata survives the optimised copy
         images = sorted((MODELS / "samples").glob("*.jpg"))[:3]
         for path in images:
@@ -48,3 +49,16 @@ def test_background_load_of_a_bad_model_is_an_artifact_error(tmp_path: Path) -> 
     bad.write_bytes(b"not a model")
     with pytest.raises(ArtifactError, match=r"^broken\.onnx is not a valid ONNX model"):
         OnnxRuntimeBackend(background=True).load(bad)
+
+
+@linux_only
+def test_background_load_without_a_child_process_loads_the_plain_way(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    backend = OnnxRuntimeBackend(background=True)
+    info = backend.load(MODELS / "shapes/v2/model.onnx")
+    assert info.imgsz == (160, 160)
+    backend.warm_up(1)
+    backend.close()
+    assert "loading it the plain way" in caplog.text
