@@ -87,9 +87,11 @@ def pointer(path: Path, version: str) -> ModelPointer:
     return ModelPointer("bench", version, 1, digest, path.name)
 
 
-def measure_capacity(path: Path, images: list[np.ndarray], seconds: float = 2.0) -> float:
+def measure_capacity(
+    path: Path, images: list[np.ndarray], seconds: float = 2.0, *, plain: bool = False
+) -> float:
     """Frames per second one detector sustains back to back."""
-    det = Detector.from_onnx(path)
+    det = load_detector(path, plain=plain)
     det.warm_up()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -120,10 +122,10 @@ def bench(
     plain_load: bool = False,
 ) -> dict[str, Any]:
     images = load_images(source)
-    capacity = min(measure_capacity(m, images) for m in models)
+    capacity = min(measure_capacity(m, images, plain=plain_load) for m in models)
     fps = capacity * load  # load 0: saturating, the loop never waits for a frame
     slots, rec, src = ModelSlots(), Recorder(), ReplaySource(images)
-    first = Detector.from_onnx(models[0])
+    first = load_detector(models[0], plain=plain_load)
     slots.stage(first, pointer(models[0], "m0"))
     slots.swap()
     slots.commit()
