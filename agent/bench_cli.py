@@ -41,6 +41,7 @@ def register(sub: Any) -> None:
     )
     swap.add_argument("--gap-s", type=float, default=1.0, help="steady seconds between swaps")
     swap.add_argument("--settle-s", type=float, default=0.5, help="seconds after a swap")
+    swap.add_argument("--plain-load", action="store_true", help="load, warm up as before")
     swap.add_argument("--json", action="store_true", help="one JSON document")
     swap.set_defaults(handler="edgefleet.agent.bench_cli:run_swap")
 
@@ -188,6 +189,7 @@ def run_swap(args: argparse.Namespace) -> int:
         load=args.load,
         gap_s=args.gap_s,
         settle_s=args.settle_s,
+        plain_load=args.plain_load,
     )
     return _emit(result, args.json, mod)
 

@@ -220,6 +220,7 @@ class Pipeline:
         self.errors = 0
 
     def start(self) -> None:
+        self.slots.warm_between_frames(True)
         for name, target in (("frame-reader", self._read_loop), ("frame-loop", self._frame_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -231,6 +232,7 @@ class Pipeline:
 
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
+        self.slots.warm_between_frames(False)
         close = getattr(self.source, "close", None)  # a live source may be waiting to reopen
         if callable(close):
             close()
@@ -306,6 +308,7 @@ class Pipeline:
 
     def _frame_loop(self) -> None:
         while not self._stop.is_set():
+            self._warm_up_challenger()
             try:
                 frame = self._queue.get(timeout=IDLE_WAIT_S)
             except queue.Empty:
@@ -313,6 +316,13 @@ class Pipeline:
             result = self.process(frame)
             if result is not None:
                 self._emit(result)
+
+    def _warm_up_challenger(self) -> None:
+        """A new model's warm-up in the gap after a frame: on this thread, it takes no core
+        from the model serving (see slots.py)."""
+        job = self.slots.take_warm_up(idle=self._queue.empty())
+        if job is not None:
+            job.run()
 
     def process(self, frame: Frame) -> FrameResult | None:
         """Run one frame on the active model; ``None`` when no model is installed."""

@@ -6,6 +6,13 @@ so a swap never waits for (or starves behind) the frame loop. :meth:`swap` chang
 pointer between two frames; the frame already in flight finishes on the old model, and a
 slot is closed only once its in-flight count is back to zero. Until :meth:`commit`, the
 old slot is kept open so :meth:`revert` can put it back at once.
+
+While a frame loop runs (:meth:`ModelSlots.warm_between_frames`), a challenger that runs on
+the CPU only is warmed up by the frame loop itself, in the gap after a frame (or after a
+short wait when the loop is never idle), so its first runs never compete with the serving
+model for the cores. The stager still waits for the warm-up and gets its error; it warms up
+itself when no frame loop takes the job. A model on a GPU warms up in the stager's thread:
+its first run may take seconds (CUDA context, engine), which the frame loop must not wait.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +36,8 @@ from edgefleet.runtime.backend import Detection, ModelInfo
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 10.0  # seconds to wait for in-flight frames before closing a slot anyway
+WARM_LATE_S = 0.2  # seconds a warm-up waits for an idle gap before it runs between frames anyway
+WARM_HANDOFF_S = 5.0  # seconds the stager waits for the frame loop to start a warm-up
 
 
 class DetectorLike(Protocol):
@@ -45,6 +56,31 @@ class DetectorLike(Protocol):
 _ids = itertools.count(1)
 
 
+class WarmUp:
+    """One challenger's warm-up, run once by whoever claims it (frame loop or stager)."""
+
+    def __init__(self, detector: DetectorLike) -> None:
+        self.detector = detector
+        self.since = time.monotonic()
+        self.done = threading.Event()
+        self.error: Exception | None = None
+        self._claimed = False
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        with self._lock:
+            claimed, self._claimed = self._claimed, True
+            return not claimed
+
+    def run(self) -> None:
+        try:
+            self.detector.warm_up()
+        except Exception as e:  # noqa: BLE001 - raised again in the stager's thread
+            self.error = e
+        finally:
+            self.done.set()
+
+
 @dataclass(eq=False)
 class Slot:
     detector: DetectorLike
@@ -59,6 +95,8 @@ class ModelSlots:
         self._active: Slot | None = None
         self._staged: Slot | None = None
         self._retired: Slot | None = None  # the old active, kept open until commit
+        self._frame_loop_warms = False
+        self._warm_ups: deque[WarmUp] = deque()  # waiting for the frame loop
 
     @property
     def active(self) -> Slot | None:
@@ -85,14 +123,51 @@ class ModelSlots:
             return self._cond.wait_for(lambda: self._active is not None, timeout)
 
     def stage(self, detector: DetectorLike, meta: ModelPointer) -> Slot:
-        """Warm the challenger up (in the caller's thread, never the frame loop's)."""
-        detector.warm_up()
+        """Warm the challenger up (between frames, or in the caller's thread) and stage it;
+        a warm-up that fails raises here and stages nothing."""
+        self._warm_up(detector)
         slot = Slot(detector, meta)
         with self._cond:
             old, self._staged = self._staged, slot
         if old is not None:
             self._close(old)
         return slot
+
+    def warm_between_frames(self, on: bool) -> None:
+        """A frame loop runs (``on``) and takes CPU warm-ups with :meth:`take_warm_up`."""
+        with self._cond:
+            self._frame_loop_warms = on
+
+    def take_warm_up(self, *, idle: bool) -> WarmUp | None:
+        """For the frame loop, between two frames: a warm-up to run now, if one waits and
+        the loop is ``idle`` (no frame queued) or the warm-up has waited too long."""
+        with self._cond:
+            while self._warm_ups:
+                job = self._warm_ups[0]
+                if not idle and time.monotonic() - job.since < WARM_LATE_S:
+                    return None
+                self._warm_ups.popleft()
+                if job.claim():
+                    return job
+        return None
+
+    def _warm_up(self, detector: DetectorLike) -> None:
+        job = WarmUp(detector)
+        with self._cond:
+            handed = self._frame_loop_warms and bool(getattr(detector, "cpu_only", False))
+            if handed:
+                self._warm_ups.append(job)
+        if handed:
+            deadline = time.monotonic() + WARM_HANDOFF_S
+            while not job.done.wait(0.05):
+                gone = not self._frame_loop_warms or time.monotonic() > deadline
+                if gone and job.claim():  # no frame loop took it: warm up here
+                    job.run()
+        elif job.claim():
+            job.run()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
 
     def swap(self) -> Slot:
         """Make the staged slot active between two frames; returns it."""

@@ -6,8 +6,10 @@ The frame source replays already-decoded images at a fixed rate set to ``--load`
 throughput measured first (so the frame loop is saturated but not hopelessly behind); every
 frame the reader could not queue is a counted drop. Meanwhile the main thread does what the
 reconcile loop does on an install, ``--swaps`` times, alternating the models: load a new
-detector, warm it up (``slots.stage``), swap between two frames, commit (the old slot is
-closed once its in-flight frame is done).
+detector (a background load, as the agent's loader does), warm it up (``slots.stage``: the
+frame loop runs the warm-up between frames), swap between two frames, commit (the old slot
+is closed once its in-flight frame is done). ``--plain-load`` loads and warms up at normal
+priority in the main thread instead, as the agent did before.
 
 A frame counts as "during a swap" when it finished between the start of a load and
 ``--settle-s`` after the commit. Latency is the frame's own time on the model
@@ -33,6 +35,7 @@ from edgefleet.agent.store import ModelPointer
 from edgefleet.shared.hashing import sha256_file
 
 from edgefleet.runtime.detector import Detector
+from edgefleet.runtime.onnx_backend import OnnxRuntimeBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_infer import load_images
@@ -74,14 +77,22 @@ class Recorder:
             self.drop_times.extend([time.perf_counter()] * n)
 
 
+def load_detector(path: Path, *, plain: bool) -> Detector:
+    """As the agent's loader does: a background load, unless ``plain`` (to compare). The
+    warm-up (``slots.stage``) then runs between frames, in the frame loop."""
+    return Detector.from_backend(OnnxRuntimeBackend(background=not plain), path)
+
+
 def pointer(path: Path, version: str) -> ModelPointer:
     digest = sha256_file(path)
     return ModelPointer("bench", version, 1, digest, path.name)
 
 
-def measure_capacity(path: Path, images: list[np.ndarray], seconds: float = 2.0) -> float:
+def measure_capacity(
+    path: Path, images: list[np.ndarray], seconds: float = 2.0, *, plain: bool = False
+) -> float:
     """Frames per second one detector sustains back to back."""
-    det = Detector.from_onnx(path)
+    det = load_detector(path, plain=plain)
     det.warm_up()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -91,36 +102,53 @@ def measure_capacity(path: Path, images: list[np.ndarray], seconds: float = 2.0)
     return n / (time.perf_counter() - t0)
 
 
+PLAIN_HELP = (
+    "load and warm up the new model at normal priority in the installing thread, as before "
+    "background loads and warm-ups between frames, to compare"
+)
+
+
 def p99(values: list[float]) -> float:
     return float(np.percentile(values, 99)) if values else float("nan")
 
 
 def bench(
-    models: list[Path], source: Path, swaps: int, *, load: float, gap_s: float, settle_s: float
+    models: list[Path],
+    source: Path,
+    swaps: int,
+    *,
+    load: float,
+    gap_s: float,
+    settle_s: float,
+    plain_load: bool = False,
 ) -> dict[str, Any]:
     images = load_images(source)
-    capacity = min(measure_capacity(m, images) for m in models)
+    capacity = min(measure_capacity(m, images, plain=plain_load) for m in models)
     fps = capacity * load  # load 0: saturating, the loop never waits for a frame
     slots, rec, src = ModelSlots(), Recorder(), ReplaySource(images)
-    first = Detector.from_onnx(models[0])
+    first = load_detector(models[0], plain=plain_load)
     slots.stage(first, pointer(models[0], "m0"))
     slots.swap()
     slots.commit()
     pipe = Pipeline(src, slots, [rec], fps=fps)  # fps 0: the reader blocks on a full queue
     pipe.start()
+    if plain_load:
+        slots.warm_between_frames(False)  # as before: warm-ups in this thread too
     windows: list[tuple[float, float]] = []
     swap_ms: list[float] = []
+    stage_s: list[float] = []  # load + warm-up of each new model
     time.sleep(gap_s)
     for k in range(1, swaps + 1):
         path = models[k % len(models)]
         t0 = time.perf_counter()
-        slots.stage(Detector.from_onnx(path), pointer(path, f"m{k}"))
+        slots.stage(load_detector(path, plain=plain_load), pointer(path, f"m{k}"))
         t_swap = time.perf_counter()
         slots.swap()
         slots.commit()
         t1 = time.perf_counter()
         windows.append((t0, t1 + settle_s))
         swap_ms.append((t1 - t_swap) * 1000.0)
+        stage_s.append(t_swap - t0)
         time.sleep(gap_s)
     src.stop.set()  # the source ends; every frame it gave must come out of the loop
     deadline = time.perf_counter() + 10.0
@@ -138,6 +166,7 @@ def bench(
     return {
         "models": [str(m) for m in models],
         "swaps": swaps,
+        "model_load": "plain" if plain_load else "background",
         "capacity_fps": round(capacity, 1),
         "source_fps": round(fps, 1) if fps else "saturating (blocking reader)",
         "frames": len(rec.done),
@@ -152,12 +181,14 @@ def bench(
         "p99_during_swaps_ms": round(p99(during), 3),
         "ratio_p99_swaps_vs_steady": round(p99(during) / p99(steady), 3),
         "swap_call_ms_max": round(max(swap_ms), 3),
+        "load_and_warm_s_p50": round(float(np.median(stage_s)), 3),
+        "load_and_warm_s_max": round(max(stage_s), 3),
         "targets": {"frames_dropped": 0, "ratio_p99_max": 1.5},
     }
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"{r['swaps']} swaps between {', '.join(r['models'])}")
+    print(f"{r['swaps']} swaps between {', '.join(r['models'])} ({r['model_load']} loads)")
     rate = r["source_fps"] if isinstance(r["source_fps"], str) else f"{r['source_fps']} fps"
     print(f"  source {rate} (capacity {r['capacity_fps']} fps), {r['frames']} frames")
     print(
@@ -167,6 +198,10 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"  p99 steady {r['p99_steady_ms']} ms, during swaps {r['p99_during_swaps_ms']} ms")
     print(f"  ratio {r['ratio_p99_swaps_vs_steady']}  (target <= 1.5)")
     print(f"  swap() + commit() at most {r['swap_call_ms_max']} ms")
+    print(
+        f"  load + warm-up of a new model: median {r['load_and_warm_s_p50']} s, "
+        f"at most {r['load_and_warm_s_max']} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--settle-s", type=float, default=0.5, help="seconds after a swap still 'during'"
     )
+    p.add_argument("--plain-load", action="store_true", help=PLAIN_HELP)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    r = bench(a.models, a.source, a.swaps, load=a.load, gap_s=a.gap_s, settle_s=a.settle_s)
+    r = bench(
+        a.models, a.source, a.swaps, load=a.load, gap_s=a.gap_s, settle_s=a.settle_s,
+        plain_load=a.plain_load,
+    )  # fmt: skip
     if a.json:
         print(json.dumps(r, indent=2))
     else:

@@ -45,6 +45,11 @@ class Detector:
         info = backend.load(Path(path))
         return cls(backend, info, conf=conf, iou=iou)
 
+    @property
+    def cpu_only(self) -> bool:
+        """Only the CPU runs this model (slots.py warms it up between frames)."""
+        return bool(getattr(self.backend, "cpu_only", False))
+
     def warm_up(self, runs: int = 2) -> None:
         self.backend.warm_up(runs)
 

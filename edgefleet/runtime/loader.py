@@ -62,7 +62,11 @@ def make_loader(
     """``on_built(plan, key)`` is told of each engine built here (to share it)."""
     import onnxruntime as ort
 
-    from edgefleet.runtime.onnx_backend import provider_options_for, providers_for
+    from edgefleet.runtime.onnx_backend import (
+        OnnxRuntimeBackend,
+        provider_options_for,
+        providers_for,
+    )
 
     profile = settings.profile
     backends = list(profile.backends) if profile else list(CPU_BACKENDS)
@@ -72,10 +76,9 @@ def make_loader(
     options = provider_options_for(precision, settings.engine_dir)
 
     def onnxruntime(path: Path) -> Detector:
-        return Detector.from_onnx(
-            path, conf=settings.conf, iou=settings.iou, providers=providers,
-            provider_options=options,
-        )  # fmt: skip
+        # background: another model serves frames meanwhile (see onnx_backend's doc)
+        backend = OnnxRuntimeBackend(providers, provider_options=options, background=True)
+        return Detector.from_backend(backend, path, conf=settings.conf, iou=settings.iou)
 
     def load(path: Path) -> Detector:
         if path.suffix == PLAN_SUFFIX:  # the controller chose a prebuilt plan for this device

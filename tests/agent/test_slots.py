@@ -14,6 +14,7 @@ from edgefleet.agent.slots import ModelSlots
 from edgefleet.agent.store import ModelPointer
 
 from edgefleet.runtime.backend import Detection, ModelInfo
+from tests.waiting import wait_for
 
 FRAME = np.zeros((8, 8, 3), dtype=np.uint8)
 
@@ -233,3 +234,47 @@ def test_real_time_source_drops_oldest_frames_and_counts_them(repo_root: Path) -
     pipeline.stop()
     assert pipeline.drops > 0 and sink.drops == pipeline.drops
     assert 0 < len(sink.results) < 20
+
+
+class CpuDetector(FakeDetector):
+    """A model that runs on the CPU only: records which thread warmed it up."""
+
+    cpu_only = True
+
+    def __init__(self, name: str, fail: bool = False) -> None:
+        super().__init__(name)
+        self.fail = fail
+        self.warmed_on = ""
+
+    def warm_up(self) -> None:
+        self.warmed_on = threading.current_thread().name
+        if self.fail:
+            raise RuntimeError(f"{self.name} cannot run")
+        self.warmed = True
+
+
+def test_a_cpu_model_warms_up_between_frames_in_the_frame_loop(repo_root: Path) -> None:
+    slots, sink = ModelSlots(), Collect()
+    slots.stage(FakeDetector("v1"), pointer("v1"))  # no frame loop yet: warmed here
+    slots.swap()
+    pipeline = Pipeline(FolderSource(repo_root / "models" / "samples"), slots, [sink], fps=50)
+    pipeline.start()
+    try:
+        gpu, cpu, bad = FakeDetector("v2"), CpuDetector("v3"), CpuDetector("v4", fail=True)
+        slots.stage(gpu, pointer("v2"))
+        assert gpu.warmed  # a GPU model's first run may be long: the stager's own thread
+        slots.stage(cpu, pointer("v3"))
+        assert cpu.warmed and cpu.warmed_on == "frame-loop"
+        with pytest.raises(RuntimeError, match="v4 cannot run"):  # the stager gets the error
+            slots.stage(bad, pointer("v4"))
+        assert bad.warmed_on == "frame-loop"
+        slots.swap()  # the failed model was not staged: v3 is the one waiting
+        served = len(sink.results)
+        wait_for("frames on v3", lambda: any(r.meta.version == "v3" for r in sink.results))
+        assert len(sink.results) > served and pipeline.alive()
+    finally:
+        pipeline.stop()
+    late = CpuDetector("v5")
+    slots.stage(late, pointer("v5"))  # the frame loop is gone: warmed in this thread
+    assert late.warmed_on == threading.current_thread().name
+    slots.close()
