@@ -190,8 +190,10 @@ def test_malformed_payloads_are_counted_dropped_and_reported(
     watcher.send(Channel.COMMANDS, b'{"schema": 99, "command": "refresh"}')
 
     wait_for("three malformed", lambda: lk.malformed == 3)
+    # The report travels agent -> broker -> watcher: wait for it, it is not there at once.
+    wait_for("the rejection reported", lambda: watcher.on(Channel.EVENTS))
     rejected = [decode_event(p) for p in watcher.on(Channel.EVENTS)]
-    assert rejected and isinstance(rejected[0], RejectedEvent)
+    assert isinstance(rejected[0], RejectedEvent)
     # Still alive: a good hint after the bad ones gets through.
     watcher.send(Channel.COMMANDS, Command(command="refresh").to_bytes())
     assert next_hint(hints, "command").source == "command"
