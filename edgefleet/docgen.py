@@ -90,7 +90,7 @@ def _who(route: Any, method: str) -> str:
 
 def _schema(ref: dict[str, Any]) -> str:
     if "$ref" in ref:
-        return "`" + ref["$ref"].rsplit("/", 1)[-1] + "`"
+        return "`" + str(ref["$ref"]).rsplit("/", 1)[-1] + "`"
     if ref.get("type") == "array" and "items" in ref:
         return f"[{_schema(ref['items'])}]"
     return ""
@@ -123,16 +123,23 @@ def _summary(op: dict[str, Any]) -> str:
     return sentence.rstrip(".").replace("``", "`")
 
 
+def _api_routes(app: Any) -> Iterator[Any]:
+    """The app's API routes with the dependencies of the routers that include them."""
+    from fastapi import routing
+
+    if hasattr(routing, "iter_route_contexts"):  # FastAPI 0.165: routers stay nested
+        for context in routing.iter_route_contexts(app.routes):
+            if isinstance(context.original_route, routing.APIRoute):
+                yield context
+    else:  # earlier releases copy every included route into app.routes
+        yield from (r for r in app.routes if isinstance(r, routing.APIRoute))
+
+
 def rest_table(app: Any) -> str:
     """``method | path | summary | body | answer | who``: one row per operation of the
     OpenAPI document, in the order the app registers them."""
-    from fastapi.routing import APIRoute, iter_route_contexts
-
     routes = {
-        (route.path_format, method): route
-        for route in iter_route_contexts(app.routes)  # router-level dependencies included
-        if isinstance(route.original_route, APIRoute)
-        for method in route.methods or ()
+        (route.path_format, method): route for route in _api_routes(app) for method in route.methods
     }
     rows = ["| method | path | summary | body | answer | who |", "|---|---|---|---|---|---|"]
     for path, ops in app.openapi()["paths"].items():
