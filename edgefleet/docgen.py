@@ -190,7 +190,18 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
             continue
         if action.help == argparse.SUPPRESS:
             continue
-        text = _help(action) + (" (required)" if action.required and action.option_strings else "")
+        text = _help(action)
+        if action.choices is not None:
+            text += f" (one of: {', '.join(str(c) for c in action.choices)})"
+        default = action.default
+        if (
+            action.nargs != 0
+            and default not in (None, argparse.SUPPRESS, [], "")
+            and ("default" not in text)
+        ):
+            text += f" (default: {default})"
+        if action.required and action.option_strings:
+            text += " (required)"
         rows.append(f"| `{_cell(_option(action))}` | {_cell(text)} |")
     return ["| argument | help |", "|---|---|", *rows] if rows else []
 
