@@ -35,7 +35,7 @@ def test_committed_docs_match_the_code(pages: dict[Path, str]) -> None:
         for rel, want in pages.items()
         if not (REPO / rel).is_file() or (REPO / rel).read_text(encoding="utf-8") != want
     ]
-    assert not stale, f"{', '.join(stale)} differ from the code: run `{docgen.COMMAND}`"
+    assert not stale, f"out of date with the code: {', '.join(stale)}; run `{docgen.COMMAND}`"
 
 
 def test_the_pages_cover_every_route_and_command(pages: dict[Path, str]) -> None:
