@@ -26,7 +26,7 @@ from tests.agent.test_broker_acl import Client
 pytestmark = pytest.mark.broker
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
-RUN_S = 20.0  # how long both replicas stay connected while devices publish
+RUN_S = 60.0  # seconds both replicas stay connected while devices publish: the minute
 RATE_HZ = 10.0  # telemetry messages per second, across the devices
 
 
