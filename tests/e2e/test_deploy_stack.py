@@ -13,7 +13,7 @@ Mosquitto drops to it before reading them.
 The device enrolls over HTTP with a one-time token, commits a rollout over mTLS, and is
 then revoked: the broker closes its live session (the shipped dynamic security plugin
 lines and ACL) and, once edgefleet-crl.service's copy lines ran and the broker reloaded,
-refuses its reconnects, within docs/TRUST.md's bounds. Writes without a token get 401.
+refuses its reconnects, within docs/TRUST.md's bounds. Writes and reads without a token get 401.
 """
 
 from __future__ import annotations
@@ -230,6 +230,9 @@ def test_the_shipped_stack_enrolls_rolls_out_and_revokes_over_mtls(
         # Secure as shipped: no write without a token.
         assert http.post("/v1/tokens", json={"role": "admin", "name": "x"}).status_code == 401
         assert http.post("/v1/rollouts", json={}).status_code == 401
+        # ... and no read: the fleet, the audit log, the models' TUF repository.
+        for path in ("/v1/devices", "/v1/audit", "/tuf/image/metadata/timestamp.json"):
+            assert http.get(path).status_code == 401, path
 
         def broker() -> str:
             return procs.log("mosquitto")
