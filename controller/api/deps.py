@@ -1,19 +1,17 @@
-"""Dependencies of the routes, and the one place EdgefleetErrors become HTTP errors."""
+"""Dependencies of the routes: the database session, the services, who is calling.
+
+EdgefleetErrors become HTTP errors in one exception handler (controller/app.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from edgefleet.controller.detector_check import NotADetectorError
 from edgefleet.controller.device_credentials import MISS, DeviceCredentials, DeviceOf
-from edgefleet.controller.plans import PlanExistsError
-from edgefleet.controller.registry import VersionExistsError
 from edgefleet.controller.services import Services
-from edgefleet.controller.tokens import TokenExistsError, find_token, rank
-from edgefleet.shared.errors import EdgefleetError, NotFoundError, TransportError
+from edgefleet.controller.tokens import find_token, rank
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
@@ -41,29 +39,8 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def status_for(error: EdgefleetError) -> int:
-    if isinstance(error, NotFoundError):
-        return 404
-    if isinstance(error, (VersionExistsError, TokenExistsError, PlanExistsError)):
-        return 409
-    if isinstance(error, TransportError):
-        return 503
-    if isinstance(error, NotADetectorError):
-        return 422
-    return 400
-
-
 def one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-@contextmanager
-def http_errors() -> Iterator[None]:
-    """Turn an EdgefleetError raised inside a route into ``{"detail": one line}``."""
-    try:
-        yield
-    except EdgefleetError as e:
-        raise HTTPException(status_for(e), one_line(e.reason)) from e
 
 
 # --- who is calling: API tokens (controller/tokens.py) or a device's own credential -----

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from edgefleet.controller import samples as store_mod
-from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors, require
+from edgefleet.controller.api.deps import ServicesDep, SessionDep, require
 from edgefleet.controller.enrollment import is_enrolled, upload_device
 from edgefleet.controller.models import SampleRow, UtcPublic
 from edgefleet.controller.services import Services
@@ -78,12 +78,10 @@ def upload(  # noqa: PLR0917 - FastAPI passes these by name
     authorization: Annotated[str | None, Header()] = None,
 ) -> SamplePublic:
     """One frame and its sidecar; the same ``uid`` sent twice is stored once (200, not 201)."""
-    with http_errors():
-        parsed = store_mod.parse_meta(meta, x_edgefleet_device)
+    parsed = store_mod.parse_meta(meta, x_edgefleet_device)
     check_uploader(session, services, parsed.device_id, authorization)
     data = image.file.read(store_mod.MAX_SAMPLE_BYTES + 1)
-    with http_errors():
-        row, created = sample_store(services).add(session, parsed, data)
+    row, created = sample_store(services).add(session, parsed, data)
     response.status_code = 201 if created else 200
     return SamplePublic.model_validate(row)
 
@@ -117,14 +115,12 @@ def list_samples(  # noqa: PLR0917 - FastAPI passes these by name
 
 @router.get("/{sample_id}", response_model=SamplePublic, dependencies=[require("viewer")])
 def get_sample(sample_id: int, session: SessionDep) -> SamplePublic:
-    with http_errors():
-        row: SampleRow = store_mod.get_sample(session, sample_id)
+    row: SampleRow = store_mod.get_sample(session, sample_id)
     return SamplePublic.model_validate(row)
 
 
 # Camera frames: operators and admins only (docs/TRUST.md, "Who reads what").
 @router.get("/{sample_id}/image", dependencies=[require("operator")])
 def get_image(sample_id: int, session: SessionDep, services: ServicesDep) -> Response:
-    with http_errors():
-        data = sample_store(services).image(session, sample_id)
+    data = sample_store(services).image(session, sample_id)
     return Response(data, media_type="image/jpeg")
