@@ -8,6 +8,7 @@
     ├── RuntimeBackendError    an inference backend could not load or run a model
     ├── TransportError         broker or controller unreachable, timeouts
     ├── NotFoundError          a named model, version, device or rollout does not exist
+    ├── ForbiddenError         the caller is known but may not do this (role, revoked)
     └── ConflictError          the request collides with what exists (a name taken, a
                                rollout whose state refuses the action)
 
@@ -16,8 +17,8 @@ safe to print to a user and optional context fields.
 
 Each class also carries ``http_status``, the status the controller answers with when the
 error leaves a route (one exception handler, controller/app.py): 400 unless a class says
-otherwise (NotFoundError 404, ConflictError 409, TransportError 503). A subclass raised at
-the source picks its status; nothing downstream inspects ``__cause__``.
+otherwise (NotFoundError 404, ForbiddenError 403, ConflictError 409, TransportError 503).
+A subclass raised at the source picks its status; nothing downstream inspects ``__cause__``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ class NotFoundError(EdgefleetError):
     """A named model, version, device or rollout does not exist."""
 
     http_status: ClassVar[int] = 404
+
+
+class ForbiddenError(EdgefleetError):
+    """The caller is known but may not do this: a role too low, a revoked device, another
+    device's data. (An unknown or missing credential is the controller's 401, not this.)"""
+
+    http_status: ClassVar[int] = 403
 
 
 class ConflictError(EdgefleetError):

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from edgefleet.controller.device_credentials import MISS, DeviceCredentials, DeviceOf
 from edgefleet.controller.services import Services
 from edgefleet.controller.tokens import find_token, rank
+from edgefleet.shared.errors import ForbiddenError
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
@@ -85,7 +86,7 @@ def _device_caller(found: DeviceOf | None, services: Services) -> Caller:
     if found is None:
         raise _unauthorised("unknown device credential (re-enroll the device)")
     if found.revoked or found.device_id in revoked_devices(services):
-        raise HTTPException(403, f"device {found.device_id} is revoked")
+        raise ForbiddenError(f"device {found.device_id} is revoked")
     return Caller(f"device:{found.device_id}", DEVICE, True, found.device_id)
 
 
@@ -136,10 +137,8 @@ def check_role(caller: Caller, role: str) -> None:
     """403 unless the caller's role is at least ``role`` (a device is below every role)."""
     if rank(caller.role) < rank(role):
         if caller.role == DEVICE:
-            raise HTTPException(403, f"{caller.name}: a device credential cannot do this")
-        raise HTTPException(
-            403, f"token {caller.name!r} has the {caller.role} role; this needs {role}"
-        )
+            raise ForbiddenError(f"{caller.name}: a device credential cannot do this")
+        raise ForbiddenError(f"token {caller.name!r} has the {caller.role} role; this needs {role}")
 
 
 def require(role: str) -> Any:
@@ -159,7 +158,7 @@ def device_or(role: str, *, own: bool = False) -> Any:
     def check(request: Request, caller: CallerDep) -> Caller:
         if caller.role == DEVICE:
             if own and caller.device_id != request.path_params.get("device_id"):
-                raise HTTPException(403, f"{caller.name} may read only its own settings")
+                raise ForbiddenError(f"{caller.name} may read only its own settings")
             return caller
         check_role(caller, role)
         return caller

@@ -19,7 +19,8 @@ from edgefleet.controller.api.deps import (
     revoked_devices,
 )
 from edgefleet.controller.pki import DevicePki
-from fastapi import APIRouter, HTTPException
+from edgefleet.shared.errors import ForbiddenError, ProtocolError
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/v1", tags=["enrollment"])
@@ -101,11 +102,11 @@ def renew_certificate(
     """A device renews its own certificate before it expires. No API token: the credential
     is the current certificate's key, which signed the request (shared/renewal.py)."""
     if device_id in revoked_devices(services):
-        raise HTTPException(403, f"device {device_id} is revoked")
+        raise ForbiddenError(f"device {device_id} is revoked")
     try:
         signature = base64.b64decode(body.signature, validate=True)
     except ValueError:
-        raise HTTPException(400, "signature is not base64") from None
+        raise ProtocolError("signature is not base64") from None
     proof = enrollment.Proof(body.cert.encode(), body.csr.encode(), body.signed_at, signature,
                              datetime.now(timezone.utc))  # fmt: skip
     done = enrollment.renew_certificate(session, _pki(services), device_id, proof)

@@ -10,6 +10,7 @@ from edgefleet.controller.api.deps import ServicesDep, SessionDep, require
 from edgefleet.controller.enrollment import is_enrolled, upload_device
 from edgefleet.controller.models import SampleRow, UtcPublic
 from edgefleet.controller.services import Services
+from edgefleet.shared.errors import ForbiddenError, ProtocolError
 from fastapi import APIRouter, Form, Header, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 from sqlmodel import Session, SQLModel
@@ -61,8 +62,8 @@ def check_uploader(
                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
     owner = upload_device(session, secret)
     if owner != device_id:
-        raise HTTPException(403, f"the upload credential is not {device_id}'s (unknown, "
-                            "revoked or another device's)")  # fmt: skip
+        raise ForbiddenError(f"the upload credential is not {device_id}'s (unknown, "
+                             "revoked or another device's)")  # fmt: skip
 
 
 # A plain ``def``: it reads the spooled file and writes the database, so it runs on the
@@ -104,7 +105,7 @@ def list_samples(  # noqa: PLR0917 - FastAPI passes these by name
     for item in label or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise HTTPException(400, f"label must be KEY=VALUE, got {item!r}")
+            raise ProtocolError(f"label must be KEY=VALUE, got {item!r}")
         labels[key] = value
     where = store_mod.SampleFilter(device_id=device_id, labels=labels, model=model,
                                    version=version, since=since, until=until,

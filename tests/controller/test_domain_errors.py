@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import httpx
 from edgefleet.controller.app import domain_error
@@ -13,9 +14,12 @@ from edgefleet.controller.plans import PlanExistsError
 from edgefleet.controller.registry import VersionExistsError
 from edgefleet.controller.rollouts.lifecycle import TransitionRefusedError
 from edgefleet.controller.rollouts.service import NoMatchingDeviceError
+from edgefleet.controller.services import Services
 from edgefleet.controller.tokens import TokenExistsError
 from edgefleet.shared import errors
 from edgefleet.shared.errors import EdgefleetError
+
+from tests.controller.conftest import bearer
 
 # What clients have always seen for these (the statuses the old per-route mapping gave).
 EXPECTED = {
@@ -27,6 +31,7 @@ EXPECTED = {
     errors.TransportError: 503,
     errors.NotFoundError: 404,
     errors.ConflictError: 409,
+    errors.ForbiddenError: 403,
     VersionExistsError: 409,
     TokenExistsError: 409,
     PlanExistsError: 409,
@@ -73,3 +78,15 @@ def test_routes_answer_domain_errors_over_http(client: httpx.Client) -> None:
     assert (r.status_code, r.json()) == (404, {"detail": "unknown rollout 999"})
     r = client.post("/v1/rollouts", json={"model": "nope", "version": "v1"})
     assert (r.status_code, r.json()) == (404, {"detail": "unknown model 'nope'"})
+
+
+def test_a_role_too_low_is_403_and_no_credential_stays_401(
+    secured: Services, serve: Callable[[Services], AbstractContextManager[httpx.Client]]
+) -> None:
+    viewer = bearer(secured, "viewer", "val")
+    with serve(secured) as client:
+        r = client.post("/v1/rollouts/1/pause", headers=viewer)
+        detail = "token 'val' has the viewer role; this needs operator"
+        assert (r.status_code, r.json()) == (403, {"detail": detail})
+        r = client.post("/v1/rollouts/1/pause")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
