@@ -41,7 +41,10 @@ EXPECTED = {
 }
 
 
-def _subclasses(cls: type) -> Iterator[type]:
+DOCUMENTED = {400, 403, 404, 409, 422, 503}
+
+
+def _subclasses(cls: type[EdgefleetError]) -> Iterator[type[EdgefleetError]]:
     for sub in cls.__subclasses__():
         yield sub
         yield from _subclasses(sub)
@@ -51,15 +54,13 @@ def test_every_error_class_has_an_http_status() -> None:
     found = set(_subclasses(EdgefleetError))
     assert set(EXPECTED) <= found  # the table names real classes of the tree
     for cls in found | {EdgefleetError}:
-        status = cls.__dict__.get("http_status", None) or cls.http_status
-        assert isinstance(status, int) and 400 <= status <= 599, cls
-        assert "http_status" not in vars(cls("x")), cls  # a class fact, not per instance
+        assert cls.http_status in DOCUMENTED, cls  # the statuses shared/errors.py names
     for cls, status in EXPECTED.items():
         assert cls.http_status == status, cls.__name__
 
 
 def _answer(error: EdgefleetError) -> tuple[int, dict[str, str]]:
-    response = asyncio.run(domain_error(None, error))  # type: ignore[arg-type]
+    response = asyncio.run(domain_error(None, error))  # type: ignore[arg-type,unused-ignore]
     return response.status_code, json.loads(bytes(response.body))
 
 
