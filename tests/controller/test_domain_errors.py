@@ -54,7 +54,7 @@ def test_every_error_class_has_an_http_status() -> None:
     found = set(_subclasses(EdgefleetError))
     assert set(EXPECTED) <= found  # the table names real classes of the tree
     for cls in found | {EdgefleetError}:
-        assert cls.http_status in DOCUMENTED, cls  # the statuses shared/errors.py names
+        assert cls.http_status in DOCUMENTED, cls  # the statuses docs/ARCHITECTURE.md names
     for cls, status in EXPECTED.items():
         assert cls.http_status == status, cls.__name__
 
