@@ -30,6 +30,7 @@ from edgefleet.controller.enrollment import upload_device
 from edgefleet.controller.limits import RequestLimits
 from edgefleet.controller.services import Services
 from edgefleet.controller.tokens import find_token
+from edgefleet.shared.errors import EdgefleetError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -51,6 +52,13 @@ async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _validation_detail(exc)}, status_code=400)
 
 
+async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Any EdgefleetError leaving a route: its class's ``http_status``, its reason as
+    ``{"detail": one line}`` (the tree and the statuses: edgefleet/shared/errors.py)."""
+    assert isinstance(exc, EdgefleetError)
+    return JSONResponse({"detail": one_line(exc.reason)}, status_code=exc.http_status)
+
+
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="edgefleet controller", version=__version__)
     app.state.services = services
@@ -64,6 +72,7 @@ def create_app(services: Services) -> FastAPI:
         offload_prefix=settings.offload_prefix,
     )
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(EdgefleetError, domain_error)
     for module in (stats, tuf):  # their routes carry their own checks (/healthz is open)
         app.include_router(module.router)
     # With auth on (Settings.auth): reads need a viewer token, writes an operator one,

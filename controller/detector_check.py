@@ -9,6 +9,7 @@ line) exactly when a device could not decode the model's output.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from edgefleet.shared.errors import ArtifactError
 
@@ -17,6 +18,8 @@ from edgefleet.runtime.head_check import ModelInfo, probe_model
 
 class NotADetectorError(ArtifactError):
     """A valid ONNX file that the agent cannot run as a detector (HTTP 422)."""
+
+    http_status: ClassVar[int] = 422
 
 
 def check_detector(path: Path) -> ModelInfo:

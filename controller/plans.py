@@ -31,7 +31,7 @@ from edgefleet.controller.registry import get_version
 from edgefleet.controller.signing.targets import TargetInfo
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.engines import EngineFingerprint
-from edgefleet.shared.errors import ArtifactError, EdgefleetError, NotFoundError
+from edgefleet.shared.errors import ArtifactError, ConflictError, NotFoundError
 from edgefleet.shared.profiles import FirmwareProfile, load_profiles, shipped_profiles_dir
 from edgefleet.shared.protocol import Fingerprint
 from pydantic import ValidationError
@@ -43,7 +43,7 @@ MIN_PLAN_BYTES = 1024  # an engine of even the smallest network is far larger
 MAX_PENDING_PER_SOURCE = 8  # plans one device may leave waiting for approval (disk bound)
 
 
-class PlanExistsError(EdgefleetError):
+class PlanExistsError(ConflictError):
     """This version already has a signed plan for that fingerprint (HTTP 409)."""
 
 

@@ -12,7 +12,7 @@ from edgefleet.controller.artifacts import ArtifactStore, validate_onnx
 from edgefleet.controller.detector_check import check_detector
 from edgefleet.controller.models import Model, ModelPublic, ModelVersion, VersionPublic
 from edgefleet.controller.trust import Signing
-from edgefleet.shared.errors import ArtifactError, EdgefleetError, NotFoundError
+from edgefleet.shared.errors import ArtifactError, ConflictError, NotFoundError
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -25,7 +25,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PUSH_LOCK = threading.Lock()
 
 
-class VersionExistsError(EdgefleetError):
+class VersionExistsError(ConflictError):
     """The model already has a version with this label (HTTP 409)."""
 
 

@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime
 
 from edgefleet.controller.models import ApiToken, AuditEntry
-from edgefleet.shared.errors import ConfigError, EdgefleetError, NotFoundError
+from edgefleet.shared.errors import ConfigError, ConflictError, NotFoundError
 from edgefleet.shared.protocol import utcnow
 from sqlmodel import Session, col, select
 
@@ -23,7 +23,7 @@ SECRET_PREFIX = "eft_"  # noqa: S105
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
-class TokenExistsError(EdgefleetError):
+class TokenExistsError(ConflictError):
     """A token of that name exists already."""
 
 

@@ -7,17 +7,29 @@
     ├── ArtifactError          a model file is corrupt, unreadable or does not fit
     ├── RuntimeBackendError    an inference backend could not load or run a model
     ├── TransportError         broker or controller unreachable, timeouts
-    └── NotFoundError          a named model, version, device or rollout does not exist
+    ├── NotFoundError          a named model, version, device or rollout does not exist
+    ├── ForbiddenError         the caller is known but may not do this (role, revoked)
+    └── ConflictError          the request collides with what exists (a name taken, a
+                               rollout whose state refuses the action)
 
 Foreign errors are wrapped ``from e``. Each error carries a one-line ``reason`` that is
 safe to print to a user and optional context fields.
+
+Each class also carries ``http_status``, the status the controller answers with when the
+error leaves a route (one exception handler, controller/app.py): 400 unless a class says
+otherwise (NotFoundError 404, ForbiddenError 403, ConflictError 409, TransportError 503).
+A subclass raised at the source picks its status; nothing downstream inspects ``__cause__``.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class EdgefleetError(Exception):
     """Base of every error edgefleet raises on purpose."""
+
+    http_status: ClassVar[int] = 400  # what the controller's API answers with
 
     def __init__(
         self,
@@ -60,6 +72,24 @@ class RuntimeBackendError(EdgefleetError):
 class TransportError(EdgefleetError):
     """A broker or HTTP endpoint is unreachable or timed out; usually worth a retry."""
 
+    http_status: ClassVar[int] = 503
+
 
 class NotFoundError(EdgefleetError):
     """A named model, version, device or rollout does not exist."""
+
+    http_status: ClassVar[int] = 404
+
+
+class ForbiddenError(EdgefleetError):
+    """The caller is known but may not do this: a role too low, a revoked device, another
+    device's data. (An unknown or missing credential is the controller's 401, not this.)"""
+
+    http_status: ClassVar[int] = 403
+
+
+class ConflictError(EdgefleetError):
+    """The request collides with the current state: a name that exists already, or an
+    action the object's state refuses."""
+
+    http_status: ClassVar[int] = 409

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from edgefleet.controller import registry
 from edgefleet.controller.announce import announce, card_audience
 from edgefleet.controller.api.conditional import etag_of, not_modified
-from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors
+from edgefleet.controller.api.deps import ServicesDep, SessionDep
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.services import Services
 from edgefleet.shared.card import ModelCard
@@ -33,13 +33,10 @@ def put_card(
     name: str, version: str, card: ModelCard, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Store the card ``model push --validation`` computed for an existing version."""
-    with http_errors():
-        registry.get_version(session, name, version)
-        if (card.model, card.version) != (name, version):
-            raise ArtifactError(
-                f"the card is for {card.model}:{card.version}, not {name}:{version}"
-            )
-        card_store(services).put(card)
+    registry.get_version(session, name, version)
+    if (card.model, card.version) != (name, version):
+        raise ArtifactError(f"the card is for {card.model}:{card.version}, not {name}:{version}")
+    card_store(services).put(card)
     devices = card_audience(session, name, version)
     session.close()  # the pooled connection goes back before the broker is talked to
     announce(services.link, devices, Command(command="card", model=name, version=version))
@@ -56,9 +53,8 @@ def get_card(
     response: Response,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any] | Response:
-    with http_errors():
-        registry.get_version(session, name, version)
-        card = card_store(services).get(name, version)
+    registry.get_version(session, name, version)
+    card = card_store(services).get(name, version)
     doc = card.model_dump(mode="json", by_alias=True)
     etag = etag_of(doc)
     if not_modified(if_none_match, etag):

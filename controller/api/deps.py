@@ -1,19 +1,18 @@
-"""Dependencies of the routes, and the one place EdgefleetErrors become HTTP errors."""
+"""Dependencies of the routes: the database session, the services, who is calling.
+
+EdgefleetErrors become HTTP errors in one exception handler (controller/app.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from edgefleet.controller.detector_check import NotADetectorError
 from edgefleet.controller.device_credentials import MISS, DeviceCredentials, DeviceOf
-from edgefleet.controller.plans import PlanExistsError
-from edgefleet.controller.registry import VersionExistsError
 from edgefleet.controller.services import Services
-from edgefleet.controller.tokens import TokenExistsError, find_token, rank
-from edgefleet.shared.errors import EdgefleetError, NotFoundError, TransportError
+from edgefleet.controller.tokens import find_token, rank
+from edgefleet.shared.errors import ForbiddenError
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
@@ -41,29 +40,8 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def status_for(error: EdgefleetError) -> int:
-    if isinstance(error, NotFoundError):
-        return 404
-    if isinstance(error, (VersionExistsError, TokenExistsError, PlanExistsError)):
-        return 409
-    if isinstance(error, TransportError):
-        return 503
-    if isinstance(error, NotADetectorError):
-        return 422
-    return 400
-
-
 def one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-@contextmanager
-def http_errors() -> Iterator[None]:
-    """Turn an EdgefleetError raised inside a route into ``{"detail": one line}``."""
-    try:
-        yield
-    except EdgefleetError as e:
-        raise HTTPException(status_for(e), one_line(e.reason)) from e
 
 
 # --- who is calling: API tokens (controller/tokens.py) or a device's own credential -----
@@ -108,7 +86,7 @@ def _device_caller(found: DeviceOf | None, services: Services) -> Caller:
     if found is None:
         raise _unauthorised("unknown device credential (re-enroll the device)")
     if found.revoked or found.device_id in revoked_devices(services):
-        raise HTTPException(403, f"device {found.device_id} is revoked")
+        raise ForbiddenError(f"device {found.device_id} is revoked")
     return Caller(f"device:{found.device_id}", DEVICE, True, found.device_id)
 
 
@@ -159,10 +137,8 @@ def check_role(caller: Caller, role: str) -> None:
     """403 unless the caller's role is at least ``role`` (a device is below every role)."""
     if rank(caller.role) < rank(role):
         if caller.role == DEVICE:
-            raise HTTPException(403, f"{caller.name}: a device credential cannot do this")
-        raise HTTPException(
-            403, f"token {caller.name!r} has the {caller.role} role; this needs {role}"
-        )
+            raise ForbiddenError(f"{caller.name}: a device credential cannot do this")
+        raise ForbiddenError(f"token {caller.name!r} has the {caller.role} role; this needs {role}")
 
 
 def require(role: str) -> Any:
@@ -182,7 +158,7 @@ def device_or(role: str, *, own: bool = False) -> Any:
     def check(request: Request, caller: CallerDep) -> Caller:
         if caller.role == DEVICE:
             if own and caller.device_id != request.path_params.get("device_id"):
-                raise HTTPException(403, f"{caller.name} may read only its own settings")
+                raise ForbiddenError(f"{caller.name} may read only its own settings")
             return caller
         check_role(caller, role)
         return caller

@@ -9,7 +9,6 @@ from edgefleet.controller.api.deps import (
     ActorNameDep,
     ServicesDep,
     SessionDep,
-    http_errors,
     require,
 )
 from edgefleet.controller.fleet_view import fleet
@@ -46,8 +45,7 @@ def list_devices(session: SessionDep, services: ServicesDep) -> DevicesPublic:
 
 @router.get("/{device_id}", response_model=DevicePublic)
 def get_device(device_id: str, session: SessionDep, services: ServicesDep) -> DevicePublic:
-    with http_errors():
-        return fleet(session, [_get(session, device_id)], services.clock())[0]
+    return fleet(session, [_get(session, device_id)], services.clock())[0]
 
 
 @router.get("/{device_id}/telemetry", response_model=TelemetryWindowsPublic)
@@ -55,8 +53,7 @@ def device_telemetry(
     device_id: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=10000)] = 100
 ) -> TelemetryWindowsPublic:
     """The device's most recent ``limit`` windows, oldest first."""
-    with http_errors():
-        _get(session, device_id)
+    _get(session, device_id)
     stmt = (
         select(TelemetryWindowRow)
         .where(TelemetryWindowRow.device_id == device_id)
@@ -73,14 +70,13 @@ def refresh_device(
     device_id: str, session: SessionDep, services: ServicesDep, actor: ActorNameDep
 ) -> dict[str, str]:
     """Tell the device to look at its director now and retry artifacts it refused."""
-    with http_errors():
-        _get(session, device_id)
-        link = services.link
-        sent = isinstance(link, CommandSender) and link.send_command(
-            device_id, Command(command="refresh")
-        )
-        if not sent:
-            raise TransportError("the broker is not connected: the device cannot be told now")
-        audit(session, actor, "refresh", f"device:{device_id}")
-        session.commit()
+    _get(session, device_id)
+    link = services.link
+    sent = isinstance(link, CommandSender) and link.send_command(
+        device_id, Command(command="refresh")
+    )
+    if not sent:
+        raise TransportError("the broker is not connected: the device cannot be told now")
+    audit(session, actor, "refresh", f"device:{device_id}")
+    session.commit()
     return {"device_id": device_id, "command": "refresh"}

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from edgefleet.controller.api.cards import card_store
-from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors
+from edgefleet.controller.api.deps import ServicesDep, SessionDep
 from edgefleet.controller.drift_report import drift_report
 from fastapi import APIRouter, Query
 
@@ -25,7 +25,6 @@ def get_drift(
 ) -> dict[str, Any]:
     """``group_by``: ``model_version``, ``device``, or a device label (``site``, ``store``,
     ``label:site``). ``bucket_s`` 0 sums the whole span into one point per group."""
-    with http_errors():
-        data = drift_report(session, card_store(services), group_by=group_by, since=since,
-                            bucket_s=bucket_s, model=model)  # fmt: skip
+    data = drift_report(session, card_store(services), group_by=group_by, since=since,
+                        bucket_s=bucket_s, model=model)  # fmt: skip
     return {"group_by": group_by, "data": data, "count": len(data)}

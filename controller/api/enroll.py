@@ -15,12 +15,12 @@ from edgefleet.controller.api.deps import (
     ActorNameDep,
     ServicesDep,
     SessionDep,
-    http_errors,
     require,
     revoked_devices,
 )
 from edgefleet.controller.pki import DevicePki
-from fastapi import APIRouter, HTTPException
+from edgefleet.shared.errors import ForbiddenError, ProtocolError
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/v1", tags=["enrollment"])
@@ -79,19 +79,17 @@ def _pki(services: ServicesDep) -> DevicePki:
 def create_enroll_token(
     body: EnrollTokenCreate, session: SessionDep, actor: ActorNameDep
 ) -> EnrollTokenCreated:
-    with http_errors():
-        token = enrollment.create_enroll_token(
-            session, body.device_id, actor, timedelta(seconds=body.ttl_s)
-        )
+    token = enrollment.create_enroll_token(
+        session, body.device_id, actor, timedelta(seconds=body.ttl_s)
+    )
     return EnrollTokenCreated(device_id=body.device_id, token=token, expires_s=body.ttl_s)
 
 
 @router.post("/enroll", response_model=EnrollAnswer)
 def enroll(body: EnrollRequest, session: SessionDep, services: ServicesDep) -> EnrollAnswer:
-    with http_errors():
-        done = enrollment.enroll(
-            session, _pki(services), services.signing, body.token, body.csr.encode()
-        )
+    done = enrollment.enroll(
+        session, _pki(services), services.signing, body.token, body.csr.encode()
+    )
     return EnrollAnswer(device_id=done.device_id, cert=done.cert_pem, ca=done.ca_pem,
                         image_root=done.image_root, director_root=done.director_root,
                         upload_token=done.upload_token)  # fmt: skip
@@ -104,15 +102,14 @@ def renew_certificate(
     """A device renews its own certificate before it expires. No API token: the credential
     is the current certificate's key, which signed the request (shared/renewal.py)."""
     if device_id in revoked_devices(services):
-        raise HTTPException(403, f"device {device_id} is revoked")
+        raise ForbiddenError(f"device {device_id} is revoked")
     try:
         signature = base64.b64decode(body.signature, validate=True)
     except ValueError:
-        raise HTTPException(400, "signature is not base64") from None
+        raise ProtocolError("signature is not base64") from None
     proof = enrollment.Proof(body.cert.encode(), body.csr.encode(), body.signed_at, signature,
                              datetime.now(timezone.utc))  # fmt: skip
-    with http_errors():
-        done = enrollment.renew_certificate(session, _pki(services), device_id, proof)
+    done = enrollment.renew_certificate(session, _pki(services), device_id, proof)
     return RenewAnswer(device_id=done.device_id, cert=done.cert_pem, ca=done.ca_pem)
 
 
@@ -121,8 +118,7 @@ def renew_certificate(
 def revoke(
     device_id: str, session: SessionDep, services: ServicesDep, actor: ActorNameDep
 ) -> Revoked:
-    with http_errors():
-        serials = enrollment.revoke_device(session, _pki(services), device_id, actor)
+    serials = enrollment.revoke_device(session, _pki(services), device_id, actor)
     revoked_devices(services).add(device_id)
     kick = getattr(services.link, "kick", None)  # MqttLink: the broker drops its session now
     kicked = bool(kick(device_id)) if kick is not None else False

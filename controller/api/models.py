@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from edgefleet.controller import registry
-from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep, http_errors
+from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
 from edgefleet.controller.models import AuditEntry, ModelsPublic, VersionPublic, VersionsPublic
 from fastapi import APIRouter, Form, UploadFile
 
@@ -23,10 +23,9 @@ def push_version(
     version: Annotated[str | None, Form()] = None,
 ) -> VersionPublic:
     """Upload an ONNX model: validated, stored by content, signed into the image repo."""
-    with http_errors():
-        row = registry.push_version(
-            session, services.store, services.signing, name, file.file, version=version or None
-        )
+    row = registry.push_version(
+        session, services.store, services.signing, name, file.file, version=version or None
+    )
     public = VersionPublic.model_validate(row)
     detail = {"release": public.release, "sha256": public.sha256}
     session.add(AuditEntry(actor=actor, action="push", target=f"{name}:{public.version}",
@@ -43,7 +42,6 @@ def list_models(session: SessionDep) -> ModelsPublic:
 
 @router.get("/{name}/versions", response_model=VersionsPublic)
 def list_versions(name: str, session: SessionDep) -> VersionsPublic:
-    with http_errors():
-        rows = registry.list_versions(session, name)
+    rows = registry.list_versions(session, name)
     data = [VersionPublic.model_validate(r) for r in rows]
     return VersionsPublic(data=data, count=len(data))

@@ -6,7 +6,7 @@ director metadata is re-signed) and goes into the audit log with who made it.
 
 from __future__ import annotations
 
-from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep, http_errors
+from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
 from edgefleet.controller.api.rollouts import deps_of
 from edgefleet.controller.models import (
     Channel,
@@ -64,32 +64,30 @@ def list_pins(session: SessionDep) -> PinsPublic:
 def create_pin(
     body: PinCreate, session: SessionDep, services: ServicesDep, actor: ActorNameDep
 ) -> PinPublic:
-    with http_errors():
-        _check_pin(session, body)
-        pin = Pin(selector=body.selector, model=body.model, version=body.version,
-                  channel=body.channel, created_by=actor)  # fmt: skip
-        session.add(pin)
-        session.flush()
-        audit(session, actor, "pin_create", f"pin/{pin.id}", selector=body.selector,
-              to=body.channel or f"{body.model}:{body.version}")  # fmt: skip
-        session.commit()
-        pinning.apply_pins(session, deps_of(services), actor)
-        session.refresh(pin)
-        return _pin_public(session, pin, pinning.load(session))
+    _check_pin(session, body)
+    pin = Pin(selector=body.selector, model=body.model, version=body.version,
+              channel=body.channel, created_by=actor)  # fmt: skip
+    session.add(pin)
+    session.flush()
+    audit(session, actor, "pin_create", f"pin/{pin.id}", selector=body.selector,
+          to=body.channel or f"{body.model}:{body.version}")  # fmt: skip
+    session.commit()
+    pinning.apply_pins(session, deps_of(services), actor)
+    session.refresh(pin)
+    return _pin_public(session, pin, pinning.load(session))
 
 
 @router.delete("/pins/{pin_id}", response_model=PinPublic)
 def delete_pin(pin_id: int, session: SessionDep, actor: ActorNameDep) -> PinPublic:
     """Devices keep what they run; rollouts may move them again."""
-    with http_errors():
-        pin = session.get(Pin, pin_id)
-        if pin is None:
-            raise NotFoundError(f"unknown pin {pin_id}")
-        public = _pin_public(session, pin, pinning.load(session))
-        session.delete(pin)
-        audit(session, actor, "pin_delete", f"pin/{pin_id}", devices=public.devices)
-        session.commit()
-        return public
+    pin = session.get(Pin, pin_id)
+    if pin is None:
+        raise NotFoundError(f"unknown pin {pin_id}")
+    public = _pin_public(session, pin, pinning.load(session))
+    session.delete(pin)
+    audit(session, actor, "pin_delete", f"pin/{pin_id}", devices=public.devices)
+    session.commit()
+    return public
 
 
 def _channel_public(session: Session, c: Channel) -> ChannelPublic:
@@ -109,34 +107,32 @@ def set_channel(
     name: str, body: ChannelSet, session: SessionDep, services: ServicesDep, actor: ActorNameDep
 ) -> ChannelPublic:
     """Point a channel at ``model:version`` (or the model's newest); its devices follow."""
-    with http_errors():
-        check_label("channel", name)
-        if body.version:
-            get_version(session, body.model, body.version)
-        row = session.get(Channel, name) or Channel(name=name, model=body.model)
-        row.model, row.version, row.updated_at = body.model, body.version, utcnow()
-        session.add(row)
-        audit(session, actor, "channel_set", f"channel/{name}", model=body.model,
-              version=body.version)  # fmt: skip
-        session.commit()
-        pinning.apply_pins(session, deps_of(services), actor)
-        session.refresh(row)
-        return _channel_public(session, row)
+    check_label("channel", name)
+    if body.version:
+        get_version(session, body.model, body.version)
+    row = session.get(Channel, name) or Channel(name=name, model=body.model)
+    row.model, row.version, row.updated_at = body.model, body.version, utcnow()
+    session.add(row)
+    audit(session, actor, "channel_set", f"channel/{name}", model=body.model,
+          version=body.version)  # fmt: skip
+    session.commit()
+    pinning.apply_pins(session, deps_of(services), actor)
+    session.refresh(row)
+    return _channel_public(session, row)
 
 
 @router.delete("/channels/{name}", response_model=ChannelPublic)
 def delete_channel(name: str, session: SessionDep, actor: ActorNameDep) -> ChannelPublic:
     """Refused while a pin follows it (the error names those pins)."""
-    with http_errors():
-        row = session.get(Channel, name)
-        if row is None:
-            raise NotFoundError(f"unknown channel {name!r}")
-        users = session.exec(select(Pin).where(Pin.channel == name)).all()
-        if users:
-            ids = ", ".join(str(p.id) for p in users)
-            raise ConfigError(f"channel {name!r} is followed by pin(s) {ids}; delete them first")
-        public = _channel_public(session, row)
-        session.delete(row)
-        audit(session, actor, "channel_delete", f"channel/{name}")
-        session.commit()
-        return public
+    row = session.get(Channel, name)
+    if row is None:
+        raise NotFoundError(f"unknown channel {name!r}")
+    users = session.exec(select(Pin).where(Pin.channel == name)).all()
+    if users:
+        ids = ", ".join(str(p.id) for p in users)
+        raise ConfigError(f"channel {name!r} is followed by pin(s) {ids}; delete them first")
+    public = _channel_public(session, row)
+    session.delete(row)
+    audit(session, actor, "channel_delete", f"channel/{name}")
+    session.commit()
+    return public

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from edgefleet.controller import plans
-from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep, http_errors
+from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
 from edgefleet.controller.api.samples import check_uploader
 from edgefleet.controller.models import AuditEntry, PlanArtifact, PlanPublic, PlansPublic
 from edgefleet.shared.engines import EngineFingerprint
@@ -37,11 +37,10 @@ def push_plan(  # noqa: PLR0917 - FastAPI passes these by name
 ) -> PlanPublic:
     """A plan of a published version, built for one GPU, TensorRT release and precision."""
     engine = EngineFingerprint(compute_capability, tensorrt, precision)
-    with http_errors():
-        row = plans.push_plan(
-            session, services.store, services.signing,
-            name=name, version=version, source=file.file, engine=engine,
-        )  # fmt: skip
+    row = plans.push_plan(
+        session, services.store, services.signing,
+        name=name, version=version, source=file.file, engine=engine,
+    )  # fmt: skip
     return _audited(session, row, actor, "plan-push")
 
 
@@ -63,14 +62,13 @@ def share_plan(  # noqa: PLR0917 - FastAPI passes these by name
     when it knows them, else the newest version of those bytes); pending until approved."""
     check_uploader(session, services, device_id, authorization)
     engine = EngineFingerprint(compute_capability, tensorrt, precision, onnx_sha256)
-    with http_errors():
-        if model is None or version is None:
-            found = plans.version_of_onnx(session, onnx_sha256)
-            model, version = found.name, found.version
-        row = plans.push_plan(
-            session, services.store, None, name=model, version=version, source=file.file,
-            engine=engine, origin=f"device:{device_id}",
-        )  # fmt: skip
+    if model is None or version is None:
+        found = plans.version_of_onnx(session, onnx_sha256)
+        model, version = found.name, found.version
+    row = plans.push_plan(
+        session, services.store, None, name=model, version=version, source=file.file,
+        engine=engine, origin=f"device:{device_id}",
+    )  # fmt: skip
     return _audited(session, row, f"device:{device_id}", "plan-share")
 
 
@@ -87,8 +85,7 @@ def approve_plan(
     plan_id: int, session: SessionDep, services: ServicesDep, actor: ActorNameDep
 ) -> PlanPublic:
     """Sign a plan a device shared: every device of its fingerprint gets it from now on."""
-    with http_errors():
-        row = plans.approve_plan(session, services.store, services.signing, plan_id)
+    row = plans.approve_plan(session, services.store, services.signing, plan_id)
     return _audited(session, row, actor, "plan-approve")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from edgefleet.controller import registry
-from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep, http_errors
+from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
 from edgefleet.controller.models import AuditEntry, VersionPublic
 from edgefleet.controller.signing.publisher import MAX_METADATA_BYTES, parse_models
 from edgefleet.controller.signing.targets import TargetInfo, model_target_path, target_custom
@@ -34,9 +34,8 @@ def _image(services: Any) -> Any:
 @router.get("/{name}/next-release")
 def next_release(name: str, session: SessionDep) -> dict[str, Any]:
     """The release (and default version) the next push of ``name`` gets."""
-    with http_errors():
-        registry.check_label("model name", name)
-        release = registry.next_release(session, name)
+    registry.check_label("model name", name)
+    release = registry.next_release(session, name)
     return {"name": name, "release": release, "version": f"v{release}"}
 
 
@@ -52,26 +51,23 @@ def push_signed(
     version: Annotated[str | None, Form()] = None,
 ) -> VersionPublic:
     """Upload an ONNX model with the ``models`` metadata that signs it."""
-    with http_errors():
-        registry.check_label("model name", name)
-        if version is not None:
-            registry.check_label("version", version)
-        raw = metadata.file.read(MAX_METADATA_BYTES + 1)
-        if len(raw) > MAX_METADATA_BYTES:
-            raise TrustError(f"models metadata larger than {MAX_METADATA_BYTES} bytes")
-        md = parse_models(raw)
-        image = _image(services)
+    registry.check_label("model name", name)
+    if version is not None:
+        registry.check_label("version", version)
+    raw = metadata.file.read(MAX_METADATA_BYTES + 1)
+    if len(raw) > MAX_METADATA_BYTES:
+        raise TrustError(f"models metadata larger than {MAX_METADATA_BYTES} bytes")
+    md = parse_models(raw)
+    image = _image(services)
 
-        def sign(tmp: Path, digest: str, length: int, version: str, release: int) -> TargetInfo:
-            path = model_target_path(name, version, "onnx")
-            custom = target_custom(name, version, release)
-            image.publish_signed_models(md, path, length, digest, custom, check_only=True)
-            services.store.commit(tmp, digest)
-            return image.publish_signed_models(md, path, length, digest, custom)  # type: ignore[no-any-return]
+    def sign(tmp: Path, digest: str, length: int, version: str, release: int) -> TargetInfo:
+        path = model_target_path(name, version, "onnx")
+        custom = target_custom(name, version, release)
+        image.publish_signed_models(md, path, length, digest, custom, check_only=True)
+        services.store.commit(tmp, digest)
+        return image.publish_signed_models(md, path, length, digest, custom)  # type: ignore[no-any-return]
 
-        row = registry.push_onnx(
-            session, services.store, name, file.file, version=version, sign=sign
-        )
+    row = registry.push_onnx(session, services.store, name, file.file, version=version, sign=sign)
     public = VersionPublic.model_validate(row)
     detail = {"release": public.release, "sha256": public.sha256, "signed_by": "publisher"}
     session.add(AuditEntry(actor=actor, action="push", target=f"{name}:{public.version}",

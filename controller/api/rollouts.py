@@ -12,16 +12,13 @@ from edgefleet.controller.api.deps import (
     ActorNameDep,
     ServicesDep,
     SessionDep,
-    http_errors,
-    one_line,
 )
 from edgefleet.controller.models import Rollout, RolloutPublic, RolloutsPublic
 from edgefleet.controller.rollouts import actions, service
 from edgefleet.controller.rollouts.context import TICK_LOCK, Deps
-from edgefleet.controller.rollouts.lifecycle import TransitionRefusedError
 from edgefleet.controller.rollouts.spec import MAX_WINDOWS, MaintenanceWindow, RolloutSpec
 from edgefleet.controller.services import Services
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
@@ -41,11 +38,8 @@ def deps_of(services: Services) -> Deps:
 def create_rollout(
     body: RolloutSpec, session: SessionDep, services: ServicesDep, actor: ActorNameDep
 ) -> RolloutPublic:
-    with http_errors():
-        rollout = service.create_rollout(
-            session, deps_of(services), body, actor, now=services.clock()
-        )
-        return service.rollout_public(session, rollout, services.clock())
+    rollout = service.create_rollout(session, deps_of(services), body, actor, now=services.clock())
+    return service.rollout_public(session, rollout, services.clock())
 
 
 @router.get("", response_model=RolloutsPublic)
@@ -57,9 +51,8 @@ def list_rollouts(session: SessionDep, services: ServicesDep) -> RolloutsPublic:
 
 @router.get("/{rollout_id}", response_model=RolloutPublic)
 def get_rollout(rollout_id: int, session: SessionDep, services: ServicesDep) -> RolloutPublic:
-    with http_errors():
-        rollout = service.get_rollout(session, rollout_id)
-        return service.rollout_public(session, rollout, services.clock())
+    rollout = service.get_rollout(session, rollout_id)
+    return service.rollout_public(session, rollout, services.clock())
 
 
 class WindowsBody(BaseModel):
@@ -78,17 +71,12 @@ def set_windows(
     actor: ActorNameDep,
 ) -> RolloutPublic:
     """Replace a rollout's maintenance windows (recorded in the audit log as ``window``)."""
-    try:
-        with http_errors(), service.TICK_LOCK:
-            rollout = service.get_rollout(session, rollout_id)
-            now = services.clock()
-            actions.set_windows(session, rollout, body.maintenance_windows, actor, now)
-            session.refresh(rollout)
-            return service.rollout_public(session, rollout, now)
-    except HTTPException as e:
-        if isinstance(e.__cause__, TransitionRefusedError):
-            raise HTTPException(409, one_line(e.__cause__.reason)) from e
-        raise
+    with service.TICK_LOCK:
+        rollout = service.get_rollout(session, rollout_id)
+        now = services.clock()
+        actions.set_windows(session, rollout, body.maintenance_windows, actor, now)
+        session.refresh(rollout)
+        return service.rollout_public(session, rollout, now)
 
 
 @router.post("/{rollout_id}/{action}", response_model=RolloutPublic)
@@ -100,17 +88,12 @@ def act(
     actor: ActorNameDep,
 ) -> RolloutPublic:
     """pause | resume | abort | rollback | promote, recorded in the audit log."""
-    try:
-        with http_errors(), TICK_LOCK:
-            rollout = service.get_rollout(session, rollout_id)
-            now = services.clock()
-            if action in ("rollback", "abort"):
-                getattr(actions, action)(session, deps_of(services), rollout, actor, now)
-            else:
-                getattr(actions, action)(session, rollout, actor, now)
-            session.refresh(rollout)
-            return service.rollout_public(session, rollout, now)
-    except HTTPException as e:
-        if isinstance(e.__cause__, TransitionRefusedError):  # the lifecycle table said no
-            raise HTTPException(409, one_line(e.__cause__.reason)) from e
-        raise
+    with TICK_LOCK:
+        rollout = service.get_rollout(session, rollout_id)
+        now = services.clock()
+        if action in ("rollback", "abort"):
+            getattr(actions, action)(session, deps_of(services), rollout, actor, now)
+        else:
+            getattr(actions, action)(session, rollout, actor, now)
+        session.refresh(rollout)
+        return service.rollout_public(session, rollout, now)

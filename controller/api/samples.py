@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from edgefleet.controller import samples as store_mod
-from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors, require
+from edgefleet.controller.api.deps import ServicesDep, SessionDep, require
 from edgefleet.controller.enrollment import is_enrolled, upload_device
 from edgefleet.controller.models import SampleRow, UtcPublic
 from edgefleet.controller.services import Services
+from edgefleet.shared.errors import ForbiddenError, ProtocolError
 from fastapi import APIRouter, Form, Header, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 from sqlmodel import Session, SQLModel
@@ -61,8 +62,8 @@ def check_uploader(
                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
     owner = upload_device(session, secret)
     if owner != device_id:
-        raise HTTPException(403, f"the upload credential is not {device_id}'s (unknown, "
-                            "revoked or another device's)")  # fmt: skip
+        raise ForbiddenError(f"the upload credential is not {device_id}'s (unknown, "
+                             "revoked or another device's)")  # fmt: skip
 
 
 # A plain ``def``: it reads the spooled file and writes the database, so it runs on the
@@ -78,12 +79,10 @@ def upload(  # noqa: PLR0917 - FastAPI passes these by name
     authorization: Annotated[str | None, Header()] = None,
 ) -> SamplePublic:
     """One frame and its sidecar; the same ``uid`` sent twice is stored once (200, not 201)."""
-    with http_errors():
-        parsed = store_mod.parse_meta(meta, x_edgefleet_device)
+    parsed = store_mod.parse_meta(meta, x_edgefleet_device)
     check_uploader(session, services, parsed.device_id, authorization)
     data = image.file.read(store_mod.MAX_SAMPLE_BYTES + 1)
-    with http_errors():
-        row, created = sample_store(services).add(session, parsed, data)
+    row, created = sample_store(services).add(session, parsed, data)
     response.status_code = 201 if created else 200
     return SamplePublic.model_validate(row)
 
@@ -106,7 +105,7 @@ def list_samples(  # noqa: PLR0917 - FastAPI passes these by name
     for item in label or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise HTTPException(400, f"label must be KEY=VALUE, got {item!r}")
+            raise ProtocolError(f"label must be KEY=VALUE, got {item!r}")
         labels[key] = value
     where = store_mod.SampleFilter(device_id=device_id, labels=labels, model=model,
                                    version=version, since=since, until=until,
@@ -117,14 +116,12 @@ def list_samples(  # noqa: PLR0917 - FastAPI passes these by name
 
 @router.get("/{sample_id}", response_model=SamplePublic, dependencies=[require("viewer")])
 def get_sample(sample_id: int, session: SessionDep) -> SamplePublic:
-    with http_errors():
-        row: SampleRow = store_mod.get_sample(session, sample_id)
+    row: SampleRow = store_mod.get_sample(session, sample_id)
     return SamplePublic.model_validate(row)
 
 
 # Camera frames: operators and admins only (docs/TRUST.md, "Who reads what").
 @router.get("/{sample_id}/image", dependencies=[require("operator")])
 def get_image(sample_id: int, session: SessionDep, services: ServicesDep) -> Response:
-    with http_errors():
-        data = sample_store(services).image(session, sample_id)
+    data = sample_store(services).image(session, sample_id)
     return Response(data, media_type="image/jpeg")

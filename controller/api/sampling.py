@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from edgefleet.controller import sampling
 from edgefleet.controller.announce import announce, settings_audience
 from edgefleet.controller.api.conditional import etag_of, not_modified
-from edgefleet.controller.api.deps import ServicesDep, SessionDep, http_errors
+from edgefleet.controller.api.deps import ServicesDep, SessionDep
 from edgefleet.controller.models import SamplingRule
 from edgefleet.controller.services import Services
 from edgefleet.shared.protocol import Command
@@ -62,17 +62,15 @@ def list_rules(session: SessionDep) -> RulesOut:
 
 @router.put("/sampling", response_model=RuleOut)
 def set_rule(body: RuleIn, session: SessionDep, services: ServicesDep) -> RuleOut:
-    with http_errors():
-        out = _out(sampling.set_rule(session, body.selector, body.settings))
+    out = _out(sampling.set_rule(session, body.selector, body.settings))
     _announce(session, services, body.selector)
     return out
 
 
 @router.delete("/sampling")
 def delete_rule(session: SessionDep, services: ServicesDep, selector: str = "") -> dict[str, str]:
-    with http_errors():
-        parsed = sampling.parse_selector(selector)
-        sampling.delete_rule(session, parsed)
+    parsed = sampling.parse_selector(selector)
+    sampling.delete_rule(session, parsed)
     _announce(session, services, parsed)
     return {"deleted": selector}
 
@@ -92,9 +90,8 @@ def device_sampling(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> DeviceSampling | Response:
     """The device's effective settings: the first rule whose selector its labels match."""
-    with http_errors():
-        validate_device_id(device_id)
-        reported = sampling.parse_selector(",".join(label or []))
+    validate_device_id(device_id)
+    reported = sampling.parse_selector(",".join(label or []))
     rule, labels = sampling.effective(session, device_id, reported)
     answer = DeviceSampling(
         device_id=device_id,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgefleet.controller import tokens
-from edgefleet.controller.api.deps import ActorNameDep, SessionDep, http_errors, require
+from edgefleet.controller.api.deps import ActorNameDep, SessionDep, require
 from edgefleet.controller.models import TokenPublic, TokensPublic
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -22,8 +22,7 @@ class TokenCreated(TokenPublic):
 
 @router.post("", response_model=TokenCreated)
 def create_token(body: TokenCreate, session: SessionDep, actor: ActorNameDep) -> TokenCreated:
-    with http_errors():
-        row, secret = tokens.create_token(session, body.name, body.role, actor)
+    row, secret = tokens.create_token(session, body.name, body.role, actor)
     return TokenCreated(**TokenPublic.model_validate(row).model_dump(), secret=secret)
 
 
@@ -35,6 +34,5 @@ def list_tokens(session: SessionDep) -> TokensPublic:
 
 @router.post("/{name}/revoke", response_model=TokenPublic)
 def revoke_token(name: str, session: SessionDep, actor: ActorNameDep) -> TokenPublic:
-    with http_errors():
-        row = tokens.revoke_token(session, name, actor)
+    row = tokens.revoke_token(session, name, actor)
     return TokenPublic.model_validate(row)

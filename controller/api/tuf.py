@@ -29,9 +29,9 @@ from edgefleet.controller.api.deps import (
 )
 from edgefleet.controller.api.files import FileServing, StaticFile, file_serving, metadata_etag
 from edgefleet.controller.models import ModelVersion
-from edgefleet.shared.errors import ProtocolError
+from edgefleet.shared.errors import ForbiddenError, NotFoundError, ProtocolError
 from edgefleet.shared.topics import validate_device_id
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlmodel import select
 
@@ -56,7 +56,7 @@ async def _director_reader(device_id: str, request: Request, services: ServicesD
     if caller.role != DEVICE:
         check_role(caller, "operator")
     elif caller.device_id != device_id:
-        raise HTTPException(403, f"{caller.name} may read only its own director metadata")
+        raise ForbiddenError(f"{caller.name} may read only its own director metadata")
 
 
 IMAGE_READER = [Depends(_image_reader)]
@@ -73,7 +73,7 @@ def _stat(path: Path) -> os.stat_result | None:
 def _metadata_file(folder: Path, filename: str, files: FileServing) -> Response:
     st = _stat(folder / filename) if _METADATA.match(filename) else None
     if st is None:
-        raise HTTPException(404, f"no metadata {filename!r}")
+        raise NotFoundError(f"no metadata {filename!r}")
     return StaticFile(folder / filename, st, metadata_etag(st), files, "application/json",
                       headers=_NO_CACHE)  # fmt: skip
 
@@ -96,9 +96,9 @@ async def director_metadata(
     try:
         validate_device_id(device_id)
     except ProtocolError as e:
-        raise HTTPException(404, f"unknown device {device_id!r}") from e
+        raise NotFoundError(f"unknown device {device_id!r}") from e
     if device_id in revoked_devices(services):
-        raise HTTPException(403, f"device {device_id} is revoked")
+        raise ForbiddenError(f"device {device_id} is revoked")
     return _metadata_file(services.signing.director_metadata_dir(device_id), filename, files)
 
 
@@ -116,7 +116,7 @@ def target_file(  # noqa: PLR0917 - FastAPI passes these by name
     """``<sha256>.<file>`` (TUF consistent snapshots): the version's ONNX or a signed plan."""
     found = _TARGET.match(filename)
     if found is None:
-        raise HTTPException(404, f"no target {name}/{version}/{filename}")
+        raise NotFoundError(f"no target {name}/{version}/{filename}")
     digest = found.group(1)
     row = session.exec(
         select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
@@ -128,10 +128,10 @@ def target_file(  # noqa: PLR0917 - FastAPI passes these by name
         signed = plans.list_plans(session, name, version)
         known = any(p.target == target and p.sha256 == digest for p in signed)
     if not known:
-        raise HTTPException(404, f"no target {name}/{version}/{filename}")
+        raise NotFoundError(f"no target {name}/{version}/{filename}")
     path = services.store.path_for(digest)
     st = _stat(path)
     if st is None:
-        raise HTTPException(404, f"artifact {digest} is missing from the store")
+        raise NotFoundError(f"artifact {digest} is missing from the store")
     # Content-addressed: the digest is the strongest ETag there is.
     return StaticFile(path, st, f'"{digest}"', files, "application/octet-stream", counted=True)

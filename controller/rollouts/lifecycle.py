@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from edgefleet.shared.errors import EdgefleetError
+from edgefleet.shared.errors import ConflictError
 
 
 class RolloutState(str, Enum):
@@ -81,7 +81,7 @@ SETTLED = TERMINAL | {S.FAILED}
 OPERATOR_EVENTS = (E.PAUSE, E.RESUME, E.ABORT, E.ROLLBACK, E.PROMOTE)
 
 
-class TransitionRefusedError(EdgefleetError):
+class TransitionRefusedError(ConflictError):
     """The event does not apply to the rollout's state (HTTP 409)."""
 
 
