@@ -17,10 +17,11 @@ is prepared. Its idle pool threads sleep rather than spin (they would take the c
 from everything else on the box). A process, not a thread: onnxruntime holds the GIL
 while it parses a model, and a nice-19 thread preempted with the GIL held stalls the frame
 loop for as long as it waits for a core (measured: 75 to 110 ms on a loaded box, 20 ms
-for a plain load). A model the child finds invalid fails as a plain load would; when the
-child cannot run at all, the model loads the plain way (logged). CPU execution provider
-only: a compiled provider (TensorRT, CUDA graphs) cannot save its graph, and loads on the
-GPU anyway.
+for a plain load). Whenever the child leaves no whole optimised copy (the model is
+invalid, the child cannot run, the disk is full) the model loads the plain way, which
+gives the verdict: a copy that cannot be written never costs a device its model. CPU
+execution provider only: a compiled provider (TensorRT, CUDA graphs) cannot save its graph,
+and loads on the GPU anyway.
 """
 
 from __future__ import annotations
@@ -126,7 +127,10 @@ def _create(
 
 def _optimise_at_low_priority(path: Path, out: Path) -> bool:
     """ONNX Runtime's graph optimisation of ``path`` into ``out`` in a nice-19 child process;
-    False when the child could not do it for a reason other than the model itself."""
+    False when the child did not leave a whole optimised copy, whatever the reason: the
+    model itself, or the copy's own write (a full disk, a file size limit). The plain load
+    that follows then gives the model's verdict, so a copy that cannot be written never
+    costs a device its model."""
     cmd = [sys.executable, "-c", _OPTIMISE, str(path), str(out)]
     try:
         done = subprocess.run(
@@ -135,12 +139,8 @@ def _optimise_at_low_priority(path: Path, out: Path) -> bool:
     except (OSError, subprocess.TimeoutExpired) as e:
         log.warning("background load of %s failed (%s): loading it the plain way", path.name, e)
         return False
-    reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-    if done.returncode == 3:
-        raise ArtifactError(f"{path.name} is not a valid ONNX model: {reason}")
-    if done.returncode == 4:
-        raise ArtifactError(f"{path.name} could not be loaded: {reason}")
     if done.returncode != 0 or not out.is_file():
+        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
         log.warning(
             "background load of %s failed (exit %s: %s): loading it the plain way",
             path.name, done.returncode, reason[:200],
@@ -201,16 +201,20 @@ class OnnxRuntimeBackend:
         return [(p, dict(self.provider_options.get(p, {}))) for p in self.providers]
 
     def _load_in_background(self, path: Path) -> ort.InferenceSession:
+        opts = self._options()
+        opts.add_session_config_entry(*NO_SPINNING)
         with tempfile.TemporaryDirectory(prefix="edgefleet-ort-") as tmp:
             optimised = Path(tmp) / path.name
-            if not _optimise_at_low_priority(path, optimised):
-                opts = self._options()
-                opts.add_session_config_entry(*NO_SPINNING)
-                return _create(path, opts, self._provider_list(), name=path.name)
-            opts = self._options()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            opts.add_session_config_entry(*NO_SPINNING)
-            return _create(optimised, opts, self._provider_list(), name=path.name)
+            if _optimise_at_low_priority(path, optimised):
+                fast = self._options()
+                fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                fast.add_session_config_entry(*NO_SPINNING)
+                try:
+                    return _create(optimised, fast, self._provider_list(), name=path.name)
+                except (ArtifactError, RuntimeBackendError) as e:  # a torn copy, not the model
+                    log.warning("optimised copy of %s did not load (%s): loading it the plain "
+                                "way", path.name, e)  # fmt: skip
+        return _create(path, opts, self._provider_list(), name=path.name)
 
     def _require(self) -> ort.InferenceSession:
         if self._session is None:

@@ -6,6 +6,7 @@ cannot run."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -63,3 +64,25 @@ def test_background_load_without_a_child_process_loads_the_plain_way(
     backend.warm_up(1)
     backend.close()
     assert "loading it the plain way" in caplog.text
+
+
+@linux_only
+def test_an_optimised_copy_that_cannot_be_written_still_loads_the_model(tmp_path: Path) -> None:
+    """A full disk (here a file size limit under the model's size, as the crash tests use)
+    stops the optimised copy; the committed model must still load, the plain way."""
+    model = MODELS / "shapes/v2/model.onnx"
+    limit = model.stat().st_size // 2
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"  # EFBIG, as ENOSPC, not a kill
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+        "from edgefleet.runtime.onnx_backend import OnnxRuntimeBackend\n"
+        "b = OnnxRuntimeBackend(background=True)\n"
+        f"print(b.load(__import__('pathlib').Path({str(model)!r})).imgsz)\n"
+        "b.warm_up(1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(160, 160)"
+    assert "loading it the plain way" in done.stderr
