@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -257,8 +257,6 @@ class ServeConfig(BaseSettings):
     shutdown_deadline: float = Field(
         Settings.shutdown_deadline, gt=0, description="seconds after SIGTERM the process is gone"
     )
-
-    SOURCES: ClassVar[tuple[str, ...]] = ("flag", "environment", "settings file", "default")
 
     @classmethod
     def settings_customise_sources(
