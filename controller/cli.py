@@ -1,4 +1,8 @@
-"""``edgefleet controller serve``. Only the standard library is imported here."""
+"""``edgefleet controller serve``. Only the standard library is imported here.
+
+Every flag defaults to None ("not given"), so that ``EDGEFLEET_*`` and the settings file
+can set it; controller/settings.py's ServeConfig holds the defaults (docs/SETTINGS.md).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,13 @@ def register(sub: Any) -> None:
     ctl = sub.add_parser("controller", help="the central controller service")
     ctl_sub = ctl.add_subparsers(dest="controller_command", metavar="ACTION", required=True)
     serve = ctl_sub.add_parser("serve", help="run the controller (REST, TUF, MQTT ingest)")
-    serve.add_argument("--data", required=True, help="data folder (SQLite, artifacts, TUF)")
-    serve.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL")
-    serve.add_argument("--listen", default="127.0.0.1:8600", help="HOST:PORT")
+    serve.add_argument(
+        "--config", default=None, metavar="FILE",
+        help="YAML settings file; flags override $EDGEFLEET_* override it (docs/SETTINGS.md)",
+    )  # fmt: skip
+    serve.add_argument("--data", default=None, help="data folder (SQLite, artifacts, TUF)")
+    serve.add_argument("--mqtt", default=None, help="broker URL (default mqtt://127.0.0.1:1883)")
+    serve.add_argument("--listen", default=None, help="HOST:PORT (default 127.0.0.1:8600)")
     serve.add_argument(
         "--replica", default=None, metavar="NAME",
         help="connect to an mqtts:// broker as replica NAME (DATA/pki/controller-NAME.pem, "
@@ -42,7 +50,8 @@ def register(sub: Any) -> None:
         "prefix (deploy/nginx/)",
     )  # fmt: skip
     serve.add_argument(
-        "--telemetry-max-age-days", type=float, default=7.0,
-        help="raw telemetry windows kept this long, then summed per device and hour",
+        "--telemetry-max-age-days", type=float, default=None,
+        help="raw telemetry windows kept this long, then summed per device and hour "
+        "(default 7)",
     )  # fmt: skip
     serve.set_defaults(handler="edgefleet.controller.serve:run_from_args")

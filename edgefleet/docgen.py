@@ -1,7 +1,8 @@
 """Docs rendered from the code, so they cannot drift: the REST table of
 docs/ARCHITECTURE.md (from the controller app's OpenAPI document and its routes'
 dependencies) and the CLI reference docs/CLI.md (from the
-argparse parsers). ``python -m edgefleet.docgen`` rewrites them; ``--check`` only says
+argparse parsers) and the settings table of docs/SETTINGS.md (from ServeConfig's fields).
+``python -m edgefleet.docgen`` rewrites them; ``--check`` only says
 which differ (tests/test_docs.py runs the same comparison)."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 ARCHITECTURE = Path("docs") / "ARCHITECTURE.md"
 CLI_DOC = Path("docs") / "CLI.md"
+SETTINGS_DOC = Path("docs") / "SETTINGS.md"
 COMMAND = "python -m edgefleet.docgen"
 _ROLES = ("viewer", "operator", "admin")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -259,7 +261,11 @@ def render(root: Path = REPO) -> dict[Path, str]:
         table = rest_table(app)
     arch = (root / ARCHITECTURE).read_text(encoding="utf-8")
     arch = replace_block(arch, "rest-api", table)
-    return {ARCHITECTURE: arch, CLI_DOC: cli_reference()}
+    from edgefleet.controller.settings import settings_table
+
+    page = root / SETTINGS_DOC if (root / SETTINGS_DOC).is_file() else REPO / SETTINGS_DOC
+    settings = replace_block(page.read_text(encoding="utf-8"), "settings", settings_table())
+    return {ARCHITECTURE: arch, CLI_DOC: cli_reference(), SETTINGS_DOC: settings}
 
 
 def stale(root: Path = REPO) -> list[Path]:

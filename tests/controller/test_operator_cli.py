@@ -169,7 +169,7 @@ def test_serve_port_in_use_is_one_line(controller_url: str, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--mqtt", "http://x"], "bad MQTT URL"),
+        (["--mqtt", "http://x"], "bad --mqtt 'http://x': expected mqtt://"),
         (["--listen", "nonsense"], "bad --listen"),
         (["--database-url", "nosuchdb://x"], "bad database URL"),
         (["--listen", "0.0.0.0:8600"], "loopback only"),
