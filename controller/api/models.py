@@ -74,11 +74,15 @@ def list_versions(name: str, session: SessionDep) -> VersionsPublic:
 
 @router.get("/{name}/versions/{version}/lineage")
 def get_lineage(name: str, version: str, session: SessionDep) -> dict[str, Any]:
-    """Where a version came from, as recorded at push (``model show``, ``model diff``)."""
+    """Where a version came from, as recorded at push (``model show``, ``model diff``); a
+    re-signed copy (``v1-rb9``: same bytes) answers with its source's, ``from`` naming it."""
+    from edgefleet.controller.rollouts.releases import source_of
+
     row = registry.get_version(session, name, version)
-    if row.lineage is None:
-        raise NotFoundError(f"{name}:{version} was pushed without lineage", model=name)
+    source = source_of(session, row)
+    if source.lineage is None:
+        raise NotFoundError(f"{name}:{source.version} was pushed without lineage", model=name)
     public = VersionPublic.model_validate(row)
     return {"name": name, "version": version, "release": public.release,
             "sha256": public.sha256, "created_at": public.created_at.isoformat(),
-            "lineage": row.lineage}  # fmt: skip
+            "from": source.version, "lineage": source.lineage}  # fmt: skip

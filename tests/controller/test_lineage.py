@@ -20,6 +20,7 @@ from edgefleet.controller.lineage import (
     diff,
     manifest_digest,
 )
+from edgefleet.controller.services import Services
 from edgefleet.shared.errors import ConfigError
 from edgefleet.shared.hashing import sha256_file
 
@@ -233,3 +234,27 @@ def test_database_from_before_lineage_gets_the_column(tmp_path: Path) -> None:
         (row,) = session.exec(select(ModelVersion)).all()
     assert row.version == "v1" and row.lineage is None
     engine.dispose()
+
+
+def test_resigned_copy_has_its_sources_lineage(
+    client: httpx.Client, services: Services, tmp_path: Path
+) -> None:
+    """A rollback's ``v1-rbN`` runs v1's bytes: ``model show`` of it shows v1's lineage."""
+    from edgefleet.controller.registry import get_version
+    from edgefleet.controller.rollouts.releases import resign
+    from sqlmodel import Session
+
+    onnx = V2 / "model.onnx"
+    doc = json.dumps(collect(onnx=onnx, weights=V2 / "model.pt", cwd=tmp_path)).encode()
+    with onnx.open("rb") as f:
+        answer = client.post("/v1/models/shapes/versions", files={
+            "file": ("model.onnx", f, "application/octet-stream"),
+            "lineage": ("lineage.json", doc, "application/json")})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    with Session(services.engine) as session:
+        old = get_version(session, "shapes", "v1")
+        label = resign(session, services.signing, services.store.path_for, old).version
+        session.commit()
+    got = client.get(f"/v1/models/shapes/versions/{label}/lineage").json()
+    assert label == "v1-rb2" and got["from"] == "v1" and got["version"] == label
+    assert got["lineage"]["weights"]["sha256"] == sha256_file(V2 / "model.pt")
