@@ -1,5 +1,6 @@
-"""Handlers of the data-loop commands: ``model show``, ``alerts list``, ``samples list|export``,
-and the model card half of ``model push --validation``. httpx against $EDGEFLEET_URL."""
+"""Handlers of the data-loop commands: ``model show|diff``, ``alerts list``,
+``samples list|export``, and the model card half of ``model push --validation``. httpx
+against $EDGEFLEET_URL."""
 
 from __future__ import annotations
 
@@ -52,14 +53,60 @@ def _bars(edges: list[float], counts: list[int], width: int = 40) -> list[str]:
     ]
 
 
+def _optional(path: str) -> dict[str, Any] | None:
+    """GET ``path``; None when the controller answers 404 (no card, no lineage)."""
+    with controller_client() as client:
+        answer = client.get(path)
+    if answer.status_code == 404:
+        return None
+    return check_response(answer)  # type: ignore[no-any-return]
+
+
 @pipe_safe
 def model_show(args: argparse.Namespace) -> int:
+    """A version's lineage and model card; either may be missing, not the version."""
+    from edgefleet.controller.lineage import lines
+
     name, version = parse_target(args.target)
-    card = request("GET", f"/v1/models/{name}/versions/{version}/card")
+    row = _version(name, version)
+    lineage = _optional(f"/v1/models/{name}/versions/{version}/lineage")
+    card = _optional(f"/v1/models/{name}/versions/{version}/card")
     if args.json:
-        print_json(card)
+        print_json({"version": row, "lineage": lineage and lineage["lineage"], "card": card})
+        return 0
+    print(f"{name}:{version} release {row['release']} sha256 {row['sha256'][:12]}"
+          f" ({row['length']} bytes, pushed {row['created_at']})")  # fmt: skip
+    if lineage is None:
+        print("  lineage             - (pushed without it)")
     else:
-        print("\n".join(card_lines(card)))
+        print("\n".join(lines(lineage["lineage"])))
+    print("\n".join(card_lines(card)) if card else "model card: - (push with --validation DIR)")
+    return 0
+
+
+def _version(name: str, version: str) -> dict[str, Any]:
+    answer = request("GET", f"/v1/models/{name}/versions")
+    for row in answer["data"]:
+        if row["version"] == version:
+            return row  # type: ignore[no-any-return]
+    raise ConfigError(f"model {name!r} has no version {version!r}")
+
+
+@pipe_safe
+def model_diff(args: argparse.Namespace) -> int:
+    """What changed between two versions' lineage: metrics, arguments, dataset files."""
+    from edgefleet.controller.lineage import diff, diff_lines
+
+    docs = []
+    for target in (args.a, args.b):
+        name, version = parse_target(target)
+        docs.append(request("GET", f"/v1/models/{name}/versions/{version}/lineage")["lineage"])
+    d = diff(docs[0], docs[1])
+    if args.json:
+        print_json(d)
+    else:
+        print(f"{args.a} -> {args.b}")
+        print("\n".join(diff_lines(d)))
     return 0
 
 

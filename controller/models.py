@@ -72,6 +72,8 @@ class ModelVersion(VersionBase, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+    # Where the bytes came from (controller/lineage.py); None for a push without it.
+    lineage: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class VersionPublic(VersionBase, UtcPublic):

@@ -35,11 +35,28 @@ def _register_models(sub: Any) -> None:
         default=None,
         help="the publisher's models key (PEM): sign here, upload signed metadata",
     )
+    push.add_argument(
+        "--run-dir", metavar="DIR", default=None,
+        help="the Ultralytics run that trained it (args.yaml, results.csv)",
+    )  # fmt: skip
+    push.add_argument(
+        "--data", metavar="DATA_YAML", default=None,
+        help="the data.yaml it was trained on (default: the run's args.yaml data)",
+    )  # fmt: skip
+    push.add_argument(
+        "--weights", metavar="FILE", default=None,
+        help="the .pt this ONNX was exported from elsewhere (its digest is recorded)",
+    )  # fmt: skip
     push.set_defaults(handler=f"{H}:model_push")
-    show = msub.add_parser("show", help="print a version's model card")
+    show = msub.add_parser("show", help="print a version's lineage and model card")
     show.add_argument("target", metavar="NAME:VERSION")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=f"{D}:model_show")
+    mdiff = msub.add_parser("diff", help="compare two versions' lineage: metrics, args, dataset")
+    mdiff.add_argument("a", metavar="NAME:A")
+    mdiff.add_argument("b", metavar="NAME:B")
+    mdiff.add_argument("--json", action="store_true")
+    mdiff.set_defaults(handler=f"{D}:model_diff")
     mlist = msub.add_parser("list", help="list models and their versions")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(handler=f"{H}:model_list")

@@ -65,8 +65,9 @@ class _Progress:
         self._finished = self._finished or done
 
 
-def export_pt(pt: Path, out_dir: Path) -> Path:
-    """Export an Ultralytics checkpoint to ONNX at the image size it was trained with."""
+def export_pt(pt: Path, out_dir: Path, used: dict[str, Any] | None = None) -> Path:
+    """Export an Ultralytics checkpoint to ONNX at the image size it was trained with;
+    the export arguments go into ``used`` (for the lineage)."""
     # Ultralytics logs to stdout; keep ours for the result line.
     with contextlib.redirect_stdout(sys.stderr):
         try:
@@ -83,16 +84,22 @@ def export_pt(pt: Path, out_dir: Path) -> Path:
             model = YOLO(str(local))
             imgsz = model.overrides.get("imgsz") or 640
             exported = model.export(format="onnx", imgsz=imgsz)
+            if used is not None:
+                used.update(format="onnx", imgsz=imgsz)
         except Exception as e:  # ultralytics raises anything from torch to its own errors
             raise ArtifactError(f"cannot export {pt.name} to ONNX: {e}".splitlines()[0]) from e
     return Path(exported)
 
 
-def _upload(name: str, path: Path, version: str | None) -> dict[str, Any]:
+def _upload(
+    name: str, path: Path, version: str | None, lineage: bytes | None = None
+) -> dict[str, Any]:
     data = {"version": version} if version else {}
     with path.open("rb") as f:
         progress = _Progress(f, path.stat().st_size, path.name)
-        files = {"file": (path.name, progress, "application/octet-stream")}
+        files: dict[str, Any] = {"file": (path.name, progress, "application/octet-stream")}
+        if lineage is not None:
+            files["lineage"] = ("lineage.json", lineage, "application/json")
         return _request("POST", f"/v1/models/{name}/versions", files=files, data=data)  # type: ignore[no-any-return]
 
 
@@ -112,7 +119,9 @@ def _fetch_models_metadata(client: httpx.Client) -> bytes:
     return answer.content
 
 
-def _upload_signed(name: str, path: Path, version: str | None, key: Path) -> dict[str, Any]:
+def _upload_signed(
+    name: str, path: Path, version: str | None, key: Path, lineage: bytes | None = None
+) -> dict[str, Any]:
     """Sign the ``models`` role here with the publisher's key; upload bytes + metadata."""
     from edgefleet.controller.signing.keys import load_signer
     from edgefleet.controller.signing.publisher import sign_models_update
@@ -134,9 +143,28 @@ def _upload_signed(name: str, path: Path, version: str | None, key: Path) -> dic
                 "file": (path.name, _Progress(f, length, path.name), "application/octet-stream"),
                 "metadata": ("models.json", signed, "application/json"),
             }
+            if lineage is not None:
+                files["lineage"] = ("lineage.json", lineage, "application/json")
             url = f"/v1/models/{name}/signed"
             answer = client.post(url, files=files, data={"version": version})
         return _check(answer)  # type: ignore[no-any-return]
+
+
+def _lineage(
+    args: argparse.Namespace, onnx_path: Path, pt: Path | None, export_args: dict[str, Any]
+) -> bytes:
+    """The lineage document of this push (controller/lineage.py), as the upload's JSON part."""
+    import json
+
+    from edgefleet.controller.lineage import collect
+
+    def opt(flag: str) -> Path | None:
+        value = getattr(args, flag, None)
+        return Path(value) if value else None
+
+    doc = collect(onnx=onnx_path, weights=pt or opt("weights"), run_dir=opt("run_dir"),
+                  data=opt("data"), export_args=export_args)  # fmt: skip
+    return json.dumps(doc).encode()
 
 
 def _check_push_labels(name: str, version: str | None) -> None:
@@ -160,13 +188,23 @@ def model_push(args: argparse.Namespace) -> int:
     _check_push_labels(args.name, args.version)
     if getattr(args, "validation", None) and not Path(args.validation).is_dir():
         raise ConfigError(f"validation folder {args.validation} does not exist")
+    for flag, what in (("run_dir", "run directory"), ("data", "dataset file"),
+                       ("weights", "weights file")):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value and not Path(value).exists():
+            raise ConfigError(f"{what} {value} does not exist")
+    weights = getattr(args, "weights", None)
+    if weights and suffix == ".pt":
+        raise ConfigError("--weights is for an ONNX exported elsewhere; a .pt is its own weights")
     with tempfile.TemporaryDirectory(prefix="edgefleet-export-") as tmp:
-        onnx_path = export_pt(src, Path(tmp)) if suffix == ".pt" else src
+        export_args: dict[str, Any] = {}
+        onnx_path = export_pt(src, Path(tmp), export_args) if suffix == ".pt" else src
+        lineage = _lineage(args, onnx_path, src if suffix == ".pt" else None, export_args)
         key = getattr(args, "key", None)
         if key:
-            version = _upload_signed(args.name, onnx_path, args.version, Path(key))
+            version = _upload_signed(args.name, onnx_path, args.version, Path(key), lineage)
         else:
-            version = _upload(args.name, onnx_path, args.version)
+            version = _upload(args.name, onnx_path, args.version, lineage)
         print(f"pushed {version['name']}:{version['version']} (release {version['release']}, "
               f"sha256 {version['sha256'][:12]}, {version['length']} bytes)")  # fmt: skip
         if getattr(args, "validation", None):

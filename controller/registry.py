@@ -6,7 +6,7 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from edgefleet.controller.artifacts import ArtifactStore, validate_onnx
 from edgefleet.controller.detector_check import check_detector
@@ -80,6 +80,7 @@ def push_version(
     source: BinaryIO,
     *,
     version: str | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Validate the upload as ONNX, store it by content, sign it, record it."""
     check_label("model name", name)
@@ -90,7 +91,7 @@ def push_version(
         stored = store.commit(tmp, digest)
         return signing.add_model_target(name, version, release, stored.path, format="onnx")
 
-    return push_onnx(session, store, name, source, version=version, sign=sign)
+    return push_onnx(session, store, name, source, version=version, sign=sign, lineage=lineage)
 
 
 def push_onnx(
@@ -101,14 +102,18 @@ def push_onnx(
     *,
     version: str | None,
     sign: SignPush,
+    lineage: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """The push core: stage the upload, refuse what is not a detector the agent can run,
     then, one push at a time, take the next release (and ``v<release>`` as the default
     version), refuse a version that exists, sign and record. The labels are checked by
-    the caller."""
+    the caller. ``lineage`` (controller/lineage.py) is stored on the version as given,
+    its ``onnx.sha256`` checked against the uploaded bytes."""
     with store.staged(source) as (tmp, digest, length):
         validate_onnx(tmp)
         check_detector(tmp)
+        if lineage is not None:
+            check_lineage(lineage, digest)
         with PUSH_LOCK:
             release = next_release(session, name)
             version = version or f"v{release}"
@@ -117,7 +122,7 @@ def push_onnx(
                     f"model {name!r} already has version {version!r}", model=name
                 )
             info = sign(tmp, digest, length, version, release)
-            return _record(session, name, version, release, info)
+            return _record(session, name, version, release, info, lineage=lineage)
 
 
 def next_release(session: Session, name: str) -> int:
@@ -132,8 +137,24 @@ def _exists(session: Session, name: str, version: str) -> bool:
     return session.exec(stmt).first() is not None
 
 
+def check_lineage(lineage: dict[str, Any], digest: str) -> None:
+    """A lineage document is about these bytes: refuse one collected for another file."""
+    onnx = lineage.get("onnx")
+    sha = onnx.get("sha256") if isinstance(onnx, dict) else None
+    if sha != digest:
+        raise ArtifactError(
+            f"the lineage describes ONNX sha256 {str(sha)[:12]}, not the uploaded {digest[:12]}"
+        )
+
+
 def _record(
-    session: Session, name: str, version: str, release: int, info: TargetInfo
+    session: Session,
+    name: str,
+    version: str,
+    release: int,
+    info: TargetInfo,
+    *,
+    lineage: dict[str, Any] | None = None,
 ) -> ModelVersion:
     if session.get(Model, name) is None:
         session.add(Model(name=name))
@@ -145,6 +166,7 @@ def _record(
         length=info.length,
         target=info.target_path,
         format="onnx",
+        lineage=lineage,
     )
     session.add(row)
     session.commit()

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from edgefleet.controller import registry
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
+from edgefleet.controller.api.models import read_lineage
 from edgefleet.controller.models import AuditEntry, VersionPublic
 from edgefleet.controller.signing.publisher import MAX_METADATA_BYTES, parse_models
 from edgefleet.controller.signing.targets import TargetInfo, model_target_path, target_custom
@@ -49,8 +50,9 @@ def push_signed(
     services: ServicesDep,
     actor: ActorNameDep,
     version: Annotated[str | None, Form()] = None,
+    lineage: UploadFile | None = None,
 ) -> VersionPublic:
-    """Upload an ONNX model with the ``models`` metadata that signs it."""
+    """Upload an ONNX model with the ``models`` metadata that signs it (and its lineage)."""
     registry.check_label("model name", name)
     if version is not None:
         registry.check_label("version", version)
@@ -58,6 +60,7 @@ def push_signed(
     if len(raw) > MAX_METADATA_BYTES:
         raise TrustError(f"models metadata larger than {MAX_METADATA_BYTES} bytes")
     md = parse_models(raw)
+    doc = read_lineage(lineage, actor)
     image = _image(services)
 
     def sign(tmp: Path, digest: str, length: int, version: str, release: int) -> TargetInfo:
@@ -67,7 +70,8 @@ def push_signed(
         services.store.commit(tmp, digest)
         return image.publish_signed_models(md, path, length, digest, custom)  # type: ignore[no-any-return]
 
-    row = registry.push_onnx(session, services.store, name, file.file, version=version, sign=sign)
+    row = registry.push_onnx(session, services.store, name, file.file, version=version, sign=sign,
+                             lineage=doc)  # fmt: skip
     public = VersionPublic.model_validate(row)
     detail = {"release": public.release, "sha256": public.sha256, "signed_by": "publisher"}
     session.add(AuditEntry(actor=actor, action="push", target=f"{name}:{public.version}",

@@ -195,6 +195,10 @@ def test_push_pt_exports_onnx_first(controller_url: str, tmp_path: Path, repo_ro
     assert {p.name for p in pt.parent.iterdir()} == before  # nothing written beside the .pt
     versions = httpx.get(f"{controller_url}/v1/models/shapes/versions").json()["data"]
     assert versions[0]["format"] == "onnx" and versions[0]["length"] > 0
+    lineage = httpx.get(f"{controller_url}/v1/models/shapes/versions/v1/lineage").json()["lineage"]
+    assert lineage["weights"] == {"file": "model.pt", "sha256": sha256_file(pt)}
+    assert lineage["export"]["format"] == "onnx" and lineage["export"]["imgsz"]
+    assert lineage["onnx"]["sha256"] == versions[0]["sha256"] and lineage["versions"]["ultralytics"]
 
 
 def test_plan_push_list_approve(controller_url: str, onnx_model: Path, tmp_path: Path) -> None:

@@ -106,6 +106,8 @@ def test_cli_push_with_key_installed_by_agent(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "pushed shapes:v1 (release 1" in proc.stdout
+    lineage = client.get("/v1/models/shapes/versions/v1/lineage").json()["lineage"]
+    assert lineage["onnx"]["sha256"] == sha256_file(onnx_model) and lineage["pushed_by"]
 
     info = services.signing.target("models/shapes/v1/model.onnx")
     assert info.sha256 == sha256_file(onnx_model)
