@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from edgefleet.controller.artifact_store import LocalStore, open_backend
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
@@ -78,7 +79,9 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
     except OSError as e:
         raise ConfigError(f"cannot create the data folder {settings.data_dir}: {e}") from e
     engine = make_engine(settings.db_url, settings.db_pool_size)
-    store = ArtifactStore(settings.artifacts_dir, settings.max_upload_bytes)
+    backend = open_backend(settings.artifact_store, settings.artifacts_dir)
+    root = backend.root if isinstance(backend, LocalStore) else settings.artifacts_dir
+    store = ArtifactStore(root, settings.max_upload_bytes, backend)
     signing = TufSigning.open(settings.data_dir)
     link = MqttLink(
         settings.broker,

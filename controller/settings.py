@@ -109,6 +109,7 @@ class Settings:
     max_downloads: int = 256  # artifact downloads sent at once; more get 503 + Retry-After
     download_retry_after: int = 10  # seconds, the Retry-After of that 503
     offload_prefix: str | None = None  # e.g. "/_edgefleet_data": nginx sends files (X-Accel)
+    artifact_store: str | None = None  # None: DATA/artifacts; else s3://BUCKET/PREFIX?...
     shutdown_grace: float = 3.0  # seconds SIGTERM lets open responses finish
     shutdown_deadline: float = 7.0  # seconds after SIGTERM the process is gone, in any state
 
@@ -133,6 +134,7 @@ class Settings:
             public_mirror=bool(getattr(args, "public_mirror", False)),
             max_downloads=_max_downloads(getattr(args, "max_downloads", None)),
             offload_prefix=_offload_prefix(getattr(args, "offload_prefix", None)),
+            artifact_store=getattr(args, "artifact_store", None),
             telemetry_max_age_days=_positive_days(getattr(args, "telemetry_max_age_days", 7.0)),
         )
 
