@@ -5,6 +5,9 @@ bytes from the bucket itself."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import socket
 import subprocess
 import sys
@@ -19,7 +22,7 @@ from edgefleet.controller import registry
 from edgefleet.controller.artifact_store import S3Store, open_backend
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.services import Services
-from edgefleet.shared.errors import ConfigError, TrustError
+from edgefleet.shared.errors import ArtifactError, ConfigError, TrustError
 from sqlmodel import Session
 
 from edgefleet.devbroker import free_port
@@ -165,6 +168,25 @@ def test_without_presigning_the_controller_sends_the_bytes_fetched_from_the_buck
     assert answer.status_code == 200
     assert answer.content == (tmp_path / "m.onnx").read_bytes()
     assert store.verify(row.sha256)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_both_backends_keep_the_same_contract(kind: str, s3_endpoint: str, tmp_path: Path) -> None:
+    url = f"s3://{BUCKET}/contract?endpoint={s3_endpoint}" if kind == "s3" else None
+    backend = open_backend(url, tmp_path / "artifacts")
+    data = bytes(range(256)) * 5000  # over one read chunk
+    digest = hashlib.sha256(data).hexdigest()
+    assert not backend.exists(digest)
+    backend.put(digest, io.BytesIO(data))
+    assert backend.exists(digest)
+    with contextlib.closing(backend.open(digest)) as f:
+        assert f.read() == data
+    assert backend.presigned_url(digest) is None  # no presign= asked for
+    backend.delete(digest)
+    assert not backend.exists(digest)
+    backend.delete(digest)  # absent is not an error
+    with pytest.raises(ArtifactError):
+        backend.open(digest)
 
 
 @pytest.mark.parametrize(
