@@ -227,16 +227,20 @@ class DeadlineFetcher(FetcherInterface):
         target = urljoin(url, location)
         if urlsplit(target).scheme not in ("http", "https"):
             raise exceptions.DownloadError(f"{url} redirects to {target!r}")
-        plain = {"User-Agent": _headers(None)["User-Agent"], **headers}
-        return self._send(target, plain)
+        return self._send(target, headers, credential=False)
 
-    def _send(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+    def _send(
+        self, url: str, headers: dict[str, str], *, credential: bool = True
+    ) -> urllib3.BaseHTTPResponse:
         timeout = min(self.config.timeout_s, self.config.deadline_s)
+        # urllib3 sends either the pool's headers or the ones given, never both: merge them,
+        # or a conditional poll or a resumed download would go without the credential.
+        sent = {**_headers(self.config.credential if credential else None), **headers}
         try:
             response = self._pool.request(
                 "GET",
                 url,
-                headers=headers or None,
+                headers=sent,
                 preload_content=False,
                 redirect=False,
                 timeout=urllib3.Timeout(connect=timeout, read=timeout),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import io
 import socket
 import subprocess
@@ -130,11 +131,70 @@ def test_a_pushed_model_is_in_the_bucket_and_an_enrolled_device_downloads_it_fro
             fetcher,
         )  # fmt: skip
         [target] = up.refresh({}, None)
+        seen.answers.clear()
         got = up.download(target, tmp_path / "models")
-    assert got.read_bytes() == pushed
-    statuses = [(url.split("?")[0].rsplit("/", 1)[1], status) for url, status in seen.answers]
-    assert statuses[-2:] == [(f"{row.sha256}.model.onnx", 307), (row.sha256, 200)]
-    assert seen.answers[-1][0].startswith(s3_endpoint)
+        assert got.read_bytes() == pushed
+        assert _statuses(seen) == [(f"{row.sha256}.model.onnx", 307), (row.sha256, 200)]
+        assert seen.answers[-1][0].startswith(s3_endpoint)
+
+        # a download that broke off resumes from the bucket: Range survives the redirect,
+        # and the credential still goes with the Range request to the controller
+        got.unlink()
+        (tmp_path / "models" / f".{got.name}.part").write_bytes(pushed[: len(pushed) // 2])
+        seen.answers.clear()
+        assert up.download(target, tmp_path / "models").read_bytes() == pushed
+        assert _statuses(seen) == [(f"{row.sha256}.model.onnx", 307), (row.sha256, 206)]
+
+
+def _statuses(seen: Seen) -> list[tuple[str, int]]:
+    return [(url.split("?")[0].rsplit("/", 1)[1], status) for url, status in seen.answers]
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """/go answers 307 to /there; everything else 200 "hello"; records each request."""
+
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, self.headers.get("Authorization"), self.headers.get("Range")))
+        if self.path == "/go":
+            self.send_response(307)
+            self.send_header("Location", "/there")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "5")
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_fetcher_sends_its_credential_on_every_request_but_not_past_a_redirect(
+    tmp_path: Path,
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    _Recorder.seen = []
+    try:
+        fetcher = DeadlineFetcher(FetcherConfig(deadline_s=10, timeout_s=5, credential="efu_x"))
+        assert b"".join(fetcher.fetch(f"{base}/go")) == b"hello"
+        assert fetcher.fetch_conditional(f"{base}/poll", '"e1"', 100).body == b"hello"
+        part = tmp_path / "part"
+        part.write_bytes(b"he")
+        fetcher.download_resumable(f"{base}/model", part, 5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Recorder.seen == [
+        ("/go", "Bearer efu_x", None),
+        ("/there", None, None),  # a presigned URL: the store never sees the credential
+        ("/poll", "Bearer efu_x", None),
+        ("/model", "Bearer efu_x", "bytes=2-"),
+    ]
 
 
 def test_other_bytes_in_the_bucket_are_refused_by_the_device(
