@@ -114,7 +114,7 @@ def build_scheduler(services: Services) -> Scheduler:
     from edgefleet.controller.cards import CardStore
 
     cards = CardStore(services.settings.data_dir / "cards")  # drift gates' baseline
-    deps = Deps(services.signing, services.link, services.store.path_for, cards)
+    deps = Deps(services.signing, services.link, services.store.local_copy, cards)
     return Scheduler(services.engine, deps)
 
 
