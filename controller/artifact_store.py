@@ -124,6 +124,15 @@ class S3Store:
                                   config=config)  # fmt: skip
         self.client = client
 
+    def check(self) -> None:
+        """Fail at startup, in one line, when the bucket cannot be reached or read."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as e:
+            raise ConfigError(f"artifact store s3://{self.bucket}: {_reason(e)}") from e
+
     def key(self, sha256: str) -> str:
         return f"{self.prefix}/{content_key(sha256)}" if self.prefix else content_key(sha256)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from edgefleet.controller.artifact_store import LocalStore, open_backend
+from edgefleet.controller.artifact_store import LocalStore, S3Store, open_backend
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
@@ -78,8 +78,10 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the data folder {settings.data_dir}: {e}") from e
-    engine = make_engine(settings.db_url, settings.db_pool_size)
     backend = open_backend(settings.artifact_store, settings.artifacts_dir)
+    if isinstance(backend, S3Store):
+        backend.check()
+    engine = make_engine(settings.db_url, settings.db_pool_size)
     root = backend.root if isinstance(backend, LocalStore) else settings.artifacts_dir
     store = ArtifactStore(root, settings.max_upload_bytes, backend)
     signing = TufSigning.open(settings.data_dir)

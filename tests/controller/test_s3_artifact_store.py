@@ -22,7 +22,9 @@ from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
 from edgefleet.controller import registry
 from edgefleet.controller.artifact_store import S3Store, open_backend
 from edgefleet.controller.artifacts import ArtifactStore
+from edgefleet.controller.serve import build_services
 from edgefleet.controller.services import Services
+from edgefleet.controller.settings import Settings
 from edgefleet.shared.errors import ArtifactError, ConfigError, TrustError
 from sqlmodel import Session
 
@@ -247,6 +249,20 @@ def test_both_backends_keep_the_same_contract(kind: str, s3_endpoint: str, tmp_p
     backend.delete(digest)  # absent is not an error
     with pytest.raises(ArtifactError):
         backend.open(digest)
+
+
+def test_serve_refuses_to_start_on_a_bucket_it_cannot_reach(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    missing = Settings(data, artifact_store=f"s3://no-such-bucket/p?endpoint={s3_endpoint}")
+    with pytest.raises(ConfigError, match="s3://no-such-bucket") as caught:
+        build_services(missing)
+    assert "\n" not in str(caught.value)
+    nobody = f"http://127.0.0.1:{free_port()}"
+    dead = Settings(data, artifact_store=f"s3://{BUCKET}/p?endpoint={nobody}")
+    with pytest.raises(ConfigError, match=f"s3://{BUCKET}: Could not connect"):
+        build_services(dead)
 
 
 @pytest.mark.parametrize(
