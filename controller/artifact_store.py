@@ -30,6 +30,7 @@ from edgefleet.shared.errors import ArtifactError, ConfigError
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 MAX_PRESIGN_S = 7 * 24 * 3600  # seconds: SigV4's longest validity
+PART_BYTES = 8 * 1024 * 1024  # bytes per multipart upload part
 
 
 def content_key(sha256: str) -> str:
@@ -139,8 +140,13 @@ class S3Store:
     def put(self, sha256: str, source: BinaryIO) -> None:
         if self.exists(sha256):
             return
-        # upload_fileobj reads in 8 MiB parts (multipart above that): never whole in memory
-        self._call("upload", self.client.upload_fileobj, source, self.bucket, self.key(sha256))
+        # multipart in 8 MiB parts, 4 at once: at most about 32 MiB of a model in memory
+        from boto3.s3.transfer import TransferConfig
+
+        parts = TransferConfig(multipart_chunksize=PART_BYTES, max_concurrency=4)
+        parts.max_in_memory_upload_chunks = 4  # s3transfer's knob; boto3's __init__ lacks it
+        self._call("upload", self.client.upload_fileobj, source, self.bucket, self.key(sha256),
+                   Config=parts)  # fmt: skip
 
     def open(self, sha256: str) -> BinaryIO:
         answer = self._call("read", self.client.get_object, Bucket=self.bucket,
