@@ -102,21 +102,23 @@ def test_a_pushed_model_is_in_the_bucket_and_an_enrolled_device_downloads_it_fro
     secured: Services, s3_endpoint: str, tmp_path: Path
 ) -> None:
     store = _use_bucket(secured, s3_endpoint, "edge/prod", "&presign=300")
-    with Session(secured.engine) as s, tiny_onnx(tmp_path / "m.onnx").open("rb") as f:
-        row = registry.push_version(s, store, secured.signing, "m", f, version="v1")
-    pushed = (tmp_path / "m.onnx").read_bytes()
-    key = f"edge/prod/sha256/{row.sha256[:2]}/{row.sha256}"
-    assert _bucket_bytes(s3_endpoint, key) == pushed
-    secured.signing.assign(DEVICE, [secured.signing.target("models/m/v1/model.onnx")])
-    # the controller's own copy is gone: only the bucket can send these bytes now
-    store.path_for(row.sha256).unlink()
-    target_url = f"/tuf/image/targets/models/m/v1/{row.sha256}.model.onnx"
-
+    pushed = tiny_onnx(tmp_path / "m.onnx").read_bytes()
     with serving(secured) as client:
+        operator = bearer(secured, "operator")
+        answer = client.post("/v1/models/m/versions", files={"file": ("m.onnx", pushed)},
+                             data={"version": "v1"}, headers=operator)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        digest = answer.json()["sha256"]
+        key = f"edge/prod/sha256/{digest[:2]}/{digest}"
+        assert _bucket_bytes(s3_endpoint, key) == pushed
+        secured.signing.assign(DEVICE, [secured.signing.target("models/m/v1/model.onnx")])
+        # the controller's own copy is gone: only the bucket can send these bytes now
+        store.path_for(digest).unlink()
+        target_url = f"/tuf/image/targets/models/m/v1/{digest}.model.onnx"
+
         # the read check comes before the redirect: no credential, no URL of the bucket
         anonymous = client.get(target_url)
         assert anonymous.status_code == 401 and "location" not in anonymous.headers
-        operator = bearer(secured, "operator")
         device = enroll_device(client, operator, DEVICE, tmp_path / "identity")
         redirect = client.get(target_url, headers=device)
         assert redirect.status_code == 307
@@ -136,7 +138,7 @@ def test_a_pushed_model_is_in_the_bucket_and_an_enrolled_device_downloads_it_fro
         seen.answers.clear()
         got = up.download(target, tmp_path / "models")
         assert got.read_bytes() == pushed
-        assert _statuses(seen) == [(f"{row.sha256}.model.onnx", 307), (row.sha256, 200)]
+        assert _statuses(seen) == [(f"{digest}.model.onnx", 307), (digest, 200)]
         assert seen.answers[-1][0].startswith(s3_endpoint)
 
         # a download that broke off resumes from the bucket: Range survives the redirect,
@@ -145,7 +147,7 @@ def test_a_pushed_model_is_in_the_bucket_and_an_enrolled_device_downloads_it_fro
         (tmp_path / "models" / f".{got.name}.part").write_bytes(pushed[: len(pushed) // 2])
         seen.answers.clear()
         assert up.download(target, tmp_path / "models").read_bytes() == pushed
-        assert _statuses(seen) == [(f"{row.sha256}.model.onnx", 307), (row.sha256, 206)]
+        assert _statuses(seen) == [(f"{digest}.model.onnx", 307), (digest, 206)]
 
 
 def _statuses(seen: Seen) -> list[tuple[str, int]]:
