@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from tuf.api import exceptions
@@ -38,6 +39,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 from edgefleet import __version__
 
 BUSY = (429, 503)  # "come back later": retried after Retry-After and backoff
+REDIRECTS = (301, 302, 303, 307, 308)  # followed once (a presigned artifact URL)
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ class DeadlineFetcher(FetcherInterface):
         """One GET, retried while the server says it is busy; errors as DownloadError."""
         waited, attempt = 0.0, 0
         while True:
-            response = self._send(url, headers)
+            response = self._follow(url, headers, self._send(url, headers))
             if response.status not in BUSY:
                 break
             retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
@@ -212,13 +214,33 @@ class DeadlineFetcher(FetcherInterface):
             raise exceptions.DownloadHTTPError(f"HTTP {response.status} for {url}", response.status)
         return response
 
-    def _send(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+    def _follow(
+        self, url: str, headers: dict[str, str], response: urllib3.BaseHTTPResponse
+    ) -> urllib3.BaseHTTPResponse:
+        """One redirect hop (a controller with an S3 artifact store sends a presigned URL),
+        without the device credential: the store is not the controller, and TUF verifies
+        what it sends."""
+        location = response.headers.get("Location")
+        if response.status not in REDIRECTS or not location:
+            return response
+        response.close()
+        target = urljoin(url, location)
+        if urlsplit(target).scheme not in ("http", "https"):
+            raise exceptions.DownloadError(f"{url} redirects to {target!r}")
+        return self._send(target, headers, credential=False)
+
+    def _send(
+        self, url: str, headers: dict[str, str], *, credential: bool = True
+    ) -> urllib3.BaseHTTPResponse:
         timeout = min(self.config.timeout_s, self.config.deadline_s)
+        # urllib3 sends either the pool's headers or the ones given, never both: merge them,
+        # or a conditional poll or a resumed download would go without the credential.
+        sent = {**_headers(self.config.credential if credential else None), **headers}
         try:
             response = self._pool.request(
                 "GET",
                 url,
-                headers=headers or None,
+                headers=sent,
                 preload_content=False,
                 redirect=False,
                 timeout=urllib3.Timeout(connect=timeout, read=timeout),

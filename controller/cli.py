@@ -50,6 +50,11 @@ def register(sub: Any) -> None:
         "prefix (deploy/nginx/)",
     )  # fmt: skip
     serve.add_argument(
+        "--artifact-store", default=None, metavar="URL",
+        help="where artifacts live: s3://BUCKET/PREFIX[?endpoint=URL&presign=SECONDS] "
+        "(credentials from AWS_* env), file:///PATH; default DATA/artifacts",
+    )  # fmt: skip
+    serve.add_argument(
         "--telemetry-max-age-days", type=float, default=None,
         help="raw telemetry windows kept this long, then summed per device and hour "
         "(default 7)",

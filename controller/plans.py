@@ -93,7 +93,7 @@ def push_plan(
             length=stored.length, source=origin, state="pending",
         )  # fmt: skip
     if signing is not None:
-        _sign(plan, row, store.path_for, signing)
+        _sign(plan, row, store.local_copy, signing)
     session.add(plan)
     session.commit()
     session.refresh(plan)
@@ -114,7 +114,7 @@ def approve_plan(
             f"{plan.name}:{plan.version} already has a signed plan for {engine.slug()}",
             model=plan.name,
         )
-    _sign(plan, row, store.path_for, signing)
+    _sign(plan, row, store.local_copy, signing)
     session.add(plan)
     session.commit()
     session.refresh(plan)

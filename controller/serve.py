@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from edgefleet.controller.artifact_store import LocalStore, S3Store, open_backend
 from edgefleet.controller.artifacts import ArtifactStore
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
@@ -77,8 +78,12 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the data folder {settings.data_dir}: {e}") from e
+    backend = open_backend(settings.artifact_store, settings.artifacts_dir)
+    if isinstance(backend, S3Store):
+        backend.check()
     engine = make_engine(settings.db_url, settings.db_pool_size)
-    store = ArtifactStore(settings.artifacts_dir, settings.max_upload_bytes)
+    root = backend.root if isinstance(backend, LocalStore) else settings.artifacts_dir
+    store = ArtifactStore(root, settings.max_upload_bytes, backend)
     signing = TufSigning.open(settings.data_dir)
     link = MqttLink(
         settings.broker,
@@ -111,7 +116,7 @@ def build_scheduler(services: Services) -> Scheduler:
     from edgefleet.controller.cards import CardStore
 
     cards = CardStore(services.settings.data_dir / "cards")  # drift gates' baseline
-    deps = Deps(services.signing, services.link, services.store.path_for, cards)
+    deps = Deps(services.signing, services.link, services.store.local_copy, cards)
     return Scheduler(services.engine, deps)
 
 

@@ -94,6 +94,7 @@ class Settings:
     max_downloads: int = 256  # artifact downloads sent at once; more get 503 + Retry-After
     download_retry_after: int = 10  # seconds, the Retry-After of that 503
     offload_prefix: str | None = None  # e.g. "/_edgefleet_data": nginx sends files (X-Accel)
+    artifact_store: str | None = None  # None: DATA/artifacts; else s3://BUCKET/PREFIX?...
     shutdown_grace: float = 3.0  # seconds SIGTERM lets open responses finish
     shutdown_deadline: float = 7.0  # seconds after SIGTERM the process is gone, in any state
 
@@ -155,7 +156,8 @@ ENV_PREFIX = "EDGEFLEET_"
 # ServeConfig's fields that `controller serve` also takes as a flag (--data, --max-downloads):
 # controller/cli.py spells each as its field name with dashes.
 FLAGS = ("config", "data", "mqtt", "listen", "replica", "database_url", "insecure_dev",
-         "public_mirror", "max_downloads", "offload_prefix", "telemetry_max_age_days")  # fmt: skip
+         "public_mirror", "max_downloads", "offload_prefix", "artifact_store",
+         "telemetry_max_age_days")  # fmt: skip
 
 
 def _env_config() -> Path | None:
@@ -221,6 +223,11 @@ class ServeConfig(BaseSettings):
     )
     offload_prefix: str | None = Field(
         None, description="X-Accel-Redirect prefix for a reverse proxy (deploy/nginx/)"
+    )
+    artifact_store: str | None = Field(
+        None,
+        description="where artifacts live: s3://BUCKET/PREFIX[?endpoint=URL&presign=SECONDS] "
+        "(credentials from AWS_* env), file:///PATH; default DATA/artifacts",
     )
     telemetry_max_age_days: float = Field(
         Settings.telemetry_max_age_days, gt=0,
@@ -352,6 +359,7 @@ class ServeConfig(BaseSettings):
             max_downloads=self.max_downloads,
             download_retry_after=self.download_retry_after,
             offload_prefix=self.offload_prefix,
+            artifact_store=self.artifact_store,
             shutdown_grace=self.shutdown_grace,
             shutdown_deadline=self.shutdown_deadline,
         )

@@ -31,7 +31,7 @@ def deps_of(services: Services) -> Deps:
     from edgefleet.controller.cards import CardStore
 
     cards = CardStore(services.settings.data_dir / "cards")
-    return Deps(services.signing, services.link, services.store.path_for, cards)
+    return Deps(services.signing, services.link, services.store.local_copy, cards)
 
 
 @router.post("", response_model=RolloutPublic)

@@ -2,7 +2,9 @@
 
 Only plain file names are served from the signing folders (no separators, no dot
 files), and a target is served only when its hash is the registered artifact of that
-version: the URL never decides which file on disk is read.
+version: the URL never decides which file on disk is read. With an S3 artifact store
+and presigning on (``--artifact-store s3://...?presign=SECONDS``) an artifact is a 307 to
+a presigned URL of the bucket, after the same checks.
 
 Who may read (auth on): the image repository (metadata and artifacts) an enrolled,
 unrevoked device (its own credential, ``Authorization: Bearer efu_...``) or an operator
@@ -32,7 +34,7 @@ from edgefleet.controller.models import ModelVersion
 from edgefleet.shared.errors import ForbiddenError, NotFoundError, ProtocolError
 from edgefleet.shared.topics import validate_device_id
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from sqlmodel import select
 
 router = APIRouter(prefix="/tuf", tags=["tuf"])
@@ -129,7 +131,12 @@ def target_file(  # noqa: PLR0917 - FastAPI passes these by name
         known = any(p.target == target and p.sha256 == digest for p in signed)
     if not known:
         raise NotFoundError(f"no target {name}/{version}/{filename}")
-    path = services.store.path_for(digest)
+    # Asked by a reader the route's dependencies let in, for a registered target: now the
+    # bytes may come from the artifact store itself (TUF verifies them on the device).
+    presigned = services.store.presigned_url(digest)
+    if presigned is not None:
+        return RedirectResponse(presigned, status_code=307, headers={"Cache-Control": "no-store"})
+    path = services.store.local_copy(digest)  # a bucket without presigning: via this disk
     st = _stat(path)
     if st is None:
         raise NotFoundError(f"artifact {digest} is missing from the store")

@@ -37,7 +37,7 @@ class Deps:
 
     signing: Signing
     hints: HintSender
-    artifact_path: Callable[[str], Path]  # sha256 -> stored bytes (ArtifactStore.path_for)
+    artifact_path: Callable[[str], Path]  # sha256 -> stored bytes (ArtifactStore.local_copy)
     cards: CardLookup | None = None  # model cards: the drift gates' baseline (CardStore)
 
 
