@@ -1,5 +1,5 @@
 """The tooling in pyproject.toml holds: ruff (lint + format) everywhere, mypy strict on the
-whole ``edgefleet`` package (shared/, agent/, controller/, edgefleet/)."""
+whole ``edgefleet`` package (shared/, agent/, controller/, edgefleet/) and on bench/."""
 
 from __future__ import annotations
 
@@ -70,3 +70,12 @@ def test_mypy_strict_on_the_whole_package() -> None:
     modules = sum(len(list(link.resolve().rglob("*.py"))) if link.is_dir() else link.suffix == ".py"
                   for link in (tree / "edgefleet").iterdir())  # fmt: skip
     assert f"no issues found in {modules} source files" in out.stdout, out.stdout
+
+
+@pytest.mark.slow
+def test_mypy_strict_on_bench() -> None:
+    _package_tree()  # bench/ imports the package
+    out = subprocess.run(
+        [_tool("mypy"), "bench"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stdout[-4000:]
