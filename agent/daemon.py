@@ -32,7 +32,7 @@ from edgefleet.agent.hooks import installed as installed_hooks
 from edgefleet.agent.metrics import AgentMetrics, MetricsServer, serve
 from edgefleet.agent.monitor import WindowAccumulator
 from edgefleet.agent.mqtt_link import Hint, MqttLink
-from edgefleet.agent.pipeline import Pipeline, open_source
+from edgefleet.agent.pipeline import FrameSink, Pipeline, open_source
 from edgefleet.agent.plan_share import PlanSharer
 from edgefleet.agent.profile_select import resolve_profile, with_profile
 from edgefleet.agent.reconcile import (
@@ -246,7 +246,9 @@ def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = N
     shadow = _shadow_settings(config)
     # Always tapped (idle until armed): a rollout stage may ask for a shadow phase.
     tap = shadow.tap if shadow is not None else ShadowTap()
-    frame_sinks = [monitor, health, metrics, *(sink for sink, _ in sinks), *data.sinks(), tap]
+    frame_sinks: list[FrameSink] = [
+        monitor, health, metrics, *(sink for sink, _ in sinks), *data.sinks(), tap
+    ]  # fmt: skip
     pipeline = Pipeline(source, slots, frame_sinks, fps=config.source.fps)
     identity = Identity(config.device_id, config.labels, fingerprint, __version__)
     reconciler = Reconciler(
@@ -274,7 +276,7 @@ def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = N
     supervisor = Supervisor(
         stop, on_restart=lambda name: metrics.thread_restarts.labels(name).inc()
     )
-    loops = [
+    loops: list[tuple[str, Callable[[], None]]] = [
         (
             "reconcile",
             partial(

@@ -77,8 +77,7 @@ IN_PROGRESS = frozenset(
 ENDS = frozenset({P.COMMITTED, P.REVERTED, P.FAILED})
 
 
-# mypy reads edgefleet.shared as an untyped import from here (files = shared, agent)
-class IllegalPhaseError(EdgefleetError):  # type: ignore[misc]
+class IllegalPhaseError(EdgefleetError):
     """The event does not apply in this phase: the reconciler has a bug."""
 
 

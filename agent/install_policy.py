@@ -16,9 +16,7 @@ from typing import Any
 
 from edgefleet.shared.engines import EngineFingerprint, parse_version
 from edgefleet.shared.protocol import Fingerprint
-
-# tuf re-exports TargetFile here without __all__, so strict mypy needs the ignore
-from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+from tuf.api.metadata import TargetFile
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

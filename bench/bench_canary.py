@@ -286,8 +286,10 @@ def rollout(
     rng = np.random.default_rng(seed)
     fleet = _fleet(rng, len(runs["production"].latency_ms), sites, per_site)
     labels = {d.device_id: {"site": d.site} for d in fleet}
-    spec = RolloutSpec(model="shapes", version=variant, stages=stages, soak_s=soak_s,
-                       gates="ml", stratify_by="site")  # fmt: skip
+    spec = RolloutSpec.model_validate({
+        "model": "shapes", "version": variant, "stages": stages, "soak_s": soak_s, "gates": "ml",
+        "stratify_by": "site",
+    })  # fmt: skip
     members = {d: adv.Member(labels=labels[d]) for d in labels}
     stage, ready_at, started = 0, None, T0
     history: list[TelemetryWindow] = []
@@ -339,7 +341,7 @@ def check_stages(stages: str) -> None:
     from pydantic import ValidationError
 
     try:
-        RolloutSpec(model="m", version="v", stages=stages)
+        RolloutSpec.model_validate({"model": "m", "version": "v", "stages": stages})
     except ValidationError as e:
         raise ConfigError(f"bad --stages {stages!r}: {e.errors()[0]['msg']}") from None
 
@@ -374,7 +376,7 @@ def bench(
             "confidence_ratio": _mean_conf(r) / max(_mean_conf(base), 1e-9),
             "latency_ratio": float(np.median(r.latency_ms) / np.median(base.latency_ms)),
         }
-    rows = []
+    rows: list[dict[str, Any]] = []  # one JSON row per variant
     soak_total = soak_s
     for v in variants:
         verdicts, times, reasons = [], [], []

@@ -40,7 +40,7 @@ from edgefleet.controller.alerts.watch import AlertWatcher
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.db import make_engine, session_scope
 from edgefleet.controller.models import AlertRow, Device, TelemetryWindowRow
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_canary import SOURCE, Run, frames, infer  # the sibling module
@@ -121,7 +121,7 @@ def trial(
             now[0] = end
             watcher.poll()
         with Session(engine) as s:
-            alerts = list(s.exec(select(AlertRow).order_by(AlertRow.id)).all())
+            alerts = list(s.exec(select(AlertRow).order_by(col(AlertRow.id))).all())
         engine.dispose()
     out = []
     for a in alerts:
@@ -138,8 +138,10 @@ def bench(
 ) -> dict[str, Any]:  # fmt: skip
     runs = run_scenes(frames_n)
     base = runs["unchanged"]
-    rows = {s: {"scene": s, "changed": s != "unchanged", "alerted": 0, "minutes_to_alert": [],
-                "false_alerts": 0, "metrics": {}} for s in scenes}  # fmt: skip
+    rows: dict[str, dict[str, Any]] = {  # one JSON row per scene
+        s: {"scene": s, "changed": s != "unchanged", "alerted": 0, "minutes_to_alert": [],
+            "false_alerts": 0, "metrics": {}} for s in scenes
+    }  # fmt: skip
     for s in scenes:
         r = runs[s]
         rows[s]["detections_per_frame"] = sum(map(len, r.detections)) / len(r.detections)

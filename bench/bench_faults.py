@@ -127,7 +127,7 @@ class Lab:
             r = self.http.get(f"/v1/devices/{device_id}", timeout=10)
         except httpx.HTTPError:
             return {}
-        return r.json() if r.status_code == 200 else {}  # type: ignore[no-any-return]
+        return r.json() if r.status_code == 200 else {}
 
     def rollout(self, rid: int) -> dict[str, Any]:
         try:

@@ -161,7 +161,7 @@ def bench(
     window_s: float = 10.0, soak_s: float = 600.0, alpha: float = 0.01,
     variants: tuple[Variant, ...] = VARIANTS,
 ) -> dict[str, Any]:  # fmt: skip
-    rows = []
+    rows: list[dict[str, Any]] = []  # one JSON row per variant
     for v in variants:
         outcomes: list[Outcome] = []
         times: list[float] = []

@@ -33,6 +33,7 @@ import numpy as np
 from edgefleet.shared.errors import ConfigError
 
 from edgefleet.runtime.detector import Detector
+from edgefleet.runtime.onnx_backend import OnnxRuntimeBackend
 from edgefleet.runtime.preprocess import preprocess
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -91,7 +92,10 @@ def bench(
 ) -> dict[str, Any]:
     images = load_images(source)
     detector = Detector.from_onnx(model)
-    session = detector.backend._session
+    backend = detector.backend
+    if not isinstance(backend, OnnxRuntimeBackend):  # from_onnx builds one
+        raise ConfigError(f"{model}: not an ONNX Runtime backend")
+    session = backend._require()
     input_name = session.get_inputs()[0].name
     tensors = [preprocess(img, detector.info.imgsz) for img in images]
     predict = _ultralytics_predictor(model) if with_ultralytics else None

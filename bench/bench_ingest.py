@@ -124,7 +124,7 @@ class PlainSubscriber:
         self.c.on_connect = lambda c, *_a: c.subscribe(
             [("edgefleet/v1/devices/+/telemetry", 1), (DROPPED, 0)]
         )
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
         props.SessionExpiryInterval = 3600
         self.c.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.c.loop_start()

@@ -18,15 +18,16 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from edgefleet.controller.signing import TufRepositories
+from edgefleet.controller.signing import TargetInfo, TufRepositories
 from edgefleet.controller.signing._chain import pruning_done
 
 
-def _timed(fn: object, *args: object) -> float:
+def _timed(fn: Callable[..., object], *args: object) -> float:
     t = time.perf_counter()
-    fn(*args)  # type: ignore[operator]
+    fn(*args)
     return time.perf_counter() - t
 
 
@@ -41,13 +42,13 @@ def bench(devices: int, batch: int) -> dict[str, float]:
         single = [f"one-{i:05d}" for i in range(devices)]
         many = [f"many-{i:05d}" for i in range(devices)]
 
-        def one_by_one(ids: list[str], target: object) -> None:
+        def one_by_one(ids: list[str], target: TargetInfo) -> None:
             for d in ids:
-                repos.assign(d, [target])  # type: ignore[list-item]
+                repos.assign(d, [target])
 
-        def batched(ids: list[str], target: object) -> None:
+        def batched(ids: list[str], target: TargetInfo) -> None:
             for i in range(0, len(ids), batch):
-                repos.assign_many({d: [target] for d in ids[i : i + batch]})  # type: ignore[misc]
+                repos.assign_many({d: [target] for d in ids[i : i + batch]})
 
         times = {
             "single_first": _timed(one_by_one, single, v1),

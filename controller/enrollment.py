@@ -211,7 +211,7 @@ def _issue_upload_credential(session: Session, device_id: str, now: datetime) ->
 def upload_device(session: Session, secret: str) -> str | None:
     """The device whose live upload credential this is, or None (unknown or revoked)."""
     row = session.exec(select(UploadCredential).where(UploadCredential.sha256 == digest(secret)))
-    cred = row.first()
+    cred: UploadCredential | None = row.first()  # .where() types as Any (sqlmodel)
     if cred is None or cred.revoked_at is not None:
         return None
     return cred.device_id

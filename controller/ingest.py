@@ -49,7 +49,14 @@ from sqlmodel import Session, col, select
 log = logging.getLogger(__name__)
 
 _FAILED = (Phase.REVERTED, Phase.FAILED)
-_T = TypeVar("_T", DeviceState, Status, TelemetryWindow, PhaseEvent, RejectedEvent)
+
+
+class _FromDevice(Protocol):
+    @property
+    def device_id(self) -> str: ...
+
+
+_T = TypeVar("_T", bound=_FromDevice)
 _IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 _WINDOW_COLUMNS = frozenset(TelemetryWindowRow.__table__.columns.keys()) - {"id"}  # type: ignore[attr-defined]
 
@@ -297,6 +304,6 @@ def _event_row(device: Device, event: PhaseEvent | RejectedEvent) -> EventRow:
 
 def _same_device(device_id: str, msg: _T) -> _T:
     # The broker binds the topic to the device's identity; the payload must agree.
-    if msg.device_id != device_id:  # type: ignore[attr-defined]
-        raise ProtocolError(f"payload names {msg.device_id!r} on {device_id!r}'s topic")  # type: ignore[attr-defined]
+    if msg.device_id != device_id:
+        raise ProtocolError(f"payload names {msg.device_id!r} on {device_id!r}'s topic")
     return msg

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 DRIFT_SPAN = timedelta(minutes=15)  # drift gauges cover the windows of the last 15 minutes
 ROLLOUT_STATES = tuple(s.value for s in RolloutState)
@@ -39,7 +39,7 @@ class FleetCollector(Collector):
 
     def _devices(self, s: Session) -> Metric:
         g = GaugeMetricFamily("edgefleet_devices", "Devices known, by online", labels=["online"])
-        rows = dict(s.exec(select(Device.online, func.count()).group_by(Device.online)).all())
+        rows = dict(s.exec(select(Device.online, func.count()).group_by(col(Device.online))).all())
         g.add_metric(["true"], float(rows.get(True, 0)))
         g.add_metric(["false"], float(rows.get(False, 0)))
         return g

@@ -149,7 +149,7 @@ class MqttLink:
         if self.pipeline is not None:
             self.pipeline.start()
         self._accepting = True
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
         props.SessionExpiryInterval = self.session_expiry
         props.ReceiveMaximum = self.receive_maximum
         self._client.connect_async(
@@ -203,7 +203,7 @@ class MqttLink:
         nothing that stops agents for longer. True when handed to paho while connected."""
         if not self.connected:
             return False
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: untyped
         if pressure.hold:
             props.MessageExpiryInterval = max(1, int(pressure.seconds))
         info = self._client.publish(

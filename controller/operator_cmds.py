@@ -15,7 +15,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import httpx
 from edgefleet.controller.cli_args import parse_target
@@ -139,8 +139,10 @@ def _upload_signed(
             release=int(nxt["release"]), length=length, sha256=sha,
         )  # fmt: skip
         with path.open("rb") as f:
-            files = {
-                "file": (path.name, _Progress(f, length, path.name), "application/octet-stream"),
+            # _Progress reads like the file and hands httpx the rest (fileno, seek, tell) of it
+            progress = cast(BinaryIO, _Progress(f, length, path.name))
+            files: dict[str, tuple[str, BinaryIO | bytes, str]] = {
+                "file": (path.name, progress, "application/octet-stream"),
                 "metadata": ("models.json", signed, "application/json"),
             }
             if lineage is not None:

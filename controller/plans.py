@@ -135,7 +135,7 @@ def version_of_onnx(session: Session, onnx_sha256: str) -> ModelVersion:
         .where(ModelVersion.sha256 == onnx_sha256, ModelVersion.format == "onnx")
         .order_by(col(ModelVersion.release).desc())
     )
-    row = session.exec(stmt).first()
+    row: ModelVersion | None = session.exec(stmt).first()  # .where() types as Any (sqlmodel)
     if row is None:
         raise NotFoundError(f"no published version has the ONNX {onnx_sha256[:12]}")
     return row

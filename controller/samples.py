@@ -101,7 +101,8 @@ class SampleStore:
 
 def _by_uid(session: Session, device_id: str, uid: str) -> SampleRow | None:
     stmt = select(SampleRow).where(SampleRow.device_id == device_id, SampleRow.uid == uid)
-    return session.exec(stmt).first()
+    row: SampleRow | None = session.exec(stmt).first()  # .where() types as Any (sqlmodel)
+    return row
 
 
 def get_sample(session: Session, sample_id: int) -> SampleRow:

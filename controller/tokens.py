@@ -67,14 +67,17 @@ def create_token(
 
 def find_token(session: Session, secret: str) -> ApiToken | None:
     """The live token whose secret this is, or None (unknown or revoked)."""
-    row = session.exec(select(ApiToken).where(ApiToken.sha256 == digest(secret))).first()
+    # .where() types as Any with sqlmodel's variadic Select under mypy, so the row is annotated
+    row: ApiToken | None = session.exec(
+        select(ApiToken).where(ApiToken.sha256 == digest(secret))
+    ).first()
     if row is None or row.revoked_at is not None:
         return None
     return row
 
 
 def revoke_token(session: Session, name: str, actor: str) -> ApiToken:
-    row = session.exec(select(ApiToken).where(ApiToken.name == name)).first()
+    row: ApiToken | None = session.exec(select(ApiToken).where(ApiToken.name == name)).first()
     if row is None:
         raise NotFoundError(f"no token named {name!r}")
     if row.revoked_at is None:

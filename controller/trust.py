@@ -17,7 +17,15 @@ if TYPE_CHECKING:
 
 class Signing(Protocol):
     def add_model_target(
-        self, name: str, version: str, release: int, artifact_path: Path, format: str = "onnx"
+        self,
+        name: str,
+        version: str,
+        release: int,
+        artifact_path: Path,
+        *,
+        format: str = "onnx",
+        fingerprint: dict[str, Any] | None = None,
+        model_info: dict[str, Any] | None = None,
     ) -> TargetInfo: ...
 
     def target(self, target_path: str) -> TargetInfo: ...

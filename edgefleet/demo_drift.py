@@ -28,11 +28,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
-from edgefleet.shared.errors import ConfigError, EdgefleetError
+from edgefleet.shared.errors import ArtifactError, ConfigError, EdgefleetError
+
+if TYPE_CHECKING:
+    from ultralytics.engine.trainer import BaseTrainer
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "models" / "samples"
@@ -55,6 +58,8 @@ def set_light(frames: Path, factor: float) -> None:
 
     for src in sorted(SAMPLES.glob("*.jpg")):
         img = cv2.imread(str(src))
+        if img is None:
+            raise ArtifactError(f"cannot read image {src}")
         dark = np.clip(img.astype(np.float32) * factor, 0, 255).astype(np.uint8)
         tmp = frames / f".{src.stem}.tmp.jpg"
         cv2.imwrite(str(tmp), dark)
@@ -174,6 +179,8 @@ def annotated_set(exported: Path, out: Path, *, factor: float, n_train: int = 16
     gen.generate(out, n_train, n_val, seed)
     for img_path in (out / "images").rglob("*.jpg"):
         img = cv2.imread(str(img_path))
+        if img is None:
+            raise ArtifactError(f"cannot read image {img_path}")
         dark = np.clip(img.astype(np.float32) * factor, 0, 255).astype(np.uint8)
         cv2.imwrite(str(img_path), dark)
     names = yaml.safe_load(exported.read_text())["names"]
@@ -208,9 +215,11 @@ def _train(data_yaml: Path, base_pt: Path, out_dir: Path, epochs: int) -> Path:
         exist_ok=True, project=str(out_dir), name="finetune", warmup_epochs=0.5, verbose=False,
         optimizer="SGD", lr0=0.002,  # a gentle fine-tune of a trained model
     )  # fmt: skip
-    best = Path(model.trainer.best)
+    # ultralytics declares Model.trainer as None until train() has set it
+    trainer = cast("BaseTrainer", model.trainer)
+    best = Path(trainer.best)
     if not best.is_file():  # val=False on a tiny set: no "best" was chosen
-        best = Path(model.trainer.last)
+        best = Path(trainer.last)
     onnx = Path(YOLO(str(best)).export(format="onnx", imgsz=160, opset=17, dynamic=False,
                                        nms=False))  # fmt: skip
     final = out_dir / "model.onnx"
@@ -255,7 +264,12 @@ def retrain_scene(
     _cli(env, say, "rollout", "status", str(rid))
     time.sleep(15)  # a few telemetry windows on the new version
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 120))
-    params = {"group_by": "site", "bucket_s": 0, "model": model, "since": since}
+    params: dict[str, str | int] = {
+        "group_by": "site",
+        "bucket_s": 0,
+        "model": model,
+        "since": since,
+    }
     drift = [d for d in client.get("/v1/drift", params=params).json()["data"]
              if d["group"] == frames.name]  # fmt: skip
     say("drift in the dark store, each version against its own card:")

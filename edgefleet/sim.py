@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -87,8 +88,8 @@ def enroll_fleet(controller_url: str, data_dir: Path, device_ids: list[str], tok
         folder = data_dir / device_id
         if read_upload_token(folder) is not None:
             continue  # enrolled by an earlier run: same key, same credential
-        one_time = _slowed(lambda d=device_id: _enroll_token(controller_url, d, token))
-        _slowed(lambda d=device_id, f=folder, t=one_time: enroll(controller_url, d, f, t))
+        one_time = _slowed(partial(_enroll_token, controller_url, device_id, token))
+        _slowed(partial(enroll, controller_url, device_id, folder, one_time))
         done += 1
     return done
 

@@ -314,7 +314,7 @@ class AlertWatcher:
         self, s: Session, rule: Rule, key: TrackKey, reason: str, value: float | None = None
     ) -> dict[str, Any]:
         _, scope, model, version = key
-        same_baseline = AlertRow.baseline == rule.baseline
+        same_baseline = col(AlertRow.baseline) == rule.baseline
         if rule.baseline == "card":  # rows from before baselines were chosen have none
             same_baseline = or_(same_baseline, col(AlertRow.baseline).is_(None))
         firing = select(AlertRow).where(

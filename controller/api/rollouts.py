@@ -71,7 +71,7 @@ def set_windows(
     actor: ActorNameDep,
 ) -> RolloutPublic:
     """Replace a rollout's maintenance windows (recorded in the audit log as ``window``)."""
-    with service.TICK_LOCK:
+    with TICK_LOCK:
         rollout = service.get_rollout(session, rollout_id)
         now = services.clock()
         actions.set_windows(session, rollout, body.maintenance_windows, actor, now)

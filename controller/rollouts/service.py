@@ -178,7 +178,8 @@ def advance(
         plan = adv.plan(snap, now)
         chosen = plan.assign if max_assign is None else plan.assign[:max_assign]
         deadline = time.monotonic() + (TICK_BUDGET_S if budget_s is None else budget_s)
-        signed, last = 0, []
+        signed = 0
+        last: list[tuple[str, int]] = []  # (device, director version) of the last batch
         for start in range(0, len(chosen), SIGN_BATCH):
             if start and time.monotonic() > deadline:
                 break
@@ -207,10 +208,10 @@ def _hint(deps: Deps, sent: list[tuple[str, int]]) -> None:
 
 
 # What a tick reads of every device: plain rows, not ORM objects (10,000 devices a second).
-_VIEW = (
+_VIEW = tuple(col(c) for c in (
     Device.device_id, Device.labels, Device.model, Device.version, Device.phase,
     Device.desired_model, Device.desired_version, Device.failed_model, Device.failed_version,
-)  # fmt: skip
+))  # fmt: skip
 
 
 def _device_views(session: Session) -> dict[str, Any]:
