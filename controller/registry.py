@@ -36,7 +36,7 @@ def check_label(what: str, value: str) -> str:
 
 
 def get_version(session: Session, name: str, version: str) -> ModelVersion:
-    row = session.exec(
+    row: ModelVersion | None = session.exec(
         select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
     ).first()
     if row is None:
