@@ -6,7 +6,7 @@ each later revision is one change. To add one after changing ``controller/models
     python -m edgefleet.controller.migrations "what changed"
 
 writes ``versions/NNNN_what_changed.py`` from the difference between the models and a
-database at head; read it (a rename shows as drop + add, a new NOT NULL column on a table
-with rows needs a server_default) and commit it. ``tests/controller/test_migrations.py``
-fails while the models and the migrations differ.
+database at head; ``ruff format`` it, read it (a rename shows as drop + add, a new
+NOT NULL column on a table with rows needs a server_default) and commit it.
+``tests/controller/test_migrations.py`` fails while the models and the migrations differ.
 """
