@@ -99,6 +99,7 @@ def _upgrade(conn: Connection) -> None:
     script = ScriptDirectory.from_config(config)
     current = MigrationContext.configure(conn).get_current_revision()
     if current is None and inspect(conn).has_table("device"):
+        _check_is_baseline(conn)
         current = BASELINE
         command.stamp(config, BASELINE)
     if current == script.get_current_head():
@@ -109,6 +110,33 @@ def _upgrade(conn: Connection) -> None:
         raise ConfigError(
             f"cannot migrate the database from revision {current}: {e} (made by a newer edgefleet?)"
         ) from e
+
+
+def _check_is_baseline(conn: Connection) -> None:
+    """Refuse to stamp a database older than the baseline (a column it lacks would fail
+    later, on some request): the release of the baseline brings it up to date first."""
+    scratch = create_engine("sqlite://")
+    with scratch.begin() as baseline:
+        config = alembic_config()
+        config.attributes["connection"] = baseline
+        command.upgrade(config, BASELINE)
+        want = inspect(baseline)
+        have = inspect(conn)
+        missing = [
+            f"{table}.{column['name']}" if have.has_table(table) else table
+            for table in want.get_table_names()
+            if table != "alembic_version"
+            for column in want.get_columns(table)
+            if not have.has_table(table)
+            or column["name"] not in {c["name"] for c in have.get_columns(table)}
+        ]
+    scratch.dispose()
+    if missing:
+        raise ConfigError(
+            "the database predates the last release before migrations (it lacks "
+            f"{', '.join(dict.fromkeys(missing))}): start that release (commit 7f80677)"
+            " on it once first"
+        )
 
 
 @contextmanager

@@ -4,6 +4,7 @@ the baseline and upgraded with its rows, and two controllers starting at once bo
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -134,3 +135,12 @@ def test_a_database_from_a_newer_release_is_a_clear_error(tmp_path: Path) -> Non
         c.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     with pytest.raises(ConfigError, match=r"from revision 9999.*newer edgefleet"):
         make_engine(url)
+
+
+def test_a_database_older_than_the_baseline_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "edgefleet.db"
+    with sqlite3.connect(path) as db:  # a release before 7f80677: no alert.reason yet
+        db.executescript((PREVIOUS_RELEASE / "sqlite.sql").read_text())
+        db.execute("ALTER TABLE alert DROP COLUMN reason")
+    with pytest.raises(ConfigError, match=r"predates .* lacks alert\.reason\)"):
+        make_engine(f"sqlite:///{path}")
