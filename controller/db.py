@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pydantic_core
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from edgefleet.controller import models  # noqa: F401  (registers the tables)
 from edgefleet.shared.errors import ConfigError, TransportError
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for the lock (API and ingest share the file)
 
@@ -32,7 +39,7 @@ def _json_dumps(value: Any) -> str:
 
 
 def make_engine(url: str, pool_size: int | None = None) -> Engine:
-    """Build the engine and create the tables (Alembic migrations come later).
+    """Build the engine and upgrade the database to the newest migration.
 
     ``pool_size``: connections the pool keeps and never exceeds (the server passes its
     thread count plus its background threads); None keeps SQLAlchemy's 5 + 10 (CLI tools).
@@ -53,30 +60,90 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
     except (ArgumentError, NoSuchModuleError, ImportError) as e:
         raise ConfigError(f"bad database URL: {e}") from e
     try:
-        SQLModel.metadata.create_all(engine)
-        _add_new_columns(engine)
+        upgrade_to_head(engine)
     except OperationalError as e:
         raise TransportError(f"cannot open the database: {str(e.orig).strip()}") from e
     return engine
 
 
-def _add_new_columns(engine: Engine) -> None:
-    """Add the nullable columns a newer release put on an existing table (``create_all``
-    makes missing tables only). Until Alembic arrives, a new column must be nullable."""
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BASELINE = "0001"  # the schema of the last release made with create_all
+# pg_advisory_xact_lock key: one controller migrates at a time (a 64-bit "edgefleet")
+_PG_LOCK_KEY = int.from_bytes(b"edgeflt", "big")
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def upgrade_to_head(engine: Engine) -> None:
+    """Run the migrations the database lacks, one controller at a time: PostgreSQL by an
+    advisory lock held for the migration's transaction, SQLite by a lock on a file next to
+    the database. A database the last release made with ``create_all`` (tables, no
+    ``alembic_version``) is stamped at the baseline first."""
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        with _file_lock(Path(f"{engine.url.database}.migrate-lock")), engine.begin() as conn:
+            _upgrade(conn)
+        return
     with engine.begin() as conn:
-        have = inspect(conn)  # on this connection: a pool of one must not need a second
-        for table in SQLModel.metadata.sorted_tables:
-            if not have.has_table(table.name):
-                continue
-            known = {c["name"] for c in have.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in known or not column.nullable:
-                    continue
-                kind = column.type.compile(dialect=engine.dialect)
-                # Two controllers starting at once on one Postgres must not both fail.
-                guard = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
-                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN {guard}'
-                                  f'"{column.name}" {kind}'))  # fmt: skip
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        _upgrade(conn)
+
+
+def _upgrade(conn: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = conn
+    script = ScriptDirectory.from_config(config)
+    current = MigrationContext.configure(conn).get_current_revision()
+    if current is None and inspect(conn).has_table("device"):
+        _check_is_baseline(conn)
+        current = BASELINE
+        command.stamp(config, BASELINE)
+    if current == script.get_current_head():
+        return
+    try:
+        command.upgrade(config, "head")
+    except CommandError as e:  # e.g. a revision a newer release wrote
+        raise ConfigError(
+            f"cannot migrate the database from revision {current}: {e} (made by a newer edgefleet?)"
+        ) from e
+
+
+def _check_is_baseline(conn: Connection) -> None:
+    """Refuse to stamp a database older than the baseline (a column it lacks would fail
+    later, on some request): the release of the baseline brings it up to date first."""
+    scratch = create_engine("sqlite://")
+    with scratch.begin() as baseline:
+        config = alembic_config()
+        config.attributes["connection"] = baseline
+        command.upgrade(config, BASELINE)
+        want = inspect(baseline)
+        have = inspect(conn)
+        missing = [
+            f"{table}.{column['name']}" if have.has_table(table) else table
+            for table in want.get_table_names()
+            if table != "alembic_version"
+            for column in want.get_columns(table)
+            if not have.has_table(table)
+            or column["name"] not in {c["name"] for c in have.get_columns(table)}
+        ]
+    scratch.dispose()
+    if missing:
+        raise ConfigError(
+            "the database predates the last release before migrations (it lacks "
+            f"{', '.join(dict.fromkeys(missing))}): start that release (commit 7f80677)"
+            " on it once first"
+        )
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 @contextmanager

@@ -51,6 +51,9 @@ def test_wheel_installs_no_bare_top_level_modules(wheel: Path) -> None:
     assert "edgefleet/agent/daemon.py" in names
     assert "edgefleet/runtime/detector.py" in names
     assert "edgefleet/controller/app.py" in names
+    assert "edgefleet/controller/migrations/env.py" in names
+    assert "edgefleet/controller/migrations/script.py.mako" in names
+    assert "edgefleet/controller/migrations/versions/0001_baseline.py" in names
     assert "edgefleet/mosquitto-dev.conf" in names
     assert "edgefleet/firmware_profiles/jetson-orin-nano-8gb-jp6.yaml" in names
 

@@ -257,33 +257,6 @@ def test_measures_and_their_floors() -> None:
         Rule(metric="frames")
 
 
-OLD_ALERT_TABLE = (
-    "CREATE TABLE alert (id INTEGER PRIMARY KEY, scope VARCHAR(128) NOT NULL,"
-    " device_id VARCHAR(64), model VARCHAR, version VARCHAR, metric VARCHAR(32) NOT NULL,"
-    " value FLOAT NOT NULL, threshold FLOAT NOT NULL, state VARCHAR NOT NULL,"
-    " fired_at DATETIME NOT NULL, resolved_at DATETIME, labels JSON)"
-)
-
-
-def test_a_database_of_the_last_release_gets_the_new_columns(tmp_path: Path) -> None:
-    import sqlite3
-
-    from edgefleet.controller.db import make_engine
-
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:  # the alert table as the last release made it
-        db.execute(OLD_ALERT_TABLE)
-        db.execute(
-            "INSERT INTO alert (scope, metric, value, threshold, state, fired_at)"
-            " VALUES ('device:cam-1', 'psi', 0.5, 0.25, 'firing', '2026-01-01')"
-        )
-    engine = make_engine(f"sqlite:///{path}")
-    make_engine(f"sqlite:///{path}")  # twice: nothing left to add
-    with Session(engine) as s:
-        (old,) = s.exec(select(AlertRow)).all()
-    assert (old.scope, old.baseline, old.reason) == ("device:cam-1", None, None)
-
-
 def test_scopes_and_rules_in_the_config_file(tmp_path: Path) -> None:
     labels = {"store": "12", "site": "north"}
     assert scope_of(Rule(scope="site", site_label="store"), "cam-1", labels) == "site:12"

@@ -211,31 +211,6 @@ def test_api_refuses_lineage_of_other_bytes(client: httpx.Client) -> None:
     assert client.get("/v1/models/shapes/versions/v1/lineage").status_code == 404
 
 
-def test_database_from_before_lineage_gets_the_column(tmp_path: Path) -> None:
-    """A controller database made before this column opens, and keeps old rows readable."""
-    from edgefleet.controller.db import make_engine
-    from edgefleet.controller.models import ModelVersion
-    from sqlalchemy import inspect, text
-    from sqlmodel import Session, select
-
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("ALTER TABLE model_version DROP COLUMN lineage"))
-        conn.execute(text(
-            "INSERT INTO model_version (name, version, release, sha256, length, target, format,"
-            " created_at) VALUES ('m', 'v1', 1, 'ab', 1, 'models/m/v1/model.onnx', 'onnx',"
-            " '2026-01-01 00:00:00')"
-        ))  # fmt: skip
-    engine.dispose()
-    engine = make_engine(url)
-    assert "lineage" in {c["name"] for c in inspect(engine).get_columns("model_version")}
-    with Session(engine) as session:
-        (row,) = session.exec(select(ModelVersion)).all()
-    assert row.version == "v1" and row.lineage is None
-    engine.dispose()
-
-
 def test_resigned_copy_has_its_sources_lineage(
     client: httpx.Client, services: Services, tmp_path: Path
 ) -> None:

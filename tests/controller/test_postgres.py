@@ -89,29 +89,3 @@ def test_api_on_postgres(
         assert devices["count"] == 2
         assert devices["data"][0]["desired_version"] == "v1"
         assert devices["data"][0]["labels"] == {"site": "a"}
-
-
-def test_an_existing_postgres_database_gets_new_columns(pg_url: str) -> None:
-    """A table made by the last release lacks the new nullable columns; start adds them,
-    and a second start finds nothing to add."""
-    from edgefleet.controller.db import make_engine
-    from edgefleet.controller.models import AlertRow
-    from sqlmodel import select
-
-    old = create_engine(pg_url)
-    with old.begin() as c:
-        c.execute(text(
-            "CREATE TABLE alert (id SERIAL PRIMARY KEY, scope VARCHAR(128) NOT NULL,"
-            " device_id VARCHAR(64), model VARCHAR, version VARCHAR, metric VARCHAR(32)"
-            " NOT NULL, value FLOAT NOT NULL, threshold FLOAT NOT NULL, state VARCHAR NOT NULL,"
-            " fired_at TIMESTAMPTZ NOT NULL, resolved_at TIMESTAMPTZ, labels JSON)"
-        ))  # fmt: skip
-        c.execute(text("INSERT INTO alert (scope, metric, value, threshold, state, fired_at)"
-                       " VALUES ('device:cam-1', 'psi', 0.5, 0.25, 'firing', now())"))  # fmt: skip
-    old.dispose()
-    engine = make_engine(pg_url)
-    make_engine(pg_url).dispose()
-    with Session(engine) as s:
-        (row,) = s.exec(select(AlertRow)).all()
-    assert (row.scope, row.baseline, row.reason) == ("device:cam-1", None, None)
-    engine.dispose()
