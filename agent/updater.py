@@ -205,6 +205,8 @@ class Repository:
             self._updater.refresh()
         finally:
             self._sync()
+        # Roots ngclient took from its own cache (root_history/) did not pass the guard.
+        _check_key_aliases((self.metadata_dir / "root.json").read_bytes())
 
     def get_targetinfo(self, target_path: str) -> TargetFile | None:
         try:
