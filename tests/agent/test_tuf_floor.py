@@ -1,9 +1,10 @@
 """The tuf floor in pyproject.toml is real: the updater tests pass on exactly that release.
 
 A throwaway venv gets the floor's tuf from the package index pip is configured with (the
-local one here; nothing else is fetched: its dependencies come from this venv, seen
-through a ``.pth`` placed after the throwaway venv's own site-packages), then runs the
-updater's tests with it. The floor version missing from the index is a skip that says so.
+local one here). Nothing else is installed: the other packages come from this venv, seen
+through a ``.pth`` that puts its site-packages after the throwaway venv's own, so the
+floor's tuf shadows this venv's. Then the updater's tests run there. A floor release
+the index lacks is a skip that says so.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def test_updater_tests_pass_on_the_tuf_floor(tmp_path: Path) -> None:
     (Path(own) / "zz_edgefleet.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels),
-         f"tuf=={floor}"],
+         "--no-deps", "--ignore-installed", f"tuf=={floor}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
