@@ -29,12 +29,14 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from edgefleet.agent.enroll import read_upload_token
 from edgefleet.agent.fetcher import DeadlineFetcher, FetcherConfig
@@ -45,7 +47,7 @@ from edgefleet.shared.hashing import sha256_file
 from edgefleet.shared.protocol import Fingerprint, utcnow
 from edgefleet.shared.topics import validate_device_id
 from tuf.api import exceptions
-from tuf.api.metadata import Key, Metadata, TargetFile, Targets  # type: ignore[attr-defined]
+from tuf.api.metadata import Key, Metadata, Root, TargetFile, Targets  # type: ignore[attr-defined]
 from tuf.ngclient.config import UpdaterConfig as NgConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
@@ -54,7 +56,7 @@ from edgefleet import __version__
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelUpdater", "UpdaterConfig", "VerifiedTarget", "open_repository"]
+__all__ = ["ModelUpdater", "Repository", "UpdaterConfig", "VerifiedTarget", "open_repository"]
 
 
 @dataclass(frozen=True)
@@ -88,26 +90,59 @@ class _Verified:
     stamps: dict[str, bytes] = field(default_factory=dict)  # repo -> timestamp.json
 
 
-class _DurableUpdater(Updater):
-    """ngclient, but every metadata file it caches survives a power cut (fsync + rename)."""
+class _AliasGuard(FetcherInterface):
+    """Our fetcher, with root and targets metadata checked for aliased keys on the way in.
 
-    def _persist_file(self, filename: str, data: bytes) -> None:
-        write_bytes(filename, data)
+    ngclient sees only bytes that passed, so a root or a delegation that lists one key
+    twice is refused before anything of it is trusted or cached. Timestamp, snapshot and
+    target files pass through unread.
+    """
 
-    def _load_root(self) -> None:
-        super()._load_root()
-        root = self._trusted_set.root
-        for name, role in root.roles.items():
-            _refuse_aliased_keys(name, [root.keys[k] for k in role.keyids if k in root.keys])
+    def __init__(self, inner: FetcherInterface, metadata_url: str, max_length: int) -> None:
+        self._inner, self._metadata_url, self._max_length = inner, metadata_url, max_length
 
-    def _load_targets(self, role: str, parent_role: str) -> Targets:
-        targets: Targets = super()._load_targets(role, parent_role)
-        delegations = targets.delegations
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        name = url.rpartition("/")[2]
+        if not url.startswith(self._metadata_url) or _is_timestamp_or_snapshot(name):
+            return self._inner.fetch(url)
+        return self._checked(url)
+
+    def _checked(self, url: str) -> Iterator[bytes]:
+        # A generator: what it raises reaches ngclient as it is, not as a DownloadError.
+        data = bytearray()
+        for chunk in self._inner.fetch(url):
+            data += chunk
+            if len(data) > self._max_length:
+                raise exceptions.DownloadLengthMismatchError(
+                    f"{url} is over {self._max_length} bytes"
+                )
+        _check_key_aliases(bytes(data))
+        yield bytes(data)
+
+
+def _is_timestamp_or_snapshot(name: str) -> bool:
+    return re.fullmatch(r"timestamp\.json|([0-9]+\.)?snapshot\.json", name) is not None
+
+
+def _check_key_aliases(data: bytes) -> None:
+    """Refuse root or targets metadata whose roles list one public key under two ids.
+
+    Bytes that do not parse are left to ngclient, which refuses them with its own error.
+    """
+    try:
+        md: Metadata[Any] = Metadata.from_bytes(data)
+    except (exceptions.RepositoryError, ValueError, TypeError, KeyError):
+        return
+    signed = md.signed
+    if isinstance(signed, Root):
+        for name, role in signed.roles.items():
+            _refuse_aliased_keys(name, [signed.keys[k] for k in role.keyids if k in signed.keys])
+    elif isinstance(signed, Targets):
+        delegations = signed.delegations
         if delegations is not None and delegations.roles:
             for name, delegated in delegations.roles.items():
                 keys = [delegations.keys[k] for k in delegated.keyids if k in delegations.keys]
                 _refuse_aliased_keys(name, keys)
-        return targets
 
 
 def _refuse_aliased_keys(role: str, keys: list[Key]) -> None:
@@ -123,6 +158,99 @@ def _refuse_aliased_keys(role: str, keys: list[Key]) -> None:
         )
 
 
+class Repository:
+    """One TUF repository client as the agent runs it, on ngclient's public API only.
+
+    ngclient's ``Updater`` with our fetcher behind :class:`_AliasGuard`; the pinned root
+    is checked the same way. ngclient writes its cache atomically (temp file, rename);
+    after each of its calls every cached file and folder is fsync'd, so what it wrote
+    survives a power cut. A cut in between can at worst leave a torn cache file, which
+    ngclient treats as missing and fetches again; the pinned root is kept apart.
+    """
+
+    def __init__(
+        self,
+        metadata_dir: Path,
+        metadata_url: str,
+        fetcher: FetcherInterface,
+        *,
+        bootstrap: bytes | None,
+        target_dir: Path | None = None,
+        target_base_url: str | None = None,
+    ) -> None:
+        metadata_dir.mkdir(parents=True, exist_ok=True)
+        self.metadata_dir = metadata_dir
+        root = bootstrap
+        if root is None:
+            with contextlib.suppress(OSError):  # missing: ngclient says so below
+                root = (metadata_dir / "root.json").read_bytes()
+        if root is not None:
+            _check_key_aliases(root)
+        config = NgConfig(app_user_agent=f"edgefleet-agent/{__version__}")
+        guard = _AliasGuard(fetcher, metadata_url, max(config.root_max_length,
+                                                       config.targets_max_length))  # fmt: skip
+        self._updater = Updater(
+            str(metadata_dir),
+            metadata_url,
+            str(target_dir) if target_dir is not None else None,
+            target_base_url,
+            fetcher=guard,
+            config=config,
+            bootstrap=bootstrap,
+        )
+        self._sync()
+
+    def refresh(self) -> None:
+        try:
+            self._updater.refresh()
+        finally:
+            self._sync()
+        # Roots ngclient took from its own cache (root_history/) did not pass the guard.
+        _check_key_aliases((self.metadata_dir / "root.json").read_bytes())
+
+    def get_targetinfo(self, target_path: str) -> TargetFile | None:
+        try:
+            return self._updater.get_targetinfo(target_path)
+        finally:
+            self._sync()  # delegated targets metadata it fetched
+
+    def find_cached_target(self, info: TargetFile, filepath: str | None = None) -> str | None:
+        return self._updater.find_cached_target(info, filepath)
+
+    def download_target(self, info: TargetFile, filepath: str | None = None) -> str:
+        return self._updater.download_target(info, filepath)
+
+    def trusted(self, role: str) -> Metadata[Any]:
+        """``role``'s metadata as the last refresh verified and cached it."""
+        return Metadata.from_file(str(self.metadata_dir / f"{quote(role, safe='')}.json"))
+
+    def trusted_all(self) -> list[Any]:
+        """The signed part of every metadata file the last refresh trusted: the top-level
+        roles and each delegated role cached at the version the snapshot names."""
+        top = [self.trusted(r).signed for r in ("root", "timestamp", "snapshot", "targets")]
+        snapshot = top[2]
+        delegated = []
+        for filename, meta in snapshot.meta.items():
+            role = filename[: -len(".json")]
+            if (
+                role == "targets"
+                or not (self.metadata_dir / f"{quote(role, safe='')}.json").exists()
+            ):
+                continue  # a delegated role no lookup has needed yet
+            with contextlib.suppress(exceptions.RepositoryError, ValueError):
+                signed = self.trusted(role).signed
+                if signed.version == meta.version:
+                    delegated.append(signed)
+        return [*top, *delegated]
+
+    def _sync(self) -> None:
+        for folder, _, files in os.walk(self.metadata_dir):
+            for name in files:
+                with contextlib.suppress(OSError):  # a file ngclient is not done with
+                    _fsync_file(Path(folder, name))
+            fsync_dir(Path(folder))
+
+
 def open_repository(
     metadata_dir: Path,
     metadata_url: str,
@@ -131,21 +259,19 @@ def open_repository(
     bootstrap: bytes | None,
     target_dir: Path | None = None,
     target_base_url: str | None = None,
-) -> Updater:
+) -> Repository:
     """One TUF repository client as the agent runs it: durable cache, our fetcher.
 
     ``bootstrap`` is the pinned root kept apart from the cache; ``None`` trusts the
     ``root.json`` already in ``metadata_dir`` (the conformance client's ``init``).
     """
-    metadata_dir.mkdir(parents=True, exist_ok=True)
-    return _DurableUpdater(
-        str(metadata_dir),
+    return Repository(
+        metadata_dir,
         metadata_url,
-        str(target_dir) if target_dir is not None else None,
-        target_base_url,
-        fetcher=fetcher,
-        config=NgConfig(app_user_agent=f"edgefleet-agent/{__version__}"),
+        fetcher,
         bootstrap=bootstrap,
+        target_dir=target_dir,
+        target_base_url=target_base_url,
     )
 
 
@@ -254,9 +380,9 @@ class ModelUpdater:
         director.refresh()
         image = self._updater("image")
         image.refresh()
-        targets = self._director_targets()
+        targets = list(director.trusted("targets").signed.targets.values())
         infos = {t.path: image.get_targetinfo(t.path) for t in targets}
-        signed = [*_trusted(director), *_trusted(image)]
+        signed = [*director.trusted_all(), *image.trusted_all()]
         return _Verified(
             director=targets,
             image=infos,
@@ -316,7 +442,8 @@ class ModelUpdater:
     def _target_url(self, info: TargetFile) -> str:
         """Where ngclient's download_target would fetch ``info`` (hash-prefixed name)."""
         path = info.path
-        if self._updater("image")._trusted_set.root.consistent_snapshot:
+        root: Metadata[Any] = Metadata.from_file(str(self._tuf_dir / "image" / "root.json"))
+        if root.signed.consistent_snapshot:
             dirname, sep, basename = path.rpartition("/")
             path = f"{dirname}{sep}{info.hashes['sha256']}.{basename}"
         return f"{self._targets_url}{path}"
@@ -327,7 +454,7 @@ class ModelUpdater:
 
     # -- the shell around ngclient ----------------------------------------------------
 
-    def _updater(self, repo: str) -> Updater:
+    def _updater(self, repo: str) -> Repository:
         return open_repository(
             self._tuf_dir / repo,
             self._urls[repo],
@@ -346,12 +473,6 @@ class ModelUpdater:
         _check_self_signed_root(data, url)
         write_bytes(pinned, data)
         return data
-
-    def _director_targets(self) -> list[TargetFile]:
-        # The refresh above just verified and cached this file, and we hold the lock.
-        md: Metadata[Any] = Metadata.from_file(str(self._tuf_dir / "director" / "targets.json"))
-        targets: dict[str, TargetFile] = md.signed.targets
-        return list(targets.values())
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -380,11 +501,6 @@ class ModelUpdater:
             raise TrustError(f"{what}: {_one_line(e)}", device_id=device) from e
         except OSError as e:
             raise TrustError(f"{what}: local metadata unusable: {e}", device_id=device) from e
-
-
-def _trusted(updater: Updater) -> list[Any]:
-    """Every metadata object the refresh verified (root, timestamp, snapshot, targets...)."""
-    return list(updater._trusted_set)
 
 
 def _check_self_signed_root(data: bytes, url: str) -> None:

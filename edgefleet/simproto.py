@@ -520,7 +520,9 @@ class ProtoDevice:
         folder.mkdir(parents=True, exist_ok=True)
         director = Updater(str(folder), url, fetcher=fleet.fetcher, bootstrap=self._root)
         director.refresh()
-        listed = director._trusted_set.targets.targets  # verified by the refresh just now
+        # verified and cached by the refresh just now (ngclient's public API has no getter)
+        signed: Metadata[Any] = Metadata.from_file(str(folder / "targets.json"))
+        listed: dict[str, TargetFile] = signed.signed.targets
         accepted = []
         for target in listed.values():
             decision = decide(target, fleet.image.targetinfo(target.path), self.releases,

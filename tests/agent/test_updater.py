@@ -7,6 +7,7 @@ controller's /tuf/ tree; the metadata comes from edgefleet's own signing code.
 from __future__ import annotations
 
 import fcntl
+import json
 import socket
 import threading
 import time
@@ -17,10 +18,14 @@ from pathlib import Path
 
 import pytest
 from edgefleet.agent.fetcher import DeadlineFetcher, FetcherConfig
-from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
+from edgefleet.agent.updater import ModelUpdater, UpdaterConfig, _AliasGuard
 from edgefleet.controller.signing import TargetInfo, TufRepositories
 from edgefleet.shared.errors import TransportError, TrustError
+from securesystemslib.signer import CryptoSigner
 from tuf.api import exceptions
+from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Targets
+from tuf.api.serialization.json import JSONSerializer
+from tuf.ngclient.fetcher import FetcherInterface
 
 from tests.agent.tuf_paths import LocalServer, artifact_url_path, metadata_file
 
@@ -296,3 +301,61 @@ def test_one_updater_at_a_time(repos: TufRepositories, server: TufServer, agent_
         with pytest.raises(TransportError, match="another updater"):
             ModelUpdater(config).refresh({}, None)
     assert ModelUpdater(config).refresh({}, None) == []
+
+
+def test_a_pinned_root_listing_one_key_twice_is_refused(
+    repos: TufRepositories, server: TufServer, agent_dir: Path
+) -> None:
+    """The key-alias check runs on the pinned root before ngclient is handed it."""
+    repos.director.ensure_device(DEVICE)
+    make_updater(server.url, agent_dir).refresh({}, None)
+    pinned = agent_dir / "trust" / "director-root.json"
+    doc = json.loads(pinned.read_bytes())
+    signed = doc["signed"]
+    keyid = signed["roles"]["timestamp"]["keyids"][0]
+    signed["keys"]["ab" * 32] = signed["keys"][keyid]
+    signed["roles"]["timestamp"]["keyids"].append("ab" * 32)
+    pinned.write_text(json.dumps(doc))
+    with pytest.raises(TrustError, match="role timestamp lists the same public key more than"):
+        make_updater(server.url, agent_dir).refresh({}, None)
+
+
+class BytesFetcher(FetcherInterface):
+    """Answers every URL with the same bytes and records what was asked."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body, self.urls = body, list[str]()
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        self.urls.append(url)
+        return iter([self.body[:10], self.body[10:]])
+
+
+def _targets_delegating(twice: bool) -> bytes:
+    key = CryptoSigner.generate_ed25519().public_key
+    keys = {key.keyid: key}
+    if twice:
+        keys["ab" * 32] = type(key).from_dict("ab" * 32, dict(key.to_dict()))
+    role = DelegatedRole("models", list(keys), len(keys), False, paths=["*"])
+    targets = Targets(delegations=Delegations(keys, {"models": role}))
+    return Metadata(targets).to_bytes(JSONSerializer())
+
+
+def test_a_delegation_listing_one_key_twice_is_refused_on_arrival() -> None:
+    meta = "http://c/tuf/image/metadata/"
+    aliased = _targets_delegating(twice=True)
+    guard = _AliasGuard(BytesFetcher(aliased), meta, 1_000_000)
+    for name in ("targets.json", "3.targets.json", "models.json"):
+        with pytest.raises(exceptions.UnsignedMetadataError, match="role models lists the same"):
+            guard.download_bytes(meta + name, 1_000_000)
+    # Target files and other repositories' URLs pass unread; so does a sound delegation.
+    assert guard.download_bytes("http://c/tuf/image/targets/x.json", 1_000_000) == aliased
+    sound = _targets_delegating(twice=False)
+    assert (
+        _AliasGuard(BytesFetcher(sound), meta, 1_000_000).download_bytes(
+            meta + "targets.json", 1_000_000
+        )
+        == sound
+    )
+    with pytest.raises(exceptions.DownloadLengthMismatchError):
+        _AliasGuard(BytesFetcher(sound), meta, 100).download_bytes(meta + "models.json", 10**6)
