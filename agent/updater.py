@@ -47,7 +47,7 @@ from edgefleet.shared.hashing import sha256_file
 from edgefleet.shared.protocol import Fingerprint, utcnow
 from edgefleet.shared.topics import validate_device_id
 from tuf.api import exceptions
-from tuf.api.metadata import Key, Metadata, Root, TargetFile, Targets  # type: ignore[attr-defined]
+from tuf.api.metadata import Key, Metadata, Root, TargetFile, Targets
 from tuf.ngclient.config import UpdaterConfig as NgConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater

@@ -281,13 +281,15 @@ def trickle() -> Iterator[str]:
 
 
 def test_fetcher_deadline_bounds_a_trickling_download(trickle: str) -> None:
-    fetcher = DeadlineFetcher(FetcherConfig(deadline_s=0.35, timeout_s=1.0, chunk_size=1))
+    # The server takes at least 0.9 s for its 10 bytes, so a 0.35 s deadline always trips;
+    # the per-read timeouts are generous so that a loaded machine cannot trip them instead.
+    fetcher = DeadlineFetcher(FetcherConfig(deadline_s=0.35, timeout_s=10.0, chunk_size=1))
     with pytest.raises(exceptions.SlowRetrievalError):
         fetcher.download_bytes(f"{trickle}/slow", 100)
     with pytest.raises(exceptions.DownloadHTTPError) as caught:
         fetcher.download_bytes(f"{trickle}/missing", 100)
     assert caught.value.status_code == 404
-    patient = DeadlineFetcher(FetcherConfig(deadline_s=5.0, timeout_s=1.0, chunk_size=1))
+    patient = DeadlineFetcher(FetcherConfig(deadline_s=60.0, timeout_s=10.0, chunk_size=1))
     assert patient.download_bytes(f"{trickle}/slow", 100) == b"x" * 10
 
 
