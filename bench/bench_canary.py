@@ -208,22 +208,26 @@ def frames(n: int, seed: int = 11) -> list[np.ndarray]:
 def infer(
     models: dict[str, Path], images: Sequence[np.ndarray], repeats: int = 3
 ) -> dict[str, Run]:
-    """Each model over every frame, interleaved frame by frame so machine load hits all
-    alike; a frame's latency is the fastest of ``repeats`` runs (detections are the same)."""
+    """Each model over every frame, interleaved run by run (model A, B, C, then A, B, C
+    again) so that a burst of other load on the machine hits every model alike; a frame's
+    latency is the fastest of its ``repeats`` runs (other load only adds time; the
+    detections are the same each run)."""
     dets = {k: Detector.from_onnx(p, conf=MEASURE_CONF) for k, p in models.items()}
     runs = {k: Run() for k in models}
     try:
         for d in dets.values():
             d.warm_up(3)
         for img in images:
-            for k, d in dets.items():
-                best = math.inf
-                for _ in range(repeats):  # the fastest of a few: other load only adds time
+            best = dict.fromkeys(dets, math.inf)
+            found: dict[str, list[Detection]] = {}
+            for _ in range(repeats):
+                for k, d in dets.items():
                     t = time.perf_counter()
-                    found = d.detect(img)
-                    best = min(best, (time.perf_counter() - t) * 1000)
-                runs[k].latency_ms.append(best)
-                runs[k].detections.append(found)
+                    found[k] = d.detect(img)
+                    best[k] = min(best[k], (time.perf_counter() - t) * 1000)
+            for k in dets:
+                runs[k].latency_ms.append(best[k])
+                runs[k].detections.append(found[k])
     finally:
         for d in dets.values():
             d.close()

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_bench_canary_stops_harmful_variants_and_passes_harmless_ones() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "edgefleet", "bench", "canary", "--seeds", "1", "--frames", "16",
+        [sys.executable, "-m", "edgefleet", "bench", "canary", "--seeds", "1", "--frames", "32",
          "--devices", "3", "--soak-s", "90", "--json"],
         capture_output=True, text=True, timeout=240, cwd=REPO,
     )  # fmt: skip
