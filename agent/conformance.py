@@ -7,7 +7,7 @@ The protocol (theupdateframework/tuf-conformance, CLIENT-CLI.md)::
     edgefleet-tuf-client --metadata-dir DIR --metadata-url URL --target-name PATH
         [--target-name PATH ...] --target-base-url URL --target-dir DIR download
 
-It runs the agent's own pieces: :func:`edgefleet.agent.updater.open_repository` (ngclient
+It runs the agent's own pieces: :class:`edgefleet.agent.updater.Repository` (ngclient
 with durable, fsync'd metadata writes), the :class:`DeadlineFetcher` with the agent's
 deadlines, and the same updater file lock. Only the transport differs: the suite serves
 plain HTTP on loopback, which this mode allows. Exit 0 on success, 1 on any failure, with
@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from edgefleet.agent.fetcher import DeadlineFetcher, FetcherConfig
-from edgefleet.agent.updater import open_repository
+from edgefleet.agent.updater import Repository
 from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import EdgefleetError
 from tuf.api import exceptions
@@ -41,7 +41,7 @@ def init(metadata_dir: Path, trusted_root: Path) -> None:
 
 
 def refresh(metadata_dir: Path, metadata_url: str, fetcher: DeadlineFetcher) -> None:
-    open_repository(metadata_dir, _dir_url(metadata_url), fetcher, bootstrap=None).refresh()
+    Repository(metadata_dir, _dir_url(metadata_url), fetcher, bootstrap=None).refresh()
 
 
 def download(
@@ -55,7 +55,7 @@ def download(
 ) -> None:
     """Download each target in order with one updater; stop at the first failure."""
     target_dir.mkdir(parents=True, exist_ok=True)
-    updater = open_repository(
+    updater = Repository(
         metadata_dir,
         _dir_url(metadata_url),
         fetcher,

@@ -56,7 +56,7 @@ from edgefleet import __version__
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelUpdater", "Repository", "UpdaterConfig", "VerifiedTarget", "open_repository"]
+__all__ = ["ModelUpdater", "Repository", "UpdaterConfig", "VerifiedTarget"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,9 @@ class Repository:
     after each of its calls every cached file and folder is fsync'd, so what it wrote
     survives a power cut. A cut in between can at worst leave a torn cache file, which
     ngclient treats as missing and fetches again; the pinned root is kept apart.
+
+    ``bootstrap`` is the pinned root kept apart from the cache; ``None`` trusts the
+    ``root.json`` already in ``metadata_dir`` (the conformance client's ``init``).
     """
 
     def __init__(
@@ -249,30 +252,6 @@ class Repository:
                 with contextlib.suppress(OSError):  # a file ngclient is not done with
                     _fsync_file(Path(folder, name))
             fsync_dir(Path(folder))
-
-
-def open_repository(
-    metadata_dir: Path,
-    metadata_url: str,
-    fetcher: FetcherInterface,
-    *,
-    bootstrap: bytes | None,
-    target_dir: Path | None = None,
-    target_base_url: str | None = None,
-) -> Repository:
-    """One TUF repository client as the agent runs it: durable cache, our fetcher.
-
-    ``bootstrap`` is the pinned root kept apart from the cache; ``None`` trusts the
-    ``root.json`` already in ``metadata_dir`` (the conformance client's ``init``).
-    """
-    return Repository(
-        metadata_dir,
-        metadata_url,
-        fetcher,
-        bootstrap=bootstrap,
-        target_dir=target_dir,
-        target_base_url=target_base_url,
-    )
 
 
 class ModelUpdater:
@@ -455,7 +434,7 @@ class ModelUpdater:
     # -- the shell around ngclient ----------------------------------------------------
 
     def _updater(self, repo: str) -> Repository:
-        return open_repository(
+        return Repository(
             self._tuf_dir / repo,
             self._urls[repo],
             self._fetcher,

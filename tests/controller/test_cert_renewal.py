@@ -4,12 +4,10 @@ agent's own renewal code, and the renewed device back on a real mTLS Mosquitto."
 from __future__ import annotations
 
 import base64
-import dataclasses
 import queue
 import socket
 import ssl
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,29 +24,19 @@ from edgefleet.agent.mqtt_link import Hint, MqttLink
 from edgefleet.agent.tls import TlsSettings
 from edgefleet.controller.pki import DevicePki, cert_pem, issue, key_pem, new_key
 from edgefleet.controller.services import Services
-from edgefleet.controller.tokens import create_token
 from edgefleet.shared.errors import TrustError
 from edgefleet.shared.renewal import renewal_message
 from sqlmodel import Session
 
 from edgefleet.devbroker import BrokerTls, DevBroker
+from tests.controller.conftest import bearer, serving
 from tests.waiting import wait_for
-
-Serve = Callable[[Services], AbstractContextManager[httpx.Client]]
 
 
 @pytest.fixture
-def system(services: Services, serve: Serve) -> Iterator[tuple[httpx.Client, Services]]:
-    services.settings = dataclasses.replace(services.settings, auth=True)
-    DevicePki(services.settings.data_dir / "pki").init(("localhost",))
-    with serve(services) as client:
-        yield client, services
-
-
-def _bearer(services: Services, role: str) -> dict[str, str]:
-    with Session(services.engine) as session:
-        _, secret = create_token(session, f"{role}-1", role, "test")
-    return {"Authorization": f"Bearer {secret}"}
+def system(secured: Services) -> Iterator[tuple[httpx.Client, Services]]:
+    with serving(secured) as client:
+        yield client, secured
 
 
 def _identity(folder: Path, pki: DevicePki, device: str, lifetime: timedelta,
@@ -126,7 +114,7 @@ def test_a_device_near_expiry_renews_and_reconnects_with_the_new_certificate(
         link.stop()
         http.close()
         broker.stop()
-    audit = client.get("/v1/audit", headers=_bearer(services, "viewer")).json()["data"]
+    audit = client.get("/v1/audit", headers=bearer(services, "viewer")).json()["data"]
     assert ("device:cam-1", "renew-cert", "device:cam-1") in {
         (a["actor"], a["action"], a["target"]) for a in audit
     }
@@ -147,7 +135,7 @@ def test_a_revoked_or_impostor_device_cannot_renew(
     client, services = system
     url = str(client.base_url)
     answer = client.post("/v1/enroll-tokens", json={"device_id": "cam-2"},
-                         headers=_bearer(services, "operator"))  # fmt: skip
+                         headers=bearer(services, "operator"))  # fmt: skip
     ident = enroll(url, "cam-2", tmp_path / "agent", answer.json()["token"])
     files = IdentityFiles(ident.cert, ident.key, ident.ca)
     http = ControllerHttp(url, "cam-2")
@@ -173,7 +161,7 @@ def test_a_revoked_or_impostor_device_cannot_renew(
         refused = client.post("/v1/devices/cam-3/certificate", json=other)
         assert refused.status_code == 400 and "another device" in refused.json()["detail"]
 
-        revoked = client.post("/v1/devices/cam-2/revoke", headers=_bearer(services, "admin"))
+        revoked = client.post("/v1/devices/cam-2/revoke", headers=bearer(services, "admin"))
         assert revoked.status_code == 200, revoked.text
         before = files.cert.read_bytes(), files.key.read_bytes()
         with pytest.raises(TrustError, match="revoked"):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,25 +14,15 @@ from edgefleet.agent.enroll import enroll
 from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
 from edgefleet.controller.pki import DevicePki
 from edgefleet.controller.services import Services
-from edgefleet.controller.tokens import create_token
 from edgefleet.shared.errors import TrustError
-from sqlmodel import Session
 
-Serve = Callable[[Services], AbstractContextManager[httpx.Client]]
+from tests.controller.conftest import bearer, serving
 
 
 @pytest.fixture
-def system(services: Services, serve: Serve) -> Iterator[tuple[httpx.Client, Services]]:
-    services.settings = dataclasses.replace(services.settings, auth=True)
-    DevicePki(services.settings.data_dir / "pki").init(("localhost",))
-    with serve(services) as client:
-        yield client, services
-
-
-def _bearer(services: Services, role: str) -> dict[str, str]:
-    with Session(services.engine) as session:
-        _, secret = create_token(session, f"{role}-1", role, "test")
-    return {"Authorization": f"Bearer {secret}"}
+def system(secured: Services) -> Iterator[tuple[httpx.Client, Services]]:
+    with serving(secured) as client:
+        yield client, secured
 
 
 def _token(client: httpx.Client, headers: dict[str, str], device: str) -> str:
@@ -48,7 +36,7 @@ def test_enroll_pins_roots_and_revoke_refuses_device(
 ) -> None:
     client, services = system
     url = str(client.base_url)
-    viewer, operator = _bearer(services, "viewer"), _bearer(services, "operator")
+    viewer, operator = bearer(services, "viewer"), bearer(services, "operator")
     assert client.post("/v1/enroll-tokens", json={"device_id": "cam-1"}).status_code == 401
     refused = client.post("/v1/enroll-tokens", json={"device_id": "cam-1"}, headers=viewer)
     assert refused.status_code == 403
@@ -76,7 +64,7 @@ def test_enroll_pins_roots_and_revoke_refuses_device(
         enroll(url, "cam-3", tmp_path / "rogue", _token(client, operator, "cam-2"))
 
     assert client.post("/v1/devices/cam-1/revoke", headers=operator).status_code == 403
-    revoked = client.post("/v1/devices/cam-1/revoke", headers=_bearer(services, "admin"))
+    revoked = client.post("/v1/devices/cam-1/revoke", headers=bearer(services, "admin"))
     assert revoked.status_code == 200, revoked.text
     assert str(cert.serial_number) in revoked.json()["serials"]
     crl = x509.load_pem_x509_crl(
@@ -109,7 +97,7 @@ def test_service_identities_cannot_be_enrolled(
     # A device certificate named like the controller would get its broker rights.
     client, services = system
     answer = client.post("/v1/enroll-tokens", json={"device_id": device},
-                         headers=_bearer(services, "admin"))  # fmt: skip
+                         headers=bearer(services, "admin"))  # fmt: skip
     assert answer.status_code == 400
     assert "reserved" in answer.json()["detail"]
 
