@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from edgefleet.controller.settings import Settings
 
-from edgefleet.cli import build_parser
+from edgefleet.cli import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD = REPO / "deploy" / "systemd"
@@ -30,8 +30,7 @@ def _exec_start(unit: Path) -> list[str]:
 def test_the_controller_unit_is_secure_and_finds_the_shipped_broker(tmp_path: Path) -> None:
     argv = _exec_start(SYSTEMD / "edgefleet-controller.service")
     assert argv[0].endswith("/edgefleet") and "--insecure-dev" not in argv
-    args = build_parser().parse_args(argv[1:])
-    settings = Settings.from_args(args)
+    settings = Settings.from_flags(parse_args(argv[1:]))
     assert settings.auth, "the shipped controller must require API tokens"
     broker = settings.broker
     assert broker.tls, "the shipped broker only speaks TLS"
