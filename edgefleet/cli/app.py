@@ -133,11 +133,8 @@ def _fail(reason: str) -> int:
 
 def parse_args(argv: Sequence[str]) -> dict[str, Any]:
     """The parameters ``argv`` gives its command, by name, without running it (tests and
-    tools read the real parser this way)."""
-    command = command_tree()
-    ctx = command.make_context(PROG, list(argv))
-    while hasattr(command, "resolve_command"):
-        rest = [*ctx.protected_args, *ctx.args] if hasattr(ctx, "protected_args") else ctx.args
-        _, command, rest = command.resolve_command(ctx, rest)
-        ctx = command.make_context(command.name, rest, parent=ctx)
-    return dict(ctx.params)
+    tools read the real parser this way). Groups take no options of their own here."""
+    command, rest = command_tree(), list(argv)
+    while rest and rest[0] in getattr(command, "commands", {}):
+        command = command.commands[rest.pop(0)]
+    return dict(command.make_context(PROG, rest).params)

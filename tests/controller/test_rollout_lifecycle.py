@@ -15,7 +15,6 @@ import httpx
 import pytest
 from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
 from edgefleet.controller.cards import CardStore
-from edgefleet.cli.rollouts import print_rollout
 from edgefleet.controller.registry import push_version
 from edgefleet.controller.rollouts import service
 from edgefleet.controller.rollouts.lifecycle import (
@@ -28,7 +27,6 @@ from edgefleet.controller.rollouts.lifecycle import (
     transition,
 )
 from edgefleet.controller.rollouts.scheduler import Scheduler
-from edgefleet.cli.rollout_watch import render
 from edgefleet.controller.services import Services
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import TrustError
@@ -40,6 +38,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from edgefleet.cli.rollout_watch import render
+from edgefleet.cli.rollouts import print_rollout
 from tests.controller.test_scheduler import T0, Clock, Fleet, _create, _deps
 
 Setup = tuple[Services, Clock, Fleet]

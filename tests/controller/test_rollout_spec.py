@@ -129,8 +129,9 @@ def test_maintenance_window_in_its_time_zone_and_selector() -> None:
 
 
 def test_cli_builds_the_same_spec_from_a_file_and_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from edgefleet.cli.rollouts import RolloutFlags, rollout_body
     from edgefleet.shared.errors import ConfigError
+
+    from edgefleet.cli.rollouts import RolloutFlags, rollout_body
 
     path = tmp_path / "rollout.yaml"
     path.write_text(YAML)

@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 import pytest
+
 from edgefleet.cli.rollouts import print_rollout
 
 
@@ -33,8 +34,9 @@ def test_no_progress_once_signed_or_not_running(capsys: pytest.CaptureFixture[st
 
 
 def test_the_live_view_says_what_holds_devices() -> None:
-    from edgefleet.cli.rollout_watch import render
     from rich.console import Console
+
+    from edgefleet.cli.rollout_watch import render
 
     r = _rollout(0) | {
         "waiting_for_window": "2026-11-23T02:00:00Z",
