@@ -38,10 +38,17 @@ EXTRA_FOR = {
     "cv2": "agent",
     "paho": "agent",
     "tuf": "agent",
+    "prometheus_client": "agent",
+    "urllib3": "agent",
     "fastapi": "controller",
     "sqlmodel": "controller",
     "uvicorn": "controller",
     "httpx": "controller",
+    "alembic": "controller",
+    "pydantic_settings": "controller",
+    "securesystemslib": "controller",
+    "cryptography": "controller",  # the agent extra has it too; a missing one is the PKI's
+    "onnx": "controller",
     "ultralytics": "export",
     "torch": "export",
 }
@@ -94,10 +101,11 @@ def command_tree() -> Any:
     return typer.main.get_command(build_app())
 
 
-def _missing_extra(e: ModuleNotFoundError) -> str | None:
-    extra = EXTRA_FOR.get((e.name or "").split(".")[0])
+def _missing_extra(e: ModuleNotFoundError) -> str:
+    top = (e.name or "").split(".")[0]
+    extra = EXTRA_FOR.get(top)
     if extra is None:
-        return None
+        return f"this command needs the Python package {top!r}, which is not installed"
     return f"this command needs the '{extra}' extra: pip install 'edgefleet[{extra}]'"
 
 
@@ -117,10 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgefleetError as e:
         return _fail(e.reason)
     except ModuleNotFoundError as e:
-        line = _missing_extra(e)
-        if line is None:
+        if (e.name or "").startswith(PROG):  # our own bug, not a missing dependency
             raise
-        return _fail(line)
+        return _fail(_missing_extra(e))
     except KeyboardInterrupt:
         return INTERRUPTED
     return 0

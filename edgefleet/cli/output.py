@@ -27,7 +27,7 @@ JSON_HELP = "print JSON instead of text"
 # The one declaration of --json: every command that offers it takes this type.
 JsonFlag = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 
-PIPE_WIDTH = 100_000  # characters: a table in a pipe is never wrapped or cut
+LINE_WIDTH = 100_000  # characters: a table row is never wrapped or cut (a terminal wraps it)
 
 
 def print_json(obj: Any) -> None:
@@ -35,11 +35,7 @@ def print_json(obj: Any) -> None:
 
 
 def _console(file: Any) -> Console:
-    tty = file.isatty()
-    return Console(
-        file=file, width=None if tty else PIPE_WIDTH, markup=False, emoji=False,
-        highlight=False, soft_wrap=False,
-    )  # fmt: skip
+    return Console(file=file, width=LINE_WIDTH, markup=False, emoji=False, highlight=False)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
