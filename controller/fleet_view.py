@@ -12,17 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from edgefleet.controller import pins as pinlib
-from edgefleet.controller.models import (
-    Device,
-    DevicePublic,
-    EventRow,
-    ModelVersion,
-    Rollout,
-    RolloutDevice,
-)
-from edgefleet.controller.models import (
-    as_utc as _utc,
-)
+from edgefleet.controller.models.base import as_utc as _utc
+from edgefleet.controller.models.devices import Device, DevicePublic
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.rollouts import Rollout, RolloutDevice
+from edgefleet.controller.models.telemetry import EventRow
 from edgefleet.controller.rollouts import pinning, releases
 from edgefleet.controller.rollouts.advance import stage_devices
 from edgefleet.controller.rollouts.context import spec_of

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from edgefleet.controller.artifacts import ArtifactStore, validate_onnx
 from edgefleet.controller.detector_check import check_detector
-from edgefleet.controller.models import Model, ModelPublic, ModelVersion, VersionPublic
+from edgefleet.controller.models.registry import Model, ModelPublic, ModelVersion, VersionPublic
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import ArtifactError, ConflictError, NotFoundError
 from sqlalchemy import func

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from edgefleet.controller import registry
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
-from edgefleet.controller.models import AuditEntry, ModelsPublic, VersionPublic, VersionsPublic
+from edgefleet.controller.models.audit import AuditEntry
+from edgefleet.controller.models.registry import ModelsPublic, VersionPublic, VersionsPublic
 from edgefleet.shared.errors import ArtifactError, NotFoundError
 from fastapi import APIRouter, Form, UploadFile
 

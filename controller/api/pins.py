@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
 from edgefleet.controller.api.rollouts import deps_of
-from edgefleet.controller.models import (
+from edgefleet.controller.models.pins import (
     Channel,
     ChannelPublic,
     ChannelsPublic,

@@ -15,7 +15,9 @@ import logging
 from datetime import datetime
 
 from edgefleet.controller import plans, registry
-from edgefleet.controller.models import Device, ModelVersion, Rollout, RolloutDevice
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.rollouts import Rollout, RolloutDevice
 from edgefleet.controller.rollouts import releases
 from edgefleet.controller.rollouts.context import (
     WAKE,

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from edgefleet.controller import pins as pinlib
 from edgefleet.controller import plans
-from edgefleet.controller.models import Channel, Device, ModelVersion, Pin, Rollout, RolloutDevice
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.pins import Channel, Pin
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.rollouts import Rollout, RolloutDevice
 from edgefleet.controller.registry import get_version
 from edgefleet.controller.rollouts import releases
 from edgefleet.controller.rollouts.context import TICK_LOCK, Deps, audit

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edgefleet.controller import plans, registry
-from edgefleet.controller.models import Device, EventRow, ModelVersion
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.telemetry import EventRow
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.protocol import Phase
 from sqlmodel import Session, col, select

@@ -18,10 +18,10 @@ from typing import Any
 
 from edgefleet.controller import pins as pinlib
 from edgefleet.controller import plans
-from edgefleet.controller.models import (
-    Device,
-    EventRow,
-    ModelVersion,
+from edgefleet.controller.models.base import as_utc as _utc
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.rollouts import (
     Rollout,
     RolloutDevice,
     RolloutDevicePublic,
@@ -29,11 +29,8 @@ from edgefleet.controller.models import (
     RolloutStage,
     SkippedDevicePublic,
     StagePublic,
-    TelemetryWindowRow,
 )
-from edgefleet.controller.models import (
-    as_utc as _utc,
-)
+from edgefleet.controller.models.telemetry import EventRow, TelemetryWindowRow
 from edgefleet.controller.pins import Target
 from edgefleet.controller.registry import get_version
 from edgefleet.controller.rollouts import advance as adv

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgefleet.controller.models import Device
+from edgefleet.controller.models.devices import Device
 from edgefleet.controller.services import Services
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.ingest import Ingest
-from edgefleet.controller.models import Device
+from edgefleet.controller.models.devices import Device
 from edgefleet.controller.registry import push_version
 from edgefleet.controller.rollouts.context import Deps
 from edgefleet.controller.rollouts.scheduler import Scheduler
