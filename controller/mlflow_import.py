@@ -160,14 +160,18 @@ def _mlflow_errors(ref: ModelRef, tracking_uri: str) -> Iterator[None]:
     except EdgefleetError:
         raise
     except Exception as e:  # MlflowException, SQLAlchemy's, requests', OSError: one line
-        raise _translated(e, ref, redact(tracking_uri)) from e
+        raise _translated(e, ref, tracking_uri) from e
 
 
-def _translated(e: Exception, ref: ModelRef, uri: str) -> EdgefleetError:
+def _translated(e: Exception, ref: ModelRef, tracking_uri: str) -> EdgefleetError:
+    uri = redact(tracking_uri)
     code = getattr(e, "error_code", None)
     if code == "RESOURCE_DOES_NOT_EXIST" or (
         ref.alias and code == "INVALID_PARAMETER_VALUE" and "alias" in str(e)
     ):
         return NotFoundError(f"{ref} is not in the MLflow registry at {uri}", model=ref.name)
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    secret = urlsplit(tracking_uri).password
+    if secret:  # MLflow's messages name the URL it called, password and all
+        first = first.replace(secret, "***")
     return TransportError(f"MLflow at {uri}: {first}")
