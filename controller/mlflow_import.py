@@ -25,6 +25,7 @@ from edgefleet.shared.errors import (
     TransportError,
 )
 
+OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?")
 
 
@@ -92,8 +93,8 @@ def fetch(ref: ModelRef, tracking_uri: str, dest: Path) -> Imported:
     except ImportError as e:
         raise ConfigError("--from-mlflow needs the 'mlflow' extra: "
                           "pip install 'edgefleet[mlflow]'") from e  # fmt: skip
-    client = MlflowClient(tracking_uri=tracking_uri)
     with _mlflow_errors(ref, tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri)  # opens (and migrates) a SQL store
         mv = (client.get_model_version(ref.name, ref.version) if ref.version
               else client.get_model_version_by_alias(ref.name, str(ref.alias)))  # fmt: skip
         uri = client.get_model_version_download_uri(ref.name, mv.version)
@@ -170,6 +171,9 @@ def _translated(e: Exception, ref: ModelRef, tracking_uri: str) -> EdgefleetErro
         ref.alias and code == "INVALID_PARAMETER_VALUE" and "alias" in str(e)
     ):
         return NotFoundError(f"{ref} is not in the MLflow registry at {uri}", model=ref.name)
+    refused = OS_ERROR.search(str(e))
+    if refused:  # requests' message nests the URL three times around the reason
+        return TransportError(f"MLflow at {uri}: cannot connect: {refused[1]}")
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     secret = urlsplit(tracking_uri).password
     if secret:  # MLflow's messages name the URL it called, password and all

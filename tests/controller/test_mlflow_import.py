@@ -146,6 +146,9 @@ def test_registry_errors_are_one_line(registry: Registry, tmp_path: Path) -> Non
     with pytest.raises(TransportError, match="no MLflow database at"):
         fetch(ModelRef("shapes", "1"), f"sqlite:///{tmp_path / 'typo.db'}", tmp_path / "e")
     assert not (tmp_path / "typo.db").exists()
+    (tmp_path / "junk.db").write_text("not sqlite\n")
+    with pytest.raises(TransportError, match=r"junk.db: \(sqlite3.DatabaseError\) file is not a"):
+        fetch(ModelRef("shapes", "1"), f"sqlite:///{tmp_path / 'junk.db'}", tmp_path / "g")
     with pytest.raises(TransportError, match="no MLflow store folder at"):
         fetch(ModelRef("shapes", "1"), str(tmp_path / "mlruns"), tmp_path / "f")
 
@@ -153,7 +156,8 @@ def test_registry_errors_are_one_line(registry: Registry, tmp_path: Path) -> Non
 def test_unreachable_server_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     uri = f"http://someone:secret@127.0.0.1:{free_port()}"
-    with pytest.raises(TransportError, match=r"^MLflow at http://someone:\*\*\*@127") as e:
+    refused = r"^MLflow at http://someone:\*\*\*@127.0.0.1:\d+: cannot connect: Connection refused$"
+    with pytest.raises(TransportError, match=refused) as e:
         fetch(ModelRef("shapes", "1"), uri, tmp_path)
     assert "secret" not in str(e.value) and "\n" not in str(e.value)
 
