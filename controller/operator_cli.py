@@ -21,7 +21,7 @@ def _register_models(sub: Any) -> None:
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     push = msub.add_parser("push", help="upload and sign a model version (.onnx or .pt)")
     push.add_argument("name")
-    push.add_argument("file")
+    push.add_argument("file", nargs="?", help="the .onnx or .pt (or give --from-mlflow)")
     push.add_argument("--version", default=None, help="version label (default: next vN)")
     push.add_argument(
         "--validation",
@@ -46,6 +46,12 @@ def _register_models(sub: Any) -> None:
     push.add_argument(
         "--weights", metavar="FILE", default=None,
         help="the .pt this ONNX was exported from elsewhere (its digest is recorded)",
+    )  # fmt: skip
+    push.add_argument(
+        "--from-mlflow", metavar="MODEL_URI", default=None,
+        help="a registered version, models:/NAME/VERSION or models:/NAME@ALIAS, from the "
+        "registry at $MLFLOW_TRACKING_URI (its run's params, metrics and tags go into the "
+        "lineage; needs the mlflow extra)",
     )  # fmt: skip
     push.set_defaults(handler=f"{H}:model_push")
     show = msub.add_parser("show", help="print a version's lineage and model card")

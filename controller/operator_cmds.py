@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import shutil
 import sys
@@ -153,7 +154,11 @@ def _upload_signed(
 
 
 def _lineage(
-    args: argparse.Namespace, onnx_path: Path, pt: Path | None, export_args: dict[str, Any]
+    args: argparse.Namespace,
+    onnx_path: Path,
+    pt: Path | None,
+    export_args: dict[str, Any],
+    mlflow: dict[str, Any] | None = None,
 ) -> bytes:
     """The lineage document of this push (controller/lineage.py), as the upload's JSON part."""
     import json
@@ -164,9 +169,46 @@ def _lineage(
         value = getattr(args, flag, None)
         return Path(value) if value else None
 
-    doc = collect(onnx=onnx_path, weights=pt or opt("weights"), run_dir=opt("run_dir"),
-                  data=opt("data"), export_args=export_args)  # fmt: skip
+    doc = collect(onnx=onnx_path, weights=opt("weights") or pt, run_dir=opt("run_dir"),
+                  data=opt("data"), export_args=export_args, mlflow=mlflow)  # fmt: skip
     return json.dumps(doc).encode()
+
+
+def _push_source(args: argparse.Namespace) -> Path | None:
+    """FILE, checked; None when the version comes from ``--from-mlflow``."""
+    from_mlflow = getattr(args, "from_mlflow", None)
+    if args.file and from_mlflow:
+        raise ConfigError("give FILE or --from-mlflow, not both")
+    if from_mlflow:
+        if getattr(args, "run_dir", None):
+            raise ConfigError("--run-dir and --from-mlflow both name the training run; give one")
+        return None
+    if not args.file:
+        raise ConfigError("model push needs FILE (.onnx or .pt) or --from-mlflow MODEL_URI")
+    src = Path(args.file)
+    if not src.is_file():
+        raise ConfigError(f"no such file: {src}")
+    if src.suffix.lower() not in (".onnx", ".pt"):
+        raise ConfigError(f"cannot push {src.name}: expected a .onnx or .pt file")
+    return src
+
+
+def _from_mlflow(uri: str, dest: Path) -> tuple[Path, Path | None, dict[str, Any]]:
+    """The registered version at $MLFLOW_TRACKING_URI, downloaded under ``dest``: the file
+    to push, the ``.pt`` beside it and the lineage's ``mlflow`` section."""
+    from edgefleet.controller.mlflow_import import fetch, parse_model_uri
+
+    ref = parse_model_uri(uri)
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not tracking_uri:
+        raise ConfigError("--from-mlflow needs MLFLOW_TRACKING_URI: the tracking server or "
+                          "store that holds the model registry")  # fmt: skip
+    # MLflow retries a refused connection for minutes by default (its servers rate-limit);
+    # a push fails within seconds unless the operator asks for more.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    print(f"fetching {ref} from MLflow ...", file=sys.stderr)
+    got = fetch(ref, tracking_uri, dest)
+    return got.file, got.weights, got.lineage
 
 
 def _check_push_labels(name: str, version: str | None) -> None:
@@ -181,12 +223,7 @@ def _check_push_labels(name: str, version: str | None) -> None:
 
 @_pipe_safe
 def model_push(args: argparse.Namespace) -> int:
-    src = Path(args.file)
-    if not src.is_file():
-        raise ConfigError(f"no such file: {src}")
-    suffix = src.suffix.lower()
-    if suffix not in (".onnx", ".pt"):
-        raise ConfigError(f"cannot push {src.name}: expected a .onnx or .pt file")
+    given = _push_source(args)
     _check_push_labels(args.name, args.version)
     if getattr(args, "validation", None) and not Path(args.validation).is_dir():
         raise ConfigError(f"validation folder {args.validation} does not exist")
@@ -195,13 +232,18 @@ def model_push(args: argparse.Namespace) -> int:
         value = getattr(args, flag, None)
         if value and not Path(value).exists():
             raise ConfigError(f"{what} {value} does not exist")
-    weights = getattr(args, "weights", None)
-    if weights and suffix == ".pt":
-        raise ConfigError("--weights is for an ONNX exported elsewhere; a .pt is its own weights")
     with tempfile.TemporaryDirectory(prefix="edgefleet-export-") as tmp:
+        src, beside, mlflow = (given, None, None) if given else _from_mlflow(
+            args.from_mlflow, Path(tmp) / "mlflow")  # fmt: skip
+        suffix = src.suffix.lower()
+        if getattr(args, "weights", None) and suffix == ".pt":
+            raise ConfigError(
+                "--weights is for an ONNX exported elsewhere; a .pt is its own weights"
+            )
         export_args: dict[str, Any] = {}
         onnx_path = export_pt(src, Path(tmp), export_args) if suffix == ".pt" else src
-        lineage = _lineage(args, onnx_path, src if suffix == ".pt" else None, export_args)
+        pt = src if suffix == ".pt" else beside
+        lineage = _lineage(args, onnx_path, pt, export_args, mlflow)
         key = getattr(args, "key", None)
         if key:
             version = _upload_signed(args.name, onnx_path, args.version, Path(key), lineage)
