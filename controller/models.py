@@ -74,10 +74,21 @@ class ModelVersion(VersionBase, table=True):
     )
     # Where the bytes came from (controller/lineage.py); None for a push without it.
     lineage: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Registry stage (controller/stage_lifecycle.py): candidate | staging | production |
+    # archived; what last set it ("rollout/5", an admin's name) and when.
+    stage: str = Field(
+        default="candidate", max_length=16, sa_column_kwargs={"server_default": "candidate"}
+    )
+    stage_by: str | None = Field(default=None, max_length=128)
+    stage_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class VersionPublic(VersionBase, UtcPublic):
     created_at: datetime
+    # A re-signed copy (v1-rb9) shows its source's stage: it is the same version.
+    stage: str = "candidate"
 
 
 class VersionsPublic(SQLModel):
@@ -129,6 +140,7 @@ class PlansPublic(SQLModel):
 class ModelPublic(SQLModel):
     name: str
     latest_version: str | None
+    production: str | None = None  # the version in the production stage, if any
     versions: list[VersionPublic]
 
 
@@ -268,12 +280,15 @@ class SchedulerLease(SQLModel, table=True):
 
 
 class Channel(SQLModel, table=True):
-    """A named version line (stable, latest, ...): devices pinned to it follow it. With no
-    version it tracks the model's newest pushed version."""
+    """A named version line (stable, latest, ...): devices pinned to it follow it. With a
+    stage it tracks the model's version in that registry stage; with neither version nor
+    stage, the model's newest pushed version."""
 
     name: str = Field(primary_key=True, max_length=64)
     model: str = Field(max_length=64)
     version: str | None = Field(default=None, max_length=64)
+    # Follow the model's version in this registry stage (production, ...) instead.
+    stage: str | None = Field(default=None, max_length=16)
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -283,6 +298,7 @@ class ChannelPublic(UtcPublic):
     name: str
     model: str
     version: str | None
+    stage: str | None = None  # the registry stage it follows (None: version or newest)
     resolved: str | None  # model:version it stands for now (None: no version pushed yet)
     updated_at: datetime
 
