@@ -47,7 +47,8 @@ def newest_in(session: Session, model_name: str, stage: ModelStage) -> ModelVers
         .order_by(col(ModelVersion.release).desc())
         .limit(1)
     )
-    return session.exec(stmt).first()
+    row: ModelVersion | None = session.exec(stmt).first()
+    return row
 
 
 def move(session: Session, row: ModelVersion, event: StageEvent, by: str, actor: str) -> None:
@@ -81,7 +82,8 @@ def _rollout_version(session: Session, rollout: Rollout) -> ModelVersion | None:
         ModelVersion.name == rollout.model,
         ModelVersion.version == source_label(rollout.version),
     )
-    return session.exec(stmt).first()
+    row: ModelVersion | None = session.exec(stmt).first()
+    return row
 
 
 def rollout_started(session: Session, rollout: Rollout, actor: str) -> None:

@@ -48,7 +48,7 @@ def reproduce(
     pushed = _download(name, version, answer["sha256"], out / "pushed.onnx")
     check = rep.compare(pushed, fresh, doc)
     (out / "reproduce.json").write_text(json.dumps({"export": args, **check.to_dict()}, indent=2))
-    result = {"files": files, "export": args, "check": check.to_dict()}
+    result: dict[str, object] = {"files": files, "export": args, "check": check.to_dict()}
     _show(files, result, as_json, rep.report_lines(check))
     return 0 if check.verdict != rep.DIFFERENT else 1
 
