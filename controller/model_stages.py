@@ -40,23 +40,28 @@ def production_version(session: Session, model_name: str) -> ModelVersion | None
 
 
 def newest_in(session: Session, model_name: str, stage: ModelStage) -> ModelVersion | None:
-    """The model's highest-release version in ``stage``, or None."""
+    """The model's highest-release version in ``stage``, or None (never a re-signed copy:
+    its own row keeps the default stage; it is its source)."""
     stmt = (
         select(ModelVersion)
         .where(ModelVersion.name == model_name, ModelVersion.stage == stage.value)
         .order_by(col(ModelVersion.release).desc())
-        .limit(1)
     )
-    row: ModelVersion | None = session.exec(stmt).first()
-    return row
+    for row in session.exec(stmt).all():
+        if source_of(session, row) is row:
+            return row
+    return None
 
 
 def move(session: Session, row: ModelVersion, event: StageEvent, by: str, actor: str) -> None:
     """Apply ``event`` to ``row`` through the table (a one-line error when it does not
-    apply); a new production version archives the one before."""
+    apply); a new production version archives the one before. A move to the same stage
+    changes nothing and is not audited."""
     label = f"{row.name}:{row.version}"
     before = ModelStage(row.stage)
     after = transition(before, event, label)
+    if after is before:  # e.g. a rollout of the production version: it keeps its provenance
+        return
     if after is ModelStage.PRODUCTION and before is not ModelStage.PRODUCTION:
         previous = production_version(session, row.name)
         if previous is not None and previous.id != row.id:
@@ -66,8 +71,7 @@ def move(session: Session, row: ModelVersion, event: StageEvent, by: str, actor:
     session.flush()
     detail = {"from": before.value, "to": after.value, "event": event.value, "by": by}
     session.add(AuditEntry(actor=actor, action="stage", target=label, detail=detail))
-    if before is not after:
-        log.info("%s: %s -> %s (%s, %s)", label, before.value, after.value, event.value, by)
+    log.info("%s: %s -> %s (%s, %s)", label, before.value, after.value, event.value, by)
 
 
 def set_stage(session: Session, model: str, version: str, stage: str, actor: str) -> ModelVersion:

@@ -153,6 +153,13 @@ def test_rollouts_move_versions_to_production_and_a_channel_follows(
         assert [v["stage"] for v in listed["versions"]] == ["archived", "production", "candidate"]
         assert "(production)" in _cli(url, "channel", "list").stdout
 
+        # Another rollout of the production version leaves it there, also when rolled back.
+        again = client.post("/v1/rollouts", json={"model": "shapes", "version": "v2",
+                                                  "selector": {"site": "a"}}).json()  # fmt: skip
+        assert _finish(client, sched, fleet, again["id"])["state"] == "succeeded"
+        assert client.post(f"/v1/rollouts/{again['id']}/rollback").is_success
+        assert _stages(client)["v2"] == "production"
+
         # Rolling back the rollout that made v2 production brings v1 back, and the channel.
         fleet.follow_director()
         back = client.post(f"/v1/rollouts/{second['id']}/rollback").json()
