@@ -9,6 +9,8 @@ from typing import Any
 
 H = "edgefleet.controller.operator_cmds"
 D = "edgefleet.controller.data_cmds"
+S = "edgefleet.controller.stage_cmds"
+STAGES = ("candidate", "staging", "production", "archived")  # controller/stage_lifecycle.py
 
 
 def register(sub: Any) -> None:
@@ -66,7 +68,31 @@ def _register_models(sub: Any) -> None:
     mlist = msub.add_parser("list", help="list models and their versions")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(handler=f"{H}:model_list")
+    _register_reproduce(msub)
+    stage = msub.add_parser("stage", help="move a version to a registry stage (admin)")
+    stage.add_argument("target", metavar="NAME:VERSION")
+    stage.add_argument("stage", choices=STAGES)
+    stage.set_defaults(handler=f"{S}:model_stage")
     _register_plans(msub)
+
+
+def _register_reproduce(msub: Any) -> None:
+    repro = msub.add_parser(
+        "reproduce", help="write a version's recorded training command, arguments and "
+        "dataset manifest; with --weights, check that a re-export gives the pushed ONNX",
+    )  # fmt: skip
+    repro.add_argument("target", metavar="NAME:VERSION")
+    repro.add_argument("--out", required=True, metavar="DIR", help="where to write them")
+    repro.add_argument(
+        "--weights", metavar="FILE",
+        help="the .pt it was exported from (checked against the recorded digest)",
+    )  # fmt: skip
+    repro.add_argument(
+        "--export-arg", action="append", default=[], metavar="KEY=VALUE",
+        help="export with this instead of the recorded argument; repeat for several",
+    )  # fmt: skip
+    repro.add_argument("--json", action="store_true")
+    repro.set_defaults(handler="edgefleet.controller.reproduce_cmds:model_reproduce")
 
 
 def _register_fleet(sub: Any) -> None:
@@ -193,7 +219,9 @@ def register_pins(sub: Any) -> None:
     cset = csub.add_parser("set", help="point a channel at NAME:VERSION (NAME alone: newest)")
     cset.add_argument("name")
     cset.add_argument("target", metavar="NAME[:VERSION]")
-    cset.set_defaults(handler=f"{H}:channel_set")
+    cset.add_argument("--stage", choices=STAGES,
+                      help="follow NAME's version in this registry stage")  # fmt: skip
+    cset.set_defaults(handler=f"{S}:channel_set")
     clist = csub.add_parser("list", help="channels and what they stand for")
     clist.add_argument("--json", action="store_true")
     clist.set_defaults(handler=f"{H}:channel_list")

@@ -267,6 +267,7 @@ def model_list(args: argparse.Namespace) -> int:
         [
             m["name"],
             v["version"],
+            v.get("stage") or "-",
             str(v["release"]),
             v["sha256"][:12],
             str(v["length"]),
@@ -275,7 +276,7 @@ def model_list(args: argparse.Namespace) -> int:
         for m in answer["data"]
         for v in m["versions"]
     ]
-    _table(["MODEL", "VERSION", "RELEASE", "SHA256", "BYTES", "CREATED"], rows)
+    _table(["MODEL", "VERSION", "STAGE", "RELEASE", "SHA256", "BYTES", "CREATED"], rows)
     return 0
 
 
@@ -657,29 +658,19 @@ def pin_delete(args: argparse.Namespace) -> int:
 
 
 @_pipe_safe
-def channel_set(args: argparse.Namespace) -> int:
-    model, _, version = args.target.partition(":")
-    if not model:
-        raise ConfigError(f"bad target {args.target!r}: expected NAME[:VERSION]")
-    body = {"model": model, "version": version or None}
-    c = _request("PUT", f"/v1/channels/{args.name}", json=body, headers=_actor_header())
-    follows = "" if c["version"] else " (follows the newest version)"
-    print(f"channel {c['name']}: {c['resolved'] or model + ' (no version yet)'}{follows}")
-    return 0
-
-
-@_pipe_safe
 def channel_list(args: argparse.Namespace) -> int:
     answer = _request("GET", "/v1/channels")
     if args.json:
         _print_json(answer["data"])
         return 0
-    rows = [
-        [c["name"], c["model"], c["version"] or "(newest)", c["resolved"] or "-"]
-        for c in answer["data"]
-    ]
+    rows = [[c["name"], c["model"], _follows(c), c["resolved"] or "-"] for c in answer["data"]]
     _table(["CHANNEL", "MODEL", "VERSION", "NOW"], rows)
     return 0
+
+
+def _follows(channel: dict[str, Any]) -> str:
+    stage = channel.get("stage")
+    return str(channel["version"] or (f"({stage})" if stage else "(newest)"))
 
 
 @_pipe_safe

@@ -69,7 +69,7 @@ def list_models(session: SessionDep) -> ModelsPublic:
 @router.get("/{name}/versions", response_model=VersionsPublic)
 def list_versions(name: str, session: SessionDep) -> VersionsPublic:
     rows = registry.list_versions(session, name)
-    data = [VersionPublic.model_validate(r) for r in rows]
+    data = registry.public_versions(rows)
     return VersionsPublic(data=data, count=len(data))
 
 

@@ -12,12 +12,15 @@ from sqlmodel import Field, SQLModel
 
 
 class Channel(SQLModel, table=True):
-    """A named version line (stable, latest, ...): devices pinned to it follow it. With no
-    version it tracks the model's newest pushed version."""
+    """A named version line (stable, latest, ...): devices pinned to it follow it. With a
+    stage it tracks the model's version in that registry stage; with neither version nor
+    stage, the model's newest pushed version."""
 
     name: str = Field(primary_key=True, max_length=64)
     model: str = Field(max_length=64)
     version: str | None = Field(default=None, max_length=64)
+    # Follow the model's version in this registry stage (production, ...) instead.
+    stage: str | None = Field(default=None, max_length=16)
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -27,6 +30,7 @@ class ChannelPublic(UtcPublic):
     name: str
     model: str
     version: str | None
+    stage: str | None = None  # the registry stage it follows (None: version or newest)
     resolved: str | None  # model:version it stands for now (None: no version pushed yet)
     updated_at: datetime
 

@@ -40,10 +40,21 @@ class ModelVersion(VersionBase, table=True):
     )
     # Where the bytes came from (controller/lineage.py); None for a push without it.
     lineage: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Registry stage (controller/stage_lifecycle.py): candidate | staging | production |
+    # archived; what last set it ("rollout/5", an admin's name) and when.
+    stage: str = Field(
+        default="candidate", max_length=16, sa_column_kwargs={"server_default": "candidate"}
+    )
+    stage_by: str | None = Field(default=None, max_length=128)
+    stage_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class VersionPublic(VersionBase, UtcPublic):
     created_at: datetime
+    # A re-signed copy (v1-rb9) shows its source's stage: it is the same version.
+    stage: str = "candidate"
 
 
 class VersionsPublic(SQLModel):
@@ -95,6 +106,7 @@ class PlansPublic(SQLModel):
 class ModelPublic(SQLModel):
     name: str
     latest_version: str | None
+    production: str | None = None  # the version in the production stage, if any
     versions: list[VersionPublic]
 
 
