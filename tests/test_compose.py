@@ -44,7 +44,9 @@ def _compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
-def _config(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _config(
+    tmp_path: Path, env: dict[str, str], *overrides: Path
+) -> subprocess.CompletedProcess[str]:
     command = _compose_command()
     if command is None:
         pytest.skip("neither `docker compose` nor docker-compose here (./quickstart test adds it)")
@@ -52,7 +54,8 @@ def _config(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     # Only PATH from outside: a variable set in this shell must not fill a gap in the file.
     return subprocess.run(
-        [*command, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
+        [*command, "--env-file", str(env_file), "-f", str(COMPOSE),
+         *(a for o in overrides for a in ("-f", str(o))), "config"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path)},
     )  # fmt: skip
@@ -198,6 +201,27 @@ def test_the_proxy_sends_what_the_controllers_offload(rendered: dict[str, Any]) 
     assert {8600, 9000} <= _published(proxy)
 
 
+def test_the_emqx_override_swaps_the_broker_for_a_cluster(tmp_path: Path) -> None:
+    override = DEPLOY / "emqx" / "compose.emqx.yaml"
+    env = {**ENV, "EMQX_COOKIE": "cookie0123", "EMQX_DASHBOARD_PASSWORD": "dash0123"}
+    done = _config(tmp_path, env, override)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert "mosquitto" in services["mosquitto"].get("profiles", [])  # not started by `up`
+    nodes = [name for name in services if name.startswith("emqx-")]
+    assert len(nodes) == 3
+    host = "emqx"
+    for name in CONTROLLERS:
+        assert _environment(services[name])[f"{ENV_PREFIX}MQTT"] == f"mqtts://{host}:8883"
+        assert all(host in services[node]["networks"]["default"]["aliases"] for node in nodes)
+    assert f"--broker-name {host}" in (DEPLOY / "compose" / "ceremony.sh").read_text()
+    assert 8883 in _published(services["proxy"])
+    stream = (DEPLOY / "emqx" / "nginx-stream.conf").read_text()
+    for node in nodes:
+        (alias,) = [a for a in services[node]["networks"]["default"]["aliases"] if a != host]
+        assert f"server {alias}:8883;" in stream
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
                     reason="no nginx here")  # fmt: skip
 def test_the_proxy_config_passes_nginx_t(tmp_path: Path) -> None:
@@ -205,9 +229,16 @@ def test_the_proxy_config_passes_nginx_t(tmp_path: Path) -> None:
     for host in ("controller-1", "controller-2", "minio"):
         text = text.replace(f"server {host}:", "server 127.0.0.1:")  # no Docker DNS here
     text = text.replace("/tmp/", f"{tmp_path}/")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    (tmp_path / "stream").mkdir()
+    built = subprocess.run([nginx, "-V"], capture_output=True, text=True, timeout=60).stderr
+    if "--with-stream" in built.split():  # built in, as in the nginx image (Debian: a module)
+        stream = (DEPLOY / "emqx" / "nginx-stream.conf").read_text()
+        stream = re.sub(r"server emqx-\d\S*:", "server 127.0.0.1:", stream)
+        (tmp_path / "stream" / "mqtt.conf").write_text(stream)
+    text = text.replace("/etc/nginx/edgefleet-stream/", f"{tmp_path}/stream/")
     conf = tmp_path / "nginx.conf"
     conf.write_text(text)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     done = subprocess.run([nginx, "-t", "-c", str(conf), "-e", str(tmp_path / "error.log")],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr

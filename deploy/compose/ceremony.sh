@@ -13,7 +13,8 @@ data=/var/lib/edgefleet-controller
 if [ -f "$data/pki/device-ca.pem" ]; then
     echo "edgefleet-ceremony: $data/pki already holds a device CA; kept"
 else
-    edgefleet pki init --data "$data" --broker-name mosquitto \
+    # "mosquitto" and "emqx": what the controllers dial (compose.yaml, emqx/compose.emqx.yaml)
+    edgefleet pki init --data "$data" --broker-name mosquitto --broker-name emqx \
         --broker-name "$EDGEFLEET_PUBLIC_HOST" \
         --broker-user mosquitto --broker-dir /etc/edgefleet/pki
 fi
