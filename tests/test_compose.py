@@ -52,12 +52,14 @@ def _config(
         pytest.skip("neither `docker compose` nor docker-compose here (./quickstart test adds it)")
     env_file = tmp_path / "compose.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    # Only PATH from outside: a variable set in this shell must not fill a gap in the file.
+    # Only where the tools and their plugins are (~/.docker/cli-plugins) from outside: a
+    # variable set in this shell must not fill a gap in the env file.
+    keep = {k: os.environ[k] for k in ("PATH", "HOME", "DOCKER_CONFIG") if k in os.environ}
     return subprocess.run(
         [*command, "--env-file", str(env_file), "-f", str(COMPOSE),
          *(a for o in overrides for a in ("-f", str(o))), "config"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path)},
+        env=keep,
     )  # fmt: skip
 
 
