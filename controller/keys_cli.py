@@ -124,6 +124,11 @@ def register_trust(sub: Any) -> None:
         help="write into this controller data folder directly (the first admin token)",
     )  # fmt: skip
     create.add_argument(
+        "--database-url", default=None, metavar="URL",
+        help="with --data: the controller's database when it is not SQLite in DIR "
+        "(default: $EDGEFLEET_DATABASE_URL, as `controller serve` reads it)",
+    )  # fmt: skip
+    create.add_argument(
         "--quiet", action="store_true",
         help="print only the secret: export EDGEFLEET_TOKEN=$(edgefleet token create ...)",
     )  # fmt: skip

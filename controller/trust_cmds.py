@@ -8,6 +8,7 @@ first admin token is made (whoever can read the data folder owns the controller 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,17 @@ def token_create(args: argparse.Namespace) -> int:
 
     check_role(args.role)
     if args.data:
-        answer = _create_in_db(Path(args.data), args.name, args.role)
+        url = args.database_url or os.environ.get("EDGEFLEET_DATABASE_URL") or None
+        answer = _create_in_db(Path(args.data), url, args.name, args.role)
     else:
         answer = request("POST", "/v1/tokens", json={"role": args.role, "name": args.name})
     _print_secret(answer, args.quiet)
     return 0
 
 
-def _create_in_db(data: Path, name: str | None, role: str) -> dict[str, Any]:
+def _create_in_db(
+    data: Path, database_url: str | None, name: str | None, role: str
+) -> dict[str, Any]:
     import getpass
 
     from edgefleet.controller.db import make_engine
@@ -48,7 +52,7 @@ def _create_in_db(data: Path, name: str | None, role: str) -> dict[str, Any]:
 
     if not data.is_dir():
         raise ConfigError(f"no controller data folder at {data}")
-    settings = Settings(data_dir=data.expanduser().resolve())
+    settings = Settings(data_dir=data.expanduser().resolve(), database_url=database_url)
     engine = make_engine(settings.db_url)
     try:
         with Session(engine) as session:
