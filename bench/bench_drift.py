@@ -39,7 +39,9 @@ from edgefleet.controller.alerts.rules import Rule
 from edgefleet.controller.alerts.watch import AlertWatcher
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.db import make_engine, session_scope
-from edgefleet.controller.models import AlertRow, Device, TelemetryWindowRow
+from edgefleet.controller.models.alerts import AlertRow
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.telemetry import TelemetryWindowRow
 from sqlmodel import Session, col, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 from edgefleet.controller.alerts.push import CommandSender
-from edgefleet.controller.models import Device
+from edgefleet.controller.models.devices import Device
 from edgefleet.controller.sampling import matches
 from edgefleet.shared.protocol import Command
 from sqlmodel import Session, col, select

@@ -13,6 +13,7 @@ from edgefleet.controller.api import (
     plans,
     publish,
     rollouts,
+    stages,
     stats,
     tokens,
     tuf,
@@ -77,7 +78,7 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(module.router)
     # With auth on (Settings.auth): reads need a viewer token, writes an operator one,
     # tokens an admin one; /tuf wants an enrolled device or an operator (docs/TRUST.md).
-    for module in (models, publish, devices, rollouts, pins, plans):
+    for module in (models, publish, devices, rollouts, pins, plans, stages):
         app.include_router(module.router, dependencies=[VIEWER_READS_OPERATOR_WRITES])
     app.include_router(plans.device_router)  # a device shares a plan with its own credential
     app.include_router(audit.router, dependencies=[require("viewer")])

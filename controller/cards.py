@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from edgefleet.controller.map50 import Box, map50
-from edgefleet.controller.rollouts.releases import source_label
+from edgefleet.controller.registry import source_label
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import ArtifactError, ConfigError, NotFoundError

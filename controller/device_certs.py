@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from cryptography import x509
-from edgefleet.controller.models import DeviceCert, DeviceRevocation
+from edgefleet.controller.models.devices import DeviceCert, DeviceRevocation
 from sqlmodel import Session, select
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgefleet.controller.enrollment import UPLOAD_PREFIX
-from edgefleet.controller.models import UploadCredential
+from edgefleet.controller.models.devices import UploadCredential
 from edgefleet.controller.tokens import digest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from edgefleet.controller.cards import CardStore
-from edgefleet.controller.models import Device, TelemetryWindowRow
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.telemetry import TelemetryWindowRow
 from edgefleet.shared.card import drift_scores
 from edgefleet.shared.errors import ConfigError
 from edgefleet.shared.histogram import merge_counts

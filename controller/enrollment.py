@@ -27,8 +27,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from edgefleet.controller.models import (
-    AuditEntry,
+from edgefleet.controller.models.audit import AuditEntry
+from edgefleet.controller.models.devices import (
     DeviceCert,
     DeviceRevocation,
     EnrollToken,

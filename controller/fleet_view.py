@@ -12,17 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from edgefleet.controller import pins as pinlib
-from edgefleet.controller.models import (
-    Device,
-    DevicePublic,
-    EventRow,
-    ModelVersion,
-    Rollout,
-    RolloutDevice,
-)
-from edgefleet.controller.models import (
-    as_utc as _utc,
-)
+from edgefleet.controller.models.base import as_utc as _utc
+from edgefleet.controller.models.devices import Device, DevicePublic
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.rollouts import Rollout, RolloutDevice
+from edgefleet.controller.models.telemetry import EventRow
+from edgefleet.controller.registry import source_label
 from edgefleet.controller.rollouts import pinning, releases
 from edgefleet.controller.rollouts.advance import stage_devices
 from edgefleet.controller.rollouts.context import spec_of
@@ -101,7 +96,7 @@ def fleet(session: Session, devices: Sequence[Device], now: datetime) -> list[De
     for d in devices:
         source = _source(d, rules, claims)
         runs = d.model == d.desired_model and d.version is not None and (
-            releases.source_label(d.version) == releases.source_label(d.desired_version or "")
+            source_label(d.version) == source_label(d.desired_version or "")
         )  # fmt: skip
         last_refusal, last_commit = refused_at.get(d.device_id), committed.get(d.device_id)
         newer = last_refusal is not None and (last_commit is None or last_refusal > last_commit)
@@ -175,9 +170,7 @@ def _source(
         return f"{d.desired_set_by} (deleted)" if gone else d.desired_set_by
     # Rows from before desired_set_by: the newest rollout that assigned this version.
     for rid, model, version in claims.get(d.device_id, []):
-        if model == d.desired_model and releases.source_label(d.desired_version) == (
-            releases.source_label(version)
-        ):
+        if model == d.desired_model and source_label(d.desired_version) == (source_label(version)):
             return f"rollout/{rid}"
     return None
 

@@ -20,7 +20,8 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from edgefleet.controller.db import session_scope
-from edgefleet.controller.models import Device, EventRow, TelemetryWindowRow
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.telemetry import EventRow, TelemetryWindowRow
 from edgefleet.controller.rollouts.context import HintSender
 from edgefleet.controller.stats import IngestStats
 from edgefleet.controller.trust import Signing

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.ingest_pressure import PressureWatch
-from edgefleet.controller.models import Device
+from edgefleet.controller.models.devices import Device
 from edgefleet.controller.retention import DEFAULT_RETENTION, Retention, RetentionConfig
 from edgefleet.controller.rollouts.context import HintSender
 from edgefleet.controller.stats import IngestStats

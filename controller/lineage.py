@@ -5,7 +5,9 @@ digest, the Ultralytics run directory (``args.yaml``, ``results.csv`` and its la
 the final metrics), the dataset (``data.yaml``, a manifest of every image and label file
 with its sha256, and the digests DVC recorded in a ``.dvc`` or ``dvc.lock`` file beside
 it), the git commit of the training code, the export arguments and the Ultralytics, ONNX
-and opset versions. :func:`diff` compares two lineages; :func:`lines` and
+and opset versions; for a version imported from an MLflow registry, the ``mlflow`` section
+(controller/mlflow_import.py: the registered version, its run's parameters, metrics and
+tags). :func:`diff` compares two lineages; :func:`lines` and
 :func:`diff_lines` print them. The controller stores the document on the version
 (``model_version.lineage``) and adds ``pushed_by`` from the authenticated caller.
 """
@@ -37,10 +39,13 @@ def collect(
     data: Path | None = None,
     export_args: dict[str, Any] | None = None,
     cwd: Path | None = None,
+    mlflow: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The lineage document of one push. ``data`` defaults to the run's ``args.yaml``
     ``data`` entry when that file exists; the git commit is taken from the run directory,
-    else from ``cwd``."""
+    else from ``cwd``. ``mlflow`` is the registered version it came from
+    (controller/mlflow_import.py); its git commit is the one the MLflow run recorded, if
+    any, never ``cwd``'s."""
     doc: dict[str, Any] = {"schema": SCHEMA, "onnx": {"sha256": sha256_file(onnx),
                                                       "opset": onnx_opset(onnx)}}  # fmt: skip
     if weights is not None:
@@ -56,7 +61,11 @@ def collect(
     if data is not None:
         doc["dataset"] = collect_dataset(data)
     commit = git_commit(run_dir) if run_dir is not None else None
-    doc["git"] = commit or git_commit(cwd or Path.cwd())
+    if mlflow is not None:
+        doc["mlflow"] = mlflow
+        doc["git"] = commit or _mlflow_git(mlflow)
+    else:
+        doc["git"] = commit or git_commit(cwd or Path.cwd())
     doc["export"] = dict(export_args or {})
     doc["versions"] = tool_versions()
     return doc
@@ -235,6 +244,12 @@ def git_commit(folder: Path) -> dict[str, Any] | None:
     return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
+def _mlflow_git(section: dict[str, Any]) -> dict[str, Any] | None:
+    """The commit MLflow recorded for the run (it does not record local changes)."""
+    commit = ((section.get("run") or {}).get("tags") or {}).get("mlflow.source.git.commit")
+    return {"commit": commit, "dirty": None} if commit else None
+
+
 def onnx_opset(path: Path) -> int | None:
     try:
         import onnx
@@ -275,16 +290,27 @@ def _changed(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def _trained(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The training arguments and final metrics: the Ultralytics run directory's, else the
+    MLflow run's parameters and metrics."""
+    run = doc.get("run")
+    if run:
+        return run.get("args") or {}, run.get("metrics") or {}
+    ml = (doc.get("mlflow") or {}).get("run") or {}
+    return ml.get("params") or {}, ml.get("metrics") or {}
+
+
 def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """What changed from lineage ``a`` to ``b``: final metrics, training and export
     arguments, versions, and the dataset's files added, removed and changed."""
-    run_a, run_b = a.get("run") or {}, b.get("run") or {}
+    (args_a, metrics_a), (args_b, metrics_b) = _trained(a), _trained(b)
     data_a, data_b = a.get("dataset") or {}, b.get("dataset") or {}
     files_a, files_b = data_a.get("files") or {}, data_b.get("files") or {}
     return {
         "weights": [(a.get("weights") or {}).get("sha256"), (b.get("weights") or {}).get("sha256")],
-        "metrics": _changed(run_a.get("metrics") or {}, run_b.get("metrics") or {}),
-        "args": _changed(run_a.get("args") or {}, run_b.get("args") or {}),
+        "mlflow_run": [_mlflow_run_id(a), _mlflow_run_id(b)],
+        "metrics": _changed(metrics_a, metrics_b),
+        "args": _changed(args_a, args_b),
         "export": _changed(a.get("export") or {}, b.get("export") or {}),
         "versions": _changed(a.get("versions") or {}, b.get("versions") or {}),
         "git": [(a.get("git") or {}).get("commit"), (b.get("git") or {}).get("commit")],
@@ -295,6 +321,10 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             "changed": sorted(p for p in set(files_a) & set(files_b) if files_a[p] != files_b[p]),
         },
     }
+
+
+def _mlflow_run_id(doc: dict[str, Any]) -> str | None:
+    return ((doc.get("mlflow") or {}).get("run") or {}).get("id")
 
 
 def _short(value: object) -> str:
@@ -325,6 +355,8 @@ def lines(doc: dict[str, Any]) -> list[str]:
         for key, value in run["metrics"].items():
             if key.startswith("metrics/"):
                 out.append(f"    {key:<18}{value:.4f}")
+    if doc.get("mlflow"):
+        out += mlflow_lines(doc["mlflow"])
     data = doc.get("dataset")
     if data:
         out.append(f"  dataset             {data['data_yaml']}")
@@ -342,14 +374,44 @@ def lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+PARAMS_SHOWN = 30  # MLflow run parameters printed (Ultralytics logs ~90); --json has all
+SYSTEM_TAG = "mlflow."  # MLflow's own tags (user, source file, run name): in the JSON only
+
+
+def mlflow_lines(ml: dict[str, Any]) -> list[str]:
+    """The registered version a push came from and its source run."""
+    model = ml["model"]
+    alias = f" (@{model['alias']})" if model.get("alias") else ""
+    out = [f"  mlflow model        {model['name']} version {model['version']}{alias}",
+           f"    {'tracking uri':<17} {ml['tracking_uri']}",
+           f"    {'source':<17} {model['source']}"]  # fmt: skip
+    run = ml.get("run")
+    if not run:
+        return out
+    out.append(f"    {'run':<17} {run['id']} ({run['name'] or '-'}) in experiment"
+               f" {run['experiment'] or '-'} ({run['experiment_id']})")  # fmt: skip
+    out.append(f"    {'artifact uri':<17} {run['artifact_uri']}")
+    params = list(run["params"].items())
+    out += [f"    {'param ' + k:<17} {v}" for k, v in params[:PARAMS_SHOWN]]
+    if len(params) > PARAMS_SHOWN:
+        out.append(f"    ... {len(params) - PARAMS_SHOWN} more parameters (--json)")
+    out += [f"    {'metric ' + k:<17} {v:.6g}" for k, v in run["metrics"].items()]
+    tags = {k: v for k, v in run["tags"].items() if not k.startswith(SYSTEM_TAG)}
+    out += [f"    {'tag ' + k:<17} {v}" for k, v in tags.items()]
+    return out
+
+
 FILES_SHOWN = 20  # dataset paths printed per kind; --json has them all
 
 
 def diff_lines(d: dict[str, Any]) -> list[str]:
     out = []
-    for what in ("weights", "git"):
+    for what in ("weights", "mlflow_run", "git"):
         a, b = d[what]
-        out.append(f"{what}: {'same' if a == b else f'{_short(a)} -> {_short(b)}'}")
+        if what == "mlflow_run" and a is None and b is None:
+            continue
+        label = what.replace("_", " ")
+        out.append(f"{label}: {'same' if a == b else f'{_short(a)} -> {_short(b)}'}")
     for what in ("metrics", "args", "export", "versions"):
         if not d[what]:
             out.append(f"{what}: same")

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 from edgefleet.controller.api.cards import card_store
 from edgefleet.controller.drift_report import drift_report
-from edgefleet.controller.models import Device, Rollout
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.rollouts import Rollout
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.controller.services import Services
 from fastapi import APIRouter, Request

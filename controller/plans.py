@@ -26,7 +26,8 @@ from typing import BinaryIO
 
 from edgefleet.controller.artifact_choice import PLAN, Artifact, choose_artifact
 from edgefleet.controller.artifacts import ArtifactStore
-from edgefleet.controller.models import Device, ModelVersion, PlanArtifact
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.registry import ModelVersion, PlanArtifact
 from edgefleet.controller.registry import get_version
 from edgefleet.controller.signing.targets import TargetInfo
 from edgefleet.controller.trust import Signing

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from edgefleet.controller.artifacts import ArtifactStore, validate_onnx
 from edgefleet.controller.detector_check import check_detector
-from edgefleet.controller.models import Model, ModelPublic, ModelVersion, VersionPublic
+from edgefleet.controller.models.registry import Model, ModelPublic, ModelVersion, VersionPublic
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import ArtifactError, ConflictError, NotFoundError
 from sqlalchemy import func
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from edgefleet.controller.signing import TargetInfo
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_RESIGNED = re.compile(r"^(?P<source>.+?)(?:-rb\d+)+$")
 # One push at a time per process: the release counter is "previous max + 1".
 PUSH_LOCK = threading.Lock()
 
@@ -60,11 +61,30 @@ def list_models(session: Session) -> list[ModelPublic]:
     names = session.exec(select(Model.name).order_by(col(Model.name))).all()
     out = []
     for name in names:
-        mine = [VersionPublic.model_validate(v) for v in versions if v.name == name]
-        out.append(
-            ModelPublic(name=name, latest_version=mine[-1].version if mine else None, versions=mine)
-        )
+        mine = public_versions([v for v in versions if v.name == name])
+        production = next((v.version for v in mine if v.stage == "production" and
+                           v.version == source_label(v.version)), None)  # fmt: skip
+        out.append(ModelPublic(name=name, latest_version=mine[-1].version if mine else None,
+                               production=production, versions=mine))  # fmt: skip
     return out
+
+
+def public_versions(rows: list[ModelVersion]) -> list[VersionPublic]:
+    """Rows of one model as the API shows them: a re-signed copy (``v1-rb9``) carries its
+    source's registry stage."""
+    stages = {r.version: r.stage for r in rows}
+    out = []
+    for r in rows:
+        stage = stages.get(source_label(r.version), r.stage)
+        out.append(VersionPublic.model_validate(r, update={"stage": stage}))
+    return out
+
+
+def source_label(label: str) -> str:
+    """``v1-rb9`` (and ``v1-rb9-rb12``) -> ``v1``; any other label unchanged (the label
+    ``rollouts/releases.py`` gives a version's re-signed copy)."""
+    m = _RESIGNED.match(label)
+    return m.group("source") if m else label
 
 
 # (staged file, sha256, length, version, release) -> the signed target; it also commits

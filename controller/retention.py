@@ -16,7 +16,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from edgefleet.controller.models import TelemetryBase, TelemetryHourRow, TelemetryWindowRow
+from edgefleet.controller.models.telemetry import (
+    TelemetryBase,
+    TelemetryHourRow,
+    TelemetryWindowRow,
+)
 from edgefleet.shared.protocol import utcnow
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine

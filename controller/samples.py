@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from edgefleet.controller.models import Device, Rollout, SampleRow
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.rollouts import Rollout
+from edgefleet.controller.models.samples import SampleRow
 from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import ArtifactError, NotFoundError
 from edgefleet.shared.topics import validate_device_id

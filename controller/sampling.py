@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgefleet.controller.models import Device, SamplingRule
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.samples import SamplingRule
 from edgefleet.shared.errors import ConfigError, NotFoundError
 from edgefleet.shared.protocol import utcnow
 from edgefleet.shared.sampling import SamplingConfig

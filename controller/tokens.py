@@ -12,7 +12,8 @@ import re
 import secrets
 from datetime import datetime
 
-from edgefleet.controller.models import ApiToken, AuditEntry
+from edgefleet.controller.models.audit import AuditEntry
+from edgefleet.controller.models.tokens import ApiToken
 from edgefleet.shared.errors import ConfigError, ConflictError, NotFoundError
 from edgefleet.shared.protocol import utcnow
 from sqlmodel import Session, col, select

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol, runtime_checkable
 
-from edgefleet.controller.models import Device
+from edgefleet.controller.models.devices import Device
 from edgefleet.shared.protocol import Command
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select

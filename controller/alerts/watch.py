@@ -34,7 +34,9 @@ from edgefleet.controller.alerts.rules import (
 )
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.db import session_scope
-from edgefleet.controller.models import AlertRow, Device, DriftBaselineRow, TelemetryWindowRow
+from edgefleet.controller.models.alerts import AlertRow, DriftBaselineRow
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.telemetry import TelemetryWindowRow
 from edgefleet.shared.protocol import utcnow
 from sqlalchemy import func, or_
 from sqlalchemy.engine import Engine

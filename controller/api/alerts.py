@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated
 
 from edgefleet.controller.api.deps import SessionDep
-from edgefleet.controller.models import AlertRow, UtcPublic, as_utc
+from edgefleet.controller.models.alerts import AlertRow
+from edgefleet.controller.models.base import UtcPublic, as_utc
 from fastapi import APIRouter, Query
 from pydantic import field_validator
 from sqlmodel import SQLModel, col, select

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgefleet.controller.api.deps import SessionDep
-from edgefleet.controller.models import AuditEntry, AuditPublic, AuditsPublic
+from edgefleet.controller.models.audit import AuditEntry, AuditPublic, AuditsPublic
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 

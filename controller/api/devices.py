@@ -12,10 +12,8 @@ from edgefleet.controller.api.deps import (
     require,
 )
 from edgefleet.controller.fleet_view import fleet
-from edgefleet.controller.models import (
-    Device,
-    DevicePublic,
-    DevicesPublic,
+from edgefleet.controller.models.devices import Device, DevicePublic, DevicesPublic
+from edgefleet.controller.models.telemetry import (
     TelemetryWindowPublic,
     TelemetryWindowRow,
     TelemetryWindowsPublic,

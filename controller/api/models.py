@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from edgefleet.controller import registry
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
-from edgefleet.controller.models import AuditEntry, ModelsPublic, VersionPublic, VersionsPublic
+from edgefleet.controller.models.audit import AuditEntry
+from edgefleet.controller.models.registry import ModelsPublic, VersionPublic, VersionsPublic
 from edgefleet.shared.errors import ArtifactError, NotFoundError
 from fastapi import APIRouter, Form, UploadFile
 
@@ -68,7 +69,7 @@ def list_models(session: SessionDep) -> ModelsPublic:
 @router.get("/{name}/versions", response_model=VersionsPublic)
 def list_versions(name: str, session: SessionDep) -> VersionsPublic:
     rows = registry.list_versions(session, name)
-    data = [VersionPublic.model_validate(r) for r in rows]
+    data = registry.public_versions(rows)
     return VersionsPublic(data=data, count=len(data))
 
 

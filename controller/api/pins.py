@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
 from edgefleet.controller.api.rollouts import deps_of
-from edgefleet.controller.models import (
+from edgefleet.controller.models.pins import (
     Channel,
     ChannelPublic,
     ChannelsPublic,
@@ -20,6 +20,7 @@ from edgefleet.controller.models import (
 from edgefleet.controller.registry import check_label, get_version
 from edgefleet.controller.rollouts import pinning
 from edgefleet.controller.rollouts.context import audit
+from edgefleet.controller.stage_lifecycle import parse_stage
 from edgefleet.shared.errors import ConfigError, NotFoundError
 from edgefleet.shared.protocol import utcnow
 from fastapi import APIRouter
@@ -29,10 +30,12 @@ router = APIRouter(prefix="/v1", tags=["pins"])
 
 
 class ChannelSet(SQLModel):
-    """Body of PUT /v1/channels/{name}; no ``version``: the model's newest version."""
+    """Body of PUT /v1/channels/{name}: a ``version``, or a registry ``stage`` to follow
+    (production, ...); neither: the model's newest version."""
 
     model: str
     version: str | None = None
+    stage: str | None = None
 
 
 def _pin_public(session: Session, pin: Pin, rules: pinning.Rules) -> PinPublic:
@@ -106,19 +109,28 @@ def list_channels(session: SessionDep) -> ChannelsPublic:
 def set_channel(
     name: str, body: ChannelSet, session: SessionDep, services: ServicesDep, actor: ActorNameDep
 ) -> ChannelPublic:
-    """Point a channel at ``model:version`` (or the model's newest); its devices follow."""
+    """Point a channel at ``model:version``, a registry stage or the model's newest; its
+    devices follow, now and whenever what it stands for changes."""
     check_label("channel", name)
-    if body.version:
-        get_version(session, body.model, body.version)
+    stage = _check_channel(session, body)
     row = session.get(Channel, name) or Channel(name=name, model=body.model)
-    row.model, row.version, row.updated_at = body.model, body.version, utcnow()
+    row.model, row.version, row.stage, row.updated_at = body.model, body.version, stage, utcnow()
     session.add(row)
     audit(session, actor, "channel_set", f"channel/{name}", model=body.model,
-          version=body.version)  # fmt: skip
+          version=body.version, stage=stage)  # fmt: skip
     session.commit()
     pinning.apply_pins(session, deps_of(services), actor)
     session.refresh(row)
     return _channel_public(session, row)
+
+
+def _check_channel(session: Session, body: ChannelSet) -> str | None:
+    """The stage the channel follows (None: a version or the newest), checked."""
+    if body.version and body.stage:
+        raise ConfigError("a channel follows either a version or a stage, not both")
+    if body.version:
+        get_version(session, body.model, body.version)
+    return parse_stage(body.stage).value if body.stage else None
 
 
 @router.delete("/channels/{name}", response_model=ChannelPublic)

@@ -14,7 +14,8 @@ from typing import Annotated
 from edgefleet.controller import plans
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
 from edgefleet.controller.api.samples import check_uploader
-from edgefleet.controller.models import AuditEntry, PlanArtifact, PlanPublic, PlansPublic
+from edgefleet.controller.models.audit import AuditEntry
+from edgefleet.controller.models.registry import PlanArtifact, PlanPublic, PlansPublic
 from edgefleet.shared.engines import EngineFingerprint
 from fastapi import APIRouter, Form, Header, UploadFile
 from sqlmodel import Session

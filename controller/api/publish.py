@@ -16,7 +16,8 @@ from typing import Annotated, Any
 from edgefleet.controller import registry
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
 from edgefleet.controller.api.models import read_lineage
-from edgefleet.controller.models import AuditEntry, VersionPublic
+from edgefleet.controller.models.audit import AuditEntry
+from edgefleet.controller.models.registry import VersionPublic
 from edgefleet.controller.signing.publisher import MAX_METADATA_BYTES, parse_models
 from edgefleet.controller.signing.targets import TargetInfo, model_target_path, target_custom
 from edgefleet.shared.errors import ConfigError, TrustError

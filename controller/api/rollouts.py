@@ -13,7 +13,7 @@ from edgefleet.controller.api.deps import (
     ServicesDep,
     SessionDep,
 )
-from edgefleet.controller.models import Rollout, RolloutPublic, RolloutsPublic
+from edgefleet.controller.models.rollouts import Rollout, RolloutPublic, RolloutsPublic
 from edgefleet.controller.rollouts import actions, service
 from edgefleet.controller.rollouts.context import TICK_LOCK, Deps
 from edgefleet.controller.rollouts.spec import MAX_WINDOWS, MaintenanceWindow, RolloutSpec

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from edgefleet.controller import samples as store_mod
 from edgefleet.controller.api.deps import ServicesDep, SessionDep, require
 from edgefleet.controller.enrollment import is_enrolled, upload_device
-from edgefleet.controller.models import SampleRow, UtcPublic
+from edgefleet.controller.models.base import UtcPublic
+from edgefleet.controller.models.samples import SampleRow
 from edgefleet.controller.services import Services
 from edgefleet.shared.errors import ForbiddenError, ProtocolError
 from fastapi import APIRouter, Form, Header, HTTPException, Query, UploadFile

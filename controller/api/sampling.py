@@ -14,7 +14,7 @@ from edgefleet.controller import sampling
 from edgefleet.controller.announce import announce, settings_audience
 from edgefleet.controller.api.conditional import etag_of, not_modified
 from edgefleet.controller.api.deps import ServicesDep, SessionDep
-from edgefleet.controller.models import SamplingRule
+from edgefleet.controller.models.samples import SamplingRule
 from edgefleet.controller.services import Services
 from edgefleet.shared.protocol import Command
 from edgefleet.shared.topics import validate_device_id

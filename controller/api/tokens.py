@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgefleet.controller import tokens
 from edgefleet.controller.api.deps import ActorNameDep, SessionDep, require
-from edgefleet.controller.models import TokenPublic, TokensPublic
+from edgefleet.controller.models.tokens import TokenPublic, TokensPublic
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 

@@ -30,7 +30,7 @@ from edgefleet.controller.api.deps import (
     revoked_devices,
 )
 from edgefleet.controller.api.files import FileServing, StaticFile, file_serving, metadata_etag
-from edgefleet.controller.models import ModelVersion
+from edgefleet.controller.models.registry import ModelVersion
 from edgefleet.shared.errors import ForbiddenError, NotFoundError, ProtocolError
 from edgefleet.shared.topics import validate_device_id
 from fastapi import APIRouter, Depends, Request

@@ -1,7 +1,7 @@
 """The database's Alembic migrations; the controller upgrades to head at start.
 
 ``versions/0001_baseline.py`` is the schema of the last release made with ``create_all``;
-each later revision is one change. To add one after changing ``controller/models.py``::
+each later revision is one change. To add one after changing ``controller/models/``::
 
     python -m edgefleet.controller.migrations "what changed"
 

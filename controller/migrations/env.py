@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from edgefleet.controller import models  # noqa: F401  (registers the tables)
+from edgefleet.controller import models  # noqa: F401  (imports every table module)
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 

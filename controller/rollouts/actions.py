@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from edgefleet.controller import plans, registry
-from edgefleet.controller.models import Device, ModelVersion, Rollout, RolloutDevice
+from edgefleet.controller import model_stages, plans, registry
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.rollouts import Rollout, RolloutDevice
 from edgefleet.controller.rollouts import releases
 from edgefleet.controller.rollouts.context import (
     WAKE,
@@ -64,6 +66,7 @@ def abort(session: Session, deps: Deps, rollout: Rollout, actor: str, now: datet
     """Stop; devices keep what they run. Those assigned that have not switched yet get
     their current version listed again, so they do not install the new one later."""
     _move(rollout, RolloutEvent.ABORT)
+    model_stages.rollout_settled(session, rollout, actor, reached_all=False)
     held = _hold_pending(session, deps, rollout)
     rollout.reason = f"aborted by {actor}"
     _done(session, rollout, actor, "abort", held=held)
@@ -137,6 +140,7 @@ def rollback(session: Session, deps: Deps, rollout: Rollout, actor: str, now: da
 def roll_back(session: Session, deps: Deps, rollout: Rollout, actor: str, now: datetime) -> None:
     """Every device this rollout assigned goes back to what it ran before (no commit)."""
     _move(rollout, RolloutEvent.ROLLBACK)  # refused before anything is signed
+    model_stages.rollout_settled(session, rollout, actor, reached_all=False)
     rows = session.exec(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout.id)).all()
     resigned: dict[tuple[str, str], ModelVersion] = {}
     sent: list[tuple[str, int]] = []

@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from edgefleet.controller.models import AuditEntry, Rollout, RolloutStage
+from edgefleet.controller.models.audit import AuditEntry
+from edgefleet.controller.models.rollouts import Rollout, RolloutStage
 from edgefleet.controller.rollouts.spec import RolloutSpec
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.card import ModelCard

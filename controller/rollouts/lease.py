@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from edgefleet.controller.models import SchedulerLease
+from edgefleet.controller.models.rollouts import SchedulerLease
 from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError

@@ -3,7 +3,7 @@
 :func:`apply_pins` signs every pinned device's target into its director metadata when
 it differs from what the device is meant to run. The API calls it when a pin or a channel
 changes, the scheduler every round (a device seen for the first time, a channel that
-tracks a model's newest version).
+tracks a model's newest version or a registry stage).
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from edgefleet.controller import model_stages, plans
 from edgefleet.controller import pins as pinlib
-from edgefleet.controller import plans
-from edgefleet.controller.models import Channel, Device, ModelVersion, Pin, Rollout, RolloutDevice
-from edgefleet.controller.registry import get_version
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.pins import Channel, Pin
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.rollouts import Rollout, RolloutDevice
+from edgefleet.controller.registry import get_version, source_label
 from edgefleet.controller.rollouts import releases
 from edgefleet.controller.rollouts.context import TICK_LOCK, Deps, audit
 from edgefleet.controller.rollouts.lifecycle import RolloutState
+from edgefleet.controller.stage_lifecycle import ModelStage
 from edgefleet.shared.errors import EdgefleetError
 from sqlmodel import Session, col, select
 
@@ -51,7 +55,12 @@ def newest(session: Session, model: str) -> str | None:
 
 
 def resolve(session: Session, channel: Channel) -> pinlib.Target | None:
-    version = channel.version or newest(session, channel.model)
+    """The version the channel stands for now: its own, its stage's, or the newest."""
+    if channel.stage:
+        row = model_stages.newest_in(session, channel.model, ModelStage(channel.stage))
+        version = row.version if row else None
+    else:
+        version = channel.version or newest(session, channel.model)
     return pinlib.Target(channel.model, version) if version else None
 
 
@@ -124,7 +133,7 @@ def _meant(device: Device, t: pinlib.Target) -> bool:
     """The device is already meant to run ``t``: the version itself or a re-signed copy."""
     if device.desired_model != t.model or device.desired_version is None:
         return False
-    return releases.source_label(device.desired_version) == releases.source_label(t.version)
+    return source_label(device.desired_version) == source_label(t.version)
 
 
 def _entry(session: Session, deps: Deps, device: Device, t: pinlib.Target) -> ModelVersion:

@@ -12,23 +12,17 @@ it as running the source, and model cards and drift baselines are the source's.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edgefleet.controller import plans, registry
-from edgefleet.controller.models import Device, EventRow, ModelVersion
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.telemetry import EventRow
+from edgefleet.controller.registry import source_label
 from edgefleet.controller.trust import Signing
 from edgefleet.shared.protocol import Phase
 from sqlmodel import Session, col, select
-
-_RESIGNED = re.compile(r"^(?P<source>.+?)(?:-rb\d+)+$")
-
-
-def source_label(label: str) -> str:
-    """``v1-rb9`` (and ``v1-rb9-rb12``) -> ``v1``; any other label unchanged."""
-    m = _RESIGNED.match(label)
-    return m.group("source") if m else label
 
 
 def source_of(session: Session, version: ModelVersion) -> ModelVersion:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from edgefleet.controller.models import Rollout
+from edgefleet.controller.models.rollouts import Rollout
 from edgefleet.controller.rollouts import lease, pinning
 from edgefleet.controller.rollouts.context import WAKE, Deps
 from edgefleet.controller.rollouts.lifecycle import RolloutState

@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from edgefleet.controller import model_stages, plans
 from edgefleet.controller import pins as pinlib
-from edgefleet.controller import plans
-from edgefleet.controller.models import (
-    Device,
-    EventRow,
-    ModelVersion,
+from edgefleet.controller.models.base import as_utc as _utc
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.models.rollouts import (
     Rollout,
     RolloutDevice,
     RolloutDevicePublic,
@@ -29,11 +29,8 @@ from edgefleet.controller.models import (
     RolloutStage,
     SkippedDevicePublic,
     StagePublic,
-    TelemetryWindowRow,
 )
-from edgefleet.controller.models import (
-    as_utc as _utc,
-)
+from edgefleet.controller.models.telemetry import EventRow, TelemetryWindowRow
 from edgefleet.controller.pins import Target
 from edgefleet.controller.registry import get_version
 from edgefleet.controller.rollouts import advance as adv
@@ -106,6 +103,7 @@ def create_rollout(
     session.add(RolloutStage(rollout_id=rollout.id, index=0, started_at=now))
     audit(session, actor, "create", f"rollout/{rollout.id}", model=spec.model,
           version=spec.version, stages=[str(s) for s in spec.stages])  # fmt: skip
+    model_stages.rollout_started(session, rollout, actor)
     session.commit()
     # Sign a first small batch here (the canary, or a small fleet entirely); the scheduler
     # signs the rest in batches (`rollout status` shows them arrive), woken at once.
@@ -452,6 +450,11 @@ def _record(
     event = _EVENTS.get(plan.next)
     if event is not None:
         rollout.state = transition(rollout.state, event, rollout.id).value
+    if event in (RolloutEvent.SUCCEED, RolloutEvent.NOTHING_TO_DO):
+        reached = event is RolloutEvent.SUCCEED and model_stages.reaches_all(spec)
+        model_stages.rollout_settled(session, rollout, SCHEDULER, reached_all=reached)
+        if reached:  # channels that follow production move on the next round, at once
+            WAKE.set()
     if plan.next is adv.Next.NEXT_STAGE:
         start_stage(session, rollout, rollout.stage + 1, now)
     elif plan.next is adv.Next.FAIL and spec.on_failure == "rollback":

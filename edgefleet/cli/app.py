@@ -49,6 +49,7 @@ EXTRA_FOR = {
     "securesystemslib": "controller",
     "cryptography": "controller",  # the agent extra has it too; a missing one is the PKI's
     "onnx": "controller",
+    "mlflow": "mlflow",
     "ultralytics": "export",
     "torch": "export",
 }

@@ -166,10 +166,34 @@ class ControllerClient:
         answer = self._optional(f"/v1/models/{name}/versions/{version}/lineage")
         return None if answer is None else answer["lineage"]
 
+    def lineage_answer(self, name: str, version: str) -> Json:
+        """The version's lineage with its digest (``lineage``, ``sha256``, ...); the
+        controller's 404 is the error."""
+        answer: Json = self.call("GET", f"/v1/models/{name}/versions/{version}/lineage")
+        return answer
+
     def required_lineage(self, name: str, version: str) -> Json:
         """The version's lineage; the controller's 404 is the error."""
-        answer: Json = self.call("GET", f"/v1/models/{name}/versions/{version}/lineage")
-        return dict(answer["lineage"])
+        return dict(self.lineage_answer(name, version)["lineage"])
+
+    def set_stage(self, name: str, version: str, stage: str) -> Json:
+        body = {"stage": stage}
+        answer: Json = self.call("PUT", f"/v1/models/{name}/versions/{version}/stage", json=body)
+        return answer
+
+    def download_model(self, name: str, version: str, sha256: str, dest: Path) -> None:
+        """The version's ONNX as the controller serves it to devices (by its digest)."""
+        url = f"/tuf/image/targets/models/{name}/{version}/{sha256}.model.onnx"
+        try:
+            with self._http.stream("GET", url) as answer:
+                if not answer.is_success:
+                    answer.read()
+                    raise EdgefleetError(error_line(answer))
+                with dest.open("wb") as f:
+                    for chunk in answer.iter_bytes():
+                        f.write(chunk)
+        except httpx.TransportError as e:
+            raise TransportError(f"cannot reach the controller at {self.url}: {e}") from e
 
     # --- TensorRT plans ----------------------------------------------------------------
 
@@ -243,8 +267,10 @@ class ControllerClient:
     def channels(self) -> list[Json]:
         return self._data("/v1/channels")
 
-    def set_channel(self, name: str, model: str, version: str | None) -> Json:
-        body = {"model": model, "version": version}
+    def set_channel(
+        self, name: str, model: str, version: str | None, stage: str | None = None
+    ) -> Json:
+        body = {"model": model, "version": version, "stage": stage}
         answer: Json = self.call("PUT", f"/v1/channels/{name}", json=body)
         return answer
 

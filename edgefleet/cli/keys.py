@@ -59,7 +59,7 @@ def init(
 
 @app.command("rotate")
 def rotate(
-    role: Annotated[Role, typer.Argument(help="the role whose key is replaced")],
+    role: Annotated[Role, typer.Argument(metavar="ROLE", help="the role whose key is replaced")],
     data: Annotated[Path, typer.Option("--data", help="controller data folder (stopped)")],
     offline_keys: Annotated[Path | None, typer.Option(
         "--offline-keys", metavar="DIR",

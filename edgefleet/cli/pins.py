@@ -9,6 +9,7 @@ import typer
 from edgefleet.cli.base import group
 from edgefleet.cli.output import Column, JsonFlag, labels, show_list
 from edgefleet.cli.params import numeric_id, parse_selector, parse_target
+from edgefleet.controller.stage_lifecycle import ModelStage
 from edgefleet.shared.errors import ConfigError
 
 pin_app = group("hold devices on a version or a channel")
@@ -81,23 +82,36 @@ def channel_set(
     name: ChannelName,
     target: Annotated[str, typer.Argument(
         metavar="NAME[:VERSION]", help="a version, or a model alone: its newest")],
+    stage: Annotated[ModelStage | None, typer.Option(
+        "--stage", help="follow NAME's version in this registry stage")] = None,
 ) -> None:  # fmt: skip
-    """Point a channel at NAME:VERSION (NAME alone: newest)."""
+    """Point a channel at NAME:VERSION (NAME alone: newest; --stage: that stage's)."""
     from edgefleet.cli.client import ControllerClient
 
     model, _, version = target.partition(":")
     if not model:
         raise ConfigError(f"bad target {target!r}: expected NAME[:VERSION]")
+    if version and stage:
+        raise ConfigError("give NAME:VERSION or NAME --stage STAGE, not both")
     with ControllerClient.from_env() as api:
-        c = api.set_channel(name, model, version or None)
-    follows = "" if c["version"] else " (follows the newest version)"
-    print(f"channel {c['name']}: {c['resolved'] or model + ' (no version yet)'}{follows}")
+        c = api.set_channel(name, model, version or None, stage.value if stage else None)
+    if c["stage"]:
+        follows = f" (follows {c['stage']})"
+    else:
+        follows = "" if c["version"] else " (follows the newest version)"
+    now = c["resolved"] or f"{model} (no version {'in ' + c['stage'] if c['stage'] else 'yet'})"
+    print(f"channel {c['name']}: {now}{follows}")
+
+
+def _follows(channel: dict[str, Any]) -> str:
+    stage = channel.get("stage")
+    return str(channel["version"] or (f"({stage})" if stage else "(newest)"))
 
 
 CHANNEL_COLUMNS = (
     Column("CHANNEL", lambda c: c["name"]),
     Column("MODEL", lambda c: c["model"]),
-    Column("VERSION", lambda c: c["version"] or "(newest)"),
+    Column("VERSION", _follows),
     Column("NOW", lambda c: c["resolved"] or "-"),
 )
 

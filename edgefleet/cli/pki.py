@@ -65,7 +65,8 @@ def init(
 
 @app.command("replica")
 def replica(
-    name: Annotated[str, typer.Argument(help="replica name: CN edgefleet-controller-NAME")],
+    name: Annotated[str, typer.Argument(
+        metavar="NAME", help="replica name: CN edgefleet-controller-NAME")],
     data: DataDir,
     acl: Annotated[Path | None, typer.Option(
         "--acl", metavar="FILE", help="also give the replica the controller's rights in this "
@@ -126,7 +127,7 @@ def crl(data: DataDir) -> None:
 def renew(
     data: DataDir,
     name: Annotated[str | None, typer.Argument(
-        help="broker, controller or controller-NAME")] = None,
+        metavar="NAME", help="broker, controller or controller-NAME")] = None,
     all_services: Annotated[bool, typer.Option(
         "--all-services", help="every service cert")] = False,
     days: Annotated[int, typer.Option("--days", help="new lifetime (default 365)")] = 365,

@@ -7,6 +7,7 @@ data folder owns the controller anyway).
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,6 +45,10 @@ def token_create(
     data: Annotated[Path | None, typer.Option(
         "--data", metavar="DIR",
         help="write into this controller data folder directly (the first admin token)")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", metavar="URL",
+        help="with --data: the controller's database when it is not SQLite in DIR "
+        "(default: $EDGEFLEET_DATABASE_URL, as `controller serve` reads it)")] = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet",
         help="print only the secret: export EDGEFLEET_TOKEN=$(edgefleet token create ...)",
@@ -53,14 +58,17 @@ def token_create(
     from edgefleet.cli.client import ControllerClient
 
     if data:
-        answer = _create_in_db(data, name, role.value)
+        url = database_url or os.environ.get("EDGEFLEET_DATABASE_URL") or None
+        answer = _create_in_db(data, url, name, role.value)
     else:
         with ControllerClient.from_env() as api:
             answer = api.create_token(role.value, name)
     _print_secret(answer, quiet)
 
 
-def _create_in_db(data: Path, name: str | None, role: str) -> dict[str, Any]:
+def _create_in_db(
+    data: Path, database_url: str | None, name: str | None, role: str
+) -> dict[str, Any]:
     from sqlmodel import Session
 
     from edgefleet.cli.client import os_user
@@ -70,7 +78,7 @@ def _create_in_db(data: Path, name: str | None, role: str) -> dict[str, Any]:
 
     if not data.is_dir():
         raise ConfigError(f"no controller data folder at {data}")
-    settings = Settings(data_dir=data.expanduser().resolve())
+    settings = Settings(data_dir=data.expanduser().resolve(), database_url=database_url)
     engine = make_engine(settings.db_url)
     try:
         with Session(engine) as session:
@@ -98,7 +106,9 @@ def token_list(as_json: JsonFlag = False) -> None:
 
 
 @token_app.command("revoke")
-def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
+def token_revoke(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the token's name")],
+) -> None:
     """Revoke a token by name (admin)."""
     from edgefleet.cli.client import ControllerClient
 

@@ -83,7 +83,7 @@ def test_site_and_model_version_scopes(services: Services) -> None:
 
 
 def _alerts(services: Services) -> list[object]:
-    from edgefleet.controller.models import AlertRow
+    from edgefleet.controller.models.alerts import AlertRow
     from sqlmodel import Session, select
 
     with Session(services.engine) as s:

@@ -25,7 +25,7 @@ from edgefleet.agent.sampler import ControllerSettings, Sampler
 from edgefleet.agent.spool import DiskSpool
 from edgefleet.controller import registry
 from edgefleet.controller.announce import card_audience, settings_audience
-from edgefleet.controller.models import Device
+from edgefleet.controller.models.devices import Device
 from edgefleet.controller.services import Services
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.sampling import SamplingConfig, StrategyConfig

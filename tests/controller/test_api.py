@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgefleet.controller.models import Device
+from edgefleet.controller.models.devices import Device
 from edgefleet.controller.services import NoLink, Services
 from edgefleet.shared.protocol import Phase
 

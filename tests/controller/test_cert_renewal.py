@@ -172,7 +172,7 @@ def test_a_revoked_or_impostor_device_cannot_renew(
 
 
 def _enrolled(services: Services, tmp_path: Path) -> tuple[DevicePki, IdentityFiles]:
-    from edgefleet.controller.models import DeviceCert
+    from edgefleet.controller.models.devices import DeviceCert
 
     pki = DevicePki(services.settings.data_dir / "pki")
     pki.init(("localhost",))
@@ -198,7 +198,7 @@ def _proof(files: IdentityFiles) -> Any:
 
 
 def _all_revoked(services: Services, pki: DevicePki) -> bool:
-    from edgefleet.controller.models import DeviceCert
+    from edgefleet.controller.models.devices import DeviceCert
     from sqlmodel import select
 
     with Session(services.engine) as session:

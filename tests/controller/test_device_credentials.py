@@ -4,7 +4,7 @@ working within the stated ttl, and a revoked one is reported as revoked."""
 from __future__ import annotations
 
 from edgefleet.controller.device_credentials import MISS, DeviceCredentials, DeviceOf
-from edgefleet.controller.models import UploadCredential
+from edgefleet.controller.models.devices import UploadCredential
 from edgefleet.controller.services import Services
 from edgefleet.controller.tokens import digest
 from edgefleet.shared.protocol import utcnow

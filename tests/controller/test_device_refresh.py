@@ -10,7 +10,8 @@ from contextlib import AbstractContextManager
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from edgefleet.controller.models import AuditEntry, Device
+from edgefleet.controller.models.audit import AuditEntry
+from edgefleet.controller.models.devices import Device
 from edgefleet.controller.services import Services
 from edgefleet.shared.protocol import Command, decode
 from edgefleet.shared.topics import Channel, device_topic

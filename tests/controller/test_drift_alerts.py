@@ -20,7 +20,7 @@ from edgefleet.controller.alerts.notify import WebhookNotifier
 from edgefleet.controller.alerts.rules import Look, Rule, enough, measure, rate_change, scope_of
 from edgefleet.controller.alerts.watch import AlertWatcher
 from edgefleet.controller.cards import CardStore
-from edgefleet.controller.models import AlertRow
+from edgefleet.controller.models.alerts import AlertRow
 from edgefleet.controller.services import Services
 from edgefleet.shared.errors import ConfigError
 from edgefleet.shared.histogram import CONFIDENCE_EDGES

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from edgefleet.controller.models import Device, EventRow, TelemetryWindowRow
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.telemetry import EventRow, TelemetryWindowRow
 from edgefleet.controller.mqtt_link import MqttLink
 from edgefleet.controller.serve import build_services
 from edgefleet.controller.services import Services

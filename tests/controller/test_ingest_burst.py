@@ -13,7 +13,8 @@ import pytest
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.ingest_queue import Delivery, IngestQueue, QueueConfig, Registrar
-from edgefleet.controller.models import Device, EventRow, TelemetryWindowRow
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.telemetry import EventRow, TelemetryWindowRow
 from edgefleet.controller.serve import build_services
 from edgefleet.controller.services import NoLink
 from edgefleet.controller.settings import Settings

@@ -10,7 +10,8 @@ import pytest
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.ingest_queue import Delivery, IngestQueue, QueueConfig
-from edgefleet.controller.models import Device, TelemetryHourRow, TelemetryWindowRow
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.telemetry import TelemetryHourRow, TelemetryWindowRow
 from edgefleet.controller.retention import compact
 from edgefleet.controller.services import NoLink
 from edgefleet.controller.stats import IngestStats

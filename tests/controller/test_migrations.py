@@ -14,7 +14,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from edgefleet.controller.db import BASELINE, alembic_config, make_engine
-from edgefleet.controller.models import AlertRow, Device, ModelVersion
+from edgefleet.controller.models.alerts import AlertRow
+from edgefleet.controller.models.devices import Device
+from edgefleet.controller.models.registry import ModelVersion
 from edgefleet.shared.errors import ConfigError
 from sqlalchemy import Column, MetaData, String, create_engine, text
 from sqlalchemy.engine import Engine

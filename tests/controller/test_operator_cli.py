@@ -86,7 +86,7 @@ def _register_device(data: Path, device_id: str, **labels: str) -> None:
     """Write a device row into the running controller's database, as its MQTT ingest would
     on the device's first status message (there is no broker in these tests)."""
     from edgefleet.controller.db import make_engine
-    from edgefleet.controller.models import Device
+    from edgefleet.controller.models.devices import Device
     from edgefleet.controller.settings import Settings
     from sqlmodel import Session
 

@@ -174,7 +174,7 @@ def test_a_pin_names_one_target(client: httpx.Client, body: dict[str, object]) -
 
 def test_pin_ids_are_never_reused_after_a_delete(tmp_path: Path) -> None:
     from edgefleet.controller.db import make_engine
-    from edgefleet.controller.models import Pin
+    from edgefleet.controller.models.pins import Pin
     from sqlmodel import Session
 
     engine = make_engine(f"sqlite:///{tmp_path / 'pins.db'}")

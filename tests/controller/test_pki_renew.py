@@ -113,7 +113,7 @@ def test_renew_copies_to_the_broker_dir_and_refuses_bad_names_in_one_line(
 
 def test_status_lists_devices_whose_renewal_is_failing(tmp_path: Path) -> None:
     from edgefleet.controller.db import make_engine
-    from edgefleet.controller.models import DeviceCert, DeviceRevocation
+    from edgefleet.controller.models.devices import DeviceCert, DeviceRevocation
     from edgefleet.controller.pki import cert_pem, issue, new_key
     from sqlmodel import Session
 

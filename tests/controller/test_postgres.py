@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgefleet.controller.models import Device
+from edgefleet.controller.models.devices import Device
 from edgefleet.controller.services import Services
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -89,3 +89,31 @@ def test_api_on_postgres(
         assert devices["count"] == 2
         assert devices["data"][0]["desired_version"] == "v1"
         assert devices["data"][0]["labels"] == {"site": "a"}
+
+
+def test_first_admin_token_goes_into_the_database_the_controller_uses(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """`token create --data` on a PostgreSQL deployment (deploy/compose.yaml's ceremony):
+    the token lands in PostgreSQL, read from EDGEFLEET_DATABASE_URL, not in a SQLite file."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    made = subprocess.run(
+        [sys.executable, "-m", "edgefleet", "token", "create", "--role", "admin",
+         "--name", "ops", "--data", str(data), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "EDGEFLEET_DATABASE_URL": pg_url, "EDGEFLEET_TOKEN": ""},
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("eft_")
+    assert not (data / "edgefleet.db").exists()
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT name, role FROM api_token")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("ops", "admin")]

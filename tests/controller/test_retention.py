@@ -11,7 +11,7 @@ import pytest
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.drift_report import aggregate
 from edgefleet.controller.ingest import Ingest
-from edgefleet.controller.models import TelemetryHourRow, TelemetryWindowRow
+from edgefleet.controller.models.telemetry import TelemetryHourRow, TelemetryWindowRow
 from edgefleet.controller.retention import Retention, RetentionConfig, compact, fold
 from edgefleet.controller.services import NoLink
 from edgefleet.controller.stats import IngestStats

@@ -116,7 +116,7 @@ def test_export_filters_by_version_time_and_scope_and_leaves_rejected_out(
     """``samples export`` as a user runs it, against a real controller: a canary of v3 was
     aborted, so its frames stay out unless ``--include-rejected``."""
     from edgefleet.controller import registry
-    from edgefleet.controller.models import Device
+    from edgefleet.controller.models.devices import Device
     from sqlmodel import Session
 
     from edgefleet.tiny_models import tiny_onnx

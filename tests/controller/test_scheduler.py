@@ -18,7 +18,7 @@ import httpx
 import pytest
 from edgefleet.controller.cards import CardStore
 from edgefleet.controller.ingest import Ingest
-from edgefleet.controller.models import Device
+from edgefleet.controller.models.devices import Device
 from edgefleet.controller.registry import push_version
 from edgefleet.controller.rollouts.context import Deps
 from edgefleet.controller.rollouts.scheduler import Scheduler
@@ -192,7 +192,11 @@ def test_a_less_confident_canary_is_rolled_back_through_a_new_signed_release(
         assert {d["desired_version"] for d in others} == {None}
         audit = client.get("/v1/audit").json()["data"]
         assert [(a["actor"], a["action"]) for a in reversed(audit)] == [
-            ("alice", "create"), ("scheduler", "fail"), ("scheduler", "rollback")]  # fmt: skip
+            ("alice", "create"), ("alice", "stage"), ("scheduler", "fail"),
+            ("scheduler", "stage"), ("scheduler", "rollback")]  # fmt: skip
+        # The rejected canary's registry stage: staging while it ran, a candidate again.
+        assert [a["detail"]["to"] for a in reversed(audit) if a["action"] == "stage"] == [
+            "staging", "candidate"]  # fmt: skip
 
 
 def test_missing_telemetry_pauses_as_inconclusive(

@@ -14,7 +14,7 @@ import pytest
 from edgefleet.controller.api.files import parse_range
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.enrollment import RevokedDevices
-from edgefleet.controller.models import DeviceRevocation
+from edgefleet.controller.models.devices import DeviceRevocation
 from edgefleet.controller.settings import Settings
 from sqlmodel import Session
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgefleet.controller.models import ApiToken
+from edgefleet.controller.models.tokens import ApiToken
 from edgefleet.controller.services import Services
 from edgefleet.controller.tokens import create_token, digest
 from sqlmodel import Session, select
