@@ -3,6 +3,7 @@ and the package's modules stay importable without the controller's or agent's ex
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,3 +76,18 @@ def test_the_tree_loads_without_the_controller_or_agent_extras() -> None:
         "edgefleet: error: this command needs the 'controller' extra: "
         "pip install 'edgefleet[controller]'"
     )
+
+
+def test_a_list_is_a_plain_aligned_table_or_json(capsys: Any) -> None:
+    from edgefleet.cli.output import Column, show_list
+
+    rows = [{"id": 1, "sel": "site=[a]"}, {"id": 22, "sel": "-"}]
+    columns = (Column("ID", lambda r: str(r["id"])), Column("SELECTOR", lambda r: r["sel"]))
+    show_list(rows, columns, as_json=False)
+    assert capsys.readouterr().out.splitlines() == [
+        "ID  SELECTOR",
+        "1   site=[a]",  # no Rich markup read into a value
+        "22  -",
+    ]
+    show_list(rows, columns, as_json=True)
+    assert json.loads(capsys.readouterr().out) == rows
