@@ -10,8 +10,8 @@ import typer
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
 
-def group(help_text: str, **kwargs: Any) -> typer.Typer:
+def group(help_text: str) -> typer.Typer:
     return typer.Typer(
         help=help_text, no_args_is_help=True, rich_markup_mode=None, context_settings=CONTEXT,
-        add_completion=False, **kwargs,
+        add_completion=False,
     )  # fmt: skip
