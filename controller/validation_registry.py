@@ -1,0 +1,269 @@
+"""The validation gate's records: registered sets, a policy per model, the verdict of each
+push, and the rollout check that refuses a rejected version unless an admin overrides.
+
+The decision itself is controller/validation_gate.py (pure); running the models is
+controller/validation_run.py. Which version is "in production" is :func:`production_version`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from edgefleet.controller.datasets import DatasetStore
+from edgefleet.controller.models import (
+    AuditEntry,
+    Dataset,
+    Device,
+    ModelPolicy,
+    ModelVersion,
+    Rollout,
+)
+from edgefleet.controller.registry import check_label, get_version
+from edgefleet.controller.rollouts.lifecycle import RolloutState
+from edgefleet.controller.rollouts.releases import source_of
+from edgefleet.controller.validation_gate import (
+    Evaluation,
+    GatePolicy,
+    GateResult,
+    Production,
+    judge,
+)
+from edgefleet.controller.validation_run import EvaluationCache
+from edgefleet.shared.errors import (
+    ConfigError,
+    ConflictError,
+    EdgefleetError,
+    ForbiddenError,
+    NotFoundError,
+)
+from sqlmodel import Session, col, func, select
+
+ACCEPTED, REJECTED = "accepted", "rejected"
+
+
+class GateRefusedError(ConflictError):
+    """A rollout of a version the validation gate rejected, without an admin's override."""
+
+
+class GateFolders:
+    """Where the gate keeps its files in the data folder."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.datasets = DatasetStore(data_dir / "datasets")
+        self.evals = EvaluationCache(data_dir / "gate" / "evals")
+
+
+# --- validation sets -------------------------------------------------------------------
+
+
+def add_dataset(
+    session: Session, folders: GateFolders, name: str, archive: BinaryIO, actor: str
+) -> Dataset:
+    """Register ``archive`` (controller/datasets.py) as ``name``; the same content again
+    is a no-op, other content under a taken name is refused (409): sets never change."""
+    check_label("dataset name", name)
+    unpacked = folders.datasets.add(archive)
+    row = session.get(Dataset, name)
+    if row is not None:
+        if row.digest != unpacked.digest:
+            raise ConflictError(
+                f"dataset {name!r} is registered with other images (digest "
+                f"{row.digest[:12]}); register these under a new name"
+            )
+        return row
+    row = Dataset(
+        name=name,
+        digest=unpacked.digest,
+        images=unpacked.images,
+        labelled=unpacked.labelled,
+        bytes=unpacked.bytes,
+        created_by=actor,
+    )
+    session.add(row)
+    session.add(
+        AuditEntry(
+            actor=actor,
+            action="dataset-add",
+            target=f"dataset/{name}",
+            detail={"digest": unpacked.digest, "images": unpacked.images},
+        )
+    )
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def get_dataset(session: Session, name: str) -> Dataset:
+    row = session.get(Dataset, name)
+    if row is None:
+        raise NotFoundError(f"unknown dataset {name!r} (register it: edgefleet dataset add)")
+    return row
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    return list(session.exec(select(Dataset).order_by(col(Dataset.name))).all())
+
+
+# --- policies ----------------------------------------------------------------------------
+
+
+def set_policy(session: Session, name: str, policy: GatePolicy, actor: str) -> ModelPolicy:
+    check_label("model name", name)
+    dataset = get_dataset(session, policy.dataset)
+    if dataset.labelled < policy.min_images:
+        raise ConfigError(
+            f"dataset {dataset.name!r} has {dataset.labelled} labelled images; "
+            f"the gate needs at least {policy.min_images} (--min-images)"
+        )
+    row = session.get(ModelPolicy, name) or ModelPolicy(
+        name=name, dataset=policy.dataset, updated_by=actor
+    )
+    for key, value in policy.model_dump().items():
+        setattr(row, key, value)
+    row.updated_by = actor
+    session.add(row)
+    session.add(
+        AuditEntry(
+            actor=actor,
+            action="policy",
+            target=f"model/{name}",
+            detail=policy.model_dump(mode="json"),
+        )
+    )
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def get_policy(session: Session, name: str) -> GatePolicy | None:
+    row = session.get(ModelPolicy, name)
+    if row is None:
+        return None
+    return GatePolicy.model_validate(row.model_dump(include=set(GatePolicy.model_fields)))
+
+
+# --- which version is in production ---------------------------------------------------
+
+
+def production_version(session: Session, name: str) -> ModelVersion | None:
+    """THE version a candidate is compared with. Until the registry has stages, it is the
+    version of the model's newest rollout that succeeded (every stage done, 100 %), else
+    the version most devices report running (ties: the higher release); a re-signed copy
+    (``v1-rb9``) stands for its source. Replace this body with the "production" stage."""
+    done = session.exec(
+        select(ModelVersion)
+        .join(
+            Rollout,
+            (Rollout.model == ModelVersion.name) & (Rollout.version == ModelVersion.version),
+        )
+        .where(ModelVersion.name == name, Rollout.state == RolloutState.SUCCEEDED.value)
+        .order_by(col(Rollout.id).desc())
+    ).first()
+    row = done or _most_run(session, name)
+    return source_of(session, row) if row is not None else None
+
+
+def _most_run(session: Session, name: str) -> ModelVersion | None:
+    running = func.count(col(Device.device_id))
+    stmt = (
+        select(ModelVersion)
+        .join(
+            Device, (Device.model == ModelVersion.name) & (Device.version == ModelVersion.version)
+        )
+        .where(ModelVersion.name == name)
+        .group_by(col(ModelVersion.id))
+        .order_by(running.desc(), col(ModelVersion.release).desc())
+    )
+    return session.exec(stmt).first()
+
+
+# --- the verdict at push ----------------------------------------------------------------
+
+
+def _evaluate(
+    folders: GateFolders, artifact: Path, row: ModelVersion, dataset: Dataset
+) -> Evaluation:
+    return folders.evals.evaluate(
+        artifact, folders.datasets.path(dataset.digest), row.sha256, dataset.digest
+    )
+
+
+def judge_push(
+    session: Session, folders: GateFolders, row: ModelVersion, artifact_of: Any
+) -> GateResult | None:
+    """Evaluate a just-pushed version against its model's policy and record the verdict
+    on it; None (nothing recorded) when the model has no policy. ``artifact_of(sha256)``
+    gives a version's ONNX file. A failure to evaluate rejects the version."""
+    policy = get_policy(session, row.name)
+    if policy is None:
+        return None
+    dataset = get_dataset(session, policy.dataset)
+    prod_row = production_version(session, row.name)
+    if prod_row is not None and prod_row.id == row.id:
+        prod_row = None
+    try:
+        candidate = _evaluate(folders, artifact_of(row.sha256), row, dataset)
+        production = None
+        if prod_row is not None:
+            base = _evaluate(folders, artifact_of(prod_row.sha256), prod_row, dataset)
+            production = Production(prod_row.version, base)
+        result = judge(policy, candidate, production)
+    except EdgefleetError as e:
+        result = _failed(policy, dataset, f"evaluation failed: {e.reason}")
+    row.gate_status = result.status
+    row.gate = result.model_dump(mode="json")
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return result
+
+
+def _failed(policy: GatePolicy, dataset: Dataset, reason: str) -> GateResult:
+    return GateResult(
+        status="rejected",
+        reasons=[reason],
+        checks=[],
+        not_judged=[],
+        dataset=policy.dataset,
+        dataset_digest=dataset.digest,
+        production=None,
+        regression_interval=None,
+        candidate={},
+        baseline=None,
+    )
+
+
+# --- rollouts of a rejected version -----------------------------------------------------
+
+
+def check_rollout(
+    session: Session, name: str, version: str, *, override: bool, role: str, actor: str
+) -> None:
+    """Refuse a rollout of a version the gate rejected (409) unless ``override`` by an
+    admin (403 for anyone else). An override adds its audit entry to ``session``: it is
+    committed with the rollout, and dropped with it when the rollout is refused later."""
+    from edgefleet.controller.tokens import rank
+
+    row = source_of(session, get_version(session, name, version))
+    if row.gate_status != REJECTED:
+        return
+    reasons = "; ".join((row.gate or {}).get("reasons", [])) or "no reason recorded"
+    if not override:
+        raise GateRefusedError(
+            f"{name}:{row.version} was rejected by the validation gate "
+            f"({reasons}); an admin may roll it out with --override-gate",
+            model=name,
+        )
+    if rank(role) < rank("admin"):
+        raise ForbiddenError(
+            f"overriding the validation gate needs an admin token (this is {role})"
+        )
+    session.add(
+        AuditEntry(
+            actor=actor,
+            action="gate-override",
+            target=f"{name}:{version}",
+            detail={"reasons": (row.gate or {}).get("reasons", [])},
+        )
+    )
