@@ -27,7 +27,7 @@ from edgefleet.shared.errors import ArtifactError, ConfigError
 from edgefleet.shared.measure import MEASURE_CONF
 from pydantic import ValidationError
 
-LATENCY_IMAGES = 50
+LATENCY_IMAGES = 30
 WARM_UP_RUNS = 3
 
 

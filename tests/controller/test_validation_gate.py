@@ -196,12 +196,18 @@ def test_worse_push_refused_end_to_end(
     assert gate["candidate"]["ap50"]["triangle"] == 0.0
     assert gate["candidate"]["map50"] < gate["baseline"]["map50"]
     shown = _cli(url, "model", "show", "shapes:v3")
-    assert "validation policy of shapes" in shown.stdout and "REJECTED: class 'triangle'" in shown.stdout
+    assert (
+        "validation policy of shapes" in shown.stdout
+        and "REJECTED: class 'triangle'" in shown.stdout
+    )
 
     refused = _cli(url, "rollout", "create", "shapes:v3")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.count("\n") == 1
-    assert "rejected by the validation gate (" in refused.stderr and "--override-gate" in refused.stderr
+    assert (
+        "rejected by the validation gate (" in refused.stderr
+        and "--override-gate" in refused.stderr
+    )
     assert client.post("/v1/rollouts", json={"model": "shapes", "version": "v3"}).status_code == 409
     forced = _cli(url, "rollout", "create", "shapes:v3", "--override-gate")
     assert forced.returncode == 0, forced.stderr
@@ -210,24 +216,25 @@ def test_worse_push_refused_end_to_end(
     assert entry.target == "shapes:v3" and "class 'triangle'" in entry.detail["reasons"][-1]
 
 
-def test_override_and_policy_need_an_admin(
-    secured: Services, serve: object, val_dir: Path, blind: Path
-) -> None:
+def test_override_and_policy_need_an_admin(secured: Services, serve: object, val_dir: Path) -> None:
     operator, admin = bearer(secured, "operator"), bearer(secured, "admin")
     with serve(secured) as client:  # type: ignore[operator]
         url = str(client.base_url)
         op_token = operator["Authorization"].split()[1]
         assert _cli(url, "dataset", "add", "val", str(val_dir), token=op_token).returncode == 0
-        body = {"dataset": "val", "max_class_regression": 0.15}
-        assert client.put("/v1/models/shapes/policy", json=body, headers=operator).status_code == 403
+        body = {"dataset": "val", "min_map50": 0.99}  # v2 scores about 0.6: rejected
+        assert (
+            client.put("/v1/models/shapes/policy", json=body, headers=operator).status_code == 403
+        )
         put = client.put("/v1/models/shapes/policy", json=body, headers=admin)
         assert put.status_code == 200, put.text
-        assert _cli(url, "model", "push", "shapes", str(V2), "--version", "v2",
-                    token=op_token).returncode == 0  # fmt: skip
-        _devices_run(secured, "v2", 1)
-        assert _cli(url, "model", "push", "shapes", str(blind), "--version", "v3",
-                    token=op_token).returncode == 3  # fmt: skip
-        spec = {"model": "shapes", "version": "v3"}
+        with V2.open("rb") as f:
+            pushed = client.post("/v1/models/shapes/versions", files={"file": f}, headers=operator)
+        assert pushed.json()["gate_status"] == "rejected", pushed.text
+        assert pushed.json()["gate"]["reasons"][0].startswith("mAP50 0.")
+        _devices_run(secured, "v0", 1)  # a device for the rollout to match
+        spec = {"model": "shapes", "version": "v1"}
+        assert client.post("/v1/rollouts", json=spec, headers=admin).status_code == 409
         params = {"override_gate": "true"}
         denied = client.post("/v1/rollouts", json=spec, params=params, headers=operator)
         assert denied.status_code == 403 and "admin" in denied.json()["detail"]
