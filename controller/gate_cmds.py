@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgefleet.controller.cli_http import actor_header, controller_client, request
+from edgefleet.controller.cli_http import actor_header, check_response, controller_client, request
 from edgefleet.controller.cli_output import pipe_safe, print_json, print_table
 from edgefleet.shared.errors import ConfigError
 
@@ -98,11 +98,9 @@ def model_policy(name: str, changes: dict[str, Any], *, as_json: bool = False) -
 
 
 def policy_of(name: str) -> dict[str, Any] | None:
-    from edgefleet.controller.cli_http import check_response
-
     with controller_client() as client:
         answer = client.get(f"/v1/models/{name}/policy")
-    return None if answer.status_code == 404 else check_response(answer)  # type: ignore[no-any-return]
+    return None if answer.status_code == 404 else check_response(answer)
 
 
 def _limit(value: float | None, fmt: str) -> str:

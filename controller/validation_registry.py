@@ -152,30 +152,32 @@ def production_version(session: Session, name: str) -> ModelVersion | None:
     the version most devices report running (ties: the higher release); a re-signed copy
     (``v1-rb9``) stands for its source. Replace this body with the "production" stage."""
     done = session.exec(
-        select(ModelVersion)
-        .join(
-            Rollout,
-            (Rollout.model == ModelVersion.name) & (Rollout.version == ModelVersion.version),
-        )
-        .where(ModelVersion.name == name, Rollout.state == RolloutState.SUCCEEDED.value)
+        select(Rollout.version)
+        .where(Rollout.model == name, Rollout.state == RolloutState.SUCCEEDED.value)
         .order_by(col(Rollout.id).desc())
     ).first()
-    row = done or _most_run(session, name)
+    row = _version_row(session, name, done) if done else _most_run(session, name)
     return source_of(session, row) if row is not None else None
 
 
+def _version_row(session: Session, name: str, version: str) -> ModelVersion | None:
+    stmt = select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+    row: ModelVersion | None = session.exec(stmt).first()
+    return row
+
+
 def _most_run(session: Session, name: str) -> ModelVersion | None:
-    running = func.count(col(Device.device_id))
-    stmt = (
-        select(ModelVersion)
-        .join(
-            Device, (Device.model == ModelVersion.name) & (Device.version == ModelVersion.version)
-        )
-        .where(ModelVersion.name == name)
-        .group_by(col(ModelVersion.id))
-        .order_by(running.desc(), col(ModelVersion.release).desc())
-    )
-    return session.exec(stmt).first()
+    counts = session.exec(
+        select(Device.version, func.count())
+        .where(Device.model == name, col(Device.version).is_not(None))
+        .group_by(col(Device.version))
+    ).all()
+    ranked = []
+    for version, devices in counts:
+        row = _version_row(session, name, str(version))
+        if row is not None:
+            ranked.append((int(devices), row.release, row))
+    return max(ranked, key=lambda t: (t[0], t[1]))[2] if ranked else None
 
 
 # --- the verdict at push ----------------------------------------------------------------
@@ -237,6 +239,30 @@ def _failed(policy: GatePolicy, dataset: Dataset, reason: str) -> GateResult:
 # --- rollouts of a rejected version -----------------------------------------------------
 
 
+def rejected_reasons(session: Session, name: str, version: str) -> list[str] | None:
+    """Why the gate rejected ``name:version`` (a re-signed copy: its source), else None."""
+    row = source_of(session, get_version(session, name, version))
+    if row.gate_status != REJECTED:
+        return None
+    return list((row.gate or {}).get("reasons", [])) or ["no reason recorded"]
+
+
+def _refusal(name: str, version: str, reasons: list[str]) -> GateRefusedError:
+    return GateRefusedError(
+        f"{name}:{version} was rejected by the validation gate ({'; '.join(reasons)}); "
+        "an admin may roll it out with --override-gate",
+        model=name,
+    )
+
+
+def refuse_rejected(session: Session, name: str, version: str) -> None:
+    """409 for a pin or a channel set to a rejected version (no override there: an admin
+    rolls such a version out with ``rollout create --override-gate``)."""
+    reasons = rejected_reasons(session, name, version)
+    if reasons is not None:
+        raise _refusal(name, version, reasons)
+
+
 def check_rollout(
     session: Session, name: str, version: str, *, override: bool, role: str, actor: str
 ) -> None:
@@ -245,25 +271,15 @@ def check_rollout(
     committed with the rollout, and dropped with it when the rollout is refused later."""
     from edgefleet.controller.tokens import rank
 
-    row = source_of(session, get_version(session, name, version))
-    if row.gate_status != REJECTED:
+    reasons = rejected_reasons(session, name, version)
+    if reasons is None:
         return
-    reasons = "; ".join((row.gate or {}).get("reasons", [])) or "no reason recorded"
     if not override:
-        raise GateRefusedError(
-            f"{name}:{row.version} was rejected by the validation gate "
-            f"({reasons}); an admin may roll it out with --override-gate",
-            model=name,
-        )
+        raise _refusal(name, version, reasons)
     if rank(role) < rank("admin"):
         raise ForbiddenError(
             f"overriding the validation gate needs an admin token (this is {role})"
         )
-    session.add(
-        AuditEntry(
-            actor=actor,
-            action="gate-override",
-            target=f"{name}:{version}",
-            detail={"reasons": (row.gate or {}).get("reasons", [])},
-        )
-    )
+    detail = {"reasons": reasons}
+    session.add(AuditEntry(actor=actor, action="gate-override", target=f"{name}:{version}",
+                           detail=detail))  # fmt: skip

@@ -20,6 +20,7 @@ from edgefleet.controller.models import (
 from edgefleet.controller.registry import check_label, get_version
 from edgefleet.controller.rollouts import pinning
 from edgefleet.controller.rollouts.context import audit
+from edgefleet.controller.validation_registry import refuse_rejected
 from edgefleet.shared.errors import ConfigError, NotFoundError
 from edgefleet.shared.protocol import utcnow
 from fastapi import APIRouter
@@ -48,6 +49,7 @@ def _check_pin(session: Session, body: PinCreate) -> None:
         if not body.version:
             raise ConfigError("a pin on a model needs a version (or pin to a channel)")
         get_version(session, body.model, body.version)  # 404 for a version never pushed
+        refuse_rejected(session, body.model, body.version)
     elif session.get(Channel, body.channel) is None:
         raise NotFoundError(f"unknown channel {body.channel!r}")
 
@@ -110,6 +112,7 @@ def set_channel(
     check_label("channel", name)
     if body.version:
         get_version(session, body.model, body.version)
+        refuse_rejected(session, body.model, body.version)
     row = session.get(Channel, name) or Channel(name=name, model=body.model)
     row.model, row.version, row.updated_at = body.model, body.version, utcnow()
     session.add(row)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from edgefleet.controller.datasets import DatasetStore, pack
 from edgefleet.controller.map50 import average_precision, ranked_ap
-from edgefleet.controller.models import AuditEntry, Device
+from edgefleet.controller.models import AuditEntry, Device, Model, ModelVersion, Rollout
+from edgefleet.controller.rollouts.pinning import newest
 from edgefleet.controller.services import Services
 from edgefleet.controller.validation_gate import (
     ClassRecords,
@@ -27,6 +28,7 @@ from edgefleet.controller.validation_gate import (
     judge,
     regression_interval,
 )
+from edgefleet.controller.validation_registry import production_version
 from edgefleet.shared.errors import ArtifactError
 from sqlmodel import Session, select
 
@@ -242,3 +244,41 @@ def test_override_and_policy_need_an_admin(secured: Services, serve: object, val
         assert allowed.status_code == 200, allowed.text
         audit = client.get("/v1/audit", headers=admin).json()["data"]
         assert [e["actor"] for e in audit if e["action"] == "gate-override"] == ["admin-1"]
+
+
+def test_production_is_the_last_succeeded_rollout_else_what_most_devices_run(
+    services: Services,
+) -> None:
+    with Session(services.engine) as s:
+        s.add(Model(name="m"))
+        for i, v in enumerate(["v1", "v2", "v3"], 1):
+            s.add(ModelVersion(name="m", version=v, release=i, sha256=str(i) * 64, length=1,
+                               target=f"models/m/{v}/model.onnx"))  # fmt: skip
+        s.commit()
+        assert production_version(s, "m") is None
+        for i, v in enumerate(["v1", "v3", "v3", "v9"]):  # v9: not in the registry
+            s.add(Device(device_id=f"d{i}", model="m", version=v, labels={}))
+        s.commit()
+        assert getattr(production_version(s, "m"), "version", None) == "v3"
+        s.add(Rollout(model="m", version="v2", state="succeeded"))
+        s.add(Rollout(model="m", version="v1", state="rolled_back"))
+        s.commit()
+        assert getattr(production_version(s, "m"), "version", None) == "v2"
+
+
+def test_channels_skip_and_pins_refuse_a_rejected_version(
+    client: httpx.Client, services: Services
+) -> None:
+    with Session(services.engine) as s:
+        s.add(Model(name="m"))
+        s.add(ModelVersion(name="m", version="v1", release=1, sha256="1" * 64, length=1,
+                           target="models/m/v1/model.onnx"))  # fmt: skip
+        s.add(ModelVersion(name="m", version="v2", release=2, sha256="2" * 64, length=1,
+                           target="models/m/v2/model.onnx", gate_status="rejected",
+                           gate={"reasons": ["mAP50 0.100 (minimum 0.500)"]}))  # fmt: skip
+        s.commit()
+        assert newest(s, "m") == "v1"
+    pin = client.post("/v1/pins", json={"selector": {}, "model": "m", "version": "v2"})
+    assert pin.status_code == 409 and "mAP50 0.100 (minimum 0.500)" in pin.json()["detail"]
+    channel = client.put("/v1/channels/stable", json={"model": "m", "version": "v2"})
+    assert channel.status_code == 409
