@@ -54,12 +54,14 @@ def post_dataset(
 
 @router.get("/v1/datasets", response_model=DatasetsPublic)
 def get_datasets(session: SessionDep) -> DatasetsPublic:
+    """Registered validation sets: name, digest, images (labelled), bytes, who added them."""
     data = [DatasetPublic.model_validate(r) for r in list_datasets(session)]
     return DatasetsPublic(data=data, count=len(data))
 
 
 @router.get("/v1/datasets/{name}", response_model=DatasetPublic)
 def get_one_dataset(name: str, session: SessionDep) -> DatasetPublic:
+    """One registered validation set."""
     return DatasetPublic.model_validate(get_dataset(session, name))
 
 
@@ -75,6 +77,7 @@ def put_policy(
 
 @router.get("/v1/models/{name}/policy", response_model=PolicyPublic)
 def get_policy(name: str, session: SessionDep) -> PolicyPublic:
+    """The model's validation gate (404 when it has none: versions are not judged)."""
     row = session.get(ModelPolicy, name)
     if row is None:
         raise NotFoundError(f"model {name!r} has no validation policy", model=name)

@@ -44,7 +44,7 @@ def create_rollout(
     caller: CallerDep,
     override_gate: bool = False,
 ) -> RolloutPublic:
-    """Start a rollout. A version the validation gate rejected is refused (409) unless
+    """Start a rollout; a version the validation gate rejected is refused (409) unless
     ``override_gate`` by an admin, which the audit log records (``gate-override``)."""
     actor = caller.name
     check_rollout(session, body.model, body.version, override=override_gate, role=caller.role,
