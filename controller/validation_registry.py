@@ -7,8 +7,10 @@ controller/validation_run.py. Which version is "in production" is :func:`product
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from edgefleet.controller.datasets import DatasetStore
 from edgefleet.controller.models import (
@@ -183,36 +185,41 @@ def _most_run(session: Session, name: str) -> ModelVersion | None:
 # --- the verdict at push ----------------------------------------------------------------
 
 
-def _evaluate(
-    folders: GateFolders, artifact: Path, row: ModelVersion, dataset: Dataset
-) -> Evaluation:
-    return folders.evals.evaluate(
-        artifact, folders.datasets.path(dataset.digest), row.sha256, dataset.digest
-    )
+@dataclass(frozen=True)
+class _Run:
+    """What one model's evaluation needs, read before the database connection is let go."""
+
+    version: str
+    sha256: str
+    digest: str
+
+    def evaluate(self, folders: GateFolders, artifact_of: Callable[[str], Path]) -> Evaluation:
+        tree = folders.datasets.path(self.digest)
+        return folders.evals.evaluate(artifact_of(self.sha256), tree, self.sha256, self.digest)
 
 
 def judge_push(
-    session: Session, folders: GateFolders, row: ModelVersion, artifact_of: Any
+    session: Session,
+    folders: GateFolders,
+    row: ModelVersion,
+    artifact_of: Callable[[str], Path],
 ) -> GateResult | None:
     """Evaluate a just-pushed version against its model's policy and record the verdict
     on it; None (nothing recorded) when the model has no policy. ``artifact_of(sha256)``
-    gives a version's ONNX file. A failure to evaluate rejects the version."""
+    gives a version's ONNX file. A failure to evaluate rejects the version. The models
+    run (seconds) with no database connection held."""
     policy = get_policy(session, row.name)
     if policy is None:
         return None
     dataset = get_dataset(session, policy.dataset)
+    digest = dataset.digest
+    candidate = _Run(row.version, row.sha256, digest)
     prod_row = production_version(session, row.name)
+    prod = _Run(prod_row.version, prod_row.sha256, digest) if prod_row else None
     if prod_row is not None and prod_row.id == row.id:
-        prod_row = None
-    try:
-        candidate = _evaluate(folders, artifact_of(row.sha256), row, dataset)
-        production = None
-        if prod_row is not None:
-            base = _evaluate(folders, artifact_of(prod_row.sha256), prod_row, dataset)
-            production = Production(prod_row.version, base)
-        result = judge(policy, candidate, production)
-    except EdgefleetError as e:
-        result = _failed(policy, dataset, f"evaluation failed: {e.reason}")
+        prod = None
+    session.commit()  # ends the read transaction: the connection goes back to the pool
+    result = _verdict(policy, folders, artifact_of, candidate, prod)
     row.gate_status = result.status
     row.gate = result.model_dump(mode="json")
     session.add(row)
@@ -221,14 +228,31 @@ def judge_push(
     return result
 
 
-def _failed(policy: GatePolicy, dataset: Dataset, reason: str) -> GateResult:
+def _verdict(
+    policy: GatePolicy,
+    folders: GateFolders,
+    artifact_of: Callable[[str], Path],
+    candidate: _Run,
+    production: _Run | None,
+) -> GateResult:
+    try:
+        mine = candidate.evaluate(folders, artifact_of)
+        base = None
+        if production is not None:
+            base = Production(production.version, production.evaluate(folders, artifact_of))
+        return judge(policy, mine, base)
+    except EdgefleetError as e:
+        return _failed(policy, candidate.digest, f"evaluation failed: {e.reason}")
+
+
+def _failed(policy: GatePolicy, digest: str, reason: str) -> GateResult:
     return GateResult(
         status="rejected",
         reasons=[reason],
         checks=[],
         not_judged=[],
         dataset=policy.dataset,
-        dataset_digest=dataset.digest,
+        dataset_digest=digest,
         production=None,
         regression_interval=None,
         candidate={},

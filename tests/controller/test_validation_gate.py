@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -32,6 +33,7 @@ from edgefleet.controller.validation_registry import production_version
 from edgefleet.shared.errors import ArtifactError
 from sqlmodel import Session, select
 
+from edgefleet.tiny_models import tiny_onnx
 from tests.controller.conftest import bearer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,7 +220,9 @@ def test_worse_push_refused_end_to_end(
     assert entry.target == "shapes:v3" and "class 'triangle'" in entry.detail["reasons"][-1]
 
 
-def test_override_and_policy_need_an_admin(secured: Services, serve: object, val_dir: Path) -> None:
+def test_override_and_policy_need_an_admin(
+    secured: Services, serve: object, val_dir: Path, tmp_path: Path
+) -> None:
     operator, admin = bearer(secured, "operator"), bearer(secured, "admin")
     with serve(secured) as client:  # type: ignore[operator]
         url = str(client.base_url)
@@ -244,6 +248,14 @@ def test_override_and_policy_need_an_admin(secured: Services, serve: object, val
         assert allowed.status_code == 200, allowed.text
         audit = client.get("/v1/audit", headers=admin).json()["data"]
         assert [e["actor"] for e in audit if e["action"] == "gate-override"] == ["admin-1"]
+
+        # The gate fails closed: a set gone from disk rejects the next push, with the reason.
+        digest = client.get("/v1/datasets/val", headers=operator).json()["digest"]
+        shutil.rmtree(secured.settings.data_dir / "datasets" / digest)
+        with tiny_onnx(tmp_path / "tiny.onnx").open("rb") as f:
+            lost = client.post("/v1/models/shapes/versions", files={"file": f}, headers=operator)
+        assert lost.json()["gate_status"] == "rejected"
+        assert lost.json()["gate"]["reasons"][0].startswith("evaluation failed: no stored")
 
 
 def test_production_is_the_last_succeeded_rollout_else_what_most_devices_run(
