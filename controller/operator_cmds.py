@@ -230,11 +230,12 @@ def model_list(args: argparse.Namespace) -> int:
             v["sha256"][:12],
             str(v["length"]),
             v["created_at"],
+            v.get("gate_status") or "-",
         ]
         for m in answer["data"]
         for v in m["versions"]
     ]
-    _table(["MODEL", "VERSION", "RELEASE", "SHA256", "BYTES", "CREATED"], rows)
+    _table(["MODEL", "VERSION", "RELEASE", "SHA256", "BYTES", "CREATED", "GATE"], rows)
     return 0
 
 

@@ -199,6 +199,8 @@ def test_worse_push_refused_end_to_end(
     assert gate["status"] == "rejected" and gate["production"] == "v2"
     assert gate["candidate"]["ap50"]["triangle"] == 0.0
     assert gate["candidate"]["map50"] < gate["baseline"]["map50"]
+    listed = _cli(url, "model", "list").stdout.splitlines()
+    assert listed[0].split()[-1] == "GATE" and listed[-1].split()[-1] == "rejected"
     shown = _cli(url, "model", "show", "shapes:v3")
     assert (
         "validation policy of shapes" in shown.stdout
