@@ -13,6 +13,7 @@ from typing import Any
 from edgefleet.controller.cli_args import parse_target
 from edgefleet.controller.cli_http import check_response, controller_client, request
 from edgefleet.controller.cli_output import pipe_safe, print_json, print_table
+from edgefleet.controller.gate_cmds import policy_of, show_lines
 from edgefleet.shared.errors import ConfigError
 
 
@@ -72,7 +73,8 @@ def model_show(args: argparse.Namespace) -> int:
     lineage = _optional(f"/v1/models/{name}/versions/{version}/lineage")
     card = _optional(f"/v1/models/{name}/versions/{version}/card")
     if args.json:
-        print_json({"version": row, "lineage": lineage and lineage["lineage"], "card": card})
+        print_json({"version": row, "lineage": lineage and lineage["lineage"], "card": card,
+                    "policy": policy_of(name)})  # fmt: skip
         return 0
     print(f"{name}:{version} release {row['release']} sha256 {row['sha256'][:12]}"
           f" ({row['length']} bytes, pushed {row['created_at']})")  # fmt: skip
@@ -81,6 +83,7 @@ def model_show(args: argparse.Namespace) -> int:
     else:
         print("\n".join(lines(lineage["lineage"])))
     print("\n".join(card_lines(card)) if card else "model card: - (push with --validation DIR)")
+    print("\n".join(show_lines(name, row)))
     return 0
 
 

@@ -11,6 +11,7 @@ H = "edgefleet.controller.operator_cmds"
 D = "edgefleet.controller.data_cmds"
 S = "edgefleet.controller.stage_cmds"
 STAGES = ("candidate", "staging", "production", "archived")  # controller/stage_lifecycle.py
+G = "edgefleet.controller.gate_cmds"
 
 
 def register(sub: Any) -> None:
@@ -74,6 +75,7 @@ def _register_models(sub: Any) -> None:
     stage.add_argument("stage", choices=STAGES)
     stage.set_defaults(handler=f"{S}:model_stage")
     _register_plans(msub)
+    register_gate(sub, msub)
 
 
 def _register_reproduce(msub: Any) -> None:
@@ -140,6 +142,8 @@ def _register_fleet(sub: Any) -> None:
     create.add_argument("--max-concurrent", type=int, help="downloads at once")
     create.add_argument("--stratify-by", metavar="LABEL", help="first stages span this label")
     create.add_argument("--priority", type=int)
+    create.add_argument("--override-gate", action="store_true",
+                        help="roll out a version the validation gate rejected (admin)")  # fmt: skip
     _windows_and_shadow(create)
     create.set_defaults(handler=f"{H}:rollout_create")
     rlist = rsub.add_parser("list", help="every rollout with its state and stage")
@@ -281,6 +285,38 @@ def register_data_loop(sub: Any) -> None:
     mdel = msub.add_parser("delete", help="remove the rule of a selector")
     mdel.add_argument("--selector", default="", metavar="KEY=VALUE[,KEY=VALUE]")
     mdel.set_defaults(handler="edgefleet.controller.sampling_cmds:sampling_delete")
+
+
+def register_gate(sub: Any, msub: Any) -> None:
+    """``edgefleet dataset add|list`` and ``edgefleet model policy`` (controller/gate_cmds.py)."""
+    dataset = sub.add_parser("dataset", help="validation sets the gate judges versions on")
+    dsub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    add = dsub.add_parser("add", help="register DIR's images and YOLO labels as NAME (once)")
+    add.add_argument("name")
+    add.add_argument("dir", metavar="DIR")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler=f"{G}:dataset_add_cmd")
+    dlist = dsub.add_parser("list", help="registered validation sets")
+    dlist.add_argument("--json", action="store_true")
+    dlist.set_defaults(handler=f"{G}:dataset_list_cmd")
+    policy = msub.add_parser(
+        "policy", help="show or set a model's validation gate (setting it needs an admin)"
+    )
+    policy.add_argument("name")
+    policy.add_argument("--dataset", help="the registered validation set versions are judged on")
+    policy.add_argument("--min-map50", type=float, metavar="X", help="lowest mAP50 (0-1)")
+    policy.add_argument("--max-regression", type=float, metavar="X",
+                        help="most mAP50 below the production version's (0-1)")  # fmt: skip
+    policy.add_argument("--max-class-regression", type=float, metavar="X",
+                        help="most AP50 below production's, per class (0-1)")  # fmt: skip
+    policy.add_argument("--latency-budget-ms", type=float, metavar="MS",
+                        help="median latency on the controller CPU (reference)")  # fmt: skip
+    policy.add_argument("--min-images", type=int, metavar="N",
+                        help="labelled images the set must have (default 50)")  # fmt: skip
+    policy.add_argument("--min-class-instances", type=int, metavar="N",
+                        help="objects a class needs for its own check (default 20)")  # fmt: skip
+    policy.add_argument("--json", action="store_true")
+    policy.set_defaults(handler=f"{G}:model_policy_cmd")
 
 
 def _register_plans(msub: Any) -> None:

@@ -29,6 +29,7 @@ from edgefleet.controller.cli_output import pipe_safe as _pipe_safe
 from edgefleet.controller.cli_output import print_json as _print_json
 from edgefleet.controller.cli_output import print_table as _table
 from edgefleet.controller.data_cmds import card_lines, push_card
+from edgefleet.controller.gate_cmds import override_params, push_verdict
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.shared.errors import ArtifactError, ConfigError, EdgefleetError, TransportError
 from edgefleet.shared.topics import validate_device_id
@@ -254,7 +255,7 @@ def model_push(args: argparse.Namespace) -> int:
         if getattr(args, "validation", None):
             card = push_card(version["name"], version["version"], onnx_path, Path(args.validation))
             print("\n".join(card_lines(card)))
-    return 0
+    return push_verdict(version)
 
 
 @_pipe_safe
@@ -272,11 +273,12 @@ def model_list(args: argparse.Namespace) -> int:
             v["sha256"][:12],
             str(v["length"]),
             v["created_at"],
+            v.get("gate_status") or "-",
         ]
         for m in answer["data"]
         for v in m["versions"]
     ]
-    _table(["MODEL", "VERSION", "STAGE", "RELEASE", "SHA256", "BYTES", "CREATED"], rows)
+    _table(["MODEL", "VERSION", "STAGE", "RELEASE", "SHA256", "BYTES", "CREATED", "GATE"], rows)
     return 0
 
 
@@ -543,7 +545,8 @@ def _result(d: dict[str, Any]) -> str:
 @_pipe_safe
 def rollout_create(args: argparse.Namespace) -> int:
     body = rollout_body(args)
-    _print_rollout(_request("POST", "/v1/rollouts", json=body, headers=_actor_header()))
+    _print_rollout(_request("POST", "/v1/rollouts", json=body, headers=_actor_header(),
+                            params=override_params(args)))  # fmt: skip
     return 0
 
 
