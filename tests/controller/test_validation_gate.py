@@ -21,7 +21,6 @@ from edgefleet.controller.map50 import average_precision, ranked_ap
 from edgefleet.controller.models.audit import AuditEntry
 from edgefleet.controller.models.devices import Device
 from edgefleet.controller.models.registry import Model, ModelVersion
-from edgefleet.controller.models.rollouts import Rollout
 from edgefleet.controller.rollouts.pinning import newest
 from edgefleet.controller.services import Services
 from edgefleet.controller.validation_gate import (
@@ -263,7 +262,7 @@ def test_override_and_policy_need_an_admin(
         assert lost.json()["gate"]["reasons"][0].startswith("evaluation failed: no stored")
 
 
-def test_production_is_the_last_succeeded_rollout_else_what_most_devices_run(
+def test_production_is_the_production_stage_else_what_most_devices_run(
     services: Services,
 ) -> None:
     with Session(services.engine) as s:
@@ -277,8 +276,9 @@ def test_production_is_the_last_succeeded_rollout_else_what_most_devices_run(
             s.add(Device(device_id=f"d{i}", model="m", version=v, labels={}))
         s.commit()
         assert getattr(production_version(s, "m"), "version", None) == "v3"
-        s.add(Rollout(model="m", version="v2", state="succeeded"))
-        s.add(Rollout(model="m", version="v1", state="rolled_back"))
+        v2 = s.exec(select(ModelVersion).where(ModelVersion.version == "v2")).one()
+        v2.stage = "production"
+        s.add(v2)
         s.commit()
         assert getattr(production_version(s, "m"), "version", None) == "v2"
 
