@@ -77,7 +77,8 @@ def model_show(args: argparse.Namespace) -> int:
                     "policy": policy_of(name)})  # fmt: skip
         return 0
     print(f"{name}:{version} release {row['release']} sha256 {row['sha256'][:12]}"
-          f" ({row['length']} bytes, pushed {row['created_at']})")  # fmt: skip
+          f" ({row['length']} bytes, pushed {row['created_at']})"
+          f" stage {row.get('stage') or 'candidate'}")  # fmt: skip
     if lineage is None:
         print("  lineage             - (pushed without it)")
     else:
