@@ -13,7 +13,7 @@ from typing import Any
 
 from edgefleet.shared.protocol import utcnow
 from pydantic import field_validator
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -256,6 +256,26 @@ class AuditEntry(SQLModel, table=True):
     action: str = Field(max_length=32)
     target: str = Field(max_length=128)
     detail: dict[str, Any] = _json()
+
+
+class TufMetadata(SQLModel, table=True):
+    """One TUF metadata file, when the controller keeps them in the database
+    (``--tuf-store database``): ``repo`` is its folder under /tuf (``image/metadata``,
+    ``director/<device>/metadata``), ``name`` the file name (signing/storage.py)."""
+
+    __tablename__ = "tuf_metadata"
+    repo: str = Field(primary_key=True, max_length=160)
+    name: str = Field(primary_key=True, max_length=160)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sha256: str = Field(max_length=64)  # of data: the ETag /tuf answers with
+
+
+class TufLock(SQLModel, table=True):
+    """The row whose UPDATE serialises TUF signing on SQLite (PostgreSQL: an advisory lock)."""
+
+    __tablename__ = "tuf_lock"
+    name: str = Field(primary_key=True, max_length=32)
+    holds: int = 0  # how often it was taken (a counter the UPDATE needs something to change)
 
 
 class SchedulerLease(SQLModel, table=True):

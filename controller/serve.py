@@ -84,7 +84,9 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
     engine = make_engine(settings.db_url, settings.db_pool_size)
     root = backend.root if isinstance(backend, LocalStore) else settings.artifacts_dir
     store = ArtifactStore(root, settings.max_upload_bytes, backend)
-    signing = TufSigning.open(settings.data_dir)
+    signing = TufSigning.open(
+        settings.data_dir, engine if settings.tuf_store == "database" else None
+    )
     link = MqttLink(
         settings.broker,
         settings.client_id,
