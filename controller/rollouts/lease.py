@@ -48,7 +48,7 @@ def acquire(
             renew.values(expires_at=until),
             take.values(holder=holder, expires_at=until, epoch=col(SchedulerLease.epoch) + 1),
         ):
-            if s.exec(stmt).rowcount == 1:  # type: ignore[call-overload]
+            if s.exec(stmt).rowcount == 1:
                 epoch = s.get_one(SchedulerLease, name).epoch
                 s.commit()
                 return epoch
@@ -73,7 +73,7 @@ def fence(session: Session, holder: str, token: int, name: str = ROLLOUTS) -> No
                col(SchedulerLease.epoch) == token)
         .values(epoch=token)
     )  # fmt: skip
-    if session.exec(stmt).rowcount != 1:  # type: ignore[call-overload]
+    if session.exec(stmt).rowcount != 1:
         raise LeaseLostError(f"lease {name!r} is no longer held by {holder} (token {token})")
 
 
@@ -90,7 +90,7 @@ def release(engine: Engine, holder: str, name: str = ROLLOUTS) -> None:
     """Give the lease up at shutdown so another controller takes over at once (the row
     stays, expired: its epoch must not start again at 1)."""
     with Session(engine) as s:
-        s.exec(  # type: ignore[call-overload]
+        s.exec(
             update(SchedulerLease)
             .where(col(SchedulerLease.name) == name, col(SchedulerLease.holder) == holder)
             .values(expires_at=EXPIRED)
