@@ -445,8 +445,8 @@ def _record(
         stage.ended_at = now
         stage.outcome = "skipped" if plan.next is adv.Next.NOTHING_TO_DO else plan.outcome.value
         rollout.reason = plan.reason
-        audit(session, SCHEDULER, plan.next.value, target, reason=plan.reason,
-              gates=stage.gates)  # fmt: skip
+        audit(session, SCHEDULER, plan.next.value, target, stage=rollout.stage + 1,
+              reason=plan.reason, gates=stage.gates)  # fmt: skip
         log.info("rollout %s: %s", rollout.id, plan.reason)
     session.add(stage)
     event = _EVENTS.get(plan.next)
