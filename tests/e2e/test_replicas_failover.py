@@ -31,7 +31,7 @@ from edgefleet.sim import SimFleet, fleet_configs
 from tests.controller.test_postgres import pg_url  # noqa: F401 - a fresh database per test
 from tests.e2e.conftest import REPO, SAMPLES, Procs, cli, wait_for
 
-pytestmark = [pytest.mark.broker, pytest.mark.postgres]
+pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
@@ -50,16 +50,21 @@ class Cluster:
     database_url: str
     bucket_url: str
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
+    def start(self, *names: str) -> list[subprocess.Popen[bytes]]:
+        """Start the replicas at once, then wait for each to answer."""
+        procs = [self._spawn(name) for name in names]
+        for name in names:
+            wait_for(f"controller {name}", lambda: self._healthy(name), timeout=90)  # noqa: B023
+        return procs
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         port = self.urls[name].rsplit(":", 1)[1]
-        proc = self.procs.start(name, cli(
+        return self.procs.start(name, cli(
             "controller", "serve", "--data", str(self.folder / name), "--mqtt", self.broker.url,
             "--listen", f"127.0.0.1:{port}", "--insecure-dev",
             "--database-url", self.database_url, "--tuf-store", "database",
             "--artifact-store", self.bucket_url,
         ))  # fmt: skip
-        wait_for(f"controller {name}", lambda: self._healthy(name), timeout=90)
-        return proc
 
     def _healthy(self, name: str) -> bool:
         try:
@@ -91,8 +96,8 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
                        ("AWS_SECRET_ACCESS_KEY", "edgefleet-test-secret")):  # fmt: skip
         monkeypatch.setenv(key, value)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     try:
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -137,18 +142,18 @@ def _state(http: httpx.Client, rid: int) -> dict[str, Any]:
 def test_the_leader_dies_mid_rollout_and_another_replica_finishes_it_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    a = cluster.start("ctl-a")  # makes the keys and both repositories
+    [a] = cluster.start("ctl-a")  # makes the keys and both repositories
     wait_for("ctl-a holds the lease", lambda: (cluster.lease() or (0, 0))[0] == a.pid)
     for name in NAMES[1:]:  # the other replicas: the same keys, nothing else shared
         shutil.copytree(tmp_path / "ctl-a" / "keys", tmp_path / name / "keys")
-    others = {name: cluster.start(name) for name in NAMES[1:]}
-    configs = [
-        c
-        for name in NAMES[1:]  # the devices fetch from the replicas that stay up
-        for c in fleet_configs(2, controller_url=cluster.urls[name], mqtt_url=cluster.broker.url,
-                               data_dir=tmp_path / "sim", source=SAMPLES, prefix=f"cam-{name[-1]}",
-                               fps=5, window_s=1, poll_s=2)  # fmt: skip
-    ]
+    others = cluster.start(*NAMES[1:])
+    configs = []
+    for name in NAMES[1:]:  # the devices fetch from the replicas that stay up
+        configs += fleet_configs(
+            2, controller_url=cluster.urls[name], mqtt_url=cluster.broker.url,
+            data_dir=tmp_path / "sim", source=SAMPLES, prefix=f"cam-{name[-1]}",
+            fps=5, window_s=1, poll_s=2,
+        )  # fmt: skip
     fleet = SimFleet(configs)
     with cluster.http("ctl-a") as http_a, cluster.http("ctl-b") as http_b, \
             cluster.http("ctl-c") as http_c:  # fmt: skip
@@ -186,7 +191,7 @@ def test_the_leader_dies_mid_rollout_and_another_replica_finishes_it_once(
     assert sorted(d["device_id"] for d in body["devices"]) == sorted(fleet.devices)
     assert all(d["version"] == "v2" and d["done"] for d in body["devices"]), body["devices"]
     holder, epoch = cluster.lease() or (0, 0)
-    assert holder in {p.pid for p in others.values()} and epoch > first[1]
+    assert holder in {p.pid for p in others} and epoch > first[1]
     actions = cluster.query(
         "SELECT action, detail FROM audit WHERE actor = 'scheduler' "
         f"AND target = 'rollout/{rid}' ORDER BY id"
