@@ -60,12 +60,15 @@ class TufSigning:
         self.repos = repos
 
     @classmethod
-    def open(cls, data_dir: Path, database: Engine | None = None) -> TufSigning:
-        """The repositories of ``data_dir``; their metadata in ``database`` when given."""
+    def open(
+        cls, data_dir: Path, database: Engine | None = None, lock_database: Engine | None = None
+    ) -> TufSigning:
+        """The repositories of ``data_dir``; their metadata in ``database`` when given
+        (the signing lock's connection from ``lock_database``, a pool of its own)."""
         from edgefleet.controller.signing import TufRepositories
         from edgefleet.controller.signing.storage import DatabaseStore
 
-        store = DatabaseStore(database) if database is not None else None
+        store = DatabaseStore(database, lock_database) if database is not None else None
         return cls(TufRepositories(data_dir, store=store))
 
     def add_model_target(

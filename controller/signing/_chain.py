@@ -70,6 +70,9 @@ class MetadataFiles(Protocol):
     def stamp(self) -> object | None:  # changes whenever timestamp.json is replaced
         ...
 
+    def stamp_of(self, data: bytes) -> object | None:
+        """What :meth:`stamp` says once ``data`` was written as timestamp.json."""
+
     def write(self, name: str, data: bytes) -> None: ...
 
     def write_unsynced(self, files: list[tuple[str, bytes]]) -> None:
@@ -163,7 +166,7 @@ class BatchWriter:
         self._files: dict[int, MetadataFiles] = {}
         self._leaves: dict[int, list[tuple[str, bytes]]] = {}
         self._stamps: dict[int, list[tuple[str, bytes]]] = {}
-        self._chains: list[MetadataChain] = []
+        self._chains: list[tuple[MetadataChain, bytes]] = []
         self._stale: list[tuple[MetadataFiles, dict[str, int]]] = []
         self._background_prune = background_prune
 
@@ -172,7 +175,7 @@ class BatchWriter:
         self._files[key] = chain.files
         (self._stamps if last else self._leaves).setdefault(key, []).append((name, data))
         if last:
-            self._chains.append(chain)
+            self._chains.append((chain, data))
 
     def prune_later(self, files: MetadataFiles, versions: dict[str, int]) -> None:
         """Once the batch is durable, prune these files below these versions - 1 (off the
@@ -185,8 +188,8 @@ class BatchWriter:
                 self._files[key].write_unsynced(written)
             if group:  # every folder of a store is on one file system: one sync
                 self._files[next(iter(group))].sync()
-        for chain in self._chains:
-            chain.remember_stamp()
+        for chain, data in self._chains:
+            chain.remember_stamp(data)
         if self._stale:
             if self._background_prune:
                 _PRUNER.submit(_prune_all, self._stale)
@@ -213,14 +216,16 @@ def _prune_all(stale: list[tuple[MetadataFiles, dict[str, int]]]) -> None:
         log.warning("pruning old director metadata failed: %s", e)
 
 
+PRUNE_SPAN = 16  # versions below current - 1 a prune looks at (each publish prunes)
+
+
 def prune(files: MetadataFiles, versions: Mapping[str, int]) -> list[str]:
-    """Delete ``N.<role>.json`` for N <= version - 2. Returns the names deleted."""
-    present = set(files.names())
+    """Delete ``N.<role>.json`` for version - 2 - PRUNE_SPAN < N <= version - 2 (older
+    ones went in an earlier prune). Returns the names deleted."""
     doomed = [
-        name
+        metadata_filename(role, old)
         for role, version in versions.items()
-        for old in range(version - 2, 0, -1)
-        if (name := metadata_filename(role, old)) in present
+        for old in range(version - 2, max(0, version - 2 - PRUNE_SPAN), -1)
     ]
     return files.delete(doomed)
 
@@ -340,9 +345,9 @@ class MetadataChain:
         self.load()
         return True
 
-    def remember_stamp(self) -> None:
-        """What timestamp.json is now, as written by this chain (BatchWriter.flush)."""
-        self._stamp = self.files.stamp()
+    def remember_stamp(self, data: bytes) -> None:
+        """timestamp.json is ``data`` now, written by this chain (BatchWriter.flush)."""
+        self._stamp = self.files.stamp_of(data)
 
     def _read(self, name: str) -> Metadata[Any]:
         data = self.files.read(name)
@@ -484,4 +489,4 @@ class MetadataChain:
             return
         self.files.write(name, data)
         if role == "timestamp":
-            self._stamp = self.files.stamp()
+            self.remember_stamp(data)

@@ -94,6 +94,9 @@ class FolderFiles:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+    def stamp_of(self, data: bytes) -> object | None:
+        return self.stamp()  # one stat of the file just written
+
     def write(self, name: str, data: bytes) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         write_bytes(self.folder / name, data)
@@ -146,8 +149,11 @@ class DatabaseStore:
 
     background_prune = False
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, lock_engine: Engine | None = None) -> None:
+        self.engine = engine  # reads outside the lock (/tuf polls)
+        # The lock hold's connection comes from its own pool when given (the server's
+        # request pool may be exhausted by threads that wait for this very lock).
+        self.lock_engine = lock_engine or engine
         self.hold = LockHold()  # this process's side of the lock
 
     def files(self, repo: str) -> DatabaseFiles:
@@ -170,14 +176,14 @@ class DatabaseStore:
     def connection(self) -> Iterator[Connection]:
         """The signing transaction when this thread holds the lock, else a short one."""
         held = self.hold.connection if self.hold.owner == threading.get_ident() else None
-        if held is not None:
-            yield held
-            return
         try:
+            if held is not None:
+                yield held
+                return
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as e:
-            raise TrustError(f"TUF metadata in the database unreachable: {_first_line(e)}") from e
+            raise TrustError(f"TUF metadata in the database: {_first_line(e)}") from e
 
     def read(self, repo: str, name: str) -> Blob | None:
         """One file for ``/tuf`` (no lock: readers see committed publishes only)."""
@@ -223,7 +229,7 @@ class DatabaseLock:
         return self
 
     def _begin(self) -> Connection:
-        engine = self._store.engine
+        engine = self._store.lock_engine
         try:
             conn = engine.connect()
             conn.begin()
@@ -290,8 +296,15 @@ class DatabaseFiles:
             return list(conn.execute(stmt).scalars())
 
     def stamp(self) -> object | None:
-        blob = self._store.read(self.repo, "timestamp.json")
-        return blob.etag if blob is not None else None
+        with self._store.connection() as conn:
+            return conn.execute(
+                select(col(TufMetadata.sha256)).where(
+                    col(TufMetadata.repo) == self.repo, col(TufMetadata.name) == "timestamp.json"
+                )
+            ).scalar()
+
+    def stamp_of(self, data: bytes) -> object | None:
+        return hashlib.sha256(data).hexdigest()
 
     def write(self, name: str, data: bytes) -> None:
         self.write_unsynced([(name, data)])
@@ -303,15 +316,25 @@ class DatabaseFiles:
         if not files:
             return
         latest = dict(files)  # a batch may write one name twice (timestamp.json): last wins
-        names = list(latest)
+        replaced = latest.pop("timestamp.json", None)  # the one name written again and again
         with self._store.connection() as conn:
-            conn.execute(delete(TufMetadata).where(col(TufMetadata.repo) == self.repo,
-                                                   col(TufMetadata.name).in_(names)))  # fmt: skip
-            rows = [
-                {"repo": self.repo, "name": n, "data": d, "sha256": hashlib.sha256(d).hexdigest()}
-                for n, d in latest.items()
-            ]
-            conn.execute(TufMetadata.__table__.insert(), rows)  # type: ignore[attr-defined]
+            rows = [self._row(n, d) for n, d in latest.items()]  # versioned: new names
+            if replaced is not None:
+                row = self._row("timestamp.json", replaced)
+                stmt = (
+                    update(TufMetadata)
+                    .where(col(TufMetadata.repo) == self.repo,
+                           col(TufMetadata.name) == "timestamp.json")
+                    .values(data=row["data"], sha256=row["sha256"])
+                )  # fmt: skip
+                if conn.execute(stmt).rowcount == 0:
+                    rows.append(row)
+            if rows:
+                conn.execute(TufMetadata.__table__.insert(), rows)  # type: ignore[attr-defined]
+
+    def _row(self, name: str, data: bytes) -> dict[str, object]:
+        return {"repo": self.repo, "name": name, "data": data,
+                "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
 
     def delete(self, names: list[str]) -> list[str]:
         if not names:

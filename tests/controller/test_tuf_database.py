@@ -20,6 +20,7 @@ from edgefleet.controller.db import make_engine
 from edgefleet.controller.services import Services
 from edgefleet.controller.signing import TufRepositories
 from edgefleet.controller.signing.storage import DatabaseStore
+from edgefleet.shared.errors import ConfigError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -91,7 +92,7 @@ def test_a_replica_with_other_keys_is_refused(
     tmp_path: Path, engines: Callable[[], Engine]
 ) -> None:
     _replica(tmp_path / "a", engines())
-    with pytest.raises(Exception, match="not the one database:image/metadata trusts"):
+    with pytest.raises(ConfigError, match="not the one database:image/metadata trusts"):
         _replica(tmp_path / "b", engines())  # generated its own keys: a config mistake
 
 
