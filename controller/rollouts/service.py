@@ -159,7 +159,10 @@ def advance(
     ``WAKE`` is set when some are left.
     """
     with TICK_LOCK:
-        session.refresh(rollout)
+        # Other replicas: the row stays locked until this tick commits (PostgreSQL; SQLite
+        # has one writer anyway), so the leader's tick and another replica's first tick of
+        # a new rollout, or an operator's pause, do not decide on the same state twice.
+        session.refresh(rollout, with_for_update=True)
         if rollout.state != RolloutState.RUNNING.value:
             return None
         spec = spec_of(rollout)
