@@ -232,13 +232,19 @@ class DatabaseLock:
         engine = self._store.lock_engine
         try:
             conn = engine.connect()
+        except SQLAlchemyError as e:
+            raise TrustError(f"cannot take the TUF signing lock: {_first_line(e)}") from e
+        try:
             conn.begin()
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
             else:  # SQLite: the write lock, until the commit
                 _take_sqlite_lock(conn)
-        except SQLAlchemyError as e:
-            raise TrustError(f"cannot take the TUF signing lock: {_first_line(e)}") from e
+        except BaseException as e:
+            conn.close()  # back to the pool (of one, in the server)
+            if isinstance(e, SQLAlchemyError):
+                raise TrustError(f"cannot take the TUF signing lock: {_first_line(e)}") from e
+            raise
         return conn
 
     def __exit__(
