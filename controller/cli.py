@@ -55,6 +55,11 @@ def register(sub: Any) -> None:
         "(credentials from AWS_* env), file:///PATH; default DATA/artifacts",
     )  # fmt: skip
     serve.add_argument(
+        "--tuf-store", default=None, choices=("folder", "database"),
+        help="where TUF metadata lives and what serialises signing: files under DATA/tuf "
+        "(default) or the database, so replicas on one database need no shared folder",
+    )  # fmt: skip
+    serve.add_argument(
         "--telemetry-max-age-days", type=float, default=None,
         help="raw telemetry windows kept this long, then summed per device and hour "
         "(default 7)",
