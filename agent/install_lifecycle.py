@@ -22,7 +22,7 @@ from enum import Enum
 
 from edgefleet.shared.errors import EdgefleetError
 from edgefleet.shared.protocol import Phase
-from edgefleet.shared.transition_table import markdown
+from edgefleet.shared.transition_table import markdown, step
 
 
 class InstallEvent(str, Enum):
@@ -81,21 +81,11 @@ class IllegalPhaseError(EdgefleetError):
     """The event does not apply in this phase: the reconciler has a bug."""
 
 
-def sources(event: InstallEvent) -> list[Phase]:
-    """The phases ``event`` may happen in, in the enum's order."""
-    return [p for p in Phase if (p, event) in TRANSITIONS]
-
-
 def transition(phase: Phase | str, event: InstallEvent) -> Phase:
     """The phase after ``event``, or :class:`IllegalPhaseError` (one line)."""
     current = Phase(phase)
-    after = TRANSITIONS.get((current, event))
-    if after is None:
-        allowed = ", ".join(p.value for p in sources(event)) or "nothing"
-        raise IllegalPhaseError(
-            f"install cannot {event.value} in phase {current.value} (needs {allowed})"
-        )
-    return after
+    return step(TRANSITIONS, Phase, current, event, lambda needs: IllegalPhaseError(
+        f"install cannot {event.value} in phase {current.value} (needs {needs})"))  # fmt: skip
 
 
 def render_table() -> str:

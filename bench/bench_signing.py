@@ -1,7 +1,9 @@
 """Director signing cost per device, one at a time vs in batches, in one run.
 
-``python bench/bench_signing.py --devices 1000 [--batch 250]``: a fresh data folder, one
-signed model target, then four passes over the same devices, each timed:
+``python bench/bench_signing.py --devices 1000 [--batch 250] [--database-url URL]``: a
+fresh data folder (with ``--database-url``: the metadata in that database, as
+``--tuf-store database`` keeps it; give an empty one), one signed model target, then four
+passes over the same devices, each timed:
 
 * first assignment, one device per call (``assign``: creates the chain, then re-signs);
 * re-assignment, one device per call;
@@ -21,8 +23,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgefleet.controller.db import make_engine
+from edgefleet.controller.models.tuf import TufMetadata
 from edgefleet.controller.signing import TargetInfo, TufRepositories
 from edgefleet.controller.signing._chain import pruning_done
+from edgefleet.controller.signing.storage import DatabaseStore
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 
 def _timed(fn: Callable[..., object], *args: object) -> float:
@@ -31,10 +39,12 @@ def _timed(fn: Callable[..., object], *args: object) -> float:
     return time.perf_counter() - t
 
 
-def bench(devices: int, batch: int) -> dict[str, float]:
+def bench(devices: int, batch: int, database_url: str | None = None) -> dict[str, float]:
+    engine = make_engine(database_url) if database_url else None
     with tempfile.TemporaryDirectory(prefix="edgefleet-sign-") as tmp:
         folder = Path(tmp)
-        repos = TufRepositories(folder / "data")
+        store = DatabaseStore(engine) if engine is not None else None
+        repos = TufRepositories(folder / "data", store=store)
         artifact = folder / "model.onnx"
         artifact.write_bytes(b"x" * 4096)
         v1 = repos.image.add_model_target("m", "v1", 1, artifact)
@@ -59,7 +69,7 @@ def bench(devices: int, batch: int) -> dict[str, float]:
         for d in many:  # a third assignment: without pruning each adds three files
             repos.assign_many({d: [v1]})
         pruning_done(timeout=120)
-        files = sum(1 for _ in (folder / "data/tuf/director").rglob("*.json"))
+        files = _director_files(folder, engine)
     out = {f"{k}_ms_per_device": round(v * 1000 / devices, 3) for k, v in times.items()}
     out["first_batch_over_single"] = round(times["batch_first"] / times["single_first"], 3)
     out["again_batch_over_single"] = round(times["batch_again"] / times["single_again"], 3)
@@ -68,16 +78,25 @@ def bench(devices: int, batch: int) -> dict[str, float]:
     return out
 
 
+def _director_files(folder: Path, engine: Engine | None) -> int:
+    if engine is None:
+        return sum(1 for _ in (folder / "data/tuf/director").rglob("*.json"))
+    with engine.connect() as c:
+        stmt = select(func.count()).where(col(TufMetadata.repo).like("director/%"))
+        return int(c.execute(stmt).scalar_one())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=1000)
     p.add_argument("--batch", type=int, default=250)
+    p.add_argument("--database-url", default=None, help="keep the metadata in this database")
     args = p.parse_args(argv)
     if args.devices < 1 or args.batch < 1:
         print("error: --devices and --batch must be at least 1", file=sys.stderr)
         return 2
     print(json.dumps({"devices": args.devices, "batch": args.batch,
-                      **bench(args.devices, args.batch)}, indent=2))  # fmt: skip
+                      **bench(args.devices, args.batch, args.database_url)}, indent=2))  # fmt: skip
     return 0
 
 

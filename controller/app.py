@@ -8,6 +8,7 @@ from edgefleet.controller.api import (
     audit,
     devices,
     enroll,
+    gate,
     models,
     pins,
     plans,
@@ -78,7 +79,7 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(module.router)
     # With auth on (Settings.auth): reads need a viewer token, writes an operator one,
     # tokens an admin one; /tuf wants an enrolled device or an operator (docs/TRUST.md).
-    for module in (models, publish, devices, rollouts, pins, plans, stages):
+    for module in (models, publish, gate, devices, rollouts, pins, plans, stages):
         app.include_router(module.router, dependencies=[VIEWER_READS_OPERATOR_WRITES])
     app.include_router(plans.device_router)  # a device shares a plan with its own credential
     app.include_router(audit.router, dependencies=[require("viewer")])
@@ -86,9 +87,9 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(enroll.router)  # its routes carry their own role checks
     include_data_loop(app)  # cards, samples, drift, alerts, /metrics, the dashboard
     # Outermost: a too-large body or a flood of credential requests costs no route work.
-    gate = _holds_credential(services) if services.settings.auth else None
+    holds = _holds_credential(services) if services.settings.auth else None
     app.add_middleware(RequestLimits, upload_max=services.settings.max_upload_bytes,
-                       holds_credential=gate)  # fmt: skip
+                       holds_credential=holds)  # fmt: skip
     return app
 
 

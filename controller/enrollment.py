@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -102,8 +101,8 @@ def enroll(
         device_id,
         cert_pem.decode(),
         pki.ca_path.read_text(),
-        _newest_root(signing.image_metadata_dir()),
-        _newest_root(signing.director_metadata_dir(device_id)),
+        signing.newest_root(signing.image_repo()),
+        signing.newest_root(signing.director_repo(device_id)),
         upload_token,
     )
 
@@ -329,14 +328,6 @@ class RevokedDevices:
             handler(topic, payload)
 
         return handle
-
-
-def _newest_root(folder: Path) -> str:
-    versions = [int(p.name.split(".")[0]) for p in folder.glob("*.root.json")
-                if p.name.split(".")[0].isdigit()]  # fmt: skip
-    if not versions:
-        raise NotFoundError(f"no root metadata in {folder}")
-    return (folder / f"{max(versions)}.root.json").read_text()
 
 
 def _aware(value: datetime) -> datetime:

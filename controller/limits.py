@@ -40,6 +40,7 @@ UPLOAD_ROUTES = (
     re.compile(r"^/v1/models/[^/]+/signed$"),  # a publisher's signed push
     re.compile(r"^/v1/models/[^/]+/versions/[^/]+/plans$"),  # TensorRT plan push
     re.compile(r"^/v1/devices/[^/]+/plans$"),  # a device shares a plan it built
+    re.compile(r"^/v1/datasets/[^/]+$"),  # a validation set (the gate's images, a tar)
 )
 SAMPLE_ROUTES = (re.compile(r"^/v1/samples$"),)
 # Uploads a device makes with its own upload credential (from enrollment).

@@ -58,7 +58,18 @@ def average_precision(tp: Sequence[bool], conf: Sequence[float], n_truth: int) -
         return 0.0  # nothing predicted for a class that is there
     order = np.argsort(-np.asarray(conf, np.float64), kind="stable")
     hits = np.asarray(tp, np.float64)[order]
-    tpc, fpc = np.cumsum(hits), np.cumsum(1 - hits)
+    return ranked_ap(hits, np.ones_like(hits), float(n_truth))
+
+
+def ranked_ap(hits: F64, weights: F64, n_truth: float) -> float:
+    """AP50 of predictions already ranked by confidence (highest first), each counted
+    ``weights`` times: the paired bootstrap (controller/validation_gate.py) draws images
+    with replacement, and a prediction of an image drawn twice counts twice."""
+    if n_truth <= 0:
+        return float("nan")
+    if not hits.size:
+        return 0.0
+    tpc, fpc = np.cumsum(hits * weights), np.cumsum((1 - hits) * weights)
     recall = np.concatenate(([0.0], tpc / n_truth, [1.0]))
     precision = np.concatenate(([1.0], tpc / np.maximum(tpc + fpc, 1e-16), [0.0]))
     envelope = np.flip(np.maximum.accumulate(np.flip(precision)))

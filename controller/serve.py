@@ -38,6 +38,7 @@ from edgefleet.controller.settings import Settings
 from edgefleet.controller.trust import Signing, TufSigning
 from edgefleet.shared.errors import ConfigError, TransportError
 from edgefleet.shared.protocol import utcnow
+from sqlalchemy.engine import Engine
 
 log = logging.getLogger("edgefleet.controller")
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young-generation collections (default 700)
@@ -71,6 +72,15 @@ class RoleRefresher:
             self._stop.wait(self.interval)
 
 
+def _open_signing(settings: Settings, engine: Engine) -> TufSigning:
+    if settings.tuf_store != "database":
+        return TufSigning.open(settings.data_dir)
+    # One connection at a time holds the signing lock per process (its thread lock comes
+    # first): a pool of its own, so it never waits for one the request threads hold.
+    lock_engine = make_engine(settings.db_url, pool_size=1)
+    return TufSigning.open(settings.data_dir, engine, lock_engine)
+
+
 def build_services(settings: Settings) -> tuple[Services, MqttLink]:
     """Open the data folder: database, artifact store, TUF repositories, MQTT link."""
     try:
@@ -83,7 +93,7 @@ def build_services(settings: Settings) -> tuple[Services, MqttLink]:
     engine = make_engine(settings.db_url, settings.db_pool_size)
     root = backend.root if isinstance(backend, LocalStore) else settings.artifacts_dir
     store = ArtifactStore(root, settings.max_upload_bytes, backend)
-    signing = TufSigning.open(settings.data_dir)
+    signing = _open_signing(settings, engine)
     link = MqttLink(
         settings.broker,
         settings.client_id,

@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -95,6 +95,7 @@ class Settings:
     download_retry_after: int = 10  # seconds, the Retry-After of that 503
     offload_prefix: str | None = None  # e.g. "/_edgefleet_data": nginx sends files (X-Accel)
     artifact_store: str | None = None  # None: DATA/artifacts; else s3://BUCKET/PREFIX?...
+    tuf_store: str = "folder"  # "folder": DATA/tuf; "database": rows (replicas share them)
     shutdown_grace: float = 3.0  # seconds SIGTERM lets open responses finish
     shutdown_deadline: float = 7.0  # seconds after SIGTERM the process is gone, in any state
 
@@ -157,7 +158,7 @@ ENV_PREFIX = "EDGEFLEET_"
 # ServeConfig's fields that `controller serve` also takes as a flag (--data, --max-downloads):
 # edgefleet/cli/controller.py spells each as its field name with dashes.
 FLAGS = ("config", "data", "mqtt", "listen", "replica", "database_url", "insecure_dev",
-         "public_mirror", "max_downloads", "offload_prefix", "artifact_store",
+         "public_mirror", "max_downloads", "offload_prefix", "artifact_store", "tuf_store",
          "telemetry_max_age_days")  # fmt: skip
 
 
@@ -229,6 +230,11 @@ class ServeConfig(BaseSettings):
         None,
         description="where artifacts live: s3://BUCKET/PREFIX[?endpoint=URL&presign=SECONDS] "
         "(credentials from AWS_* env), file:///PATH; default DATA/artifacts",
+    )
+    tuf_store: Literal["folder", "database"] = Field(
+        "folder",
+        description="where TUF metadata lives and what serialises signing: files under "
+        "DATA/tuf, or the database (replicas on one database need no shared folder)",
     )
     telemetry_max_age_days: float = Field(
         Settings.telemetry_max_age_days, gt=0,
@@ -363,6 +369,7 @@ class ServeConfig(BaseSettings):
             download_retry_after=self.download_retry_after,
             offload_prefix=self.offload_prefix,
             artifact_store=self.artifact_store,
+            tuf_store=self.tuf_store,
             shutdown_grace=self.shutdown_grace,
             shutdown_deadline=self.shutdown_deadline,
         )

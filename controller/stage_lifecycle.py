@@ -24,6 +24,7 @@ from __future__ import annotations
 from enum import Enum
 
 from edgefleet.shared.errors import ConfigError, ConflictError
+from edgefleet.shared.transition_table import step
 
 
 class ModelStage(str, Enum):
@@ -87,11 +88,6 @@ class StageRefusedError(ConflictError):
     """The event does not apply to the version's stage (HTTP 409)."""
 
 
-def sources(event: StageEvent) -> list[ModelStage]:
-    """The stages ``event`` may happen in, in the enum's order."""
-    return [s for s in ModelStage if (s, event) in TRANSITIONS]
-
-
 def applies(stage: ModelStage | str, event: StageEvent) -> bool:
     return (ModelStage(stage), event) in TRANSITIONS
 
@@ -108,10 +104,5 @@ def parse_stage(text: str) -> ModelStage:
 def transition(stage: ModelStage | str, event: StageEvent, label: str = "version") -> ModelStage:
     """The stage after ``event``, or :class:`StageRefusedError` (one line)."""
     current = ModelStage(stage)
-    after = TRANSITIONS.get((current, event))
-    if after is None:
-        allowed = ", ".join(s.value for s in sources(event)) or "nothing"
-        raise StageRefusedError(
-            f"cannot {event.value} {label}: it is {current.value} (needs {allowed})"
-        )
-    return after
+    return step(TRANSITIONS, ModelStage, current, event, lambda needs: StageRefusedError(
+        f"cannot {event.value} {label}: it is {current.value} (needs {needs})"))  # fmt: skip

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from edgefleet.controller.signing import TargetInfo, TufRepositories
+    from edgefleet.controller.signing.storage import Blob
+    from sqlalchemy.engine import Engine
 
 
 class Signing(Protocol):
@@ -40,9 +42,15 @@ class Signing(Protocol):
 
     def refresh_online_roles(self, now: datetime) -> None: ...
 
-    def image_metadata_dir(self) -> Path: ...
+    def image_repo(self) -> str: ...
 
-    def director_metadata_dir(self, device_id: str) -> Path: ...
+    def director_repo(self, device_id: str) -> str: ...
+
+    def metadata_folder(self, repo: str) -> Path | None: ...
+
+    def read_metadata(self, repo: str, name: str) -> Blob | None: ...
+
+    def newest_root(self, repo: str) -> str: ...
 
 
 class TufSigning:
@@ -52,10 +60,16 @@ class TufSigning:
         self.repos = repos
 
     @classmethod
-    def open(cls, data_dir: Path) -> TufSigning:
+    def open(
+        cls, data_dir: Path, database: Engine | None = None, lock_database: Engine | None = None
+    ) -> TufSigning:
+        """The repositories of ``data_dir``; their metadata in ``database`` when given
+        (the signing lock's connection from ``lock_database``, a pool of its own)."""
         from edgefleet.controller.signing import TufRepositories
+        from edgefleet.controller.signing.storage import DatabaseStore
 
-        return cls(TufRepositories(data_dir))
+        store = DatabaseStore(database, lock_database) if database is not None else None
+        return cls(TufRepositories(data_dir, store=store))
 
     def add_model_target(
         self,
@@ -88,8 +102,17 @@ class TufSigning:
     def refresh_online_roles(self, now: datetime) -> None:
         self.repos.refresh_online_roles(now)
 
-    def image_metadata_dir(self) -> Path:
-        return self.repos.image_metadata_dir
+    def image_repo(self) -> str:
+        return self.repos.image_repo()
 
-    def director_metadata_dir(self, device_id: str) -> Path:
-        return self.repos.director_metadata_dir(device_id)
+    def director_repo(self, device_id: str) -> str:
+        return self.repos.director_repo(device_id)
+
+    def metadata_folder(self, repo: str) -> Path | None:
+        return self.repos.metadata_folder(repo)
+
+    def read_metadata(self, repo: str, name: str) -> Blob | None:
+        return self.repos.read_metadata(repo, name)
+
+    def newest_root(self, repo: str) -> str:
+        return self.repos.newest_root(repo)

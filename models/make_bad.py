@@ -8,6 +8,9 @@ validation, installs, passes the agent's health check and runs: only canary anal
 
     python models/make_bad.py [--source models/shapes/v2/model.onnx] [--shift 1.0]
 
+``--kind blind --class-id 2 --out FILE``: v2 that never detects one class (triangle), the
+kind of version the validation gate must refuse (lower mAP50, one class's AP50 at zero).
+
 Other kinds are models the controller must refuse at push (controller/detector_check.py),
 written to ``--out`` (required for them):
 
@@ -19,6 +22,7 @@ written to ``--out`` (required for them):
 from __future__ import annotations
 
 import argparse
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +33,33 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "shapes" / "v2" / "model.onnx"
 OUT = HERE / "shapes" / "bad" / "model.onnx"
 HEAD_SIGMOID = "/model.23/Sigmoid"  # class scores of the YOLO26 end-to-end head
-KINDS = ("shift", "nan", "classifier", "identity")
+KINDS = ("shift", "blind", "nan", "classifier", "identity")
 
 
 def make_bad(source: Path, out: Path, shift: float) -> Path:
+    what = f"BAD ON PURPOSE: class logits - {shift:g} ({source.parent.name})"
+    return _shift_logits(source, out, np.array(shift, dtype=np.float32), what)
+
+
+def make_blind(source: Path, out: Path, class_id: int) -> Path:
+    """The detector made blind to one class: that class's logits lowered by 30 (its scores
+    fall below 1e-12) and nothing else changed, so it never detects that class while the
+    other classes score exactly as before: what the validation gate's per-class check
+    refuses (controller/validation_gate.py)."""
+    shift = np.zeros((1, _class_count(source), 1), dtype=np.float32)
+    shift[0, class_id, 0] = 30.0
+    what = f"BAD ON PURPOSE: never detects class {class_id} ({source.parent.name})"
+    return _shift_logits(source, out, shift, what)
+
+
+def _class_count(source: Path) -> int:
+    meta = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
+    return len(ast.literal_eval(meta["names"]))
+
+
+def _shift_logits(source: Path, out: Path, shift: np.ndarray, description: str) -> Path:
+    """Subtract ``shift`` (broadcast over the head's (1, classes, anchors) logits) right
+    before the head's Sigmoid."""
     model = onnx.load(str(source))
     nodes = list(model.graph.node)
     index = next((i for i, n in enumerate(nodes) if n.name == HEAD_SIGMOID), None)
@@ -41,14 +68,12 @@ def make_bad(source: Path, out: Path, shift: float) -> Path:
     sigmoid = nodes[index]
     logits = sigmoid.input[0]
     shift_name, shifted = "edgefleet_bad/shift", "edgefleet_bad/shifted_logits"
-    model.graph.initializer.append(
-        numpy_helper.from_array(np.array(shift, dtype=np.float32), shift_name)
-    )
+    model.graph.initializer.append(numpy_helper.from_array(shift, shift_name))
     sub = helper.make_node("Sub", [logits, shift_name], [shifted], name="edgefleet_bad/Sub")
     sigmoid.input[0] = shifted
     model.graph.node.insert(index, sub)
     meta = {p.key: p for p in model.metadata_props}
-    meta["description"].value = f"BAD ON PURPOSE: class logits - {shift:g} ({source.parent.name})"
+    meta["description"].value = description
     onnx.checker.check_model(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
@@ -116,6 +141,8 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=SOURCE)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--shift", type=float, default=1.0, help="logit shift (default 1.0)")
+    parser.add_argument("--class-id", type=int, default=2, help="--kind blind: the class never "
+                        "detected (default 2, triangle)")  # fmt: skip
     what = "shift (default): worse on purpose; the others must be refused at push"
     parser.add_argument("--kind", choices=KINDS, default="shift", help=what)
     args = parser.parse_args()
@@ -123,6 +150,8 @@ def main() -> None:
         parser.error(f"--kind {args.kind} needs --out (models/shapes/bad is the shift model)")
     if args.kind == "shift":
         print(make_bad(args.source, args.out, args.shift))
+    elif args.kind == "blind":
+        print(make_blind(args.source, args.out, args.class_id))
     elif args.kind == "nan":
         print(make_nan(args.source, args.out))
     elif args.kind == "classifier":

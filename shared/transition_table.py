@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import TypeVar
 
@@ -25,3 +25,19 @@ def markdown(table: Mapping[tuple[S, V], S], states: Iterable[S], events: Iterab
             froms = ", ".join(str(s.value) for s in order if s in srcs)
             rows.append(f"| {froms} | `{event.value}` | {dst.value} |")
     return "\n".join(rows)
+
+
+def step(
+    table: Mapping[tuple[S, V], S],
+    states: Iterable[S],
+    current: S,
+    event: V,
+    refused: Callable[[str], Exception],
+) -> S:
+    """The state after ``event`` in ``current``; else ``refused(needs)`` is raised, where
+    ``needs`` names the states the event may happen in (in the states' order), or "nothing"."""
+    after = table.get((current, event))
+    if after is None:
+        needs = ", ".join(str(s.value) for s in states if (s, event) in table)
+        raise refused(needs or "nothing")
+    return after

@@ -69,6 +69,11 @@ def metadata_etag(st: os.stat_result) -> str:
     return f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
 
 
+def if_none_match(header: str | None, etag: str) -> bool:
+    """The request's If-None-Match names ``etag``: answer 304."""
+    return header is not None and _matches(header, etag)
+
+
 def _matches(if_none_match: str, etag: str) -> bool:
     """RFC 9110 weak comparison, as If-None-Match uses."""
     tags = [t.strip() for t in if_none_match.split(",")]

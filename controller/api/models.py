@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from edgefleet.controller import registry
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
+from edgefleet.controller.api.gate import judge
 from edgefleet.controller.models.audit import AuditEntry
 from edgefleet.controller.models.registry import ModelsPublic, VersionPublic, VersionsPublic
 from edgefleet.shared.errors import ArtifactError, NotFoundError
@@ -46,14 +47,16 @@ def push_version(
     lineage: UploadFile | None = None,
 ) -> VersionPublic:
     """Upload an ONNX model: validated, stored by content, signed into the image repo;
-    an optional ``lineage`` JSON part is kept on the version."""
+    an optional ``lineage`` JSON part is kept on the version. With a validation policy
+    the version is judged on its set before the answer (``gate_status``, ``gate``)."""
     doc = read_lineage(lineage, actor)
     row = registry.push_version(
         session, services.store, services.signing, name, file.file, version=version or None,
         lineage=doc,
     )  # fmt: skip
+    judge(session, services, row)
     public = VersionPublic.model_validate(row)
-    detail = {"release": public.release, "sha256": public.sha256}
+    detail = {"release": public.release, "sha256": public.sha256, "gate": public.gate_status}
     session.add(AuditEntry(actor=actor, action="push", target=f"{name}:{public.version}",
                            detail=detail))  # fmt: skip
     session.commit()

@@ -21,6 +21,7 @@ from edgefleet.controller.registry import check_label, get_version
 from edgefleet.controller.rollouts import pinning
 from edgefleet.controller.rollouts.context import audit
 from edgefleet.controller.stage_lifecycle import parse_stage
+from edgefleet.controller.validation_registry import refuse_rejected
 from edgefleet.shared.errors import ConfigError, NotFoundError
 from edgefleet.shared.protocol import utcnow
 from fastapi import APIRouter
@@ -51,6 +52,7 @@ def _check_pin(session: Session, body: PinCreate) -> None:
         if not body.version:
             raise ConfigError("a pin on a model needs a version (or pin to a channel)")
         get_version(session, body.model, body.version)  # 404 for a version never pushed
+        refuse_rejected(session, body.model, body.version)
     elif session.get(Channel, body.channel) is None:
         raise NotFoundError(f"unknown channel {body.channel!r}")
 
@@ -130,6 +132,7 @@ def _check_channel(session: Session, body: ChannelSet) -> str | None:
         raise ConfigError("a channel follows either a version or a stage, not both")
     if body.version:
         get_version(session, body.model, body.version)
+        refuse_rejected(session, body.model, body.version)
     return parse_stage(body.stage).value if body.stage else None
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from edgefleet.controller import registry
 from edgefleet.controller.api.deps import ActorNameDep, ServicesDep, SessionDep
+from edgefleet.controller.api.gate import judge
 from edgefleet.controller.api.models import read_lineage
 from edgefleet.controller.models.audit import AuditEntry
 from edgefleet.controller.models.registry import VersionPublic
@@ -73,8 +74,10 @@ def push_signed(
 
     row = registry.push_onnx(session, services.store, name, file.file, version=version, sign=sign,
                              lineage=doc)  # fmt: skip
+    judge(session, services, row)
     public = VersionPublic.model_validate(row)
-    detail = {"release": public.release, "sha256": public.sha256, "signed_by": "publisher"}
+    detail = {"release": public.release, "sha256": public.sha256, "signed_by": "publisher",
+              "gate": public.gate_status}  # fmt: skip
     session.add(AuditEntry(actor=actor, action="push", target=f"{name}:{public.version}",
                            detail=detail))  # fmt: skip
     session.commit()

@@ -10,6 +10,7 @@ from typing import Literal
 
 from edgefleet.controller.api.deps import (
     ActorNameDep,
+    CallerDep,
     ServicesDep,
     SessionDep,
 )
@@ -18,6 +19,7 @@ from edgefleet.controller.rollouts import actions, service
 from edgefleet.controller.rollouts.context import TICK_LOCK, Deps
 from edgefleet.controller.rollouts.spec import MAX_WINDOWS, MaintenanceWindow, RolloutSpec
 from edgefleet.controller.services import Services
+from edgefleet.controller.validation_registry import check_rollout
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
@@ -36,8 +38,17 @@ def deps_of(services: Services) -> Deps:
 
 @router.post("", response_model=RolloutPublic)
 def create_rollout(
-    body: RolloutSpec, session: SessionDep, services: ServicesDep, actor: ActorNameDep
+    body: RolloutSpec,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: CallerDep,
+    override_gate: bool = False,
 ) -> RolloutPublic:
+    """Start a rollout; a version the validation gate rejected is refused (409) unless
+    ``override_gate`` by an admin, which the audit log records (``gate-override``)."""
+    actor = caller.name
+    check_rollout(session, body.model, body.version, override=override_gate, role=caller.role,
+                  actor=actor)  # fmt: skip
     rollout = service.create_rollout(session, deps_of(services), body, actor, now=services.clock())
     return service.rollout_public(session, rollout, services.clock())
 

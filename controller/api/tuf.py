@@ -20,6 +20,7 @@ import stat
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 from edgefleet.controller import plans
 from edgefleet.controller.api.deps import (
     DEVICE,
@@ -29,8 +30,16 @@ from edgefleet.controller.api.deps import (
     get_caller_async,
     revoked_devices,
 )
-from edgefleet.controller.api.files import FileServing, StaticFile, file_serving, metadata_etag
+from edgefleet.controller.api.files import (
+    FileServing,
+    StaticFile,
+    file_serving,
+    if_none_match,
+    metadata_etag,
+)
 from edgefleet.controller.models.registry import ModelVersion
+from edgefleet.controller.signing.storage import Blob
+from edgefleet.controller.trust import Signing
 from edgefleet.shared.errors import ForbiddenError, NotFoundError, ProtocolError
 from edgefleet.shared.topics import validate_device_id
 from fastapi import APIRouter, Depends, Request
@@ -72,18 +81,39 @@ def _stat(path: Path) -> os.stat_result | None:
     return st if stat.S_ISREG(st.st_mode) else None
 
 
-def _metadata_file(folder: Path, filename: str, files: FileServing) -> Response:
-    st = _stat(folder / filename) if _METADATA.match(filename) else None
+async def _metadata_file(
+    signing: Signing, repo: str, filename: str, files: FileServing, request: Request
+) -> Response:
+    if not _METADATA.match(filename):
+        raise NotFoundError(f"no metadata {filename!r}")
+    folder = signing.metadata_folder(repo)
+    if folder is None:  # --tuf-store database: one row by primary key, off the event loop
+        blob = await anyio.to_thread.run_sync(signing.read_metadata, repo, filename)
+        if blob is None:
+            raise NotFoundError(f"no metadata {filename!r}")
+        return _blob(blob, request)
+    st = _stat(folder / filename)
     if st is None:
         raise NotFoundError(f"no metadata {filename!r}")
     return StaticFile(folder / filename, st, metadata_etag(st), files, "application/json",
                       headers=_NO_CACHE)  # fmt: skip
 
 
+def _blob(blob: Blob, request: Request) -> Response:
+    """A metadata row with the semantics of StaticFile that TUF clients use: ETag, 304."""
+    headers = {**_NO_CACHE, "ETag": blob.etag}
+    if if_none_match(request.headers.get("if-none-match"), blob.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(blob.data, media_type="application/json", headers=headers)
+
+
 @router.get("/image/metadata/{filename}", dependencies=IMAGE_READER)
 @router.head("/image/metadata/{filename}", include_in_schema=False, dependencies=IMAGE_READER)
-async def image_metadata(filename: str, services: ServicesDep, files: FilesDep) -> Response:
-    return _metadata_file(services.signing.image_metadata_dir(), filename, files)
+async def image_metadata(
+    filename: str, services: ServicesDep, files: FilesDep, request: Request
+) -> Response:
+    signing = services.signing
+    return await _metadata_file(signing, signing.image_repo(), filename, files, request)
 
 
 @router.get("/director/{device_id}/metadata/{filename}",
@@ -91,17 +121,20 @@ async def image_metadata(filename: str, services: ServicesDep, files: FilesDep) 
 @router.head("/director/{device_id}/metadata/{filename}", include_in_schema=False,
              dependencies=[Depends(_director_reader)])  # fmt: skip
 async def director_metadata(
-    device_id: str, filename: str, services: ServicesDep, files: FilesDep
+    device_id: str, filename: str, services: ServicesDep, files: FilesDep, request: Request
 ) -> Response:
     # async: every idle device polls this; its work (an in-memory revocation set, one
-    # stat of a local file) does not block, and a threadpool trip cost more than it.
+    # stat of a local file) does not block, and a threadpool trip cost more than it
+    # (metadata in the database: the query goes to a worker thread, see _metadata_file).
     try:
         validate_device_id(device_id)
     except ProtocolError as e:
         raise NotFoundError(f"unknown device {device_id!r}") from e
     if device_id in revoked_devices(services):
         raise ForbiddenError(f"device {device_id} is revoked")
-    return _metadata_file(services.signing.director_metadata_dir(device_id), filename, files)
+    signing = services.signing
+    return await _metadata_file(signing, signing.director_repo(device_id), filename, files,
+                                request)  # fmt: skip
 
 
 @router.get("/image/targets/models/{name}/{version}/{filename}", dependencies=IMAGE_READER)

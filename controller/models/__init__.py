@@ -15,6 +15,7 @@ from edgefleet.controller.models import (
     samples,
     telemetry,
     tokens,
+    tuf,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "samples",
     "telemetry",
     "tokens",
+    "tuf",
 ]

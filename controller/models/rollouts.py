@@ -66,12 +66,15 @@ class RolloutStage(SQLModel, table=True):
 
 
 class SchedulerLease(SQLModel, table=True):
-    """Who may advance rollouts: one holder at a time, until ``expires_at``."""
+    """Who may advance rollouts: one holder at a time, until ``expires_at``; ``epoch``
+    fences a holder that lost it (rollouts/lease.py)."""
 
     __tablename__ = "scheduler_lease"
     name: str = Field(primary_key=True, max_length=32)
     holder: str = Field(max_length=128)
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # The fencing token: grows by one on every change of holder, never goes back.
+    epoch: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
 
 
 class RolloutDevicePublic(SQLModel):

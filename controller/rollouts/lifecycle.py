@@ -25,6 +25,7 @@ from __future__ import annotations
 from enum import Enum
 
 from edgefleet.shared.errors import ConflictError
+from edgefleet.shared.transition_table import step
 
 
 class RolloutState(str, Enum):
@@ -85,21 +86,11 @@ class TransitionRefusedError(ConflictError):
     """The event does not apply to the rollout's state (HTTP 409)."""
 
 
-def sources(event: RolloutEvent) -> list[RolloutState]:
-    """The states ``event`` may happen in, in the enum's order."""
-    return [s for s in RolloutState if (s, event) in TRANSITIONS]
-
-
 def transition(
     state: RolloutState | str, event: RolloutEvent, rollout_id: int | None = None
 ) -> RolloutState:
     """The state after ``event``, or :class:`TransitionRefusedError` (one line)."""
     current = RolloutState(state)
-    after = TRANSITIONS.get((current, event))
-    if after is None:
-        allowed = ", ".join(s.value for s in sources(event)) or "nothing"
-        name = "rollout" if rollout_id is None else f"rollout {rollout_id}"
-        raise TransitionRefusedError(
-            f"cannot {event.value} {name}: it is {current.value} (needs {allowed})"
-        )
-    return after
+    name = "rollout" if rollout_id is None else f"rollout {rollout_id}"
+    return step(TRANSITIONS, RolloutState, current, event, lambda needs: TransitionRefusedError(
+        f"cannot {event.value} {name}: it is {current.value} (needs {needs})"))  # fmt: skip

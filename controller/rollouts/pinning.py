@@ -23,7 +23,7 @@ from edgefleet.controller.rollouts.context import TICK_LOCK, Deps, audit
 from edgefleet.controller.rollouts.lifecycle import RolloutState
 from edgefleet.controller.stage_lifecycle import ModelStage
 from edgefleet.shared.errors import EdgefleetError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,14 @@ def rule_of(pin: Pin) -> pinlib.PinRule:
 
 
 def newest(session: Session, model: str) -> str | None:
+    """The model's newest version the validation gate did not reject (a channel without a
+    version follows it)."""
+    accepted = or_(
+        col(ModelVersion.gate_status).is_(None), col(ModelVersion.gate_status) != "rejected"
+    )
     stmt = (
         select(ModelVersion)
-        .where(ModelVersion.name == model)
+        .where(ModelVersion.name == model, accepted)
         .order_by(col(ModelVersion.release).desc())
         .limit(1)
     )

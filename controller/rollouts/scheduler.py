@@ -1,7 +1,9 @@
 """The scheduler: a thread that advances every running rollout, from database state only.
 
 Each round it takes (or renews) the database lease; only the holder ticks, so two
-controllers on one database advance each rollout once. Rollouts go in priority order
+controllers on one database advance each rollout once. The round's fencing token guards
+every commit it makes (``lease.fence_commits``): a holder that paused past its lease
+has its writes refused, not applied beside the new holder's. Rollouts go in priority order
 (higher first), then by age. Every decision is made by the pure ``advance.plan``; this
 loop only decides *when* to ask.
 """
@@ -83,17 +85,32 @@ class Scheduler:
     def round(self) -> int:
         """One round; returns how many rollouts were ticked (0 when not the lease holder)."""
         now = self.clock()
-        leading = lease.acquire(self.engine, self.holder, now, self.lease_ttl_s)
+        token = lease.acquire(self.engine, self.holder, now, self.lease_ttl_s)
+        leading = token is not None
         if leading != self.leading:
-            log.info("scheduler %s: %s the rollout lease", self.holder,
-                     "holds" if leading else "lost")  # fmt: skip
+            epoch = f" (epoch {token})" if leading else ""
+            log.info("scheduler %s: %s the rollout lease%s", self.holder,
+                     "holds" if leading else "lost", epoch)  # fmt: skip
         self.leading = leading
-        if not leading:
+        if token is None:
             return 0
+        try:
+            return self._tick_all(token)
+        except lease.LeaseLostError as e:  # paused past the lease: another holder acts now
+            log.warning("scheduler %s: %s; its uncommitted writes are dropped", self.holder, e)
+            self.leading = False
+            return 0
+
+    def _tick_all(self, token: int) -> int:
         ticked = 0
         with Session(self.engine) as session:
+            # Every commit below first checks, in its own transaction, that this process
+            # still holds the lease under ``token`` (lease.fence).
+            lease.fence_commits(session, self.holder, token)
             try:  # new devices, channels that follow a model's newest version
                 pinning.apply_pins(session, self.deps, SCHEDULER)
+            except lease.LeaseLostError:
+                raise
             except Exception:  # rollouts still advance
                 session.rollback()
                 log.exception("applying pins failed")
@@ -106,6 +123,8 @@ class Scheduler:
                 try:
                     advance(session, self.deps, rollout, self.clock())
                     ticked += 1
+                except lease.LeaseLostError:
+                    raise
                 except Exception:  # one broken rollout must not stop the others
                     session.rollback()
                     log.exception("advancing rollout %s failed", rollout.id)

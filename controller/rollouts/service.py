@@ -157,7 +157,10 @@ def advance(
     ``WAKE`` is set when some are left.
     """
     with TICK_LOCK:
-        session.refresh(rollout)
+        # Other replicas: the row stays locked until this tick commits (PostgreSQL; SQLite
+        # has one writer anyway), so the leader's tick and another replica's first tick of
+        # a new rollout, or an operator's pause, do not decide on the same state twice.
+        session.refresh(rollout, with_for_update=True)
         if rollout.state != RolloutState.RUNNING.value:
             return None
         spec = spec_of(rollout)
@@ -443,8 +446,8 @@ def _record(
         stage.ended_at = now
         stage.outcome = "skipped" if plan.next is adv.Next.NOTHING_TO_DO else plan.outcome.value
         rollout.reason = plan.reason
-        audit(session, SCHEDULER, plan.next.value, target, reason=plan.reason,
-              gates=stage.gates)  # fmt: skip
+        audit(session, SCHEDULER, plan.next.value, target, stage=rollout.stage + 1,
+              reason=plan.reason, gates=stage.gates)  # fmt: skip
         log.info("rollout %s: %s", rollout.id, plan.reason)
     session.add(stage)
     event = _EVENTS.get(plan.next)

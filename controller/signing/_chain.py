@@ -1,4 +1,5 @@
-"""One TUF repository on disk: a folder of consistent-snapshot metadata files.
+"""One TUF repository: a folder (or its rows in the database) of consistent-snapshot
+metadata files.
 
 File names follow the TUF spec for consistent snapshots: ``N.root.json``,
 ``N.targets.json``, ``N.<delegated>.json``, ``N.snapshot.json`` and an unversioned
@@ -6,9 +7,10 @@ File names follow the TUF spec for consistent snapshots: ``N.root.json``,
 the snapshot its timestamp named. Files are written leaves first and ``timestamp.json``
 last: until the timestamp lands, clients see the previous, complete repository.
 
-Several controller processes may share one data dir: the repositories that own a chain
-hold :class:`RepoLock` (``DATA/tuf/.lock``) around every read and write, and call
-:meth:`MetadataChain.refresh_from_disk` inside it, so nobody signs on top of a stale chain.
+Several controller processes may share the metadata (one data dir, or one database; see
+storage.py): the repositories that own a chain hold the store's lock around every read
+and write, and call :meth:`MetadataChain.refresh_from_disk` inside it, so nobody signs on
+top of a stale chain. The chain reads and writes through :class:`MetadataFiles`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
-from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import ConfigError, TrustError
 from securesystemslib.signer import Signer
 from tuf.api.metadata import (
@@ -55,6 +56,32 @@ LIFETIMES: Mapping[str, timedelta] = {
 }
 DELEGATED_LIFETIME = timedelta(days=90)  # like targets: the publisher signs it
 _VERSIONED = re.compile(r"^(\d+)\.root\.json$")
+
+
+class MetadataFiles(Protocol):
+    """The files of one repository: a folder, or its rows in the database (storage.py)."""
+
+    where: str  # for messages: a folder, or "database:<repo>"
+
+    def read(self, name: str) -> bytes | None: ...
+
+    def names(self) -> list[str]: ...
+
+    def stamp(self) -> object | None:  # changes whenever timestamp.json is replaced
+        ...
+
+    def stamp_of(self, data: bytes) -> object | None:
+        """What :meth:`stamp` says once ``data`` was written as timestamp.json."""
+
+    def write(self, name: str, data: bytes) -> None: ...
+
+    def write_unsynced(self, files: list[tuple[str, bytes]]) -> None:
+        """Write each (name, bytes), each whole or not at all; durable only after sync()."""
+
+    def sync(self) -> None:
+        """Make what write_unsynced wrote durable (on a folder: its whole file system)."""
+
+    def delete(self, names: list[str]) -> list[str]: ...
 
 
 LOCK_TIMEOUT_S = 60.0  # seconds to wait for another process's signing write
@@ -131,39 +158,46 @@ class BatchWriter:
     :meth:`flush` writes every leaf file (root, targets, snapshot) with write + rename,
     flushes the file system once, then every ``timestamp.json`` the same way: a client
     never sees a timestamp whose snapshot is not on disk, and a crash before the second
-    flush leaves each device on its previous, complete chain.
+    flush leaves each device on its previous, complete chain. (In the database, all of
+    it lands in the signing transaction, which commits when the lock is released.)
     """
 
-    def __init__(self) -> None:
-        self._leaves: list[tuple[Path, bytes]] = []
-        self._stamps: list[tuple[Path, bytes, MetadataChain]] = []
-        self._stale: list[tuple[Path, dict[str, int]]] = []
+    def __init__(self, background_prune: bool = True) -> None:
+        self._files: dict[int, MetadataFiles] = {}
+        self._leaves: dict[int, list[tuple[str, bytes]]] = {}
+        self._stamps: dict[int, list[tuple[str, bytes]]] = {}
+        self._chains: list[tuple[MetadataChain, bytes]] = []
+        self._stale: list[tuple[MetadataFiles, dict[str, int]]] = []
+        self._background_prune = background_prune
 
-    def add(self, path: Path, data: bytes, chain: MetadataChain, *, last: bool) -> None:
+    def add(self, name: str, data: bytes, chain: MetadataChain, *, last: bool) -> None:
+        key = id(chain.files)
+        self._files[key] = chain.files
+        (self._stamps if last else self._leaves).setdefault(key, []).append((name, data))
         if last:
-            self._stamps.append((path, data, chain))
-        else:
-            self._leaves.append((path, data))
+            self._chains.append((chain, data))
 
-    def prune_later(self, folder: Path, versions: dict[str, int]) -> None:
-        """Once the batch is durable, prune ``folder`` below these versions - 1 (off the
+    def prune_later(self, files: MetadataFiles, versions: dict[str, int]) -> None:
+        """Once the batch is durable, prune these files below these versions - 1 (off the
         signing path: on a busy disk an unlink costs as much as signing a role)."""
-        self._stale.append((folder, versions))
+        self._stale.append((files, versions))
 
     def flush(self) -> None:
-        for path, data in self._leaves:
-            _write_unsynced(path, data)
-        if self._leaves:
-            _sync_fs(self._leaves[0][0].parent)
-        for path, data, _chain in self._stamps:
-            _write_unsynced(path, data)
-        if self._stamps:
-            _sync_fs(self._stamps[0][0].parent)
-        for _p, _d, chain in self._stamps:
-            chain._stamp = chain._disk_stamp()
+        for group in (self._leaves, self._stamps):
+            for key, written in group.items():
+                self._files[key].write_unsynced(written)
+            if group:  # every folder of a store is on one file system: one sync
+                self._files[next(iter(group))].sync()
+        for chain, data in self._chains:
+            chain.remember_stamp(data)
         if self._stale:
-            _PRUNER.submit(_prune_all, self._stale)
-        self._leaves, self._stamps, self._stale = [], [], []
+            if self._background_prune:
+                _PRUNER.submit(_prune_all, self._stale)
+            else:
+                for files, versions in self._stale:
+                    prune(files, versions)
+        self._files, self._leaves, self._stamps, self._chains = {}, {}, {}, []
+        self._stale = []
 
 
 _PRUNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuf-prune")
@@ -174,30 +208,29 @@ def pruning_done(timeout: float | None = None) -> None:
     _PRUNER.submit(lambda: None).result(timeout)
 
 
-def _prune_all(stale: list[tuple[Path, dict[str, int]]]) -> None:
+def _prune_all(stale: list[tuple[MetadataFiles, dict[str, int]]]) -> None:
     try:
-        for folder, versions in stale:
-            prune(folder, versions)
+        for files, versions in stale:
+            prune(files, versions)
     except OSError as e:  # a file left behind costs disk space only; say so once
         log.warning("pruning old director metadata failed: %s", e)
 
 
-def prune(folder: Path, versions: Mapping[str, int]) -> list[str]:
-    """Delete ``N.<role>.json`` for N <= version - 2 (newest first, until one is missing:
-    older ones went in an earlier prune). Returns the names deleted."""
-    removed = []
-    for role, version in versions.items():
-        for old in range(version - 2, 0, -1):
-            path = folder / metadata_filename(role, old)
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                break
-            removed.append(path.name)
-    return removed
+PRUNE_SPAN = 16  # versions below current - 1 a prune looks at (each publish prunes)
 
 
-def _write_unsynced(path: Path, data: bytes) -> None:
+def prune(files: MetadataFiles, versions: Mapping[str, int]) -> list[str]:
+    """Delete ``N.<role>.json`` for version - 2 - PRUNE_SPAN < N <= version - 2 (older
+    ones went in an earlier prune). Returns the names deleted."""
+    doomed = [
+        metadata_filename(role, old)
+        for role, version in versions.items()
+        for old in range(version - 2, max(0, version - 2 - PRUNE_SPAN), -1)
+    ]
+    return files.delete(doomed)
+
+
+def write_unsynced(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as f:
         f.write(data)
@@ -207,7 +240,7 @@ def _write_unsynced(path: Path, data: bytes) -> None:
 _LIBC = ctypes.CDLL(None, use_errno=True) if hasattr(os, "sync") else None
 
 
-def _sync_fs(folder: Path) -> None:
+def sync_fs(folder: Path) -> None:
     """syncfs(2) on the folder's file system (Linux); os.sync() elsewhere."""
     syncfs = getattr(_LIBC, "syncfs", None)
     if syncfs is None:
@@ -243,13 +276,13 @@ class MetadataChain:
 
     def __init__(
         self,
-        folder: Path,
+        files: MetadataFiles,
         signers: Mapping[str, Signer],
         online: frozenset[str],
         *,
         prune: bool = False,
     ) -> None:
-        self.folder = folder
+        self.files = files
         self._signers = signers
         self._online = online
         # Drop targets/snapshot versions older than the previous one after each publish
@@ -257,7 +290,7 @@ class MetadataChain:
         self._prune = prune
         self.sink: BatchWriter | None = None  # set: writes are collected, not made
         self.md: dict[str, Metadata[Any]] = {}
-        self._stamp: tuple[int, int, int] | None = None  # timestamp.json as last read/written
+        self._stamp: object | None = None  # timestamp.json as last read/written
 
     # -- building -------------------------------------------------------------------
 
@@ -287,40 +320,40 @@ class MetadataChain:
 
     def load(self) -> None:
         """Read the newest complete repository: timestamp -> snapshot -> targets roles."""
-        self._stamp = self._disk_stamp()
+        self._stamp = self.files.stamp()
         try:
-            self.md["root"] = Metadata.from_file(str(self.folder / self._newest_root()))
-            timestamp = Metadata[Timestamp].from_file(str(self.folder / "timestamp.json"))
+            self.md["root"] = self._read(self._newest_root())
+            timestamp: Metadata[Timestamp] = self._read("timestamp.json")
             self.md["timestamp"] = timestamp
             snap_version = timestamp.signed.snapshot_meta.version
-            snapshot = Metadata[Snapshot].from_file(
-                str(self.folder / metadata_filename("snapshot", snap_version))
-            )
+            snapshot: Metadata[Snapshot] = self._read(metadata_filename("snapshot", snap_version))
             self.md["snapshot"] = snapshot
             for name, meta in snapshot.signed.meta.items():
                 role = name.removesuffix(".json")
-                path = self.folder / metadata_filename(role, meta.version)
-                self.md[role] = Metadata.from_file(str(path))
+                self.md[role] = self._read(metadata_filename(role, meta.version))
         except (OSError, DeserializationError, ValueError) as e:
-            raise TrustError(f"repository metadata in {self.folder} unreadable: {e}") from e
+            raise TrustError(f"repository metadata in {self.files.where} unreadable: {e}") from e
         self._check_keys()
 
     def refresh_from_disk(self) -> bool:
         """Load again when another process published since this chain read or wrote
         (timestamp.json is replaced on every publish); True when it did."""
-        stamp = self._disk_stamp()
+        stamp = self.files.stamp()
         if stamp is None or stamp == self._stamp:
             return False
         self.md.clear()
         self.load()
         return True
 
-    def _disk_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = (self.folder / "timestamp.json").stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    def remember_stamp(self, data: bytes) -> None:
+        """timestamp.json is ``data`` now, written by this chain (BatchWriter.flush)."""
+        self._stamp = self.files.stamp_of(data)
+
+    def _read(self, name: str) -> Metadata[Any]:
+        data = self.files.read(name)
+        if data is None:
+            raise FileNotFoundError(f"no {name} in {self.files.where}")
+        return Metadata.from_bytes(data)
 
     def _check_keys(self) -> None:
         """Refuse to start with keys the repository does not trust (e.g. a lost keys/ dir)."""
@@ -337,16 +370,14 @@ class MetadataChain:
                 trusted = []
             if keyid not in trusted:
                 raise ConfigError(
-                    f"signing key for {role} is not the one {self.folder} trusts; "
+                    f"signing key for {role} is not the one {self.files.where} trusts; "
                     "restore the keys folder that signed it"
                 )
 
     def _newest_root(self) -> str:
-        versions = [
-            int(m.group(1)) for p in self.folder.iterdir() if (m := _VERSIONED.match(p.name))
-        ]
+        versions = [int(m.group(1)) for name in self.files.names() if (m := _VERSIONED.match(name))]
         if not versions:
-            raise FileNotFoundError(f"no N.root.json in {self.folder}")
+            raise FileNotFoundError(f"no N.root.json in {self.files.where}")
         return f"{max(versions)}.root.json"
 
     # -- reading --------------------------------------------------------------------
@@ -371,9 +402,8 @@ class MetadataChain:
         md.signatures.clear()
         for signer in signers:
             md.sign(signer, append=True)
-        write_bytes(
-            self.folder / metadata_filename("root", md.signed.version),
-            md.to_bytes(JSONSerializer(compact=False)),
+        self.files.write(
+            metadata_filename("root", md.signed.version), md.to_bytes(JSONSerializer(compact=False))
         )
 
     def bump(self, role: str, now: datetime) -> None:
@@ -412,7 +442,7 @@ class MetadataChain:
         self._bump("timestamp", now)
         if self._prune:
             if self.sink is not None:
-                self.sink.prune_later(self.folder, self._current_versions())
+                self.sink.prune_later(self.files, self._current_versions())
             else:
                 self.prune_old()
 
@@ -422,7 +452,7 @@ class MetadataChain:
         A client that read the previous timestamp still finds the snapshot and targets it
         names; nothing older is reachable from any timestamp served since. Root stays.
         """
-        return prune(self.folder, self._current_versions())
+        return prune(self.files, self._current_versions())
 
     def _current_versions(self) -> dict[str, int]:
         return {
@@ -455,8 +485,8 @@ class MetadataChain:
         name = metadata_filename(role, md.signed.version)
         data = md.to_bytes(JSONSerializer(compact=False))
         if self.sink is not None:
-            self.sink.add(self.folder / name, data, self, last=role == "timestamp")
+            self.sink.add(name, data, self, last=role == "timestamp")
             return
-        write_bytes(self.folder / name, data)
+        self.files.write(name, data)
         if role == "timestamp":
-            self._stamp = self._disk_stamp()
+            self.remember_stamp(data)

@@ -23,6 +23,7 @@ from edgefleet.controller.signing._chain import TOP_LEVEL, MetadataChain, lifeti
 from edgefleet.controller.signing.image_repo import ONLINE
 from edgefleet.controller.signing.keys import KeyStore
 from edgefleet.controller.signing.repositories import TufRepositories, utc_now
+from edgefleet.controller.signing.storage import FolderFiles
 from edgefleet.controller.signing.targets import MODELS_PATHS, MODELS_ROLE
 from edgefleet.shared.errors import ConfigError, TrustError
 from securesystemslib.signer import CryptoSigner, Signer
@@ -71,8 +72,7 @@ def init_keys(
     }
     for role in TOP_LEVEL:
         _make(online, f"director-{role}")  # the director's keys are online
-    folder.mkdir(parents=True, exist_ok=True)
-    chain = MetadataChain(folder, signers, ONLINE)
+    chain = MetadataChain(FolderFiles(folder), signers, ONLINE)
     chain.create(clock(), {MODELS_ROLE: MODELS_PATHS})
     root = _root(chain)
     for signer in roots[1:]:
@@ -104,7 +104,7 @@ def rotate_key(
     if not (folder / "timestamp.json").exists():
         raise ConfigError(f"no image repository in {folder}: run `edgefleet keys init`")
     online, offline = KeyStore(data_dir / "keys"), KeyStore(offline_dir)
-    chain = MetadataChain(folder, {}, frozenset())
+    chain = MetadataChain(FolderFiles(folder), {}, frozenset())
     chain.load()
     now = clock()
     keys = _known_signers(chain, online, offline)
@@ -156,7 +156,7 @@ def rotate_director_key(
     root_version = 0
     for stamp in sorted(folder.glob("*/metadata/timestamp.json")):
         meta = stamp.parent
-        chain = MetadataChain(meta, current, frozenset())
+        chain = MetadataChain(FolderFiles(meta), current, frozenset())
         chain.load()
         root = _root(chain)
         for keyid in list(root.roles[top].keyids):

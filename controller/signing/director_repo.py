@@ -1,6 +1,7 @@
 """The director repository: which artifacts each device must run (Uptane's director).
 
-One metadata chain per device under ``DATA/tuf/director/<device_id>/metadata/``, all signed
+One metadata chain per device (``director/<device_id>/metadata/`` of the metadata store:
+``DATA/tuf/`` or the database, see storage.py), all signed
 with the same online director keys, so a device only ever sees its own assignment and no
 snapshot grows with the fleet. Every role here is online: targets, snapshot and timestamp
 are re-signed by :meth:`DirectorRepository.refresh_online_roles` as they near expiry.
@@ -11,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 
-from edgefleet.controller.signing._chain import TOP_LEVEL, BatchWriter, MetadataChain, RepoLock
+from edgefleet.controller.signing._chain import TOP_LEVEL, BatchWriter, MetadataChain
 from edgefleet.controller.signing.keys import KeyStore
+from edgefleet.controller.signing.storage import MetadataStore, device_of, director_repo
 from edgefleet.controller.signing.targets import TargetInfo
 from edgefleet.shared.errors import NotFoundError
 from edgefleet.shared.topics import validate_device_id
@@ -25,18 +26,19 @@ ONLINE = frozenset({"targets", "snapshot", "timestamp"})
 
 
 class DirectorRepository:
-    """Per-device director metadata under one folder (``DATA/tuf/director/``)."""
+    """Per-device director metadata in one metadata store."""
 
-    def __init__(self, folder: Path, keys: KeyStore, clock: Callable[[], datetime]) -> None:
-        self.folder = folder
+    def __init__(self, store: MetadataStore, keys: KeyStore, clock: Callable[[], datetime]) -> None:
+        self._store = store
         self._clock = clock
-        # Shared with the image repository and other controller processes on this data dir.
-        self._lock = RepoLock(folder.parent / ".lock")
+        # Shared with the image repository and the other controller processes on the store.
+        self._lock = store.lock()
         self._signers: dict[str, Signer] = {r: keys.signer(f"director-{r}") for r in TOP_LEVEL}
         self._chains: dict[str, MetadataChain] = {}
 
-    def metadata_dir(self, device_id: str) -> Path:
-        return self.folder / validate_device_id(device_id) / "metadata"
+    def repo(self, device_id: str) -> str:
+        """The device's metadata folder under /tuf (``director/<device_id>/metadata``)."""
+        return director_repo(validate_device_id(device_id))
 
     def ensure_device(self, device_id: str) -> int:
         """Create the device's chain (root + empty targets) if missing; its targets version."""
@@ -77,15 +79,15 @@ class DirectorRepository:
     def _batch(self) -> Iterator[tuple[BatchWriter, list[MetadataChain]]]:
         """One lock hold and one flush for every chain the block touches; on an error the
         touched chains are dropped from memory (signed, maybe never written) and re-read."""
-        sink = BatchWriter()
+        sink = BatchWriter(self._store.background_prune)
         touched: list[MetadataChain] = []
         with self._lock:
             try:
                 yield sink, touched
                 sink.flush()
             except BaseException:
-                for chain in touched:
-                    self._chains.pop(chain.folder.parent.name, None)
+                for device_id in [d for d, c in self._chains.items() if c in touched]:
+                    del self._chains[device_id]
                 raise
             finally:
                 for chain in touched:
@@ -115,9 +117,7 @@ class DirectorRepository:
         return [TargetInfo.from_target_file(t) for t in listed]
 
     def devices(self) -> list[str]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(p.name for p in self.folder.iterdir() if (p / "metadata").is_dir())
+        return sorted(d for r in self._store.device_repos() if (d := device_of(r)) is not None)
 
     def refresh_online_roles(self, now: datetime) -> dict[str, list[str]]:
         """Re-sign every device's roles that are within half their lifetime of expiry."""
@@ -136,12 +136,11 @@ class DirectorRepository:
         if chain is not None:
             chain.refresh_from_disk()  # another controller process may have assigned since
             return chain
-        folder = self.metadata_dir(device_id)
-        chain = MetadataChain(folder, self._signers, ONLINE, prune=True)
-        if (folder / "timestamp.json").exists():
+        files = self._store.files(self.repo(device_id))
+        chain = MetadataChain(files, self._signers, ONLINE, prune=True)
+        if files.stamp() is not None:
             chain.load()
         elif create:
-            folder.mkdir(parents=True, exist_ok=True)
             chain.sink = sink
             chain.create(self._clock(), {})
         else:

@@ -1,7 +1,8 @@
 """The image repository: which model artifacts may run at all.
 
 Roles root / targets / snapshot / timestamp; ``targets`` delegates every model path to
-the role ``models`` (the publisher's key). Metadata lives in ``DATA/tuf/image/metadata/``.
+the role ``models`` (the publisher's key). Metadata lives in ``image/metadata/`` of the
+metadata store (``DATA/tuf/`` or the database, see storage.py).
 The artifact bytes are not copied here: the controller keeps them in its
 content-addressed store and serves them under the hash-prefixed target name.
 """
@@ -13,9 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgefleet.controller.signing._chain import MetadataChain, RepoLock
+from edgefleet.controller.signing._chain import MetadataChain
 from edgefleet.controller.signing.keys import KeyStore
 from edgefleet.controller.signing.publisher import check_models_update, install_models_update
+from edgefleet.controller.signing.storage import IMAGE, MetadataStore
 from edgefleet.controller.signing.targets import (
     MODELS_PATHS,
     MODELS_ROLE,
@@ -36,15 +38,15 @@ ONLINE = frozenset({"snapshot", "timestamp"})
 class ImageRepository:
     """Signs model targets into the image repository; loads it or creates it on start."""
 
-    def __init__(self, metadata_dir: Path, keys: KeyStore, clock: Callable[[], datetime]) -> None:
-        self.metadata_dir = metadata_dir
+    def __init__(self, store: MetadataStore, keys: KeyStore, clock: Callable[[], datetime]) -> None:
         self._clock = clock
-        # Other controller processes on this data dir sign too: every use holds the data
-        # dir's lock and first re-reads what they published.
-        self._lock = RepoLock(metadata_dir.parent.parent / ".lock", on_enter=self._reread)
+        # Other controller processes on this store sign too: every use holds the store's
+        # lock and first re-reads what they published.
+        self._lock = store.lock(on_enter=self._reread)
         self._ready = False  # nothing to re-read while the constructor holds the lock
+        files = store.files(IMAGE)
         with self._lock:
-            exists = (metadata_dir / "timestamp.json").exists()
+            exists = files.stamp() is not None
             # An existing repository made by `edgefleet keys init` keeps root, targets and
             # models keys off the controller: sign only with the keys this folder holds.
             signers = {
@@ -53,11 +55,10 @@ class ImageRepository:
                 if not exists or role in ONLINE or keys.has(f"image-{role}")
             }
             self.can_sign_models = MODELS_ROLE in signers
-            self._chain = MetadataChain(metadata_dir, signers, ONLINE)
+            self._chain = MetadataChain(files, signers, ONLINE)
             if exists:
                 self._chain.load()
             else:
-                metadata_dir.mkdir(parents=True, exist_ok=True)
                 self._chain.create(clock(), {MODELS_ROLE: MODELS_PATHS})
         self._ready = True
 

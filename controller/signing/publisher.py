@@ -24,7 +24,6 @@ from edgefleet.controller.signing._chain import (
     metadata_filename,
 )
 from edgefleet.controller.signing.targets import MODELS_ROLE, model_target_path, target_custom
-from edgefleet.shared.durable import write_bytes
 from edgefleet.shared.errors import ArtifactError, TrustError
 from securesystemslib.signer import Signer
 from tuf.api.exceptions import UnsignedMetadataError
@@ -140,7 +139,7 @@ def check_models_update(
 def install_models_update(chain: MetadataChain, new: Metadata[Targets], now: datetime) -> None:
     """Write the publisher-signed ``models`` as is, then a new snapshot and timestamp."""
     name = metadata_filename(MODELS_ROLE, new.signed.version)
-    write_bytes(chain.folder / name, new.to_bytes(JSONSerializer(compact=False)))
+    chain.files.write(name, new.to_bytes(JSONSerializer(compact=False)))
     chain.md[MODELS_ROLE] = new
     chain.publish_snapshot(now)
 

@@ -5,6 +5,9 @@ Layout (served by the controller under ``/tuf/``)::
     DATA/keys/                                every signing key (skeleton, see keys.py)
     DATA/tuf/image/metadata/                  image repository
     DATA/tuf/director/<device_id>/metadata/   each device's director repository
+
+With ``--tuf-store database`` the two ``metadata/`` trees are rows of the database
+instead (storage.py), under the same names; the keys stay in ``DATA/keys/``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,18 @@ from pathlib import Path
 from edgefleet.controller.signing.director_repo import DirectorRepository
 from edgefleet.controller.signing.image_repo import ImageRepository
 from edgefleet.controller.signing.keys import KeyStore
+from edgefleet.controller.signing.storage import (
+    IMAGE,
+    Blob,
+    DatabaseStore,
+    FolderStore,
+    MetadataStore,
+    director_repo,
+    import_folder,
+)
 from edgefleet.controller.signing.targets import TargetInfo
-from edgefleet.shared.errors import TrustError
+from edgefleet.shared.errors import NotFoundError, TrustError
+from edgefleet.shared.topics import validate_device_id
 
 
 def utc_now() -> datetime:
@@ -28,18 +41,56 @@ def utc_now() -> datetime:
 class TufRepositories:
     """Image + director repositories of one controller data dir; safe to share across threads."""
 
-    def __init__(self, data_dir: Path, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        clock: Callable[[], datetime] = utc_now,
+        store: MetadataStore | None = None,  # None: files under DATA/tuf/
+    ) -> None:
         self.data_dir = data_dir
         self.keys = KeyStore(data_dir / "keys")
-        self.image = ImageRepository(data_dir / "tuf" / "image" / "metadata", self.keys, clock)
-        self.director = DirectorRepository(data_dir / "tuf" / "director", self.keys, clock)
+        folder = FolderStore(data_dir / "tuf")
+        if isinstance(store, DatabaseStore):  # `keys init` (or a folder-mode run) came first
+            import_folder(folder, store)
+        self.store: MetadataStore = store or folder
+        self.image = ImageRepository(self.store, self.keys, clock)
+        self.director = DirectorRepository(self.store, self.keys, clock)
 
     @property
     def image_metadata_dir(self) -> Path:
-        return self.image.metadata_dir
+        """The image repository's folder (folder store only: tests, ceremonies)."""
+        return self.data_dir / "tuf" / IMAGE
 
     def director_metadata_dir(self, device_id: str) -> Path:
-        return self.director.metadata_dir(device_id)
+        return self.data_dir / "tuf" / self.director.repo(device_id)
+
+    def metadata_folder(self, repo: str) -> Path | None:
+        """Where ``repo``'s files are on disk; None when they are in the database."""
+        return self.store.root / repo if isinstance(self.store, FolderStore) else None
+
+    def read_metadata(self, repo: str, name: str) -> Blob | None:
+        """One metadata file of ``repo`` from the database store (blocks: a query)."""
+        if not isinstance(self.store, DatabaseStore):
+            raise TypeError("read_metadata is for the database store")
+        return self.store.read(repo, name)
+
+    def newest_root(self, repo: str) -> str:
+        """The newest ``N.root.json`` of ``repo`` (a device's bootstrap root at enrollment)."""
+        files = self.store.files(repo)
+        versions = [int(n.split(".")[0]) for n in files.names()
+                    if n.endswith(".root.json") and n.split(".")[0].isdigit()]  # fmt: skip
+        data = files.read(f"{max(versions)}.root.json") if versions else None
+        if data is None:
+            raise NotFoundError(f"no root metadata in {files.where}")
+        return data.decode()
+
+    @staticmethod
+    def image_repo() -> str:
+        return IMAGE
+
+    @staticmethod
+    def director_repo(device_id: str) -> str:
+        return director_repo(validate_device_id(device_id))
 
     def assign(self, device_id: str, targets: Sequence[TargetInfo]) -> int:
         """Director assignment, refused unless the image repo signed exactly these targets."""

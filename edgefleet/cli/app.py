@@ -20,6 +20,7 @@ from edgefleet.cli import (
     controller,
     data,
     devices,
+    gate,
     keys,
     models,
     pins,
@@ -87,6 +88,7 @@ def build_app() -> typer.Typer:
     app.add_typer(pins.channel_app, name="channel")
     app.add_typer(data.alerts_app, name="alerts")
     app.add_typer(data.samples_app, name="samples")
+    app.add_typer(gate.dataset_app, name="dataset")
     app.add_typer(sampling.app, name="sampling")
     app.add_typer(pki.app, name="pki")
     app.add_typer(trust.token_app, name="token")

@@ -195,6 +195,25 @@ class ControllerClient:
         except httpx.TransportError as e:
             raise TransportError(f"cannot reach the controller at {self.url}: {e}") from e
 
+    # --- the validation gate -----------------------------------------------------------
+
+    def datasets(self) -> list[Json]:
+        return self._data("/v1/datasets")
+
+    def add_dataset(self, name: str, archive: Path, on_read: Callable[[int], None]) -> Json:
+        with archive.open("rb") as f:
+            files = {"file": ("dataset.tar", CountingReader(f, on_read), "application/x-tar")}
+            answer: Json = self.call("POST", f"/v1/datasets/{name}", files=files)
+        return answer
+
+    def policy(self, name: str) -> Json | None:
+        """The model's validation policy; None when it has none."""
+        return self._optional(f"/v1/models/{name}/policy")
+
+    def set_policy(self, name: str, body: Json) -> Json:
+        answer: Json = self.call("PUT", f"/v1/models/{name}/policy", json=body)
+        return answer
+
     # --- TensorRT plans ----------------------------------------------------------------
 
     def plans(self, params: dict[str, str]) -> list[Json]:
@@ -239,8 +258,10 @@ class ControllerClient:
         answer: Json = self.call("GET", f"/v1/rollouts/{rollout_id}")
         return answer
 
-    def create_rollout(self, spec: Json) -> Json:
-        answer: Json = self.call("POST", "/v1/rollouts", json=spec)
+    def create_rollout(self, spec: Json, *, override_gate: bool = False) -> Json:
+        """``override_gate``: roll out a version the validation gate rejected (admin)."""
+        params = {"override_gate": "true"} if override_gate else {}
+        answer: Json = self.call("POST", "/v1/rollouts", json=spec, params=params)
         return answer
 
     def act_on_rollout(self, rollout_id: str, action: str) -> Json:

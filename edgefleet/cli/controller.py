@@ -6,6 +6,7 @@ file can set it; controller/settings.py's ServeConfig holds the defaults (docs/S
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,11 @@ import typer
 from edgefleet.cli.base import group
 
 app = group("the central controller service")
+
+
+class TufStore(str, Enum):
+    folder = "folder"
+    database = "database"
 
 
 @app.command("serve")
@@ -60,6 +66,11 @@ def serve(
         help="where artifacts live: s3://BUCKET/PREFIX[?endpoint=URL&presign=SECONDS] "
         "(credentials from AWS_* env), file:///PATH; default DATA/artifacts",
     )] = None,
+    tuf_store: Annotated[TufStore | None, typer.Option(
+        "--tuf-store",
+        help="where TUF metadata lives and what serialises signing: files under DATA/tuf "
+        "(default) or the database, so replicas on one database need no shared folder",
+    )] = None,
     telemetry_max_age_days: Annotated[float | None, typer.Option(
         "--telemetry-max-age-days",
         help="raw telemetry windows kept this long, then summed per device and hour "
@@ -74,6 +85,7 @@ def serve(
         "database_url": database_url, "insecure_dev": insecure_dev,
         "public_mirror": public_mirror, "max_downloads": max_downloads,
         "offload_prefix": offload_prefix, "artifact_store": artifact_store,
+        "tuf_store": tuf_store.value if tuf_store else None,
         "telemetry_max_age_days": telemetry_max_age_days,
     }  # fmt: skip
     code = run(flags)

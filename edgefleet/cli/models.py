@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edgefleet.cli import plans, push, reproduce
+from edgefleet.cli import gate, plans, push, reproduce
 from edgefleet.cli.base import group
 from edgefleet.cli.output import Column, JsonFlag, print_json, show_list
 from edgefleet.cli.params import parse_target
@@ -33,6 +33,7 @@ VERSION_COLUMNS = (
     Column("SHA256", lambda v: v["sha256"][:12]),
     Column("BYTES", lambda v: str(v["length"])),
     Column("CREATED", lambda v: v["created_at"]),
+    Column("GATE", lambda v: v.get("gate_status") or "-"),
 )
 
 
@@ -61,17 +62,20 @@ def show(target: Target, as_json: JsonFlag = False) -> None:
         row = _version(api, name, version)
         lineage = api.lineage(name, version)
         card = api.card(name, version)
+        policy = api.policy(name)
     if as_json:
-        print_json({"version": row, "lineage": lineage, "card": card})
+        print_json({"version": row, "lineage": lineage, "card": card, "policy": policy})
         return
     print(f"{name}:{version} release {row['release']} sha256 {row['sha256'][:12]}"
-          f" ({row['length']} bytes, pushed {row['created_at']})")  # fmt: skip
+          f" ({row['length']} bytes, pushed {row['created_at']})"
+          f" stage {row.get('stage') or 'candidate'}")  # fmt: skip
     if lineage is None:
         print("  lineage             - (pushed without it)")
     else:
         print("\n".join(lines(lineage)))
     no_card = "model card: - (push with --validation DIR)"
     print("\n".join(push.card_lines(card)) if card else no_card)
+    print("\n".join(gate.show_lines(policy, row)))
 
 
 def _version(api: ControllerClient, name: str, version: str) -> dict[str, Any]:
@@ -106,6 +110,7 @@ def diff(
 
 
 app.command("reproduce")(reproduce.reproduce)
+app.command("policy")(gate.policy)
 
 
 @app.command("stage")

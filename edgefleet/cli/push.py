@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from edgefleet.cli.gate import push_verdict
 from edgefleet.cli.output import say
 from edgefleet.shared.errors import ArtifactError, ConfigError, EdgefleetError
 
@@ -88,6 +89,7 @@ def push(
         if validation:
             card = push_card(api, row["name"], row["version"], onnx_path, validation)
             print("\n".join(card_lines(card)))
+    push_verdict(row)
 
 
 def _push_source(file: Path | None, from_mlflow: str | None, prov: Provenance) -> Path | None:

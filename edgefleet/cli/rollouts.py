@@ -212,6 +212,9 @@ def create(
         "--stratify-by", metavar="LABEL", help="first stages span this label")] = None,
     priority: Annotated[int | None, typer.Option(
         "--priority", help="higher goes first when rollouts compete")] = None,
+    override_gate: Annotated[bool, typer.Option(
+        "--override-gate",
+        help="roll out a version the validation gate rejected (admin)")] = False,
     window: Annotated[list[str] | None, typer.Option(
         "--window", metavar="CRON",
         help='maintenance window: devices install only in the minutes this cron names, '
@@ -241,7 +244,7 @@ def create(
     )  # fmt: skip
     body = rollout_body(flags)
     with ControllerClient.from_env() as api:
-        print_rollout(api.create_rollout(body))
+        print_rollout(api.create_rollout(body, override_gate=override_gate))
 
 
 ROLLOUT_COLUMNS = (

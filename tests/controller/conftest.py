@@ -39,15 +39,18 @@ def onnx_model(tmp_path: Path) -> Path:
 def make_services(tmp_path: Path) -> Iterator[Callable[..., Services]]:
     built: list[Services] = []
 
-    def build(database_url: str | None = None, link: object | None = None) -> Services:
-        settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    def build(
+        database_url: str | None = None, link: object | None = None, tuf_store: str = "folder"
+    ) -> Services:
+        settings = Settings(data_dir=tmp_path / "data", database_url=database_url,
+                            tuf_store=tuf_store)  # fmt: skip
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.db_url)
         services = Services(
             settings,
             engine,
             ArtifactStore(settings.artifacts_dir),
-            TufSigning.open(settings.data_dir),
+            TufSigning.open(settings.data_dir, engine if tuf_store == "database" else None),
             link or NoLink(),  # type: ignore[arg-type]
         )
         built.append(services)

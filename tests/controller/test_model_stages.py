@@ -152,6 +152,7 @@ def test_rollouts_move_versions_to_production_and_a_channel_follows(
         assert listed["production"] == "v2"
         assert [v["stage"] for v in listed["versions"]] == ["archived", "production", "candidate"]
         assert "(production)" in _cli(url, "channel", "list").stdout
+        assert "stage production" in _cli(url, "model", "show", "shapes:v2").stdout.splitlines()[0]
 
         # Another rollout of the production version leaves it there, also when rolled back.
         again = client.post("/v1/rollouts", json={"model": "shapes", "version": "v2",

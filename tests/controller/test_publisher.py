@@ -29,6 +29,7 @@ from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import Metadata, Targets
 from tuf.api.serialization.json import JSONSerializer
 
+REPO = Path(__file__).resolve().parents[2]
 Serve = Callable[[Services], AbstractContextManager[httpx.Client]]
 
 
@@ -190,3 +191,32 @@ def test_signed_push_of_a_non_detector_is_422(
     assert answer.status_code == 422, answer.text
     assert "not a detector the agent can run" in answer.json()["detail"]
     assert client.get("/v1/models").json()["count"] == 0
+
+
+def test_signed_push_is_judged_by_the_validation_gate(
+    system: tuple[httpx.Client, Services, Path], tmp_path: Path
+) -> None:
+    """The publisher's signature does not skip the gate: a version below the policy's
+    minimum is recorded as rejected, whichever push route brought it."""
+    import importlib.util
+
+    from edgefleet.controller.datasets import pack
+
+    from edgefleet.tiny_models import tiny_onnx
+
+    client, _services, key = system
+    spec = importlib.util.spec_from_file_location("make_dataset", REPO / "models/make_dataset.py")
+    assert spec is not None
+    assert spec.loader is not None
+    make_dataset = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_dataset)
+    make_dataset.generate(tmp_path / "val", 0, 5, seed=1)
+    with pack(tmp_path / "val" / "images" / "val", tmp_path / "val.tar").open("rb") as f:
+        assert client.post("/v1/datasets/val", files={"file": f}).status_code == 200
+    policy = {"dataset": "val", "min_map50": 0.1, "min_images": 5}
+    assert client.put("/v1/models/m/policy", json=policy).status_code == 200
+    model = tiny_onnx(tmp_path / "tiny.onnx")  # detects nothing: mAP50 0
+    answer = _post(client, "m", model, _signed(client, _signer(key), "m", model))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["gate_status"] == "rejected"
+    assert answer.json()["gate"]["reasons"] == ["mAP50 0.000 (minimum 0.100)"]
