@@ -14,6 +14,12 @@ priority in the main thread instead, as the agent did before.
 A frame counts as "during a swap" when it finished between the start of a load and
 ``--settle-s`` after the commit. Latency is the frame's own time on the model
 (``FrameResult.latency_ms``): pre-processing, run and decoding.
+
+After each swap, ``--gap-s`` later, comes a control window exactly as long as that swap's
+window in which nothing is swapped; then ``--gap-s`` again before the next swap. Drops and
+p99 in the control windows are what the machine does without a swap under the same outside
+load (other processes on a shared box): only what swaps add beyond them is theirs. The
+1-minute load average is reported at the start, the end and its highest in between.
 """
 
 from __future__ import annotations
@@ -172,7 +178,11 @@ def bench(
         "models": [str(m) for m in models],
         "swaps": swaps,
         "model_load": "plain" if plain_load else "background",
-        "load_average_1min": {"start": loadavg[0], "end": loadavg[-1], "max": max(loadavg)},
+        "load_average_1min": {
+            "start": round(loadavg[0], 2),
+            "end": round(loadavg[-1], 2),
+            "max": round(max(loadavg), 2),
+        },
         "capacity_fps": round(capacity, 1),
         "source_fps": round(fps, 1) if fps else "saturating (blocking reader)",
         "frames": len(rec.done),
@@ -220,7 +230,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         f"  dropped {r['frames_dropped']}: {r['frames_dropped_during_swaps']} during swaps, "
         f"{r['frames_dropped_during_control']} in control windows as long with no swap "
-        f"({r['seconds_during_swaps']} s each); errors {r['frame_errors']}  (target 0)"
+        f"({r['seconds_during_swaps']} s of each); errors {r['frame_errors']}  (target 0)"
     )
     print(
         f"  p99 steady {r['p99_steady_ms']} ms, during swaps {r['p99_during_swaps_ms']} ms, "
