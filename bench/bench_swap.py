@@ -115,6 +115,12 @@ PLAIN_HELP = (
 )
 
 
+FPS_HELP = (
+    "paced at this many frames per second instead of --load times the capacity measured "
+    "first (which moves with the load on a shared machine); to compare runs at one rate"
+)
+
+
 def p99(values: list[float]) -> float:
     return float(np.percentile(values, 99)) if values else float("nan")
 
@@ -128,10 +134,11 @@ def bench(
     gap_s: float,
     settle_s: float,
     plain_load: bool = False,
+    fps: float = 0.0,
 ) -> dict[str, Any]:
     images = load_images(source)
     capacity = min(measure_capacity(m, images, plain=plain_load) for m in models)
-    fps = capacity * load  # load 0: saturating, the loop never waits for a frame
+    fps = fps or capacity * load  # both 0: saturating, the loop never waits for a frame
     slots, rec, src = ModelSlots(), Recorder(), ReplaySource(images)
     first = load_detector(models[0], plain=plain_load)
     slots.stage(first, pointer(models[0], "m0"))
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         help="0: saturating source (reader blocks, loop never idle); else paced at this "
         "fraction of the measured capacity, dropping the oldest frame when the queue is full",
     )
+    p.add_argument("--fps", type=float, default=0.0, help=FPS_HELP)
     p.add_argument("--gap-s", type=float, default=1.0, help="steady seconds between swaps")
     p.add_argument(
         "--settle-s", type=float, default=0.5, help="seconds after a swap still 'during'"
@@ -268,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     r = bench(
         a.models, a.source, a.swaps, load=a.load, gap_s=a.gap_s, settle_s=a.settle_s,
-        plain_load=a.plain_load,
+        plain_load=a.plain_load, fps=a.fps,
     )  # fmt: skip
     if a.json:
         print(json.dumps(r, indent=2))
