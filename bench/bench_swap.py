@@ -90,9 +90,11 @@ def load_detector(path: Path, *, plain: bool) -> Detector:
     return Detector.from_backend(OnnxRuntimeBackend(background=not plain), path)
 
 
-def pointer(path: Path, version: str) -> ModelPointer:
-    digest = sha256_file(path)
-    return ModelPointer("bench", version, 1, digest, path.name)
+def pointers(models: list[Path]) -> Callable[[Path, str], ModelPointer]:
+    """Each model's pointer, hashed once up front: the agent hashes an artifact when it is
+    downloaded and stored, not while it swaps it in."""
+    digests = {m: sha256_file(m) for m in models}
+    return lambda path, version: ModelPointer("bench", version, 1, digests[path], path.name)
 
 
 def measure_capacity(
@@ -140,6 +142,7 @@ def bench(
     capacity = min(measure_capacity(m, images, plain=plain_load) for m in models)
     fps = fps or capacity * load  # both 0: saturating, the loop never waits for a frame
     slots, rec, src = ModelSlots(), Recorder(), ReplaySource(images)
+    pointer = pointers(models)
     first = load_detector(models[0], plain=plain_load)
     slots.stage(first, pointer(models[0], "m0"))
     slots.swap()
