@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
     swap.add_argument(
         "--load", type=float, default=0.0, help="0: saturating source; else fraction of capacity"
     )
+    swap.add_argument(
+        "--fps", type=float, default=0.0, help="pace at this rate instead (0: use --load)"
+    )
     swap.add_argument("--gap-s", type=float, default=1.0, help="steady seconds between swaps")
     swap.add_argument("--settle-s", type=float, default=0.5, help="seconds after a swap")
     swap.add_argument("--plain-load", action="store_true", help="load, warm up as before")
@@ -181,6 +184,10 @@ def run_swap(args: argparse.Namespace) -> int:
         from edgefleet.shared.errors import ConfigError
 
         raise ConfigError("--models needs at least two models to swap between")
+    if args.fps < 0:
+        from edgefleet.shared.errors import ConfigError
+
+        raise ConfigError("--fps must be 0 (use --load) or more")
     mod = _bench_module("bench_swap")
     result = mod.bench(
         args.models,
@@ -190,6 +197,7 @@ def run_swap(args: argparse.Namespace) -> int:
         gap_s=args.gap_s,
         settle_s=args.settle_s,
         plain_load=args.plain_load,
+        fps=args.fps,
     )
     return _emit(result, args.json, mod)
 
