@@ -14,16 +14,23 @@ priority in the main thread instead, as the agent did before.
 A frame counts as "during a swap" when it finished between the start of a load and
 ``--settle-s`` after the commit. Latency is the frame's own time on the model
 (``FrameResult.latency_ms``): pre-processing, run and decoding.
+
+After each swap, ``--gap-s`` later, comes a control window exactly as long as that swap's
+window in which nothing is swapped; then ``--gap-s`` again before the next swap. Drops and
+p99 in the control windows are what the machine does without a swap under the same outside
+load (other processes on a shared box): only what swaps add beyond them is theirs. The
+1-minute load average is reported at the start, the end and its highest in between.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,9 +90,11 @@ def load_detector(path: Path, *, plain: bool) -> Detector:
     return Detector.from_backend(OnnxRuntimeBackend(background=not plain), path)
 
 
-def pointer(path: Path, version: str) -> ModelPointer:
-    digest = sha256_file(path)
-    return ModelPointer("bench", version, 1, digest, path.name)
+def pointers(models: list[Path]) -> Callable[[Path, str], ModelPointer]:
+    """Each model's pointer, hashed once up front: the agent hashes an artifact when it is
+    downloaded and stored, not while it swaps it in."""
+    digests = {m: sha256_file(m) for m in models}
+    return lambda path, version: ModelPointer("bench", version, 1, digests[path], path.name)
 
 
 def measure_capacity(
@@ -108,6 +117,12 @@ PLAIN_HELP = (
 )
 
 
+FPS_HELP = (
+    "paced at this many frames per second instead of --load times the capacity measured "
+    "first (which moves with the load on a shared machine); to compare runs at one rate"
+)
+
+
 def p99(values: list[float]) -> float:
     return float(np.percentile(values, 99)) if values else float("nan")
 
@@ -121,11 +136,13 @@ def bench(
     gap_s: float,
     settle_s: float,
     plain_load: bool = False,
+    fps: float = 0.0,
 ) -> dict[str, Any]:
     images = load_images(source)
     capacity = min(measure_capacity(m, images, plain=plain_load) for m in models)
-    fps = capacity * load  # load 0: saturating, the loop never waits for a frame
+    fps = fps or capacity * load  # both 0: saturating, the loop never waits for a frame
     slots, rec, src = ModelSlots(), Recorder(), ReplaySource(images)
+    pointer = pointers(models)
     first = load_detector(models[0], plain=plain_load)
     slots.stage(first, pointer(models[0], "m0"))
     slots.swap()
@@ -134,9 +151,11 @@ def bench(
     pipe.start()
     if plain_load:
         slots.warm_between_frames(False)  # as before: warm-ups in this thread too
-    windows: list[tuple[float, float]] = []
+    windows: list[tuple[float, float]] = []  # from a load's start to settle_s after commit
+    controls: list[tuple[float, float]] = []  # as long as the swap before, no swap in them
     swap_ms: list[float] = []
     stage_s: list[float] = []  # load + warm-up of each new model
+    loadavg = [os.getloadavg()[0]]
     time.sleep(gap_s)
     for k in range(1, swaps + 1):
         path = models[k % len(models)]
@@ -149,6 +168,9 @@ def bench(
         windows.append((t0, t1 + settle_s))
         swap_ms.append((t1 - t_swap) * 1000.0)
         stage_s.append(t_swap - t0)
+        time.sleep(settle_s + gap_s)
+        controls.append(control_window(t1 + settle_s - t0))
+        loadavg.append(os.getloadavg()[0])
         time.sleep(gap_s)
     src.stop.set()  # the source ends; every frame it gave must come out of the loop
     deadline = time.perf_counter() + 10.0
@@ -158,28 +180,37 @@ def bench(
     slots.close()
     lost = src.produced - len(rec.done) - rec.drops  # neither processed nor counted: a bug
 
-    def in_swap(t: float) -> bool:
-        return any(a <= t <= b for a, b in windows)
-
+    in_swap, in_control = within(windows), within(controls)
     during = [lat for t, lat in rec.done if in_swap(t)]
-    steady = [lat for t, lat in rec.done if not in_swap(t)]
+    control = [lat for t, lat in rec.done if in_control(t)]
+    steady = [lat for t, lat in rec.done if not in_swap(t) and not in_control(t)]
     return {
         "models": [str(m) for m in models],
         "swaps": swaps,
         "model_load": "plain" if plain_load else "background",
+        "load_average_1min": {
+            "start": round(loadavg[0], 2),
+            "end": round(loadavg[-1], 2),
+            "max": round(max(loadavg), 2),
+        },
         "capacity_fps": round(capacity, 1),
         "source_fps": round(fps, 1) if fps else "saturating (blocking reader)",
         "frames": len(rec.done),
         "frames_produced": src.produced,
         "frames_dropped": rec.drops + lost,
         "frames_dropped_during_swaps": sum(in_swap(t) for t in rec.drop_times) + lost,
+        "frames_dropped_during_control": sum(in_control(t) for t in rec.drop_times),
         "frame_errors": rec.errors,
         "frames_during_swaps": len(during),
+        "frames_during_control": len(control),
+        "seconds_during_swaps": round(sum(b - a for a, b in windows), 1),
         "p50_steady_ms": round(float(np.median(steady)), 3),
         "p99_steady_ms": round(p99(steady), 3),
         "p50_during_swaps_ms": round(float(np.median(during)), 3) if during else None,
         "p99_during_swaps_ms": round(p99(during), 3),
+        "p99_control_ms": round(p99(control), 3),
         "ratio_p99_swaps_vs_steady": round(p99(during) / p99(steady), 3),
+        "ratio_p99_control_vs_steady": round(p99(control) / p99(steady), 3),
         "swap_call_ms_max": round(max(swap_ms), 3),
         "load_and_warm_s_p50": round(float(np.median(stage_s)), 3),
         "load_and_warm_s_max": round(max(stage_s), 3),
@@ -187,16 +218,38 @@ def bench(
     }
 
 
+def control_window(seconds: float) -> tuple[float, float]:
+    """A stretch as long as a swap's window in which nothing is swapped: what the box drops
+    and how its p99 moves without a swap, under the same outside load."""
+    start = time.perf_counter()
+    time.sleep(seconds)
+    return start, time.perf_counter()
+
+
+def within(spans: list[tuple[float, float]]) -> Callable[[float], bool]:
+    return lambda t: any(a <= t <= b for a, b in spans)
+
+
 def print_table(r: dict[str, Any]) -> None:
     print(f"{r['swaps']} swaps between {', '.join(r['models'])} ({r['model_load']} loads)")
+    la = r["load_average_1min"]
+    print(f"  load average (1 min) {la['start']:.1f} at start, {la['end']:.1f} at end, "
+          f"{la['max']:.1f} at most")  # fmt: skip
     rate = r["source_fps"] if isinstance(r["source_fps"], str) else f"{r['source_fps']} fps"
     print(f"  source {rate} (capacity {r['capacity_fps']} fps), {r['frames']} frames")
     print(
-        f"  dropped {r['frames_dropped']} ({r['frames_dropped_during_swaps']} during swaps), "
-        f"errors {r['frame_errors']}  (target 0)"
+        f"  dropped {r['frames_dropped']}: {r['frames_dropped_during_swaps']} during swaps, "
+        f"{r['frames_dropped_during_control']} in control windows as long with no swap "
+        f"({r['seconds_during_swaps']} s of each); errors {r['frame_errors']}  (target 0)"
     )
-    print(f"  p99 steady {r['p99_steady_ms']} ms, during swaps {r['p99_during_swaps_ms']} ms")
-    print(f"  ratio {r['ratio_p99_swaps_vs_steady']}  (target <= 1.5)")
+    print(
+        f"  p99 steady {r['p99_steady_ms']} ms, during swaps {r['p99_during_swaps_ms']} ms, "
+        f"control {r['p99_control_ms']} ms"
+    )
+    print(
+        f"  ratio {r['ratio_p99_swaps_vs_steady']}  (target <= 1.5); "
+        f"control vs steady {r['ratio_p99_control_vs_steady']}"
+    )
     print(f"  swap() + commit() at most {r['swap_call_ms_max']} ms")
     print(
         f"  load + warm-up of a new model: median {r['load_and_warm_s_p50']} s, "
@@ -216,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         help="0: saturating source (reader blocks, loop never idle); else paced at this "
         "fraction of the measured capacity, dropping the oldest frame when the queue is full",
     )
+    p.add_argument("--fps", type=float, default=0.0, help=FPS_HELP)
     p.add_argument("--gap-s", type=float, default=1.0, help="steady seconds between swaps")
     p.add_argument(
         "--settle-s", type=float, default=0.5, help="seconds after a swap still 'during'"
@@ -225,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     r = bench(
         a.models, a.source, a.swaps, load=a.load, gap_s=a.gap_s, settle_s=a.settle_s,
-        plain_load=a.plain_load,
+        plain_load=a.plain_load, fps=a.fps,
     )  # fmt: skip
     if a.json:
         print(json.dumps(r, indent=2))

@@ -78,6 +78,8 @@ def swap(
     swaps: Annotated[int, typer.Option("--swaps", help="hot swaps")] = 20,
     load: Annotated[float, typer.Option(
         "--load", help="0: saturating source; else fraction of capacity")] = 0.0,
+    fps: Annotated[float, typer.Option(
+        "--fps", help="pace at this rate instead (0: use --load)")] = 0.0,
     gap_s: Annotated[float, typer.Option(
         "--gap-s", help="steady seconds between swaps")] = 1.0,
     settle_s: Annotated[float, typer.Option("--settle-s", help="seconds after a swap")] = 0.5,
@@ -89,9 +91,11 @@ def swap(
     _positive((swaps, "--swaps"))
     if len(models) < 2:
         raise ConfigError("--models needs at least two models to swap between")
+    if fps < 0:
+        raise ConfigError("--fps must be 0 (use --load) or more")
     mod = _bench_module("bench_swap")
     result = mod.bench(models, source, swaps, load=load, gap_s=gap_s, settle_s=settle_s,
-                       plain_load=plain_load)  # fmt: skip
+                       plain_load=plain_load, fps=fps)  # fmt: skip
     _emit(result, as_json, mod)
 
 

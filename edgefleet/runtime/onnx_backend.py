@@ -9,19 +9,21 @@ that does not parse is an :class:`ArtifactError`, anything else a
 
 A model loaded while another one serves frames (the agent's installs) asks for a
 ``background`` load: ONNX Runtime's graph optimisation, most of a session's creation cost,
-then runs in a child process at the lowest CPU priority (``nice`` 19), on one thread, and
-writes the optimised graph to a temporary file; the session that will serve is then
-created from that file with optimisation off (a few ms) in the caller's thread, at normal
-priority. On a box with few cores the serving model thus keeps the CPU while the next one
-is prepared. Its idle pool threads sleep rather than spin (they would take the cores
-from everything else on the box). A process, not a thread: onnxruntime holds the GIL
-while it parses a model, and a nice-19 thread preempted with the GIL held stalls the frame
-loop for as long as it waits for a core (measured: 75 to 110 ms on a loaded box, 20 ms
-for a plain load). Whenever the child leaves no whole optimised copy (the model is
-invalid, the child cannot run, the disk is full) the model loads the plain way, which
-gives the verdict: a copy that cannot be written never costs a device its model. CPU
-execution provider only: a compiled provider (TensorRT, CUDA graphs) cannot save its graph,
-and loads on the GPU anyway.
+then runs in a child process at the lowest CPU priority (``SCHED_IDLE``, else ``nice``
+19), on one thread, and writes the optimised graph to a temporary file; the session that
+will serve is then created from that file with optimisation off (a few ms) in the caller's
+thread, at normal priority. On a box with few cores the serving model thus keeps the CPU
+while the next one is prepared: the kernel lets a normal thread that wakes up preempt a
+``SCHED_IDLE`` one at once, whereas a nice-19 one may keep the core for the rest of its
+time slice, and the serving model's pool threads wake up for every operator. Its idle pool
+threads sleep rather than spin (they would take the cores from everything else on the
+box). A process, not a thread: onnxruntime holds the GIL while it parses a model, and a
+low-priority thread preempted with the GIL held stalls the frame loop for as long as it
+waits for a core (measured: 75 to 110 ms on a loaded box, 20 ms for a plain load).
+Whenever the child leaves no whole optimised copy (the model is invalid, the child cannot
+run, the disk is full) the model loads the plain way, which gives the verdict: a copy that
+cannot be written never costs a device its model. CPU execution provider only: a compiled
+provider (TensorRT, CUDA graphs) cannot save its graph, and loads on the GPU anyway.
 """
 
 from __future__ import annotations
@@ -57,12 +59,20 @@ _CORRUPT = (ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoSuchF
 # Idle pool threads sleep instead of spinning: measured on the loaded 2-core box, a paced
 # loop used half the CPU (2.5 s against 4.7 to 5.7 s for 300 frames) at a lower p50.
 NO_SPINNING = ("session.intra_op.allow_spinning", "0")
-OPTIMISE_TIMEOUT_S = 600.0  # seconds; at nice 19 on a saturated box it only gets idle CPU
-# The child: nice 19, one thread, no spinning; exit 3 invalid model, 4 unloadable, reason on
-# stderr. Inline, so it does not depend on where this package lives.
+OPTIMISE_TIMEOUT_S = 600.0  # seconds; at idle priority on a saturated box it gets little CPU
+# The child: SCHED_IDLE (or nice 19 where refused), one thread, no spinning; exit 3 invalid
+# model, 4 unloadable, reason on stderr. Started with -S so that the interpreter's start-up
+# (site-packages, about 40 ms of CPU) already runs at that priority. Inline, so it does not
+# depend on where this package lives.
 _OPTIMISE = """
 import os, sys
 os.setpriority(os.PRIO_PROCESS, 0, 19)
+try:
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except (AttributeError, OSError):
+    pass
+import site
+site.main()
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as st
 o = ort.SessionOptions()
@@ -126,12 +136,12 @@ def _create(
 
 
 def _optimise_at_low_priority(path: Path, out: Path) -> bool:
-    """ONNX Runtime's graph optimisation of ``path`` into ``out`` in a nice-19 child process;
+    """ONNX Runtime's graph optimisation of ``path`` into ``out`` in an idle-priority child;
     False when the child did not leave a whole optimised copy, whatever the reason: the
     model itself, or the copy's own write (a full disk, a file size limit). The plain load
     that follows then gives the model's verdict, so a copy that cannot be written never
     costs a device its model."""
-    cmd = [sys.executable, "-c", _OPTIMISE, str(path), str(out)]
+    cmd = [sys.executable, "-S", "-c", _OPTIMISE, str(path), str(out)]
     try:
         done = subprocess.run(
             cmd, capture_output=True, text=True, timeout=OPTIMISE_TIMEOUT_S, check=False

@@ -51,6 +51,8 @@ def test_bench_swap_loses_no_frame_with_a_saturating_source():
     assert doc["frames_produced"] == doc["frames"]  # every frame read came out of the loop
     assert doc["frames_dropped"] == 0
     assert doc["frame_errors"] == 0
+    assert doc["frames_during_control"] > 0  # control windows with no swap were measured
+    assert doc["p99_control_ms"] > 0
 
 
 def test_bench_errors_are_one_line():
