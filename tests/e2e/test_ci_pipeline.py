@@ -1,8 +1,9 @@
 """deploy/ci/ as CI runs it, end to end: the gate set up once (gate-setup.sh), then
-pipeline.sh pushes the shipped v2 (the "trained" model: training with Ultralytics takes
-minutes, so MODEL_FILE skips that step) and starts a canary that a real agent installs;
-then pipeline.sh with a v2 that never detects triangles is refused by the gate with the
-reason, exit 3, and no rollout. Real controller, broker, agent and CLI processes."""
+pipeline.sh pushes the shipped v2 (a well-trained model: training one takes minutes, so
+MODEL_FILE skips that step) and starts a canary that a real agent installs; then
+pipeline.sh with a v2 that never detects triangles is refused by the gate with the
+reason, exit 3, and no rollout. The train step itself runs too, short (one epoch), and
+the gate refuses what it makes. Real controller, broker, agent and CLI processes."""
 
 from __future__ import annotations
 
@@ -63,3 +64,26 @@ def test_pipeline_canaries_a_good_model_and_the_gate_refuses_a_worse_one(
     assert "the validation gate rejected it: no rollout" in worse.stdout
     rollouts = system.http.get("/v1/rollouts").json()["data"]
     assert [r["version"] for r in rollouts] == ["v2"]
+
+
+@pytest.mark.export
+def test_pipeline_trains_with_ultralytics_and_the_gate_refuses_an_undertrained_model(
+    system: System, tmp_path: Path
+) -> None:
+    """The train step for real: `yolo detect train` (one epoch at 64 px on 16 images, from
+    scratch, offline), the run's best.pt pushed with its run dir, judged on the registered
+    set and refused for its mAP50, exit 3, with the run's arguments in the lineage."""
+    gen = _module(REPO / "models/make_dataset.py").generate  # type: ignore[attr-defined]
+    data_yaml = gen(tmp_path / "shapes", 16, 60, seed=7)
+    setup = _script(system, "gate-setup.sh", VAL_DIR=str(tmp_path / "shapes/images/val"),
+                    LATENCY_BUDGET_MS="2000")  # fmt: skip
+    assert setup.returncode == 0, setup.stderr
+    run = _script(system, "pipeline.sh", DATA_YAML=str(data_yaml), EPOCHS="1", IMGSZ="64",
+                  RUN_ROOT=str(tmp_path / "runs"), VERSION="v1", SELECTOR="site=ci")  # fmt: skip
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "== train yolo26n.yaml on" in run.stdout
+    assert (tmp_path / "runs/run/weights/best.pt").is_file()
+    assert "REJECTED: mAP50" in run.stdout and "minimum 0.300" in run.stdout
+    lineage = system.http.get("/v1/models/shapes/versions/v1/lineage").json()["lineage"]
+    assert lineage["run"]["args"]["epochs"] == 1 and lineage["run"]["args"]["imgsz"] == 64
+    assert system.http.get("/v1/rollouts").json()["data"] == []
