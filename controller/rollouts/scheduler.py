@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
+from edgefleet.controller.db import first_line, is_transient
 from edgefleet.controller.models.rollouts import Rollout
 from edgefleet.controller.rollouts import lease, pinning
 from edgefleet.controller.rollouts.context import WAKE, Deps
@@ -111,9 +112,12 @@ class Scheduler:
                 pinning.apply_pins(session, self.deps, SCHEDULER)
             except lease.LeaseLostError:
                 raise
-            except Exception:  # rollouts still advance
+            except Exception as e:  # rollouts still advance
                 session.rollback()
-                log.exception("applying pins failed")
+                if is_transient(e):  # another replica
+                    log.warning("applying pins: %s; next round", first_line(e))
+                else:
+                    log.exception("applying pins failed")
             running = session.exec(
                 select(Rollout)
                 .where(Rollout.state == RolloutState.RUNNING.value)
@@ -125,7 +129,11 @@ class Scheduler:
                     ticked += 1
                 except lease.LeaseLostError:
                     raise
-                except Exception:  # one broken rollout must not stop the others
+                except Exception as e:  # one broken rollout must not stop the others
                     session.rollback()
-                    log.exception("advancing rollout %s failed", rollout.id)
+                    if is_transient(e):  # another replica
+                        log.warning("advancing rollout %s: %s; next round", rollout.id,
+                                    first_line(e))  # fmt: skip
+                    else:
+                        log.exception("advancing rollout %s failed", rollout.id)
         return ticked
