@@ -11,11 +11,8 @@ loop only decides *when* to ask.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -32,11 +29,7 @@ from sqlmodel import Session, col, select
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0  # seconds between rounds
-LEASE_TTL_S = 10.0  # seconds; a holder that stops renewing is replaced after this
-
-
-def default_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+LEASE_TTL_S = lease.LEASE_TTL_S
 
 
 class Scheduler:
@@ -51,7 +44,7 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine, self.deps = engine, deps
-        self.holder = holder or default_holder()
+        self.holder = holder or lease.default_holder()
         self.interval_s, self.lease_ttl_s = interval_s, lease_ttl_s
         self.clock = clock
         self.leading = False

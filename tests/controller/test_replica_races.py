@@ -4,7 +4,7 @@ of its own, and a thread per replica runs what its process would.
 
 Every replica receives every device's retained state and status (plain subscriptions), so
 their ingests insert and update the same device rows at the same moment; every replica
-runs telemetry retention over the same windows.
+runs telemetry retention and the drift alert loop over the same windows.
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from edgefleet.controller.alerts.config import AlertConfig
+from edgefleet.controller.alerts.watch import AlertWatcher
+from edgefleet.controller.cards import CardStore
 from edgefleet.controller.db import make_engine
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.models.devices import Device
 from edgefleet.controller.models.telemetry import TelemetryHourRow, TelemetryWindowRow
 from edgefleet.controller.retention import compact
+from edgefleet.controller.rollouts import lease
 from edgefleet.controller.services import NoLink
 from edgefleet.controller.stats import IngestStats
 from edgefleet.shared.protocol import DeviceState, Phase, Status, utcnow
@@ -124,3 +129,23 @@ def test_two_replicas_compact_the_same_windows_once(replicas: tuple[Engine, Engi
         hours = s.exec(select(TelemetryHourRow)).all()
         assert sum(h.windows for h in hours) == 100 * len(DEVICES)
         assert sum(h.frames for h in hours) == 600 * 100 * len(DEVICES)
+
+
+def test_one_replica_judges_the_alert_windows(
+    replicas: tuple[Engine, Engine], tmp_path: Path
+) -> None:
+    config = AlertConfig(interval_s=0.2)
+    watchers = [AlertWatcher(e, CardStore(tmp_path / f"cards-{i}"), config)
+                for i, e in enumerate(replicas)]  # fmt: skip
+    results: list[bool] = []
+    _at_once(*[lambda w=w: results.append(w.lead()) for w in watchers])
+    assert sorted(results) == [False, True]
+    leader, other = sorted(watchers, key=lambda w: not w.leading)
+    assert leader.lead() and not other.lead()  # renewed: still one
+
+    Ingest(replicas[0], None, NoLink(), IngestStats(), registrar=NoRegistrar()).handle_batch(  # type: ignore[arg-type]
+        [(str(device_topic("cam-00", Channel.TELEMETRY)), window("cam-00", 0).to_bytes())]
+    )
+    lease.release(replicas[0], leader.holder, lease.ALERTS)  # the leader stops
+    assert other.lead() and other.last_id > 0  # took over, resumed from the database
+    assert not leader.lead()
