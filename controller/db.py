@@ -156,3 +156,21 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+TRANSIENT_ATTEMPTS = 5  # tries of a transaction PostgreSQL may abort for a concurrent one
+# SQLSTATEs of a transaction aborted for a concurrent one: retrying it is the remedy.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+
+
+def is_transient(e: BaseException) -> bool:
+    """Whether ``e`` aborted the transaction for a concurrent one (deadlock victim,
+    serialization failure): expected between replicas, and retrying succeeds."""
+    sqlstate = getattr(e.orig, "sqlstate", None) if isinstance(e, OperationalError) else None
+    return sqlstate in _TRANSIENT_SQLSTATES
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of the database's message, for a one-line log."""
+    text_ = str(getattr(e, "orig", None) or e).strip()
+    return text_.splitlines()[0] if text_ else type(e).__name__

@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from edgefleet.controller.db import session_scope
+from edgefleet.controller.db import (
+    TRANSIENT_ATTEMPTS,
+    first_line,
+    is_transient,
+    session_scope,
+)
 from edgefleet.controller.models.devices import Device
 from edgefleet.controller.models.telemetry import EventRow, TelemetryWindowRow
 from edgefleet.controller.rollouts.context import HintSender
@@ -43,8 +48,9 @@ from edgefleet.shared.protocol import (
 from edgefleet.shared.topics import Channel, DeviceTopic, parse_device_topic
 from pydantic import ValidationError
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 log = logging.getLogger(__name__)
@@ -146,16 +152,24 @@ class Ingest:
     # --- storing -------------------------------------------------------------------------
 
     def _store(self, batch: Sequence[Decoded]) -> None:
-        try:
-            unsigned = self._write(batch)
-        except IntegrityError:
-            # Another controller process inserted one of these devices first (its first
-            # messages went to both through the shared subscription): the row is there now.
-            unsigned = self._write(batch)
+        unsigned = self._write_retrying(batch)
         for channel, n in Counter(d.channel.value for d in batch).items():
             self.stats.count("stored", channel, n)
         if unsigned and self.registrar is not None:
             self.registrar.register(unsigned)
+
+    def _write_retrying(self, batch: Sequence[Decoded]) -> list[str]:
+        """:meth:`_write`, again when PostgreSQL chose it as a deadlock's victim (another
+        replica or thread wrote the same devices in another order): expected beside other
+        replicas, so one line and no traceback."""
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                return self._write(batch)
+            except Exception as e:
+                if attempt == TRANSIENT_ATTEMPTS or not is_transient(e):
+                    raise
+                log.info("ingest batch of %d retried (%s)", len(batch), first_line(e))
+        raise AssertionError("unreachable")
 
     def _write(self, batch: Sequence[Decoded]) -> list[str]:
         """One transaction for the batch; the ids of its devices without a director chain."""
@@ -163,11 +177,11 @@ class Ingest:
         with session_scope(self.engine) as s:
             known = self._known(s, [i for i in ids if i not in self._chained])
             known.update((i, False) for i in ids if i in self._chained)
-            new = [i for i in ids if i not in known]
+            new = _insert_missing(s, [i for i in ids if i not in known])
+            _lock_devices(s, ids)
             # Full rows only for devices whose state, status or events change them.
-            changed = sorted({d.device_id for d in batch if d.channel is not Channel.TELEMETRY})
-            devices = self._rows(s, [i for i in changed if i not in new])
-            devices.update({i: Device(device_id=i) for i in new})
+            changed = {d.device_id for d in batch if d.channel is not Channel.TELEMETRY}
+            devices = self._rows(s, sorted(changed.union(new)))
             windows: list[dict[str, Any]] = []
             for d in batch:
                 if isinstance(d.msg, TelemetryWindow):
@@ -176,14 +190,13 @@ class Ingest:
                     _apply(devices[d.device_id], d.msg, s)
             if self.registrar is None:
                 self._register_inline(devices, new)
-            s.add_all(devices.values())
-            s.flush()  # new device rows before the windows that name them
+            s.flush()
             self._seen(s, ids)
             if windows:
                 s.connection().execute(TelemetryWindowRow.__table__.insert(), windows)  # type: ignore[attr-defined]
             unsigned = [
                 i for i in ids
-                if (devices[i].director_version is None if i in devices else known[i])
+                if (devices[i].director_version is None if i in devices else known.get(i, True))
             ]  # fmt: skip
         self._chained.update(set(ids).difference(unsigned))  # committed: safe to remember
         if new:
@@ -228,6 +241,35 @@ class Ingest:
     def _failed(self, d: Decoded) -> None:
         self.stats.count("failed", d.channel.value)
         log.exception("ingest of %s from %s failed", d.channel.value, d.device_id)
+
+
+def _insert_missing(s: Session, ids: list[str]) -> list[str]:
+    """Insert the devices not in the table yet; the ids this transaction inserted. Another
+    replica receives the same first messages (state and status are not shared
+    subscriptions), so an id it inserted meanwhile is skipped, not a conflict."""
+    if not ids:
+        return []
+    rows = [Device(device_id=i).model_dump() for i in ids]
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(Device).values(rows).on_conflict_do_nothing().returning(col(Device.device_id))
+    return sorted(s.exec(stmt).scalars())
+
+
+def _lock_devices(s: Session, ids: list[str]) -> None:
+    """Lock the batch's device rows in id order before writing any (PostgreSQL; SQLite
+    has one write lock): replicas write the same devices (every one receives every state
+    and status), and rows locked in arrival order deadlock. ``FOR NO KEY UPDATE`` leaves
+    the key share that a telemetry row's foreign key takes free."""
+    if s.get_bind().dialect.name != "postgresql":
+        return
+    for i in range(0, len(ids), _IN_CHUNK):
+        stmt = (
+            select(Device.device_id)
+            .where(col(Device.device_id).in_(ids[i : i + _IN_CHUNK]))
+            .order_by(col(Device.device_id))
+            .with_for_update(key_share=True)
+        )
+        s.exec(stmt).all()
 
 
 def _parse(where: DeviceTopic, payload: bytes) -> Payload:

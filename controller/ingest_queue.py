@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from edgefleet.controller.db import first_line, is_transient
 from edgefleet.controller.ingest import Ingest
 from edgefleet.controller.ingest_pressure import PressureWatch
 from edgefleet.controller.models.devices import Device
@@ -221,8 +222,12 @@ class Registrar:
             signed = self._sign(batch)
             try:
                 self._record(signed)
-            except Exception:  # the devices' next messages queue them again
-                log.exception("recording %d director versions failed", len(signed))
+            except Exception as e:  # the devices' next messages queue them again
+                if is_transient(e):  # another replica's
+                    log.warning("recording %d director versions: %s; they are queued again "
+                                "by their next messages", len(signed), first_line(e))  # fmt: skip
+                else:
+                    log.exception("recording %d director versions failed", len(signed))
             with self._lock:
                 self._pending.difference_update(batch)
                 if not self._pending:
@@ -244,10 +249,12 @@ class Registrar:
         return signed
 
     def _record(self, signed: dict[str, int]) -> None:
-        """One transaction for the batch; hints only for rows nothing else set meanwhile."""
+        """One transaction for the batch; hints only for rows nothing else set meanwhile.
+        Rows are updated in id order, the order the ingest locks them in, so the two
+        never deadlock."""
         changed = []
         with Session(self.engine) as s:
-            for device_id, version in signed.items():
+            for device_id, version in sorted(signed.items()):
                 stmt = (
                     update(Device)
                     .where(

@@ -22,7 +22,7 @@ from edgefleet.controller.models.telemetry import (
     TelemetryWindowRow,
 )
 from edgefleet.shared.protocol import utcnow
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 5000  # raw windows per transaction
 HOUR = timedelta(hours=1)
+# pg_try_advisory_xact_lock key of compaction: "edgeret", apart from migrations and TUF
+_PG_LOCK_KEY = int.from_bytes(b"edgeret", "big")
 
 Key = tuple[str, str | None, str | None, datetime, tuple[float, ...], tuple[float, ...]]
 
@@ -96,6 +98,9 @@ def compact(engine: Engine, cutoff: datetime) -> int:
     total = 0
     while True:
         with Session(engine) as s:
+            if not _compaction_lock(s):
+                log.info("another controller is compacting telemetry; skipped")
+                return total
             stmt = (
                 select(TelemetryWindowRow)
                 .where(col(TelemetryWindowRow.window_end) < cutoff)
@@ -110,6 +115,16 @@ def compact(engine: Engine, cutoff: datetime) -> int:
             s.execute(delete(TelemetryWindowRow).where(col(TelemetryWindowRow.id).in_(ids)))
             s.commit()
         total += len(rows)
+
+
+def _compaction_lock(s: Session) -> bool:
+    """Whether this transaction may compact (PostgreSQL: no other replica is; SQLite has one
+    write lock). Two replicas folding the same windows would each add them to the hours:
+    the transaction-scoped advisory lock makes one of them skip its round."""
+    if s.get_bind().dialect.name != "postgresql":
+        return True
+    got = s.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    return bool(got.scalar_one())
 
 
 def _merge(s: Session, sums: dict[Key, HourSum]) -> None:

@@ -5,7 +5,8 @@ so the MQTT ingest stays a plain insert. Tracks and alerts are keyed by (rule, s
 version): a device that moves to another version resolves its alerts on the old one at its
 first window of the new one; any firing alert whose scope sent nothing for the rule's
 ``quiet_after_s`` resolves too. Captured baselines and firing alerts survive a restart (the
-database); the counts of consecutive looks start again from zero.
+database); the counts of consecutive looks start again from zero. With several controllers
+on one database only the holder of the ``alerts`` lease (rollouts/lease.py) looks.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from edgefleet.controller.db import session_scope
 from edgefleet.controller.models.alerts import AlertRow, DriftBaselineRow
 from edgefleet.controller.models.devices import Device
 from edgefleet.controller.models.telemetry import TelemetryWindowRow
+from edgefleet.controller.rollouts import lease
 from edgefleet.shared.protocol import utcnow
 from sqlalchemy import func, or_
 from sqlalchemy.engine import Engine
@@ -73,8 +75,11 @@ class AlertWatcher:
         clock: Callable[[], datetime] = utcnow,
         *,
         push: Callable[[dict[str, Any]], Any] | None = None,  # to the devices (alerts/push.py)
+        holder: str | None = None,  # this process in the alerts lease
     ) -> None:
         self.engine, self.cards, self.config, self.clock = engine, cards, config, clock
+        self.holder = holder or lease.default_holder()
+        self.leading = False
         self.push = push
         self.notifier = notifier or WebhookNotifier(
             config.webhooks, timeout_s=config.webhook_timeout_s, attempts=config.webhook_attempts
@@ -90,17 +95,35 @@ class AlertWatcher:
         self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
 
     def start(self) -> None:
-        self.resume()
+        self.lead()  # a lone controller resumes before its first window arrives
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self.leading:
+            lease.release(self.engine, self.holder, lease.ALERTS)
+
+    def lead(self) -> bool:
+        """Take or renew the alerts lease; True while held. Replicas on one database would
+        each judge every window, and alert and push twice: only the holder looks, and a new
+        holder first resumes from the database."""
+        ttl = max(lease.LEASE_TTL_S, 3 * self.config.interval_s)
+        token = lease.acquire(self.engine, self.holder, self.clock(), ttl, lease.ALERTS)
+        if token is not None and not self.leading:
+            log.info("alerts: %s holds the alerts lease (epoch %d)", self.holder, token)
+            self.resume()
+        elif token is None and self.leading:
+            log.info("alerts: %s lost the alerts lease", self.holder)
+        self.leading = token is not None
+        return self.leading
 
     def resume(self) -> None:
-        """Pick up after a restart: firing alerts stay firing, captured baselines stay;
-        old windows are not re-judged."""
+        """Pick up after a restart or a takeover: firing alerts stay firing, captured
+        baselines stay; old windows are not re-judged."""
         now = self.clock().timestamp()
+        self.tracks, self.seen, self.pending, self.running = {}, {}, {}, {}
+        self.baselines, self.groups = {}, Aggregator()
         with Session(self.engine) as s:
             self.last_id = int(s.exec(select(func.max(TelemetryWindowRow.id))).one() or 0)
             for a in s.exec(select(AlertRow).where(AlertRow.state == "firing")).all():
@@ -119,7 +142,8 @@ class AlertWatcher:
     def _run(self) -> None:
         while not self._stop.wait(self.config.interval_s):
             try:
-                self.poll()
+                if self.lead():
+                    self.poll()
             except Exception:  # the next look retries; one bad round must not end alerting
                 log.exception("alert evaluation failed")
 

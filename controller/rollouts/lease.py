@@ -17,6 +17,9 @@ PostgreSQL (a row lock).
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from edgefleet.controller.models.rollouts import SchedulerLease
@@ -27,7 +30,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 ROLLOUTS = "rollouts"
+LEASE_TTL_S = 10.0  # seconds; a holder that stops renewing is replaced after this
+ALERTS = "alerts"  # the drift alert loop: one replica judges the windows and alerts
 EXPIRED = datetime(1970, 1, 1, tzinfo=timezone.utc)  # a released lease: anyone may take it
+
+
+def default_holder() -> str:
+    """This process, unique among the controllers on one database: host, pid, a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class LeaseLostError(EdgefleetError):

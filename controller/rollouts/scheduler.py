@@ -11,14 +11,12 @@ loop only decides *when* to ask.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 
+from edgefleet.controller.db import first_line, is_transient
 from edgefleet.controller.models.rollouts import Rollout
 from edgefleet.controller.rollouts import lease, pinning
 from edgefleet.controller.rollouts.context import WAKE, Deps
@@ -31,11 +29,7 @@ from sqlmodel import Session, col, select
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0  # seconds between rounds
-LEASE_TTL_S = 10.0  # seconds; a holder that stops renewing is replaced after this
-
-
-def default_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+LEASE_TTL_S = lease.LEASE_TTL_S
 
 
 class Scheduler:
@@ -50,7 +44,7 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine, self.deps = engine, deps
-        self.holder = holder or default_holder()
+        self.holder = holder or lease.default_holder()
         self.interval_s, self.lease_ttl_s = interval_s, lease_ttl_s
         self.clock = clock
         self.leading = False
@@ -111,9 +105,12 @@ class Scheduler:
                 pinning.apply_pins(session, self.deps, SCHEDULER)
             except lease.LeaseLostError:
                 raise
-            except Exception:  # rollouts still advance
+            except Exception as e:  # rollouts still advance
                 session.rollback()
-                log.exception("applying pins failed")
+                if is_transient(e):  # another replica
+                    log.warning("applying pins: %s; next round", first_line(e))
+                else:
+                    log.exception("applying pins failed")
             running = session.exec(
                 select(Rollout)
                 .where(Rollout.state == RolloutState.RUNNING.value)
@@ -125,7 +122,11 @@ class Scheduler:
                     ticked += 1
                 except lease.LeaseLostError:
                     raise
-                except Exception:  # one broken rollout must not stop the others
+                except Exception as e:  # one broken rollout must not stop the others
                     session.rollback()
-                    log.exception("advancing rollout %s failed", rollout.id)
+                    if is_transient(e):  # another replica
+                        log.warning("advancing rollout %s: %s; next round", rollout.id,
+                                    first_line(e))  # fmt: skip
+                    else:
+                        log.exception("advancing rollout %s failed", rollout.id)
         return ticked

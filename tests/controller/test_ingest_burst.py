@@ -233,7 +233,7 @@ def test_registrar_signs_new_devices_and_never_overrides_a_newer_hint(
     finally:
         registrar.stop()
     assert [d for d, _ in hints.sent] == ["cam-1"]
-    assert (signing.director_metadata_dir("cam-1") / "1.root.json").is_file()
+    assert '"_type": "root"' in signing.newest_root(signing.director_repo("cam-1"))
     with Session(engine) as s:
         assert [
             d.director_version for d in s.exec(select(Device).order_by(col(Device.device_id)))

@@ -79,7 +79,9 @@ def test_a_pushed_plan_is_signed_with_its_fingerprint_and_model_info(
         plan = r.json()
         assert plan["state"] == "signed" and plan["source"] == "publisher"
         assert plan["target"] == "models/shapes/v2/plan-sm87-trt8.6.2-fp16.plan"
-    folder = services.signing.image_metadata_dir()
+    signing = services.signing
+    folder = signing.metadata_folder(signing.image_repo())
+    assert folder is not None  # the folder store: these tests' default
     newest = max(folder.glob("*.models.json"), key=lambda p: int(p.name.split(".")[0]))
     models = Metadata.from_file(str(newest))
     target = models.signed.targets[plan["target"]]  # type: ignore[attr-defined]
