@@ -163,6 +163,7 @@ def advance(
         session.refresh(rollout, with_for_update=True)
         if rollout.state != RolloutState.RUNNING.value:
             return None
+        read_at = time.monotonic()
         spec = spec_of(rollout)
         devices = _device_views(session)
         rows = _assigned(session, rollout)
@@ -177,6 +178,7 @@ def advance(
             stage_started_at=_utc(rollout.stage_started_at),
         )  # fmt: skip
         plan = adv.plan(snap, now)
+        sign_at = time.monotonic()
         chosen = plan.assign if max_assign is None else plan.assign[:max_assign]
         deadline = time.monotonic() + (TICK_BUDGET_S if budget_s is None else budget_s)
         signed = 0
@@ -190,16 +192,19 @@ def advance(
             batch = chosen[start : start + SIGN_BATCH]
             last = _assign(session, deps, rollout=rollout, chosen=batch, now=now)
             signed = start + len(batch)
-        if signed < len(plan.assign):
+        wanted = len(plan.assign)
+        if signed < wanted:
             # Part of the stage is signed: stay, and decide again once the rest is.
-            log.info("rollout %s: %d of %d device(s) signed this tick", rollout.id, signed,
-                     len(plan.assign))  # fmt: skip
             plan = adv.Plan(assign=plan.assign[:signed], ready_at=plan.ready_at,
                             wanted=plan.wanted)  # fmt: skip
             WAKE.set()
         _record(session, deps, rollout=rollout, spec=spec, plan=plan, results=results, now=now)
         session.commit()
         _hint(deps, last)
+        if signed:
+            log.info("rollout %s: %d of %d device(s) signed this tick (%d assigned before; "
+                     "read and decide %.2f s, sign and commit %.2f s)", rollout.id, signed,
+                     wanted, len(rows), sign_at - read_at, time.monotonic() - sign_at)  # fmt: skip
         return plan
 
 
