@@ -43,7 +43,8 @@ def control_group(
 ) -> list[str]:
     """Matching devices not in the rollout, limited to the canaries' values of
     ``match_labels`` (e.g. same site and camera) when any control device shares them."""
-    rest = sorted(d for d in matching if d not in set(canaries))
+    assigned = set(canaries)
+    rest = sorted(d for d in matching if d not in assigned)
     if not match_labels or not canaries:
         return rest
     wanted = {tuple(matching[c].get(k, "") for k in match_labels) for c in canaries}

@@ -163,6 +163,7 @@ def advance(
         session.refresh(rollout, with_for_update=True)
         if rollout.state != RolloutState.RUNNING.value:
             return None
+        read_at = time.monotonic()
         spec = spec_of(rollout)
         devices = _device_views(session)
         rows = _assigned(session, rollout)
@@ -177,6 +178,7 @@ def advance(
             stage_started_at=_utc(rollout.stage_started_at),
         )  # fmt: skip
         plan = adv.plan(snap, now)
+        sign_at = time.monotonic()
         chosen = plan.assign if max_assign is None else plan.assign[:max_assign]
         deadline = time.monotonic() + (TICK_BUDGET_S if budget_s is None else budget_s)
         signed = 0
@@ -190,16 +192,19 @@ def advance(
             batch = chosen[start : start + SIGN_BATCH]
             last = _assign(session, deps, rollout=rollout, chosen=batch, now=now)
             signed = start + len(batch)
-        if signed < len(plan.assign):
+        wanted = len(plan.assign)
+        if signed < wanted:
             # Part of the stage is signed: stay, and decide again once the rest is.
-            log.info("rollout %s: %d of %d device(s) signed this tick", rollout.id, signed,
-                     len(plan.assign))  # fmt: skip
             plan = adv.Plan(assign=plan.assign[:signed], ready_at=plan.ready_at,
                             wanted=plan.wanted)  # fmt: skip
             WAKE.set()
         _record(session, deps, rollout=rollout, spec=spec, plan=plan, results=results, now=now)
         session.commit()
         _hint(deps, last)
+        if signed:
+            log.info("rollout %s: %d of %d device(s) signed this tick (%d assigned before; "
+                     "read and decide %.2f s, sign and commit %.2f s)", rollout.id, signed,
+                     wanted, len(rows), sign_at - read_at, time.monotonic() - sign_at)  # fmt: skip
         return plan
 
 
@@ -314,24 +319,25 @@ def _gate_results(
     cards: CardLookup | None = None,
 ) -> list[GateResult]:
     canaries = [d for d, m in members.items() if m.assigned]
+    in_rollout = set(canaries)
     since = _utc(rollout.stage_started_at) or _utc(rollout.created_at)
-    labels = {d: m.labels for d, m in members.items()}
-    control = control_group(labels, canaries, spec.control_labels)
-    windows = _windows(session, [*canaries, *control], since)
     installs = Installs(
         assigned=len(canaries),
         committed=sum(members[d].done for d in canaries),
         failed=sum(members[d].failed for d in canaries),
-        # Whatever version the window is attributed to: after a fallback it is the old one.
-        fallbacks=sum(w.fallbacks or 0 for w in windows if w.device_id in set(canaries)),
+        fallbacks=_fallbacks(session, in_rollout, since),
     )
     if not spec.gates and not (installs.failed or installs.fallbacks):
-        return []
+        return []  # nothing to judge: the fleet's windows are not read
+    labels = {d: m.labels for d, m in members.items()}
+    control = control_group(labels, canaries, spec.control_labels)
+    in_control = set(control)
+    windows = _windows(session, [*canaries, *control], since)
     canary_agg = Aggregate.of(
-        w for w in windows if w.device_id in set(canaries) and w.version in versions
+        w for w in windows if w.device_id in in_rollout and w.version in versions
     )
     control_agg = Aggregate.of(
-        w for w in windows if w.device_id in set(control) and w.version not in versions
+        w for w in windows if w.device_id in in_control and w.version not in versions
     )
     if not control_agg.windows:
         # No control left (the last stage covers every device): compare with what the
@@ -364,11 +370,29 @@ def _baseline(cards: CardLookup | None, rollout: Rollout, canary: Aggregate) -> 
 def _windows(
     session: Session, device_ids: list[str], since: datetime | None
 ) -> list[TelemetryWindowRow]:
-    if not device_ids:
-        return []
-    stmt = select(TelemetryWindowRow).where(col(TelemetryWindowRow.device_id).in_(device_ids))
+    """The devices' windows that started at ``since`` or later (all when None)."""
+    rows: list[TelemetryWindowRow] = []
+    for start in range(0, len(device_ids), _IDS_PER_QUERY):
+        stmt = select(TelemetryWindowRow).where(
+            col(TelemetryWindowRow.device_id).in_(device_ids[start : start + _IDS_PER_QUERY])
+        )
+        if since is not None:
+            stmt = stmt.where(col(TelemetryWindowRow.window_start) >= since)
+        rows += session.exec(stmt).all()
+    return sorted(rows, key=lambda r: r.id or 0)  # as reported, whatever the chunks
+
+
+def _fallbacks(session: Session, device_ids: set[str], since: datetime | None) -> int:
+    """Fallbacks to the previous model that ``device_ids`` reported in windows since
+    ``since``, whatever version each window is attributed to. Only windows with one are
+    read, so a tick does not read the fleet's telemetry to learn that there were none."""
+    stmt = select(TelemetryWindowRow.device_id, TelemetryWindowRow.fallbacks).where(
+        col(TelemetryWindowRow.fallbacks) > 0  # the partial index ix_telemetry_window_fallback
+    )
+    if since is not None:
+        stmt = stmt.where(col(TelemetryWindowRow.window_start) >= since)
     rows = session.exec(stmt).all()
-    return [r for r in rows if since is None or (_utc(r.window_start) or since) >= since]
+    return sum(int(n or 0) for device_id, n in rows if device_id in device_ids)
 
 
 def _assign(
