@@ -168,11 +168,12 @@ def _param_name(param: Any) -> str:
 
 
 def _choices(param: Any) -> list[str]:
-    """The values of a parameter typed as an Enum (Typer keeps the annotation)."""
+    """The values of a parameter typed as an Enum (Typer keeps the annotation; a Click
+    Choice has them itself)."""
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return [str(m.value) for m in annotation]
-    return []
+    return [str(c) for c in getattr(getattr(param, "type", None), "choices", None) or ()]
 
 
 def _param_help(param: Any) -> str:
