@@ -8,7 +8,6 @@ seconds.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import queue
@@ -64,13 +63,14 @@ HINT_QUEUE_SIZE = 16  # hints; more than that coalesce into the pending refresh
 JOIN_TIMEOUT_S = 3.0  # seconds per thread at shutdown
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def run_from_file(config_path: Path) -> int:
+    """The daemon of the config at ``config_path``, until SIGTERM or SIGINT."""
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    config = load_config(args.config)
+    config = load_config(config_path)
     stop = threading.Event()
     _on_signals(stop)
     return run(config, stop)

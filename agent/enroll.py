@@ -13,7 +13,6 @@ roots; they are written durably into the agent's data folder::
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from edgefleet.shared.durable import write_bytes
-from edgefleet.shared.errors import ConfigError, TransportError, TrustError
+from edgefleet.shared.errors import TransportError, TrustError
 from edgefleet.shared.topics import validate_device_id
 
 TIMEOUT_S = 30.0  # seconds for the whole enrollment request
@@ -152,21 +151,3 @@ def enroll(
     answer = post_enroll(controller_url, token, make_csr(key, device_id), ca)
     check_answer(answer, key, device_id)
     return write_identity(data_dir, key, answer)
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    from edgefleet.agent.config import load_config
-
-    config = load_config(args.config)
-    token = args.token.strip()
-    if not token:
-        raise ConfigError("give the enrollment token from `edgefleet device token`")
-    ca = Path(args.ca) if args.ca else None
-    ident = enroll(config.controller_url, config.device_id, config.data_dir, token, ca)
-    print(f"enrolled {config.device_id}: key, certificate and CA in {ident.key.parent}; "
-          f"TUF roots pinned in {config.data_dir / 'trust'}")  # fmt: skip
-    if ident.upload_token is not None:
-        print(f"sample uploads: the device's upload credential in {ident.upload_token}")
-    print(f"broker over mTLS: mqtt_url: mqtts://HOST:8883 and tls: {{ca: {ident.ca}, "
-          f"cert: {ident.cert}, key: {ident.key}}}")  # fmt: skip
-    return 0

@@ -1,8 +1,7 @@
-"""``edgefleet infer --model M.onnx IMAGE... [--json] [--conf] [--iou]``."""
+"""``edgefleet infer``: detections of a model on image files, as a table or JSON lines."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -44,18 +43,24 @@ def format_table(image: str, detections: list[Detection]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+def run(
+    model: Path,
+    images: list[Path],
+    *,
+    conf: float,
+    iou: float,
+    as_json: bool,
+    out: TextIO | None = None,
+) -> None:
     out = out or sys.stdout
-    _check_thresholds(args.conf, args.iou)
-    images = [Path(p) for p in args.images]
+    _check_thresholds(conf, iou)
     # Read every image first so a bad path fails before any output is printed.
     frames = [read_image(p) for p in images]
-    with Detector.from_onnx(args.model, conf=args.conf, iou=args.iou) as detector:
+    with Detector.from_onnx(model, conf=conf, iou=iou) as detector:
         for path, frame in zip(images, frames, strict=True):
             detections = detector.detect(frame)
-            if args.json:
+            if as_json:
                 record = {"image": str(path), "detections": [d.to_json() for d in detections]}
                 out.write(json.dumps(record) + "\n")
             else:
                 out.write(format_table(str(path), detections) + "\n")
-    return 0

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -379,7 +378,7 @@ class DevicePki:
             raise ConfigError(f"{cert_path} is not a service certificate; devices renew "
                               "their own (the agent does, before expiry)")  # fmt: skip
         for path in (key_path, cert_path) if rotate_key else (cert_path,):
-            _check_owner(path)
+            check_owner(path)
         key = new_key() if rotate_key else old_key
         ca, ca_key = self._ca()
         cn = str(old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
@@ -430,7 +429,7 @@ def _is_client(cert: x509.Certificate) -> bool:
     return ExtendedKeyUsageOID.CLIENT_AUTH in list(eku)
 
 
-def _check_owner(path: Path) -> None:
+def check_owner(path: Path) -> None:
     """ConfigError, before anything is written, when a renewed ``path`` could not keep its
     owner (only root may give a file to another user, e.g. mosquitto)."""
     import os
@@ -446,7 +445,7 @@ def replace_pair(key_path: Path, key_data: bytes | None, cert_path: Path, cert: 
     matching pair: both are staged as ``.next`` beside the old ones with the old owner and
     mode, the certificate last (the commit), then renamed over them (:func:`finish_pair`)."""
     for path in (key_path, cert_path) if key_data is not None else (cert_path,):
-        _check_owner(path)
+        check_owner(path)
     if key_data is not None:
         _stage(key_path, key_data)
     _stage(cert_path, cert)
@@ -529,21 +528,6 @@ def export_broker_files(pki: DevicePki, dest: Path, owner: tuple[int, int]) -> l
     return written
 
 
-# -- `edgefleet pki` handlers (controller/keys_cli.py registers them) -------------------
-
-
-def cmd_init(args: Any) -> int:
-    pki = DevicePki(Path(args.data) / "pki")
-    owner = owner_ids(args.broker_user) if args.broker_user else None  # before writing
-    pki.init(tuple(args.broker_name or ("localhost", "127.0.0.1")))
-    print(f"device CA, broker and controller certificates in {pki.folder}")
-    if owner is not None:
-        dest = Path(args.broker_dir)
-        export_broker_files(pki, dest, owner)
-        print(f"the broker's CA, certificate, key and CRL in {dest} for {args.broker_user}")
-    return 0
-
-
 def acl_with_user(acl: str, cn: str) -> str | None:
     """The broker ACL (deploy/mosquitto/edgefleet.acl) with a block for ``cn`` that grants
     exactly the rules of the ``user edgefleet-controller`` block; None if ``cn`` already
@@ -569,7 +553,7 @@ def add_acl_user(acl_file: Path, cn: str) -> bool:
     """Add ``cn``'s block to ``acl_file`` in place (owner and mode kept); False if present."""
     import os
 
-    new = acl_with_user(_read_acl(acl_file), cn)
+    new = acl_with_user(read_acl(acl_file), cn)
     if new is None:
         return False
     st = acl_file.stat()
@@ -579,169 +563,11 @@ def add_acl_user(acl_file: Path, cn: str) -> bool:
     return True
 
 
-def cmd_replica(args: Any) -> int:
-    pki = DevicePki(Path(args.data) / "pki")
-    cn = replica_cn(args.name)
-    acl = Path(args.acl) if args.acl else None
-    if acl is not None:  # refuse a missing or foreign ACL before issuing anything
-        acl_with_user(_read_acl(acl), cn)
-    issued = pki.issue_replica(args.name)
-    print(f"{issued.cert}\n{issued.key}")
-    if acl is None:
-        print(f"broker user {cn}: give it the controller's block in the broker ACL "
-              "(--acl FILE adds it; deploy/mosquitto/edgefleet.acl)")  # fmt: skip
-    elif add_acl_user(acl, cn):
-        print(f"added user {cn} to {acl}: reload the broker (systemctl reload mosquitto)")
-    else:
-        print(f"{acl} already has user {cn}")
-    return 0
-
-
-def _read_acl(path: Path) -> str:
+def read_acl(path: Path) -> str:
     try:
         return path.read_text()
     except OSError as e:
         raise ConfigError(f"--acl: cannot read {path}: {e.strerror}") from e
-
-
-def cmd_issue(args: Any) -> int:
-    pki = DevicePki(Path(args.data) / "pki")
-    device = device_identity(args.device_id)
-    issued = pki.issue_pair(f"device-{device}", device)
-    print(f"{issued.cert}\n{issued.key}")
-    return 0
-
-
-def cmd_revoke(args: Any) -> int:
-    pki = DevicePki(Path(args.data) / "pki")
-    device = validate_device_id(args.device_id)
-    cert = pki.folder / f"device-{device}.pem"
-    if not cert.exists():
-        raise ConfigError(f"no certificate for {device} in {pki.folder}")
-    pki.revoke(cert.read_bytes(), device)
-    print(f"revoked {device}; restart or SIGHUP the broker so it reads {pki.crl_path}")
-    return 0
-
-
-def cmd_crl(args: Any) -> int:
-    pki = DevicePki(Path(args.data) / "pki")
-    expires = pki.renew_crl()
-    print(f"{pki.crl_path} re-signed; valid until {expires:%Y-%m-%d %H:%M} UTC "
-          "(SIGHUP the broker so it reads it)")  # fmt: skip
-    return 0
-
-
-def _renew_hint(what: str, path: str) -> str:
-    """The command that renews the row ``what`` of :meth:`DevicePki.status`."""
-    if what == "device CA":
-        return "no in-place renewal: a new CA and re-enrollment (docs/TRUST.md)"
-    if what == "CRL":
-        return "the controller re-signs it; by hand: edgefleet pki crl"
-    return f"edgefleet pki renew {Path(path).stem}"
-
-
-def cmd_status(args: Any) -> int:
-    pki = DevicePki(Path(args.data) / "pki")
-    if not pki.exists():
-        raise ConfigError(f"no device CA in {pki.folder}: run `edgefleet pki init`")
-    now = datetime.now(timezone.utc)
-    for what, path, expires in pki.status():
-        if expires is None:
-            print(f"{what:<11} missing or unreadable  {path}")
-            continue
-        left = (expires - now).days
-        # The controller renews the CRL with 20 days left: under 10 it has not been running.
-        soon = 10 if what == "CRL" else 30
-        warn = "  EXPIRED" if expires <= now else ("  renew soon" if left < soon else "")
-        print(f"{what:<11} {expires:%Y-%m-%d %H:%M} UTC ({left} days left){warn}  {path}"
-              f"\n{'':<11} renew: {_renew_hint(what, path)}")  # fmt: skip
-    print("devices     each agent renews its own certificate with a third of its lifetime "
-          "left (POST /v1/devices/ID/certificate)")  # fmt: skip
-    _print_devices(Path(args.data), getattr(args, "database_url", None), now)
-    return 0
-
-
-DEVICE_WARN = timedelta(days=90)  # agents renew with ~122 of 365 days left: less is a failure
-
-
-def _print_devices(data: Path, database_url: str | None, now: datetime) -> None:
-    """Enrolled devices whose certificate is close to expiry: their renewal is failing."""
-    from edgefleet.controller.db import make_engine
-    from edgefleet.controller.device_certs import device_cert_expiries
-    from edgefleet.controller.settings import Settings
-    from sqlmodel import Session
-
-    settings = Settings(data_dir=data, database_url=database_url)
-    if database_url is None and not (data / "edgefleet.db").exists():
-        print("            (no controller database here: device certificates not shown)")
-        return
-    engine = make_engine(settings.db_url)
-    try:
-        with Session(engine) as session:
-            expiries = device_cert_expiries(session)
-    finally:
-        engine.dispose()
-    late = sorted((exp, dev) for dev, exp in expiries.items() if exp - now < DEVICE_WARN)
-    print(f"            {len(expiries)} enrolled, {len(late)} with under "
-          f"{DEVICE_WARN.days} days left (renewal failing: is the device reaching the "
-          "controller?)")  # fmt: skip
-    for expires, device in late:
-        left = (expires - now).days
-        warn = "EXPIRED: enroll it again" if expires <= now else f"{left} days left"
-        print(f"  {device:<24} {expires:%Y-%m-%d %H:%M} UTC  {warn}")
-
-
-def _renew_stems(pki: DevicePki, name: str | None, all_services: bool) -> list[str]:
-    stems = pki.service_stems()
-    if all_services == (name is not None):
-        raise ConfigError("give one service certificate (broker, controller, "
-                          "controller-NAME) or --all-services")  # fmt: skip
-    if name is None:
-        return stems
-    for stem in (name, f"controller-{name}"):  # a replica by its own name too
-        if stem in stems:
-            return [stem]
-    raise ConfigError(f"no service certificate {name!r} in {pki.folder}; there are: "
-                      f"{', '.join(stems) or 'none'}")  # fmt: skip
-
-
-def cmd_renew(args: Any) -> int:
-    pki = DevicePki(Path(args.data) / "pki")
-    if not pki.exists():
-        raise ConfigError(f"no device CA in {pki.folder}: run `edgefleet pki init`")
-    if not 1 <= args.days <= 3650:
-        raise ConfigError(f"--days {args.days}: give 1 to 3650")
-    stems = _renew_stems(pki, args.name, args.all_services)
-    dest = Path(args.broker_dir) if args.broker_dir and "broker" in stems else None
-    if dest is not None:  # refuse before renewing anything
-        for name in ("broker.pem", "broker.key"):
-            if not (dest / name).exists():
-                raise ConfigError(f"--broker-dir: no {dest / name} to replace")
-            _check_owner(dest / name)
-    for stem in stems:
-        expires = pki.renew_service(stem, timedelta(days=args.days), args.rotate_key)
-        print(f"{pki.folder / stem}.pem renewed{' with a new key' if args.rotate_key else ''}; "
-              f"valid until {expires:%Y-%m-%d %H:%M} UTC")  # fmt: skip
-    if dest is not None:
-        finish_pair(dest / "broker.key", dest / "broker.pem")
-        key = (pki.folder / "broker.key").read_bytes() if args.rotate_key else None
-        replace_pair(dest / "broker.key", key, dest / "broker.pem",
-                     (pki.folder / "broker.pem").read_bytes())  # fmt: skip
-        print(f"the broker's copy in {dest} replaced (owner and mode kept)")
-    for stem in stems:
-        print(f"now: {_reload_hint(stem)}")
-    return 0
-
-
-def _reload_hint(stem: str) -> str:
-    if stem == "broker":
-        return ("SIGHUP the broker (systemctl reload mosquitto) so new handshakes get the new "
-                "certificate; copy it to the broker's folder first if it reads a copy "
-                "(--broker-dir)")  # fmt: skip
-    return (
-        f"restart the controller that uses {stem}.pem (systemctl restart "
-        "edgefleet-controller): its MQTT link reads the certificate when it connects"
-    )
 
 
 class CrlRenewer:

@@ -6,7 +6,7 @@ manifest in ``sha256sum`` format, the export arguments. :func:`export_onnx` expo
 recorded weights again with the recorded export arguments (Ultralytics, the export
 extra), and :func:`compare` says whether the result is the pushed ONNX: the same bytes,
 the same model but for volatile metadata (``onnx_compare.py``), or what differs. No
-controller and no network here: the CLI handler (``reproduce_cmds.py``) fetches.
+controller and no network here: the CLI command (edgefleet/cli/reproduce.py) fetches.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ process ``shutdown_deadline`` seconds after the signal.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -19,7 +18,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -240,13 +239,14 @@ def _settle_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def run(flags: Mapping[str, object]) -> int:
+    """The controller with serve's ``flags`` (by name) over its settings, until SIGTERM."""
     from edgefleet.controller.app import create_app
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = Settings.from_args(args)
+    settings = Settings.from_flags(flags)
     sock = bind(settings.listen_host, settings.listen_port)
     services, link = build_services(settings)
     refresher = RoleRefresher(services.signing, settings.online_refresh_interval)

@@ -100,9 +100,10 @@ class Settings:
     shutdown_deadline: float = 7.0  # seconds after SIGTERM the process is gone, in any state
 
     @classmethod
-    def from_args(cls, args: Any) -> Settings:
-        """Flags from ``args``, then ``EDGEFLEET_*``, then the settings file, then defaults."""
-        return ServeConfig.load(args).settings()
+    def from_flags(cls, flags: Mapping[str, object]) -> Settings:
+        """``flags`` (serve's, by name), then ``EDGEFLEET_*``, then the settings file, then
+        defaults."""
+        return ServeConfig.load(flags).settings()
 
     @property
     def broker(self) -> BrokerAddress:
@@ -155,7 +156,7 @@ class Settings:
 
 ENV_PREFIX = "EDGEFLEET_"
 # ServeConfig's fields that `controller serve` also takes as a flag (--data, --max-downloads):
-# controller/cli.py spells each as its field name with dashes.
+# edgefleet/cli/controller.py spells each as its field name with dashes.
 FLAGS = ("config", "data", "mqtt", "listen", "replica", "database_url", "insecure_dev",
          "public_mirror", "max_downloads", "offload_prefix", "artifact_store", "tuf_store",
          "telemetry_max_age_days")  # fmt: skip
@@ -322,13 +323,15 @@ class ServeConfig(BaseSettings):
         return value or None
 
     @classmethod
-    def load(cls, args: Any = None) -> ServeConfig:
-        """The flags given in ``args`` (an argparse namespace; None and False are "not
-        given"), over the environment, over the settings file. A bad value is one
-        ConfigError line naming where it came from."""
-        given = {name: getattr(args, name, None) for name in FLAGS}
+    def load(cls, given: Mapping[str, object] | None = None) -> ServeConfig:
+        """The flags ``given`` by name (None and False are "not given"), over the
+        environment, over the settings file. A bad value is one ConfigError line naming
+        where it came from."""
+        values = {name: (given or {}).get(name) for name in FLAGS}
         # "is", not "in (None, False)": --max-downloads 0 is given (and refused), since 0 == False
-        flags: dict[str, Any] = {k: v for k, v in given.items() if v is not None and v is not False}
+        flags: dict[str, Any] = {
+            k: v for k, v in values.items() if v is not None and v is not False
+        }
         try:
             return cls(**flags)
         except ValidationError as e:

@@ -7,7 +7,6 @@ process it starts, it stops (unless ``--keep``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -259,12 +258,13 @@ def _demo(fleet: Fleet, n_agents: int, *, retrain: bool) -> str:
     return url
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def run_demo(*, agents: int, keep: bool, work_dir: Path | None, plain: bool, retrain: bool) -> int:
+    """Start a broker, a controller and ``agents`` agents; roll out v1, v2 (and more)."""
     if not (MODELS / "shapes" / "v2" / "model.onnx").is_file():
         raise EdgefleetError(f"shipped models not found under {MODELS}: run from a clone")
-    work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
+    work = work_dir or Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    if not args.plain:  # mTLS broker; PKI in the controller's data folder
+    if not plain:  # mTLS broker; PKI in the controller's data folder
         from edgefleet.demo_tls import start_tls_broker
 
         broker = start_tls_broker(work / "controller").broker
@@ -273,9 +273,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     fleet = Fleet(work, broker)
     ok = False
     try:
-        url = _demo(fleet, args.agents, retrain=args.retrain)
+        url = _demo(fleet, agents, retrain=retrain)
         ok = True
-        if args.keep:
+        if keep:
             say(f"\nleft running (Ctrl-C stops it all):\n  controller {url}  (/docs, /v1/devices)")
             say(f"  broker     {fleet.broker.url}\n  logs       {work / 'logs'}")
             say(
@@ -292,7 +292,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise
     finally:
         fleet.stop()
-        if ok and not args.keep and not args.dir:
+        if ok and not keep and work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     say("demo finished: everything it started is stopped")
     return 0

@@ -1,7 +1,7 @@
 """Docs rendered from the code, so they cannot drift: the REST table of
 docs/ARCHITECTURE.md (from the controller app's OpenAPI document and its routes'
 dependencies) and the CLI reference docs/CLI.md (from the
-argparse parsers) and the settings table of docs/SETTINGS.md (from ServeConfig's fields).
+Typer command tree) and the settings table of docs/SETTINGS.md (from ServeConfig's fields).
 ``python -m edgefleet.docgen`` rewrites them; ``--check`` only says
 which differ (tests/test_docs.py runs the same comparison)."""
 
@@ -15,6 +15,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -155,92 +156,85 @@ def rest_table(app: Any) -> str:
 # --- CLI -------------------------------------------------------------------------------
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, Any]]:
-    out = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {a.dest: a.help or "" for a in action._choices_actions}
-            for name, sub in action.choices.items():
-                out.append((name, helps.get(name, ""), sub))
-    return out
+def _param_name(param: Any) -> str:
+    """``--flag METAVAR`` for an option, ``METAVAR`` for a positional argument."""
+    if param.param_type_name == "argument":
+        name = str(param.metavar or param.name.upper())
+        return f"{name} ..." if param.nargs == -1 and not name.endswith("...") else name
+    flags = ", ".join([*param.opts, *param.secondary_opts])
+    if param.is_flag:
+        return flags
+    return f"{flags} {param.metavar or param.name.upper()}"
 
 
-def _help(action: argparse.Action) -> str:
-    text = action.help or ""
-    if "%" in text:
-        values = {k: v for k, v in vars(action).items() if v is not argparse.SUPPRESS}
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            text = text % {**values, "default": action.default}
+def _choices(param: Any) -> list[str]:
+    """The values of a parameter typed as an Enum (Typer keeps the annotation; a Click
+    Choice has them itself)."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return [str(m.value) for m in annotation]
+    return [str(c) for c in getattr(getattr(param, "type", None), "choices", None) or ()]
+
+
+def _param_help(param: Any) -> str:
+    text = getattr(param, "help", None) or ""
+    choices = _choices(param)
+    if choices:
+        text += f" (one of: {', '.join(choices)})"
+    default = param.default
+    shown = param.param_type_name == "option" and not param.is_flag and "default" not in text
+    if shown and default not in (None, (), [], ""):
+        text += f" (default: {getattr(default, 'value', default)})"
+    if param.required and param.param_type_name == "option":
+        text += " (required)"
+    if getattr(param, "multiple", False):
+        text += " (repeatable)"
     return text
 
 
-def _option(action: argparse.Action) -> str:
-    if not action.option_strings:
-        name = str(action.metavar or action.dest)
-        return f"{name} ..." if action.nargs in ("+", "*", argparse.REMAINDER) else name
-    flags = ", ".join(action.option_strings)
-    if action.nargs == 0:
-        return flags
-    metavar = action.metavar or action.dest.upper()
-    return f"{flags} {' '.join(metavar) if isinstance(metavar, tuple) else metavar}"
-
-
-def _options(parser: argparse.ArgumentParser) -> list[str]:
-    rows = []
-    for action in parser._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
-            continue
-        if action.help == argparse.SUPPRESS:
-            continue
-        text = _help(action)
-        if action.choices is not None:
-            text += f" (one of: {', '.join(str(c) for c in action.choices)})"
-        default = action.default
-        if (
-            action.nargs != 0
-            and default not in (None, argparse.SUPPRESS, [], "")
-            and ("default" not in text)
-        ):
-            text += f" (default: {default})"
-        if action.required and action.option_strings:
-            text += " (required)"
-        rows.append(f"| `{_cell(_option(action))}` | {_cell(text)} |")
+def _params(command: Any) -> list[str]:
+    rows = [
+        f"| `{_cell(_param_name(p))}` | {_cell(_param_help(p))} |"
+        for p in command.params
+        if not getattr(p, "hidden", False)
+    ]
     return ["| argument | help |", "|---|---|", *rows] if rows else []
 
 
-def _command(words: list[str], summary: str, parser: argparse.ArgumentParser) -> list[str]:
+def _command(words: list[str], command: Any) -> list[str]:
     out = [f"{'#' * min(len(words) + 1, 4)} `{' '.join(words)}`", ""]
-    for text in dict.fromkeys(t for t in (summary, parser.description or "") if t):
-        out += [_cell(text), ""]
-    options = _options(parser)
-    if options:
-        out += [*options, ""]
-    handler = parser.get_default("handler")
-    if handler:
-        out += [f"Runs `{handler}`.", ""]
-    subs = _subcommands(parser)
+    for text in (command.help, command.epilog):
+        if text:
+            out += [_cell(text), ""]
+    params = _params(command)
+    if params:
+        out += [*params, ""]
+    callback = command.callback
+    subs = dict(getattr(command, "commands", {}))
+    if callback is not None and not subs:
+        out += [f"Runs `{callback.__module__}:{callback.__name__}`.", ""]
     if subs:
-        out += ["Subcommands: " + ", ".join(f"`{name}`" for name, _, _ in subs) + ".", ""]
-    for name, help_text, sub in subs:
-        out += _command([*words, name], help_text, sub)
+        out += ["Subcommands: " + ", ".join(f"`{name}`" for name in subs) + ".", ""]
+    for name, sub in subs.items():
+        out += _command([*words, name], sub)
     return out
 
 
 def cli_reference() -> str:
-    from edgefleet.cli import build_parser
+    from edgefleet.cli import command_tree
 
     head = [
         "# edgefleet CLI reference",
         "",
-        f"<!-- Generated from the argparse parsers by `{COMMAND}`; do not edit by hand."
-        " tests/test_docs.py fails when this page and the code differ. -->",
+        f"<!-- Generated from the Typer command tree (edgefleet/cli/) by `{COMMAND}`; do not"
+        " edit by hand. tests/test_docs.py fails when this page and the code differ. -->",
         "",
         "Every command and subcommand of the `edgefleet` console script, with its help and"
         " its arguments (`edgefleet COMMAND --help` prints the same). 'Runs' names the"
-        " handler (`module:function`, imported only when the command runs).",
+        " command's function (`module:function`); what it runs is imported only then.",
         "",
     ]
-    return "\n".join(head + _command(["edgefleet"], "", build_parser())).rstrip() + "\n"
+    return "\n".join(head + _command(["edgefleet"], command_tree())).rstrip() + "\n"
 
 
 # --- the pages -------------------------------------------------------------------------

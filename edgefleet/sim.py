@@ -8,19 +8,18 @@ health-check them and send telemetry windows like the daemon does. A device can 
 taken offline (its stack stopped; the broker publishes its Last Will) and brought back
 (same data folder, same persistent MQTT session) to test catching up.
 
-Only the standard library is imported at the top (the CLI imports this module to
-register the command); the agent is imported when a fleet starts.
+Only the standard library is imported at the top; the agent is imported when a fleet
+starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,6 +32,30 @@ log = logging.getLogger("edgefleet.sim")
 T = TypeVar("T")
 
 STOP_TIMEOUT_S = 15.0  # seconds to wait for one device's threads at shutdown
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """``edgefleet sim``'s flags (edgefleet/cli/sim.py)."""
+
+    mode: str = "agent"  # agent: whole agent stacks; proto: edgefleet.simproto devices
+    procs: int = 1  # processes to split --mode proto over
+    first: int = 0  # index of the first device id
+    workers: int = 8  # refresh/install threads per process (proto)
+    phase_delay: float = 0.0  # seconds each install phase takes (proto)
+    stats: str | None = None  # JSON summary written here at exit (proto; .N per process)
+    devices: int = 10
+    controller: str = "http://127.0.0.1:8600"
+    mqtt: str = "mqtt://127.0.0.1:1883"
+    data: str = "sim-data"
+    source: str = "models/samples"
+    label: tuple[str, ...] = ()  # KEY=V1,V2: values dealt round-robin
+    prefix: str = "sim"
+    fps: float = 2.0  # frames per second per device
+    window: float = 5.0  # seconds per telemetry window
+    poll: float = 10.0  # seconds between director polls
+    token: str | None = None  # operator API token (default $EDGEFLEET_TOKEN)
+    quiet: bool = False
 
 
 def fleet_configs(
@@ -193,7 +216,7 @@ class SimFleet:
 # --- the command -------------------------------------------------------------------------
 
 
-def _labels(items: list[str]) -> dict[str, list[str]]:
+def _labels(items: Sequence[str]) -> dict[str, list[str]]:
     from edgefleet.shared.errors import ConfigError
 
     out = {}
@@ -205,37 +228,37 @@ def _labels(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _token(args: argparse.Namespace) -> str:
-    return str(args.token or os.environ.get("EDGEFLEET_TOKEN", "")).strip()
+def _token(opts: SimOptions) -> str:
+    return str(opts.token or os.environ.get("EDGEFLEET_TOKEN", "")).strip()
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def run(opts: SimOptions) -> int:
     from edgefleet.shared.errors import ConfigError
 
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    if args.procs < 1:
+    if opts.procs < 1:
         raise ConfigError("--procs must be at least 1")
-    if args.mode == "proto":
-        return run_proto(args)
-    if args.procs != 1:
+    if opts.mode == "proto":
+        return run_proto(opts)
+    if opts.procs != 1:
         raise ConfigError("--procs is for --mode proto; agent stacks run in one process")
-    source = Path(args.source)
+    source = Path(opts.source)
     if not source.is_dir():
         raise ConfigError(f"frame folder {source} does not exist")
-    if args.devices < 1:
+    if opts.devices < 1:
         raise ConfigError("--devices must be at least 1")
-    data = Path(args.data).resolve()
-    token = _token(args)
+    data = Path(opts.data).resolve()
+    token = _token(opts)
     if token:
-        ids = [f"{args.prefix}-{i:04d}" for i in range(args.devices)]
-        enrolled = enroll_fleet(args.controller, data, ids, token)
-        log.warning("enrolled %d device(s) with %s", enrolled, args.controller)
+        ids = [f"{opts.prefix}-{i:04d}" for i in range(opts.devices)]
+        enrolled = enroll_fleet(opts.controller, data, ids, token)
+        log.warning("enrolled %d device(s) with %s", enrolled, opts.controller)
     configs = fleet_configs(
-        args.devices, controller_url=args.controller, mqtt_url=args.mqtt,
+        opts.devices, controller_url=opts.controller, mqtt_url=opts.mqtt,
         data_dir=data, source=source.resolve(),
-        labels=_labels(args.label), prefix=args.prefix, fps=args.fps,
-        window_s=args.window, poll_s=args.poll,
+        labels=_labels(opts.label), prefix=opts.prefix, fps=opts.fps,
+        window_s=opts.window, poll_s=opts.poll,
     )  # fmt: skip
     fleet = SimFleet(configs)
     done = threading.Event()
@@ -246,8 +269,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     fleet.start()
-    log.warning("simulating %d device(s) %s-0000.. against %s", len(configs), args.prefix,
-                args.mqtt)  # fmt: skip
+    log.warning("simulating %d device(s) %s-0000.. against %s", len(configs), opts.prefix,
+                opts.mqtt)  # fmt: skip
     while not done.wait(1.0):
         if all(not d.running for d in fleet.devices.values()):
             break
@@ -270,7 +293,7 @@ def _wait_for_signal() -> threading.Event:
     return done
 
 
-def run_proto(args: argparse.Namespace) -> int:
+def run_proto(opts: SimOptions) -> int:
     """Protocol-level devices (``edgefleet.simproto``): in this process, or split over
     ``--procs`` child processes of this same command."""
     import json
@@ -284,61 +307,61 @@ def run_proto(args: argparse.Namespace) -> int:
         parse_mqtt_url,
     )
 
-    if args.devices < 1:
+    if opts.devices < 1:
         raise ConfigError("--devices must be at least 1")
-    if args.workers < 1:
+    if opts.workers < 1:
         raise ConfigError("--workers must be at least 1")
-    host, port = parse_mqtt_url(args.mqtt)
-    if args.procs > 1:
-        return _spawn_procs(args)
-    data = Path(args.data).resolve()
+    host, port = parse_mqtt_url(opts.mqtt)
+    if opts.procs > 1:
+        return _spawn_procs(opts)
+    data = Path(opts.data).resolve()
     config = ProtoConfig(
-        controller_url=args.controller.rstrip("/"), mqtt_host=host, mqtt_port=port,
-        data_dir=data, poll_s=args.poll, window_s=args.window,
-        phase_delay_s=args.phase_delay, workers=args.workers, fps=args.fps,
-        token=_token(args) or None,
+        controller_url=opts.controller.rstrip("/"), mqtt_host=host, mqtt_port=port,
+        data_dir=data, poll_s=opts.poll, window_s=opts.window,
+        phase_delay_s=opts.phase_delay, workers=opts.workers, fps=opts.fps,
+        token=_token(opts) or None,
     )  # fmt: skip
-    ids = device_ids(args.prefix, args.first, args.devices)
-    fleet = ProtoFleet(config, ids, deal_labels(_labels(args.label), args.first, args.devices))
+    ids = device_ids(opts.prefix, opts.first, opts.devices)
+    fleet = ProtoFleet(config, ids, deal_labels(_labels(opts.label), opts.first, opts.devices))
     done = _wait_for_signal()
     fleet.start()
     log.warning("simulating %d protocol-level device(s) %s..%s against %s", len(ids), ids[0],
-                ids[-1], args.mqtt)  # fmt: skip
+                ids[-1], opts.mqtt)  # fmt: skip
     done.wait()
     fleet.stop()
     summary = fleet.summary()
-    if args.stats:
-        Path(args.stats).write_text(json.dumps(summary, indent=2))
+    if opts.stats:
+        Path(opts.stats).write_text(json.dumps(summary, indent=2))
     log.warning("stopped: %s", summary)
     return 0
 
 
-def _spawn_procs(args: argparse.Namespace) -> int:
+def _spawn_procs(opts: SimOptions) -> int:
     import subprocess
     import sys
 
     from edgefleet.shared.errors import ConfigError
 
-    per, extra = divmod(args.devices, args.procs)
+    per, extra = divmod(opts.devices, opts.procs)
     children = []
-    first = args.first
-    for i in range(args.procs):
+    first = opts.first
+    for i in range(opts.procs):
         count = per + (1 if i < extra else 0)
         if count == 0:
             continue
         argv = [sys.executable, "-m", "edgefleet", "sim", "--mode", "proto", "--procs", "1",
                 "--devices", str(count), "--first", str(first),
-                "--controller", args.controller, "--mqtt", args.mqtt,
-                "--data", str(Path(args.data) / f"proc{i}"), "--prefix", args.prefix,
-                "--fps", str(args.fps), "--window", str(args.window), "--poll", str(args.poll),
-                "--phase-delay", str(args.phase_delay), "--workers", str(args.workers)]  # fmt: skip
-        for item in args.label:
+                "--controller", opts.controller, "--mqtt", opts.mqtt,
+                "--data", str(Path(opts.data) / f"proc{i}"), "--prefix", opts.prefix,
+                "--fps", str(opts.fps), "--window", str(opts.window), "--poll", str(opts.poll),
+                "--phase-delay", str(opts.phase_delay), "--workers", str(opts.workers)]  # fmt: skip
+        for item in opts.label:
             argv += ["--label", item]
-        if args.stats:
-            argv += ["--stats", f"{args.stats}.{i}"]
-        if args.quiet:
+        if opts.stats:
+            argv += ["--stats", f"{opts.stats}.{i}"]
+        if opts.quiet:
             argv.append("--quiet")
-        env = {**os.environ, "EDGEFLEET_TOKEN": _token(args)}  # not in argv: ps shows argv
+        env = {**os.environ, "EDGEFLEET_TOKEN": _token(opts)}  # not in argv: ps shows argv
         children.append(subprocess.Popen(argv, env=env))
         first += count
     done = _wait_for_signal()
@@ -353,41 +376,3 @@ def _spawn_procs(args: argparse.Namespace) -> int:
     if failed:
         raise ConfigError(f"simulator process(es) {failed} ended with {[codes[i] for i in failed]}")
     return 0
-
-
-def register(sub: Any) -> None:
-    sim = sub.add_parser(
-        "sim", help="simulated devices: N real agent stacks (--mode agent) or thousands of "
-        "protocol-level devices over several processes (--mode proto)",
-    )  # fmt: skip
-    sim.add_argument("--mode", choices=("agent", "proto"), default="agent",
-                     help="agent: the whole agent stack per device (small fleets); proto: "
-                     "MQTT + TUF + downloads only (edgefleet/simproto.py)")  # fmt: skip
-    sim.add_argument("--procs", type=int, default=1, help="processes to split --mode proto over")
-    sim.add_argument("--first", type=int, default=0, help="index of the first device id")
-    sim.add_argument("--workers", type=int, default=8,
-                     help="refresh/install threads per process (--mode proto)")  # fmt: skip
-    sim.add_argument("--phase-delay", type=float, default=0.0,
-                     help="seconds each install phase takes (--mode proto)")  # fmt: skip
-    sim.add_argument(
-        "--stats",
-        default=None,
-        help="write a JSON summary here at exit (--mode proto; .N per process)",
-    )
-    sim.add_argument("--devices", type=int, default=10)
-    sim.add_argument("--controller", default="http://127.0.0.1:8600", help="controller URL")
-    sim.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL")
-    sim.add_argument("--data", default="sim-data", help="folder for the devices' data")
-    sim.add_argument("--source", default="models/samples", help="folder of frames")
-    sim.add_argument("--label", action="append", default=[], metavar="KEY=V1,V2",
-                     help="label values dealt round-robin; repeat for several labels")  # fmt: skip
-    sim.add_argument("--prefix", default="sim", help="device ids are PREFIX-0000, ...")
-    sim.add_argument("--fps", type=float, default=2.0, help="frames per second per device")
-    sim.add_argument("--window", type=float, default=5.0, help="seconds per telemetry window")
-    sim.add_argument("--poll", type=float, default=10.0, help="seconds between director polls")
-    sim.add_argument("--token", default=None,
-                     help="operator API token (default $EDGEFLEET_TOKEN) for a controller with "
-                     "auth on: --mode agent enrolls each device not enrolled yet, as `agent "
-                     "enroll` does; --mode proto fetches /tuf with it")  # fmt: skip
-    sim.add_argument("--quiet", action="store_true", help="warnings only")
-    sim.set_defaults(handler="edgefleet.sim:run_from_args")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from edgefleet.controller.settings import ENV_PREFIX, ServeConfig, Settings
 
-from edgefleet.cli import build_parser
+from edgefleet.cli import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -93,7 +93,7 @@ def _settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return Settings.from_args(build_parser().parse_args(["controller", "serve"]))
+    return Settings.from_flags(parse_args(["controller", "serve"]))
 
 
 def test_every_secret_is_required_and_named_when_missing(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from edgefleet.controller.settings import Settings
 
-from edgefleet.cli import build_parser
+from edgefleet.cli import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD = REPO / "deploy" / "systemd"
@@ -30,8 +30,8 @@ def _exec_start(unit: Path) -> list[str]:
 def test_the_controller_unit_is_secure_and_finds_the_shipped_broker(tmp_path: Path) -> None:
     argv = _exec_start(SYSTEMD / "edgefleet-controller.service")
     assert argv[0].endswith("/edgefleet") and "--insecure-dev" not in argv
-    args = build_parser().parse_args(argv[1:])
-    settings = Settings.from_args(args)
+    flags = parse_args(argv[1:])
+    settings = Settings.from_flags(flags)
     assert settings.auth, "the shipped controller must require API tokens"
     broker = settings.broker
     assert broker.tls, "the shipped broker only speaks TLS"
@@ -42,7 +42,7 @@ def test_the_controller_unit_is_secure_and_finds_the_shipped_broker(tmp_path: Pa
     assert crl is not None
     copy = _exec_start(SYSTEMD / "edgefleet-crl.service")
     assert copy[-1] == crl.group(1)
-    assert copy[-2] == str(Path(args.data) / "pki" / "device-ca.crl")
+    assert copy[-2] == str(Path(flags["data"]) / "pki" / "device-ca.crl")
     watched = (SYSTEMD / "edgefleet-crl.path").read_text()
     assert f"PathChanged={copy[-2]}" in watched
 

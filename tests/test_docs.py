@@ -4,24 +4,22 @@ command that rewrites them."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgefleet import docgen
-from edgefleet.cli import build_parser
+from edgefleet.cli import command_tree
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _commands(parser: argparse.ArgumentParser, words: list[str]) -> Iterator[list[str]]:
+def _commands(command: Any, words: list[str]) -> Iterator[list[str]]:
     yield words
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _commands(sub, [*words, name])
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, [*words, name])
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +45,10 @@ def test_the_pages_cover_every_route_and_command(pages: dict[Path, str]) -> None
     assert "| POST | /v1/rollouts | " in arch and "| operator |" in arch
     assert "| GET | /v1/tokens | List Tokens |  | `TokensPublic` | admin |" in arch
     assert "its own device or viewer" in arch  # device_or("viewer", own=True)
-    for words in _commands(build_parser(), ["edgefleet"]):
+    for words in _commands(command_tree(), ["edgefleet"]):
         assert f"`{' '.join(words)}`" in cli, words
-    assert "Runs `edgefleet.agent.daemon:run_from_args`." in cli
+    assert "Runs `edgefleet.cli.agent:agent_run`." in cli
+    assert "| `--json` | print JSON instead of text |" in cli
 
 
 def test_a_drifted_page_is_caught_and_rewritten(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from edgefleet.controller.signing._chain import TOP_LEVEL, MetadataChain, lifetime
 from edgefleet.controller.signing.image_repo import ONLINE
@@ -286,41 +285,3 @@ def _rotate_delegation(
     chain.bump(MODELS_ROLE, now)
     chain.bump("targets", now)
     chain.publish_snapshot(now)
-
-
-# -- `edgefleet keys` handlers (controller/keys_cli.py registers them) ------------------
-
-
-def _offline_dir(args: Any) -> Path:
-    return Path(args.offline_keys or Path(args.data) / "offline-keys")
-
-
-def cmd_init(args: Any) -> int:
-    data = Path(args.data)
-    result = init_keys(
-        data,
-        _offline_dir(args),
-        root_threshold=args.root_threshold,
-        root_keys=args.root_keys,
-        models_key_online=args.models_key_online,
-    )
-    print(f"image repository (root {args.root_threshold} of {args.root_keys}) and director "
-          f"in {data / 'tuf'}")  # fmt: skip
-    print(f"online keys (stay on the controller): {len(result.online_keys)} in {data / 'keys'}")
-    print("OFFLINE KEYS: move these off this machine (root keys to separate holders, the "
-          "models key to the publisher):")  # fmt: skip
-    for pem in result.offline_keys:
-        print(f"  {pem}")
-    return 0
-
-
-def cmd_rotate(args: Any) -> int:
-    result = rotate_key(Path(args.data), args.role, _offline_dir(args))
-    if args.role in DIRECTOR_ROTATABLE:
-        print(f"rotated the {args.role} key of every device's director repository "
-              f"(root version {result.root_version or '-'}). Agents take the new key on "
-              "their next refresh and refuse the old one.")  # fmt: skip
-        return 0
-    print(f"rotated the {args.role} key; root is now version {result.root_version}. "
-          "Agents take the new key on their next refresh and refuse the old one.")  # fmt: skip
-    return 0

@@ -41,7 +41,7 @@ def test_bench_infer_json_reports_ratios():
 @pytest.mark.slow
 def test_bench_swap_loses_no_frame_with_a_saturating_source():
     r = edgefleet(
-        "bench", "swap", "--models", str(V1), str(V2), "--source", str(SAMPLES),
+        "bench", "swap", "--models", str(V1), "--models", str(V2), "--source", str(SAMPLES),
         "--swaps", "3", "--gap-s", "0.3", "--settle-s", "0.1", "--json",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr

@@ -245,12 +245,15 @@ def test_plan_push_list_approve(controller_url: str, onnx_model: Path, tmp_path:
 
 
 def test_device_list_shows_the_error() -> None:
-    from edgefleet.controller.operator_cmds import ERROR_WIDTH, device_rows
+    from edgefleet.cli.devices import DEVICE_COLUMNS, ERROR_WIDTH
 
     base = {"device_id": "d1", "online": True, "model": "m", "version": "v1", "phase": "FAILED",
             "labels": {}, "desired_model": "m", "desired_version": "v2"}  # fmt: skip
     long = "release 1 is lower than installed release 2; " * 5
-    rows = device_rows([{**base, "error": long}, {**base, "error": None}])
+    rows = [
+        [c.cell(d) for c in DEVICE_COLUMNS]
+        for d in ({**base, "error": long}, {**base, "error": None})
+    ]
     assert rows[0][-1].startswith("release 1 is lower") and len(rows[0][-1]) == ERROR_WIDTH
     assert rows[1][-1] == "-"
 

@@ -5,7 +5,6 @@ alone. Devices enroll the real way (one-time token, the agent's own enroll code)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -122,10 +121,14 @@ def test_tuf_only_to_enrolled_devices_and_operators_and_revocation_cuts_it(
 def test_public_mirror_serves_the_image_repository_alone(
     secured: Services, tmp_path: Path, onnx_model: Path
 ) -> None:
-    args = argparse.Namespace(listen="127.0.0.1:8600", mqtt="mqtt://127.0.0.1:1883",
-                              data=str(tmp_path / "d"), database_url=None,
-                              public_mirror=True)  # fmt: skip
-    parsed = Settings.from_args(args)
+    flags = {
+        "listen": "127.0.0.1:8600",
+        "mqtt": "mqtt://127.0.0.1:1883",
+        "data": str(tmp_path / "d"),
+        "database_url": None,
+        "public_mirror": True,
+    }
+    parsed = Settings.from_flags(flags)
     assert parsed.public_mirror and parsed.auth  # a mirror, not an open controller
     secured.settings = dataclasses.replace(secured.settings, public_mirror=True)
     with serving(secured) as client:

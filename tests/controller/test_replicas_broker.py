@@ -128,9 +128,9 @@ def test_two_replicas_share_the_ingest_without_taking_each_others_session(
 def test_a_replica_name_is_checked_and_needs_its_certificate(tmp_path: Path) -> None:
     from edgefleet.shared.errors import ConfigError
 
-    from edgefleet.cli import build_parser
+    from edgefleet.cli import parse_args
 
-    args = build_parser().parse_args(
+    args = parse_args(
         [
             "controller",
             "serve",
@@ -143,7 +143,7 @@ def test_a_replica_name_is_checked_and_needs_its_certificate(tmp_path: Path) -> 
         ]
     )
     with pytest.raises(ConfigError, match="--replica"):
-        Settings.from_args(args)
+        Settings.from_flags(args)
     settings = Settings(data_dir=tmp_path, mqtt_url="mqtts://localhost:8883", replica="2")
     assert settings.client_id == "edgefleet-controller-2"
     with pytest.raises(ConfigError, match="pki replica"):

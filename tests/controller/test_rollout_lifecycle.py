@@ -15,7 +15,6 @@ import httpx
 import pytest
 from edgefleet.agent.updater import ModelUpdater, UpdaterConfig
 from edgefleet.controller.cards import CardStore
-from edgefleet.controller.operator_cmds import _print_rollout
 from edgefleet.controller.registry import push_version
 from edgefleet.controller.rollouts import service
 from edgefleet.controller.rollouts.lifecycle import (
@@ -28,7 +27,6 @@ from edgefleet.controller.rollouts.lifecycle import (
     transition,
 )
 from edgefleet.controller.rollouts.scheduler import Scheduler
-from edgefleet.controller.rollouts.watch import render
 from edgefleet.controller.services import Services
 from edgefleet.shared.card import ModelCard
 from edgefleet.shared.errors import TrustError
@@ -40,6 +38,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from edgefleet.cli.rollout_watch import render
+from edgefleet.cli.rollouts import print_rollout
 from tests.controller.test_scheduler import T0, Clock, Fleet, _create, _deps
 
 Setup = tuple[Services, Clock, Fleet]
@@ -291,7 +291,7 @@ def test_a_refusal_is_shown_with_its_reason_and_stops_the_stage(
     shown = {d["device_id"]: d["refused"] for d in body["devices"]}
     why = "director/image metadata: release 2 is lower than installed release 5"
     assert shown == {a: why, b: None}
-    _print_rollout(body)
+    print_rollout(body)
     out = capsys.readouterr().out
     assert f"{a} refused its assignment: {why}" in out
     table = [line.split() for line in out.splitlines() if line.startswith((a, b))]

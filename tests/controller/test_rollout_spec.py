@@ -129,20 +129,14 @@ def test_maintenance_window_in_its_time_zone_and_selector() -> None:
 
 
 def test_cli_builds_the_same_spec_from_a_file_and_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import argparse
-
-    from edgefleet.controller.operator_cmds import rollout_body
     from edgefleet.shared.errors import ConfigError
+
+    from edgefleet.cli.rollouts import RolloutFlags, rollout_body
 
     path = tmp_path / "rollout.yaml"
     path.write_text(YAML)
 
-    def ns(**kw: object) -> argparse.Namespace:
-        base = {"file": None, "target": None, "selector": [], "stages": None, "soak": None,
-                "on_failure": None, "gate": [], "max_concurrent": None, "stratify_by": None,
-                "priority": None, "install_timeout": None, "window": [], "timezone": None,
-                "shadow_frames": None, "shadow_stages": None, "shadow_min_match": None}  # fmt: skip
-        return argparse.Namespace(**{**base, **kw})
+    ns = RolloutFlags
 
     from_file = rollout_body(ns(file=str(path)))
     assert from_file == RolloutSpec.model_validate(yaml.safe_load(YAML)).model_dump(mode="json")
@@ -165,11 +159,15 @@ def test_cli_builds_the_same_spec_from_a_file_and_flags(tmp_path) -> None:  # ty
 
 def _create_args(*argv: str) -> dict:  # type: ignore[type-arg]
     """``edgefleet rollout create ARGV`` through the real parser, as the body it sends."""
-    from edgefleet.controller.operator_cmds import rollout_body
+    from edgefleet.cli import parse_args
+    from edgefleet.cli.rollouts import RolloutFlags, rollout_body
 
-    from edgefleet.cli import build_parser
-
-    return rollout_body(build_parser().parse_args(["rollout", "create", *argv]))
+    params = parse_args(["rollout", "create", *argv])
+    params["on_failure"] = params["on_failure"] and params["on_failure"].value
+    lists = ("selector", "gate", "window")
+    return rollout_body(
+        RolloutFlags(**{k: v or [] if k in lists else v for k, v in params.items()})
+    )
 
 
 def test_shadow_and_windows_from_create_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -7,7 +7,8 @@ import io
 from typing import Any
 
 import pytest
-from edgefleet.controller.operator_cmds import _print_rollout
+
+from edgefleet.cli.rollouts import print_rollout
 
 
 def _rollout(total: int, state: str = "running") -> dict[str, Any]:
@@ -22,19 +23,20 @@ def _rollout(total: int, state: str = "running") -> dict[str, Any]:
 
 
 def test_signing_progress_of_the_current_stage(capsys: pytest.CaptureFixture[str]) -> None:
-    _print_rollout(_rollout(250))
+    print_rollout(_rollout(250))
     assert "> stage 1 (100%, 1000 device(s)): pending, signed 250/1000" in capsys.readouterr().out
 
 
 def test_no_progress_once_signed_or_not_running(capsys: pytest.CaptureFixture[str]) -> None:
-    _print_rollout(_rollout(1000))
-    _print_rollout(_rollout(250, state="paused"))
+    print_rollout(_rollout(1000))
+    print_rollout(_rollout(250, state="paused"))
     assert "signed" not in capsys.readouterr().out
 
 
 def test_the_live_view_says_what_holds_devices() -> None:
-    from edgefleet.controller.rollouts.watch import render
     from rich.console import Console
+
+    from edgefleet.cli.rollout_watch import render
 
     r = _rollout(0) | {
         "waiting_for_window": "2026-11-23T02:00:00Z",

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from edgefleet.controller.cli_output import hhmm
-from edgefleet.controller.rollouts.lifecycle import SETTLED
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
+
+from edgefleet.cli.output import hhmm, print_json
+from edgefleet.controller.rollouts.lifecycle import SETTLED
 
 FINAL = {s.value for s in SETTLED}  # the rollout will not move without a person
 _STYLE = {"PASS": "green", "FAIL": "bold red", "NODATA": "yellow", "WARN": "magenta"}
@@ -71,5 +71,5 @@ def watch(fetch: Callable[[], dict[str, Any]], interval: float, as_json: bool) -
     if not console.is_terminal:
         console.line()  # Live leaves a piped view without its last newline
     if as_json:
-        print(json.dumps(r, indent=2, sort_keys=True))
+        print_json(r)
     return 0 if r["state"] in ("succeeded", "nothing_to_do") else 1
