@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import pytest
@@ -165,8 +166,9 @@ def _create_args(*argv: str) -> dict:  # type: ignore[type-arg]
     params = parse_args(["rollout", "create", *argv])
     params["on_failure"] = params["on_failure"] and params["on_failure"].value
     lists = ("selector", "gate", "window")
+    fields = {f.name for f in dataclasses.fields(RolloutFlags)}  # not --json, --override-gate
     return rollout_body(
-        RolloutFlags(**{k: v or [] if k in lists else v for k, v in params.items()})
+        RolloutFlags(**{k: v or [] if k in lists else v for k, v in params.items() if k in fields})
     )
 
 
