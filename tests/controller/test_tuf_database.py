@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -114,22 +114,28 @@ def test_a_signing_waits_for_the_other_process(
     tmp_path: Path, engines: Callable[[], Engine], db_url: str
 ) -> None:
     repos = _replica(tmp_path / "a", engines())
-    holder = subprocess.Popen(  # another replica, holding the signing lock for a moment
+    holder = subprocess.Popen(  # another replica, holding the signing lock until told
         [sys.executable, "-c",
-         "import sys, time\n"
+         "import sys\n"
          "from edgefleet.controller.db import make_engine\n"
          "from edgefleet.controller.signing.storage import DatabaseStore\n"
          "with DatabaseStore(make_engine(sys.argv[1])).lock():\n"
-         "    print('held', flush=True); time.sleep(1.5)\n", db_url],
-        stdout=subprocess.PIPE, text=True,
+         "    print('held', flush=True); sys.stdin.readline()\n", db_url],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    start = time.monotonic()
-    repos.director.ensure_device("cam-2")
-    waited = time.monotonic() - start
+    assert holder.stdin is not None and holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    signer = threading.Thread(target=repos.director.ensure_device, args=("cam-2",))
+    signer.start()
+    signer.join(timeout=0.5)
+    assert signer.is_alive()  # it cannot sign while the other process holds the lock
+    holder.stdin.write("go\n")
+    holder.stdin.close()
+    signer.join(timeout=60)
+    assert not signer.is_alive()  # and signs once the lock is released
     assert holder.wait(timeout=60) == 0
     holder.stdout.close()
-    assert waited > 0.3  # it could not sign while the other process held the lock
+    assert repos.director.director_version("cam-2") >= 1
 
 
 def test_the_updater_against_metadata_in_the_database(
