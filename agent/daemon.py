@@ -56,6 +56,7 @@ from edgefleet.shared.supervise import Supervisor
 from prometheus_client import CollectorRegistry
 
 from edgefleet import __version__
+from edgefleet.runtime.foreground import Foreground
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -86,10 +87,14 @@ def _on_signals(stop: threading.Event) -> None:
 
 
 def device_loader(
-    config: AgentConfig, fp: Fingerprint, profile: FirmwareProfile | None
+    config: AgentConfig,
+    fp: Fingerprint,
+    profile: FirmwareProfile | None,
+    foreground: Foreground | None = None,
 ) -> tuple[Loader, str]:
     """The loader for this device's profile (providers, native TensorRT), its detectors
-    also giving candidates (:func:`candidate_floor`), and its /metrics backend label."""
+    also giving candidates (:func:`candidate_floor`), and its /metrics backend label;
+    ``foreground``: the frame loop a model prepared in the background gives way to."""
     import onnxruntime as ort
 
     from edgefleet.runtime.engine_cache import GpuFacts
@@ -104,7 +109,7 @@ def device_loader(
     )
     sharer = plan_sharer(config)
     on_built = sharer.offer if sharer is not None else None
-    loader = with_candidates(make_loader(settings, on_built), candidate_floor(config))
+    loader = with_candidates(make_loader(settings, on_built, foreground), candidate_floor(config))
     return loader, backend_label(settings, ort.get_available_providers())
 
 
@@ -219,7 +224,8 @@ def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = N
     prepare_data_dir(config.data_dir)
     fingerprint, profile = device_class(config, hooks := _hooks(hooks))
     log.info("firmware profile: %s", profile.name if profile else "none fits; CPU defaults")
-    loader, backend = device_loader(config, fingerprint, profile)
+    foreground = Foreground()  # the frame loop's claim on the CPU while a model is prepared
+    loader, backend = device_loader(config, fingerprint, profile, foreground)
     quota = CacheQuota(config.cache.max_artifacts, config.cache.max_bytes)
     store = DeviceStore(config.data_dir, quota)
     slots = ModelSlots()
@@ -249,7 +255,7 @@ def run(config: AgentConfig, stop: threading.Event, hooks: AgentHooks | None = N
     frame_sinks: list[FrameSink] = [
         monitor, health, metrics, *(sink for sink, _ in sinks), *data.sinks(), tap
     ]  # fmt: skip
-    pipeline = Pipeline(source, slots, frame_sinks, fps=config.source.fps)
+    pipeline = Pipeline(source, slots, frame_sinks, fps=config.source.fps, foreground=foreground)
     identity = Identity(config.device_id, config.labels, fingerprint, __version__)
     reconciler = Reconciler(
         identity,

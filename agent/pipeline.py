@@ -2,14 +2,20 @@
 
 Two threads. The reader takes frames from a source at ``fps`` (0 = as fast as the loop
 consumes them) into a bounded queue; when the queue is full a real-time source drops the
-oldest frame and counts it, as a camera would. The frame loop leases the active model slot
-for one frame, runs it, and hands a :class:`FrameResult` to every sink (the telemetry
-window, the health check). With no model installed both threads idle.
+oldest frame and counts it, as a camera would. The queue holds ``QUEUE_S`` of a paced
+source's frames (at least ``MIN_QUEUE``): a stall of the frame loop costs latency, not
+frames, up to that long, whatever the rate (4 frames were 16 ms at 250 fps, shorter than
+the stalls a 2-core box has on its own). The frame loop leases the active model slot for
+one frame, runs it, and hands a :class:`FrameResult` to every sink (the telemetry window,
+the health check); each result says how long its frame waited. With no model installed
+both threads idle. While the loop has a frame, a model being prepared in the background
+is paused (runtime/foreground.py).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -28,12 +34,21 @@ from edgefleet.agent.store import ModelPointer
 from edgefleet.shared.errors import ConfigError
 
 from edgefleet.runtime.backend import Detection
+from edgefleet.runtime.foreground import Foreground
 
 log = logging.getLogger(__name__)
 
 Frame = npt.NDArray[np.uint8]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 IDLE_WAIT_S = 0.2  # seconds between checks for a model while none is installed
+QUEUE_S = 0.25  # seconds of frames a paced source's queue holds
+MIN_QUEUE = 4  # frames, whatever the rate (and a blocking source's queue)
+
+
+def queue_frames(fps: float, seconds: float = QUEUE_S) -> int:
+    """How many frames the queue holds: ``seconds`` of a paced source's frames, at least
+    ``MIN_QUEUE``; a source read as fast as the loop consumes (``fps`` 0) never drops."""
+    return max(MIN_QUEUE, math.ceil(fps * seconds)) if fps > 0 else MIN_QUEUE
 
 
 class FrameSource(Protocol):
@@ -191,6 +206,7 @@ class FrameResult:
     candidates: list[Detection] | None = field(default=None, repr=False, compare=False)
     # the raw output before the cut (NaN, all-zero scores); None: the detector cannot say
     raw: RawSummary | None = field(default=None, repr=False, compare=False)
+    wait_ms: float = 0.0  # how long the frame waited in the queue before the model took it
 
 
 class FrameSink(Protocol):
@@ -207,12 +223,16 @@ class Pipeline:
         sinks: Sequence[FrameSink],
         *,
         fps: float = 10.0,  # frames per second; 0 = as fast as possible
-        queue_size: int = 4,  # frames
+        queue_size: int | None = None,  # frames; None: queue_frames(fps)
         clock: Callable[[], float] = time.monotonic,
+        foreground: Foreground | None = None,  # told when the loop has a frame, and when not
     ) -> None:
         self.source, self.slots, self.sinks = source, slots, list(sinks)
+        self.foreground = foreground or Foreground()
         self.fps, self.clock = fps, clock
-        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=queue_size)
+        size = queue_frames(fps) if queue_size is None else queue_size
+        self.queue_size = size
+        self._queue: queue.Queue[tuple[float, Frame]] = queue.Queue(maxsize=size)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.frames = 0
@@ -233,6 +253,7 @@ class Pipeline:
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
         self.slots.warm_between_frames(False)
+        self.foreground.idle()  # a model still being prepared must not stay paused
         close = getattr(self.source, "close", None)  # a live source may be waiting to reopen
         if callable(close):
             close()
@@ -280,7 +301,7 @@ class Pipeline:
         """Real-time: a full queue drops its oldest frame to make room."""
         while True:
             try:
-                self._queue.put_nowait(frame)
+                self._queue.put_nowait((self.clock(), frame))
             except queue.Full:
                 try:
                     self._queue.get_nowait()
@@ -293,7 +314,7 @@ class Pipeline:
     def _put_blocking(self, frame: Frame) -> None:
         while not self._stop.is_set():
             try:
-                self._queue.put(frame, timeout=IDLE_WAIT_S)
+                self._queue.put((self.clock(), frame), timeout=IDLE_WAIT_S)
             except queue.Full:
                 continue
             else:
@@ -307,29 +328,41 @@ class Pipeline:
     # -- frame loop --------------------------------------------------------------------
 
     def _frame_loop(self) -> None:
-        while not self._stop.is_set():
-            self._warm_up_challenger()
-            try:
-                frame = self._queue.get(timeout=IDLE_WAIT_S)
-            except queue.Empty:
-                continue
-            result = self.process(frame)
-            if result is not None:
-                self._emit(result)
+        try:
+            while not self._stop.is_set():
+                self._gap_job()
+                self._next_frame()
+        finally:
+            self.foreground.idle()
 
-    def _warm_up_challenger(self) -> None:
-        """A new model's warm-up in the gap after a frame: on this thread, it takes no core
-        from the model serving (see slots.py)."""
-        job = self.slots.take_warm_up(idle=self._queue.empty())
+    def _next_frame(self) -> None:
+        """One frame from the queue through the model. A model being prepared in the
+        background runs only while the loop waits here on an empty queue (foreground.py)."""
+        if self._queue.empty():
+            self.foreground.idle()
+        try:
+            queued_at, frame = self._queue.get(timeout=IDLE_WAIT_S)
+        except queue.Empty:
+            return
+        self.foreground.busy()
+        result = self.process(frame, queued_at)
+        if result is not None:
+            self._emit(result)
+
+    def _gap_job(self) -> None:
+        """A swap's CPU work (a new model's warm-up, an old one's release) in the gap after
+        a frame: on this thread, it takes no core from the model serving (see slots.py)."""
+        job = self.slots.take_gap_job(idle=self._queue.empty())
         if job is not None:
             job.run()
 
-    def process(self, frame: Frame) -> FrameResult | None:
+    def process(self, frame: Frame, queued_at: float | None = None) -> FrameResult | None:
         """Run one frame on the active model; ``None`` when no model is installed."""
         with self.slots.lease() as slot:
             if slot is None:
                 return None
             t0 = self.clock()
+            wait_ms = 0.0 if queued_at is None else (t0 - queued_at) * 1000.0
             try:
                 dets, cands, raw = _detect(slot.detector, frame)
                 error = None
@@ -340,7 +373,9 @@ class Pipeline:
         self.frames += 1
         if error:
             self.errors += 1
-        return FrameResult(slot.id, slot.meta, latency_ms, dets, error, frame, cands, raw)
+        return FrameResult(
+            slot.id, slot.meta, latency_ms, dets, error, frame, cands, raw, wait_ms=wait_ms
+        )
 
     def _emit(self, result: FrameResult) -> None:
         for sink in self.sinks:

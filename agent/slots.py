@@ -7,12 +7,15 @@ pointer between two frames; the frame already in flight finishes on the old mode
 slot is closed only once its in-flight count is back to zero. Until :meth:`commit`, the
 old slot is kept open so :meth:`revert` can put it back at once.
 
-While a frame loop runs (:meth:`ModelSlots.warm_between_frames`), a challenger that runs on
-the CPU only is warmed up by the frame loop itself, in the gap after a frame (or after a
-short wait when the loop is never idle), so its first runs never compete with the serving
-model for the cores. The stager still waits for the warm-up and gets its error; it warms up
-itself when no frame loop takes the job. A model on a GPU warms up in the stager's thread:
-its first run may take seconds (CUDA context, engine), which the frame loop must not wait.
+While a frame loop runs (:meth:`ModelSlots.warm_between_frames`), the work a swap does on
+the CPU runs in the frame loop itself, in the gap after a frame (or after a short wait when
+the loop is never idle), each job in a gap of its own: a challenger's warm-up (CPU-only
+models) and the release of a model that stopped serving (an ONNX Runtime session frees its
+arena and joins its threads with the GIL held, about 6 ms). So neither competes with the
+serving model for the cores, and the frame loop catches up between the two. The caller
+still waits for each job and gets a warm-up's error; it runs the job itself when no frame
+loop takes it. A model on a GPU warms up in the stager's thread: its first run may take
+seconds (CUDA context, engine), which the frame loop must not wait.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,8 +39,8 @@ from edgefleet.runtime.backend import Detection, ModelInfo
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 10.0  # seconds to wait for in-flight frames before closing a slot anyway
-WARM_LATE_S = 0.2  # seconds a warm-up waits for an idle gap before it runs between frames anyway
-WARM_HANDOFF_S = 5.0  # seconds the stager waits for the frame loop to start a warm-up
+WARM_LATE_S = 0.2  # seconds a job waits for an idle gap before it runs between frames anyway
+WARM_HANDOFF_S = 5.0  # seconds the caller waits for the frame loop to start a job
 
 
 class DetectorLike(Protocol):
@@ -56,11 +59,12 @@ class DetectorLike(Protocol):
 _ids = itertools.count(1)
 
 
-class WarmUp:
-    """One challenger's warm-up, run once by whoever claims it (frame loop or stager)."""
+class GapJob:
+    """Work for the gap between two frames (a warm-up, a release), run once by whoever
+    claims it: the frame loop, or the caller when no loop takes it."""
 
-    def __init__(self, detector: DetectorLike) -> None:
-        self.detector = detector
+    def __init__(self, work: Callable[[], None]) -> None:
+        self.work = work
         self.since = time.monotonic()
         self.done = threading.Event()
         self.error: Exception | None = None
@@ -74,8 +78,8 @@ class WarmUp:
 
     def run(self) -> None:
         try:
-            self.detector.warm_up()
-        except Exception as e:  # noqa: BLE001 - raised again in the stager's thread
+            self.work()
+        except Exception as e:  # noqa: BLE001 - raised again in the caller's thread
             self.error = e
         finally:
             self.done.set()
@@ -96,7 +100,8 @@ class ModelSlots:
         self._staged: Slot | None = None
         self._retired: Slot | None = None  # the old active, kept open until commit
         self._frame_loop_warms = False
-        self._warm_ups: deque[WarmUp] = deque()  # waiting for the frame loop
+        self._gap_jobs: deque[GapJob] = deque()  # waiting for the frame loop
+        self._loop_thread: int | None = None  # the frame loop's thread, once it took a job
 
     @property
     def active(self) -> Slot | None:
@@ -134,34 +139,41 @@ class ModelSlots:
         return slot
 
     def warm_between_frames(self, on: bool) -> None:
-        """A frame loop runs (``on``) and takes CPU warm-ups with :meth:`take_warm_up`."""
+        """A frame loop runs (``on``) and takes the swap's CPU work with
+        :meth:`take_gap_job`."""
         with self._cond:
             self._frame_loop_warms = on
 
-    def take_warm_up(self, *, idle: bool) -> WarmUp | None:
-        """For the frame loop, between two frames: a warm-up to run now, if one waits and
-        the loop is ``idle`` (no frame queued) or the warm-up has waited too long."""
+    def take_gap_job(self, *, idle: bool) -> GapJob | None:
+        """For the frame loop, between two frames: one job to run now, if one waits and
+        the loop is ``idle`` (no frame queued) or the job has waited too long."""
         with self._cond:
-            while self._warm_ups:
-                job = self._warm_ups[0]
+            self._loop_thread = threading.get_ident()
+            while self._gap_jobs:
+                job = self._gap_jobs[0]
                 if not idle and time.monotonic() - job.since < WARM_LATE_S:
                     return None
-                self._warm_ups.popleft()
+                self._gap_jobs.popleft()
                 if job.claim():
                     return job
         return None
 
     def _warm_up(self, detector: DetectorLike) -> None:
-        job = WarmUp(detector)
+        self._between_frames(detector.warm_up, cpu=bool(getattr(detector, "cpu_only", False)))
+
+    def _between_frames(self, work: Callable[[], None], *, cpu: bool) -> None:
+        """Run ``work`` in the frame loop's next gap (``cpu``: it runs on the CPU alone),
+        or here; wait for it, and raise its error here."""
+        job = GapJob(work)
         with self._cond:
-            handed = self._frame_loop_warms and bool(getattr(detector, "cpu_only", False))
+            handed = self._frame_loop_warms and cpu and self._loop_thread != threading.get_ident()
             if handed:
-                self._warm_ups.append(job)
+                self._gap_jobs.append(job)
         if handed:
             deadline = time.monotonic() + WARM_HANDOFF_S
             while not job.done.wait(0.05):
                 gone = not self._frame_loop_warms or time.monotonic() > deadline
-                if gone and job.claim():  # no frame loop took it: warm up here
+                if gone and job.claim():  # no frame loop took it: run it here
                     job.run()
         elif job.claim():
             job.run()
@@ -230,6 +242,7 @@ class ModelSlots:
         if not idle:
             log.warning("closing %s with a frame still in flight", slot.meta.version)
         try:
-            slot.detector.close()
+            cpu = bool(getattr(slot.detector, "cpu_only", False))
+            self._between_frames(slot.detector.close, cpu=cpu)
         except Exception:  # a failing close must not keep the new model from serving
             log.exception("closing model %s %s failed", slot.meta.model, slot.meta.version)

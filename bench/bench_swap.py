@@ -3,9 +3,10 @@
 The agent's real parts, in one process: :class:`Pipeline` (reader thread, bounded queue
 with the drop-oldest policy, frame loop), :class:`ModelSlots` and ONNX Runtime detectors.
 The frame source replays already-decoded images at a fixed rate set to ``--load`` times the
-throughput measured first (so the frame loop is saturated but not hopelessly behind); every
-frame the reader could not queue is a counted drop. Meanwhile the main thread does what the
-reconcile loop does on an install, ``--swaps`` times, alternating the models: load a new
+throughput measured first through the same pipeline (so the frame loop is busy but not
+hopelessly behind); every frame the reader could not queue is a counted drop. Meanwhile
+the main thread does what the reconcile loop does on an install, ``--swaps`` times,
+alternating the models: load a new
 detector (a background load, as the agent's loader does), warm it up (``slots.stage``: the
 frame loop runs the warm-up between frames), swap between two frames, commit (the old slot
 is closed once its in-flight frame is done). ``--plain-load`` loads and warms up at normal
@@ -42,6 +43,7 @@ from edgefleet.agent.store import ModelPointer
 from edgefleet.shared.hashing import sha256_file
 
 from edgefleet.runtime.detector import Detector
+from edgefleet.runtime.foreground import Foreground
 from edgefleet.runtime.onnx_backend import OnnxRuntimeBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,7 +69,8 @@ class ReplaySource:
 class Recorder:
     """A frame sink: when each frame finished, and how long it took."""
 
-    done: list[tuple[float, float]] = field(default_factory=list)  # (finished at, latency ms)
+    # (finished at, latency ms, ms from queued to finished)
+    done: list[tuple[float, float, float]] = field(default_factory=list)
     drops: int = 0
     drop_times: list[float] = field(default_factory=list)
     errors: int = 0
@@ -75,7 +78,8 @@ class Recorder:
 
     def on_frame(self, result: FrameResult) -> None:
         with self.lock:
-            self.done.append((time.perf_counter(), result.latency_ms))
+            age = result.wait_ms + result.latency_ms
+            self.done.append((time.perf_counter(), result.latency_ms, age))
             self.errors += result.error is not None
 
     def on_drop(self, n: int) -> None:
@@ -84,10 +88,12 @@ class Recorder:
             self.drop_times.extend([time.perf_counter()] * n)
 
 
-def load_detector(path: Path, *, plain: bool) -> Detector:
-    """As the agent's loader does: a background load, unless ``plain`` (to compare). The
-    warm-up (``slots.stage``) then runs between frames, in the frame loop."""
-    return Detector.from_backend(OnnxRuntimeBackend(background=not plain), path)
+def load_detector(path: Path, *, plain: bool, foreground: Foreground | None = None) -> Detector:
+    """As the agent's loader does: a background load that gives way to ``foreground``'s
+    frame loop, unless ``plain`` (to compare). The warm-up (``slots.stage``) then runs
+    between frames, in the frame loop."""
+    backend = OnnxRuntimeBackend(background=not plain, foreground=foreground)
+    return Detector.from_backend(backend, path)
 
 
 def pointers(models: list[Path]) -> Callable[[Path, str], ModelPointer]:
@@ -99,21 +105,43 @@ def pointers(models: list[Path]) -> Callable[[Path, str], ModelPointer]:
 
 def measure_capacity(
     path: Path, images: list[np.ndarray], seconds: float = 2.0, *, plain: bool = False
-) -> float:
-    """Frames per second one detector sustains back to back."""
+) -> tuple[float, float]:
+    """Frames per second one detector sustains: through the pipeline the bench runs (reader
+    thread, queue, frame loop, sink), the rate that ``--load`` is a fraction of; and its
+    bare ``detect()`` calls back to back, for comparison. With models this small the two
+    differ by a third or more, and pacing at 0.7 of the bare rate left the frame loop no
+    headroom even with no swap."""
     det = load_detector(path, plain=plain)
     det.warm_up()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         det.detect(images[n % len(images)])
         n += 1
-    det.close()
-    return n / (time.perf_counter() - t0)
+    bare = n / (time.perf_counter() - t0)
+    slots, rec, src = ModelSlots(), Recorder(), ReplaySource(images)
+    slots.stage(det, ModelPointer("bench", "capacity", 1, "0" * 64, path.name))
+    slots.swap()
+    pipe = Pipeline(src, slots, [rec], fps=0)  # blocking reader: the loop never waits
+    pipe.start()
+    time.sleep(0.5)  # the threads started and the first frames through
+    first, t0 = len(rec.done), time.perf_counter()
+    time.sleep(seconds)
+    through = (len(rec.done) - first) / (time.perf_counter() - t0)
+    src.stop.set()
+    pipe.stop()
+    slots.close()
+    return through, bare
 
 
 PLAIN_HELP = (
     "load and warm up the new model at normal priority in the installing thread, as before "
     "background loads and warm-ups between frames, to compare"
+)
+
+
+UNGATED_HELP = (
+    "let the child that prepares a new model run at idle priority whatever the frame loop "
+    "does, as before it was paused while the loop has a frame; to compare"
 )
 
 
@@ -137,9 +165,12 @@ def bench(
     settle_s: float,
     plain_load: bool = False,
     fps: float = 0.0,
+    ungated: bool = False,
 ) -> dict[str, Any]:
     images = load_images(source)
-    capacity = min(measure_capacity(m, images, plain=plain_load) for m in models)
+    capacities = [measure_capacity(m, images, plain=plain_load) for m in models]
+    capacity = min(through for through, _ in capacities)
+    capacity_bare = min(bare for _, bare in capacities)
     fps = fps or capacity * load  # both 0: saturating, the loop never waits for a frame
     slots, rec, src = ModelSlots(), Recorder(), ReplaySource(images)
     pointer = pointers(models)
@@ -147,7 +178,9 @@ def bench(
     slots.stage(first, pointer(models[0], "m0"))
     slots.swap()
     slots.commit()
-    pipe = Pipeline(src, slots, [rec], fps=fps)  # fps 0: the reader blocks on a full queue
+    # --ungated: the child runs at idle priority whatever the frame loop does (as before)
+    foreground = None if ungated else Foreground()
+    pipe = Pipeline(src, slots, [rec], fps=fps, foreground=foreground)  # fps 0: blocking reader
     pipe.start()
     if plain_load:
         slots.warm_between_frames(False)  # as before: warm-ups in this thread too
@@ -160,7 +193,8 @@ def bench(
     for k in range(1, swaps + 1):
         path = models[k % len(models)]
         t0 = time.perf_counter()
-        slots.stage(load_detector(path, plain=plain_load), pointer(path, f"m{k}"))
+        new = load_detector(path, plain=plain_load, foreground=foreground)
+        slots.stage(new, pointer(path, f"m{k}"))
         t_swap = time.perf_counter()
         slots.swap()
         slots.commit()
@@ -181,19 +215,24 @@ def bench(
     lost = src.produced - len(rec.done) - rec.drops  # neither processed nor counted: a bug
 
     in_swap, in_control = within(windows), within(controls)
-    during = [lat for t, lat in rec.done if in_swap(t)]
-    control = [lat for t, lat in rec.done if in_control(t)]
-    steady = [lat for t, lat in rec.done if not in_swap(t) and not in_control(t)]
+    during = [lat for t, lat, _ in rec.done if in_swap(t)]
+    control = [lat for t, lat, _ in rec.done if in_control(t)]
+    steady = [lat for t, lat, _ in rec.done if not in_swap(t) and not in_control(t)]
+    # queued to finished: what a stall costs now that the queue holds QUEUE_S of frames
+    age_during = [age for t, _, age in rec.done if in_swap(t)]
+    age_control = [age for t, _, age in rec.done if in_control(t)]
+    age_steady = [age for t, _, age in rec.done if not in_swap(t) and not in_control(t)]
     return {
         "models": [str(m) for m in models],
         "swaps": swaps,
-        "model_load": "plain" if plain_load else "background",
+        "model_load": "plain" if plain_load else "background" + (", ungated" * ungated),
         "load_average_1min": {
             "start": round(loadavg[0], 2),
             "end": round(loadavg[-1], 2),
             "max": round(max(loadavg), 2),
         },
-        "capacity_fps": round(capacity, 1),
+        "capacity_fps": round(capacity, 1),  # through the pipeline: what --load scales
+        "capacity_detect_fps": round(capacity_bare, 1),  # detect() alone, back to back
         "source_fps": round(fps, 1) if fps else "saturating (blocking reader)",
         "frames": len(rec.done),
         "frames_produced": src.produced,
@@ -211,6 +250,11 @@ def bench(
         "p99_control_ms": round(p99(control), 3),
         "ratio_p99_swaps_vs_steady": round(p99(during) / p99(steady), 3),
         "ratio_p99_control_vs_steady": round(p99(control) / p99(steady), 3),
+        "queue_frames": pipe.queue_size,
+        "p99_age_steady_ms": round(p99(age_steady), 3),
+        "p99_age_during_swaps_ms": round(p99(age_during), 3),
+        "p99_age_control_ms": round(p99(age_control), 3),
+        "max_age_ms": round(max(age for _, _, age in rec.done), 3),
         "swap_call_ms_max": round(max(swap_ms), 3),
         "load_and_warm_s_p50": round(float(np.median(stage_s)), 3),
         "load_and_warm_s_max": round(max(stage_s), 3),
@@ -236,7 +280,10 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"  load average (1 min) {la['start']:.1f} at start, {la['end']:.1f} at end, "
           f"{la['max']:.1f} at most")  # fmt: skip
     rate = r["source_fps"] if isinstance(r["source_fps"], str) else f"{r['source_fps']} fps"
-    print(f"  source {rate} (capacity {r['capacity_fps']} fps), {r['frames']} frames")
+    print(
+        f"  source {rate} (capacity {r['capacity_fps']} fps through the pipeline, "
+        f"{r['capacity_detect_fps']} fps detect() alone), {r['frames']} frames"
+    )
     print(
         f"  dropped {r['frames_dropped']}: {r['frames_dropped_during_swaps']} during swaps, "
         f"{r['frames_dropped_during_control']} in control windows as long with no swap "
@@ -249,6 +296,11 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         f"  ratio {r['ratio_p99_swaps_vs_steady']}  (target <= 1.5); "
         f"control vs steady {r['ratio_p99_control_vs_steady']}"
+    )
+    print(
+        f"  queued to done, {r['queue_frames']}-frame queue: p99 steady "
+        f"{r['p99_age_steady_ms']} ms, during swaps {r['p99_age_during_swaps_ms']} ms, control "
+        f"{r['p99_age_control_ms']} ms, at most {r['max_age_ms']} ms"
     )
     print(f"  swap() + commit() at most {r['swap_call_ms_max']} ms")
     print(
@@ -275,11 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         "--settle-s", type=float, default=0.5, help="seconds after a swap still 'during'"
     )
     p.add_argument("--plain-load", action="store_true", help=PLAIN_HELP)
+    p.add_argument("--ungated", action="store_true", help=UNGATED_HELP)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     r = bench(
         a.models, a.source, a.swaps, load=a.load, gap_s=a.gap_s, settle_s=a.settle_s,
-        plain_load=a.plain_load, fps=a.fps,
+        plain_load=a.plain_load, fps=a.fps, ungated=a.ungated,
     )  # fmt: skip
     if a.json:
         print(json.dumps(r, indent=2))

@@ -85,6 +85,8 @@ def swap(
     settle_s: Annotated[float, typer.Option("--settle-s", help="seconds after a swap")] = 0.5,
     plain_load: Annotated[bool, typer.Option(
         "--plain-load", help="load, warm up as before")] = False,
+    ungated: Annotated[bool, typer.Option(
+        "--ungated", help="prepare models without pausing for frames, as before")] = False,
     as_json: JsonFlag = False,
 ) -> None:  # fmt: skip
     """Frames dropped and p99 latency during hot swaps."""
@@ -95,7 +97,7 @@ def swap(
         raise ConfigError("--fps must be 0 (use --load) or more")
     mod = _bench_module("bench_swap")
     result = mod.bench(models, source, swaps, load=load, gap_s=gap_s, settle_s=settle_s,
-                       plain_load=plain_load, fps=fps)  # fmt: skip
+                       plain_load=plain_load, fps=fps, ungated=ungated)  # fmt: skip
     _emit(result, as_json, mod)
 
 

@@ -29,6 +29,7 @@ from edgefleet.runtime.engine_cache import (
     cached_plans,
     plan_engine,
 )
+from edgefleet.runtime.foreground import Foreground
 from edgefleet.shared.errors import ArtifactError, RuntimeBackendError
 from edgefleet.shared.hashing import sha256_file
 from edgefleet.shared.profiles import FirmwareProfile
@@ -57,9 +58,12 @@ def backend_label(settings: LoaderSettings, available: list[str]) -> str:
 
 
 def make_loader(
-    settings: LoaderSettings, on_built: Callable[[Path, EngineKey], None] | None = None
+    settings: LoaderSettings,
+    on_built: Callable[[Path, EngineKey], None] | None = None,
+    foreground: Foreground | None = None,
 ) -> Callable[[Path], Detector]:
-    """``on_built(plan, key)`` is told of each engine built here (to share it)."""
+    """``on_built(plan, key)`` is told of each engine built here (to share it);
+    ``foreground``: the frame loop that a model's background preparation gives way to."""
     import onnxruntime as ort
 
     from edgefleet.runtime.onnx_backend import (
@@ -77,7 +81,9 @@ def make_loader(
 
     def onnxruntime(path: Path) -> Detector:
         # background: another model serves frames meanwhile (see onnx_backend's doc)
-        backend = OnnxRuntimeBackend(providers, provider_options=options, background=True)
+        backend = OnnxRuntimeBackend(
+            providers, provider_options=options, background=True, foreground=foreground
+        )
         return Detector.from_backend(backend, path, conf=settings.conf, iou=settings.iou)
 
     def load(path: Path) -> Detector:

@@ -20,6 +20,10 @@ threads sleep rather than spin (they would take the cores from everything else o
 box). A process, not a thread: onnxruntime holds the GIL while it parses a model, and a
 low-priority thread preempted with the GIL held stalls the frame loop for as long as it
 waits for a core (measured: 75 to 110 ms on a loaded box, 20 ms for a plain load).
+Idle priority alone still cost a paced source frames on an idle 2-core box (frames ran
+slower while the child ran): with a ``foreground`` (the frame
+loop's :class:`~.foreground.Foreground`) the child is also stopped while the loop has a
+frame, and runs only while it waits for one.
 Whenever the child leaves no whole optimised copy (the model is invalid, the child cannot
 run, the disk is full) the model loads the plain way, which gives the verdict: a copy that
 cannot be written never costs a device its model. CPU execution provider only: a compiled
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +46,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from edgefleet.runtime.backend import ModelInfo
+from edgefleet.runtime.foreground import Foreground
 from edgefleet.runtime.metadata import model_info
 from edgefleet.shared.errors import ArtifactError, RuntimeBackendError
 
@@ -65,7 +71,11 @@ OPTIMISE_TIMEOUT_S = 600.0  # seconds; at idle priority on a saturated box it ge
 # (site-packages, about 40 ms of CPU) already runs at that priority. Inline, so it does not
 # depend on where this package lives.
 _OPTIMISE = """
-import os, sys
+import ctypes, os, sys
+try:
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: never outlive the agent
+except (AttributeError, OSError):
+    pass
 os.setpriority(os.PRIO_PROCESS, 0, 19)
 try:
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
@@ -135,25 +145,32 @@ def _create(
         raise RuntimeBackendError(f"onnxruntime could not load {name}: {_one_line(e)}") from e
 
 
-def _optimise_at_low_priority(path: Path, out: Path) -> bool:
-    """ONNX Runtime's graph optimisation of ``path`` into ``out`` in an idle-priority child;
-    False when the child did not leave a whole optimised copy, whatever the reason: the
-    model itself, or the copy's own write (a full disk, a file size limit). The plain load
-    that follows then gives the model's verdict, so a copy that cannot be written never
-    costs a device its model."""
+def _optimise_at_low_priority(path: Path, out: Path, foreground: Foreground | None) -> bool:
+    """ONNX Runtime's graph optimisation of ``path`` into ``out`` in an idle-priority child,
+    paused while ``foreground``'s frame loop has a frame; False when the child did not leave
+    a whole optimised copy, whatever the reason: the model itself, or the copy's own write
+    (a full disk, a file size limit). The plain load that follows then gives the model's
+    verdict, so a copy that cannot be written never costs a device its model."""
     cmd = [sys.executable, "-S", "-c", _OPTIMISE, str(path), str(out)]
     try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=OPTIMISE_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
+        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except OSError as e:
         log.warning("background load of %s failed (%s): loading it the plain way", path.name, e)
         return False
-    if done.returncode != 0 or not out.is_file():
-        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    with child, foreground.attached(child.pid) if foreground else nullcontext():
+        try:
+            _, stderr = child.communicate(timeout=OPTIMISE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            log.warning("background load of %s took over %.0f s: loading it the plain way",
+                        path.name, OPTIMISE_TIMEOUT_S)  # fmt: skip
+            return False
+    if child.returncode != 0 or not out.is_file():
+        reason = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         log.warning(
             "background load of %s failed (exit %s: %s): loading it the plain way",
-            path.name, done.returncode, reason[:200],
+            path.name, child.returncode, reason[:200],
         )  # fmt: skip
         return False
     return True
@@ -169,11 +186,13 @@ class OnnxRuntimeBackend:
         provider_options: Mapping[str, Mapping[str, str]] | None = None,
         *,
         background: bool = False,
+        foreground: Foreground | None = None,
     ) -> None:
         self.providers = list(providers or DEFAULT_PROVIDERS)
         self.intra_op_threads = intra_op_threads  # 0: onnxruntime decides
         self.provider_options = dict(provider_options or {})  # provider -> its options
         self.background = background  # optimise at the lowest priority (see the module doc)
+        self.foreground = foreground  # the frame loop that background work gives way to
         self._session: ort.InferenceSession | None = None
         self._input_name = ""
         self._input_shape: tuple[int, ...] = ()
@@ -215,7 +234,7 @@ class OnnxRuntimeBackend:
         opts.add_session_config_entry(*NO_SPINNING)
         with tempfile.TemporaryDirectory(prefix="edgefleet-ort-") as tmp:
             optimised = Path(tmp) / path.name
-            if _optimise_at_low_priority(path, optimised):
+            if _optimise_at_low_priority(path, optimised, self.foreground):
                 fast = self._options()
                 fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
                 fast.add_session_config_entry(*NO_SPINNING)

@@ -237,7 +237,7 @@ def test_real_time_source_drops_oldest_frames_and_counts_them(repo_root: Path) -
 
 
 class CpuDetector(FakeDetector):
-    """A model that runs on the CPU only: records which thread warmed it up."""
+    """A model that runs on the CPU only: records which thread warmed it up and released it."""
 
     cpu_only = True
 
@@ -245,12 +245,17 @@ class CpuDetector(FakeDetector):
         super().__init__(name)
         self.fail = fail
         self.warmed_on = ""
+        self.closed_on = ""
 
     def warm_up(self) -> None:
         self.warmed_on = threading.current_thread().name
         if self.fail:
             raise RuntimeError(f"{self.name} cannot run")
         self.warmed = True
+
+    def close(self) -> None:
+        self.closed_on = threading.current_thread().name
+        super().close()
 
 
 def test_a_cpu_model_warms_up_between_frames_in_the_frame_loop(repo_root: Path) -> None:
@@ -277,4 +282,26 @@ def test_a_cpu_model_warms_up_between_frames_in_the_frame_loop(repo_root: Path) 
     late = CpuDetector("v5")
     slots.stage(late, pointer("v5"))  # the frame loop is gone: warmed in this thread
     assert late.warmed_on == threading.current_thread().name
+    slots.close()
+
+
+def test_a_cpu_model_is_released_between_frames_in_the_frame_loop(repo_root: Path) -> None:
+    """Freeing an ONNX Runtime session holds the GIL for milliseconds: the old model is
+    released by the frame loop in a gap after a frame, and commit() returns once it is."""
+    slots, sink = ModelSlots(), Collect()
+    old = CpuDetector("v1")
+    slots.stage(old, pointer("v1"))
+    slots.swap()
+    pipeline = Pipeline(FolderSource(repo_root / "models" / "samples"), slots, [sink], fps=50)
+    pipeline.start()
+    try:
+        wait_for("frames on v1", lambda: any(r.meta.version == "v1" for r in sink.results))
+        slots.stage(CpuDetector("v2"), pointer("v2"))
+        slots.swap()
+        slots.commit()
+        assert old.closed and old.closed_on == "frame-loop"
+        wait_for("frames on v2", lambda: any(r.meta.version == "v2" for r in sink.results))
+        assert all(r.error is None for r in sink.results)  # no frame ran on a closed model
+    finally:
+        pipeline.stop()
     slots.close()
