@@ -14,8 +14,9 @@ when it takes a frame and :meth:`Foreground.idle` when it waits on an empty queu
 children attached here are stopped (``SIGSTOP``) while the loop is busy and continued
 (``SIGCONT``) while it waits. On a paced source they thus run only in the gaps between
 frames, when the cores would be idle anyway. A loop that never waits (a source faster
-than the model) would starve them: a child stopped for ``starve_s`` runs on, still at idle
-priority, until the loop next waits for a frame. With no frame loop (a device's first
+than the model), or one stuck on a frame, would starve them: a child stopped for
+``starve_s`` runs on, still at idle priority, until the loop next waits for a frame (the
+waiter calls :meth:`Foreground.poll` while it waits). With no frame loop (a device's first
 model, a CLI), nothing calls :meth:`busy` and a child runs at once.
 
 :class:`GatePolicy` decides (pure, the clock passed in); :class:`Foreground` sends the
@@ -59,6 +60,15 @@ class GatePolicy:
             self.stopped_at = now
             return signal.SIGSTOP
         if now - self.stopped_at >= self.starve_s:  # never an idle gap: run at idle priority
+            self.stopped_at, self.free = None, True
+            return signal.SIGCONT
+        return None
+
+    def poll(self, now: float) -> signal.Signals | None:
+        """Between the loop's calls: a loop stuck on one frame for ``starve_s`` (a model
+        far slower than planned, a hung frame) starves the children as surely as one that
+        never waits."""
+        if self.stopped_at is not None and now - self.stopped_at >= self.starve_s:
             self.stopped_at, self.free = None, True
             return signal.SIGCONT
         return None
@@ -111,10 +121,15 @@ class Foreground:
         self.stops = 0  # SIGSTOPs sent, for tests and benchmarks
 
     def busy(self) -> None:
-        """The frame loop took a frame: attached children stop (unless starving)."""
+        """The frame loop took a frame: attached children stop (unless starving). Kept
+        with no child too, so that one attached in the middle of a frame starts stopped."""
         with self._lock:
-            if self._children:
-                self._apply(self._policy.busy(self._clock()))
+            self._apply(self._policy.busy(self._clock()))
+
+    def poll(self) -> None:
+        """Called by whoever waits for a child: one stopped too long runs on (starving)."""
+        with self._lock:
+            self._apply(self._policy.poll(self._clock()))
 
     def idle(self) -> None:
         """The frame loop waits on an empty queue: attached children run."""
@@ -122,7 +137,7 @@ class Foreground:
             self._apply(self._policy.idle())
 
     def _apply(self, sig: signal.Signals | None) -> None:
-        if sig is None:
+        if sig is None or not self._children:
             return
         self.stops += sig == signal.SIGSTOP
         for child in self._children:
@@ -134,8 +149,12 @@ class Foreground:
         out it is continued, so that a child left behind is never left stopped."""
         child = _Handle(pid)
         with self._lock:
+            if not self._children:  # the first child: starving counts from now
+                busy = self._policy.stopped_at is not None
+                self._policy = GatePolicy(self._policy.starve_s, self._clock() if busy else None)
             self._children.append(child)
-            if self._policy.stopped_at is not None:  # the loop is busy now: join the others
+            if self._policy.stopped_at is not None:  # the loop has a frame now
+                self.stops += 1
                 child.send(signal.SIGSTOP)
         try:
             yield
@@ -144,5 +163,3 @@ class Foreground:
                 self._children.remove(child)
                 child.send(signal.SIGCONT)
                 child.close()
-                if not self._children:
-                    self._policy = GatePolicy(self._policy.starve_s)

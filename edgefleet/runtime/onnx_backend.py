@@ -36,6 +36,7 @@ import logging
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -66,6 +67,7 @@ _CORRUPT = (ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoSuchF
 # loop used half the CPU (2.5 s against 4.7 to 5.7 s for 300 frames) at a lower p50.
 NO_SPINNING = ("session.intra_op.allow_spinning", "0")
 OPTIMISE_TIMEOUT_S = 600.0  # seconds; at idle priority on a saturated box it gets little CPU
+POLL_S = 0.25  # seconds between looks at a child paused for the frame loop (foreground.py)
 # The child: SCHED_IDLE (or nice 19 where refused), one thread, no spinning; exit 3 invalid
 # model, 4 unloadable, reason on stderr. Started with -S so that the interpreter's start-up
 # (site-packages, about 40 ms of CPU) already runs at that priority. Inline, so it does not
@@ -158,11 +160,8 @@ def _optimise_at_low_priority(path: Path, out: Path, foreground: Foreground | No
         log.warning("background load of %s failed (%s): loading it the plain way", path.name, e)
         return False
     with child, foreground.attached(child.pid) if foreground else nullcontext():
-        try:
-            _, stderr = child.communicate(timeout=OPTIMISE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
+        stderr = _wait_for(child, foreground)
+        if stderr is None:
             log.warning("background load of %s took over %.0f s: loading it the plain way",
                         path.name, OPTIMISE_TIMEOUT_S)  # fmt: skip
             return False
@@ -174,6 +173,22 @@ def _optimise_at_low_priority(path: Path, out: Path, foreground: Foreground | No
         )  # fmt: skip
         return False
     return True
+
+
+def _wait_for(child: subprocess.Popen[str], foreground: Foreground | None) -> str | None:
+    """The child's stderr once it exits, or None (killed) after ``OPTIMISE_TIMEOUT_S``;
+    meanwhile ``foreground`` lets a child stopped too long run on."""
+    deadline = time.monotonic() + OPTIMISE_TIMEOUT_S
+    while True:
+        try:
+            return child.communicate(timeout=POLL_S)[1]
+        except subprocess.TimeoutExpired:
+            if foreground is not None:
+                foreground.poll()
+            if time.monotonic() > deadline:
+                child.kill()
+                child.communicate()
+                return None
 
 
 class OnnxRuntimeBackend:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,17 @@ def test_a_loop_that_never_waits_lets_the_child_run_until_it_waits_again() -> No
     assert p.busy(5.0) is None  # and is not stopped again while the loop never waits
     assert p.idle() is None  # running already; the loop waited: gated again from now on
     assert p.busy(5.1) is signal.SIGSTOP
+
+
+def test_a_loop_stuck_on_one_frame_lets_the_child_run_when_polled() -> None:
+    p = GatePolicy(starve_s=1.0)
+    assert p.poll(0.0) is None  # running: nothing to do
+    assert p.busy(0.0) is signal.SIGSTOP
+    assert p.poll(0.5) is None
+    assert p.poll(1.0) is signal.SIGCONT  # no busy() or idle() since: the loop is stuck
+    assert p.busy(1.1) is None  # free until the loop next waits
+    assert p.idle() is None
+    assert p.busy(1.2) is signal.SIGSTOP
 
 
 # -- the signals, on a real child ------------------------------------------------------------
@@ -116,6 +128,22 @@ def test_a_starved_child_runs_on(child: subprocess.Popen[bytes]) -> None:
         _wait_state(child.pid, stopped=True)
         now[0] = 1.5
         gate.busy()  # the loop has not waited for a frame in 1.5 s
+        _wait_state(child.pid, stopped=False)
+
+
+@linux_only
+def test_a_child_stopped_by_a_stuck_loop_runs_on_when_polled(
+    child: subprocess.Popen[bytes],
+) -> None:
+    now = [0.0]
+    gate = Foreground(starve_s=1.0, clock=lambda: now[0])
+    with gate.attached(child.pid):
+        gate.busy()  # the loop took a frame and never came back
+        _wait_state(child.pid, stopped=True)
+        gate.poll()
+        _wait_state(child.pid, stopped=True)  # not yet
+        now[0] = 1.0
+        gate.poll()  # what the waiting loader does every POLL_S
         _wait_state(child.pid, stopped=False)
 
 
@@ -199,3 +227,46 @@ def test_a_background_load_gives_way_to_the_frame_loop_and_completes(fps: float)
         pipe.stop()
         slots.close()
         plain.close()
+
+
+class Stuck:
+    """A serving model stuck on its first frame until the test lets it go."""
+
+    cpu_only = False
+
+    def __init__(self) -> None:
+        self.info = Detector.from_onnx(MODELS / "shapes/v2/model.onnx").info
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def warm_up(self) -> None:
+        pass
+
+    def detect(self, bgr: np.ndarray) -> list[object]:
+        self.started.set()
+        assert self.release.wait(WAIT_S)
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+@linux_only
+def test_a_background_load_completes_while_the_frame_loop_is_stuck() -> None:
+    """The loop took a frame and never came back: the child it stopped runs on once it has
+    starved, and the new model loads (no install waits for a hung frame)."""
+    stuck, slots, gate = Stuck(), ModelSlots(), Foreground(starve_s=0.5)
+    slots.stage(stuck, ModelPointer("m", "v1", 1, "0" * 64, "model.onnx"))
+    slots.swap()
+    pipe = Pipeline(Replay(_images()), slots, [Count()], fps=40.0, foreground=gate)
+    pipe.start()
+    try:
+        assert stuck.started.wait(WAIT_S)
+        backend = OnnxRuntimeBackend(background=True, foreground=gate)
+        new = Detector.from_backend(backend, MODELS / "yolo11n-shapes/model.onnx")
+        assert gate.stops == 1  # stopped for the stuck frame, then let go by the loader's poll
+        new.close()
+    finally:
+        stuck.release.set()
+        pipe.stop()
+        slots.close()
