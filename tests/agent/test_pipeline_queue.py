@@ -10,11 +10,12 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.typing as npt
 import pytest
-from edgefleet.agent.pipeline import MIN_QUEUE, QUEUE_S, FrameResult, Pipeline, queue_frames
+from edgefleet.agent.pipeline import MIN_QUEUE, QUEUE_S, Pipeline, queue_frames
 from edgefleet.agent.slots import ModelSlots
 from edgefleet.agent.store import ModelPointer
 
 from edgefleet.runtime.backend import Detection, ModelInfo
+from tests.agent.test_slots import Collect
 
 WAIT_S = 30.0  # generous: a loaded 2-core machine
 
@@ -66,18 +67,6 @@ class Burst:
             self.given += 1
             yield np.zeros((32, 32, 3), dtype=np.uint8)
         self.done.set()
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.results: list[FrameResult] = []
-        self.drops = 0
-
-    def on_frame(self, result: FrameResult) -> None:
-        self.results.append(result)
-
-    def on_drop(self, n: int) -> None:
-        self.drops += n
 
 
 def test_a_stall_shorter_than_the_queue_costs_latency_not_frames() -> None:
