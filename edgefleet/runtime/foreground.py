@@ -54,15 +54,12 @@ class GatePolicy:
     free: bool = False
 
     def busy(self, now: float) -> signal.Signals | None:
-        if self.stopped_at is None:
-            if self.free:
-                return None
-            self.stopped_at = now
-            return signal.SIGSTOP
-        if now - self.stopped_at >= self.starve_s:  # never an idle gap: run at idle priority
-            self.stopped_at, self.free = None, True
-            return signal.SIGCONT
-        return None
+        if self.stopped_at is not None:  # still busy since: starving if that is too long
+            return self.poll(now)
+        if self.free:
+            return None
+        self.stopped_at = now
+        return signal.SIGSTOP
 
     def poll(self, now: float) -> signal.Signals | None:
         """Between the loop's calls: a loop stuck on one frame for ``starve_s`` (a model

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from edgefleet.agent.store import ModelPointer
 from edgefleet.runtime.detector import Detector
 from edgefleet.runtime.foreground import Foreground, GatePolicy
 from edgefleet.runtime.onnx_backend import OnnxRuntimeBackend
+from tests.agent.test_pipeline_queue import Stalled
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, signals")
@@ -229,33 +229,11 @@ def test_a_background_load_gives_way_to_the_frame_loop_and_completes(fps: float)
         plain.close()
 
 
-class Stuck:
-    """A serving model stuck on its first frame until the test lets it go."""
-
-    cpu_only = False
-
-    def __init__(self) -> None:
-        self.info = Detector.from_onnx(MODELS / "shapes/v2/model.onnx").info
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def warm_up(self) -> None:
-        pass
-
-    def detect(self, bgr: np.ndarray) -> list[object]:
-        self.started.set()
-        assert self.release.wait(WAIT_S)
-        return []
-
-    def close(self) -> None:
-        pass
-
-
 @linux_only
 def test_a_background_load_completes_while_the_frame_loop_is_stuck() -> None:
     """The loop took a frame and never came back: the child it stopped runs on once it has
     starved, and the new model loads (no install waits for a hung frame)."""
-    stuck, slots, gate = Stuck(), ModelSlots(), Foreground(starve_s=0.5)
+    stuck, slots, gate = Stalled(), ModelSlots(), Foreground(starve_s=0.5)
     slots.stage(stuck, ModelPointer("m", "v1", 1, "0" * 64, "model.onnx"))
     slots.swap()
     pipe = Pipeline(Replay(_images()), slots, [Count()], fps=40.0, foreground=gate)

@@ -32,7 +32,7 @@ def test_the_queue_holds_a_quarter_second_of_frames_and_at_least_four(
 
 
 class Stalled:
-    """A model whose first frame waits until the test lets it go."""
+    """A model whose first frame waits until the test lets it go (a stuck frame loop)."""
 
     cpu_only = False
 
